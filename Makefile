@@ -1,0 +1,39 @@
+# Two commands a newcomer needs: `make demo` and `make test`. Each builds its own .venv.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint chaos bench fmt clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+## demo: run the gateway against the built-in simulator (and the Pub/Sub emulator if gcloud has it) for 60 s
+demo: $(STAMP)
+	$(BIN)/python -m bessai.cli.demo
+
+## test: lint, then the whole test suite (unit, integration against real peers, chaos, end-to-end)
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix .
+
+## chaos: the chaos scenarios with figures, written to bench/CHAOS.md
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos
+
+## bench: every benchmark, results written to bench/RESULTS.md
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
