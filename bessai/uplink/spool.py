@@ -184,10 +184,12 @@ class Spool:
     wall_clock: WallClock = system_wall_clock
     sink: MetricSink = NULL_SINK
     log: Any = attrs.field(factory=structlog.get_logger, repr=False)
+    limiter: Any = attrs.field(default=None, repr=False)
+    """What serializes the worker-thread SQLite calls: a `trio.CapacityLimiter(1)` by default;
+    anything with ``acquire_on_behalf_of`` / ``release_on_behalf_of`` that admits ONE thread
+    at a time may be injected (to observe thread work, e.g. in virtual-time tests)."""
 
     _conn: sqlite3.Connection | None = attrs.field(default=None, init=False, repr=False)
-    _limiter: trio.CapacityLimiter = attrs.field(
-        factory=lambda: trio.CapacityLimiter(1), init=False, repr=False)
     _pending: list[_Waiter] = attrs.field(factory=list, init=False, repr=False)
     _pending_deletes: list[int] = attrs.field(factory=list, init=False, repr=False)
     _pending_dead: list[tuple[int, str, trio.Event]] = attrs.field(
@@ -251,6 +253,12 @@ class Spool:
     def corrupt_moved_to(self) -> Path | None:
         """Where a corrupt file found at open was moved, if one was."""
         return self._corrupt_moved_to
+
+    @property
+    def _limiter(self) -> Any:
+        if self.limiter is None:
+            self.limiter = trio.CapacityLimiter(1)
+        return self.limiter
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -364,10 +372,13 @@ class Spool:
 
         Leased rows are the caller's until it calls `ack`, `release` or `dead_letter`.
         """
-        await self._ready.wait()
-        leased = frozenset(self._leased)
-        rows = await trio.to_thread.run_sync(self._lease_sync, self._cursor, leased, limit,
-                                             max_bytes, limiter=self._limiter)
+        while True:
+            await self._ready.wait()
+            leased = frozenset(self._leased)
+            rows = await trio.to_thread.run_sync(self._lease_sync, self._cursor, leased, limit,
+                                                 max_bytes, limiter=self._limiter)
+            if rows is not None:
+                break  # else the spool closed while we queued: wait for it to reopen
         for row in rows:
             self._leased.add(row.row_id)
         if rows:
@@ -375,8 +386,9 @@ class Spool:
         return rows
 
     def _lease_sync(self, cursor: int, leased: frozenset[int], limit: int,
-                    max_bytes: int) -> list[SpoolRow]:
-        assert self._conn is not None
+                    max_bytes: int) -> list[SpoolRow] | None:
+        if self._conn is None:
+            return None
         out: list[SpoolRow] = []
         size = 0
         while len(out) < limit:
