@@ -82,6 +82,8 @@ class FaultyTransport(httpx.AsyncBaseTransport):
     inner: httpx.AsyncBaseTransport
     on_restored: Callable[[], None] | None = None
     call_times: list[float] = attrs.field(factory=list)
+    timeline: list[tuple[str, Any]] | None = None
+    """If set, every forwarded request appends ("<verb>", parsed JSON body)."""
     cuts: list[tuple[float, float]] = attrs.field(factory=list)
     storms: list[tuple[int, int, str | None]] = attrs.field(factory=list)
     poison_marker: bytes | None = None
@@ -154,6 +156,9 @@ class FaultyTransport(httpx.AsyncBaseTransport):
             if any(self.poison_marker in base64.b64decode(m["data"]) for m in messages):
                 return self._answer(request, 400, message="Invalid message")
         self.forwarded += 1
+        if self.timeline is not None:
+            verb = request.url.path.rsplit(":", 1)[-1]
+            self.timeline.append((verb, json.loads(await request.aread() or b"null")))
         with frozen_virtual_time():
             response = await self.inner.handle_async_request(request)
             await response.aread()
