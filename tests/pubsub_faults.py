@@ -7,7 +7,7 @@ scheduled in Trio time (virtual under MockClock):
 - `storm(status, count, retry_after)`: the next ``count`` requests get ``status``;
 - `poison_marker`: a publish whose body contains the marker is answered 400 (as production
   would for a message the emulator does not check);
-- `unauthorized(count)`: the next requests get 401 unless their bearer token is new;
+- `unauthorized_left`: the next requests get 401 (their bearer tokens are recorded);
 - `lose_left`: forward to the emulator, then drop the response (a duplicate maker).
 
 Under a `MockClock` with ``autojump_threshold=0``, virtual time is frozen while a request is
@@ -141,11 +141,9 @@ class FaultyTransport(httpx.AsyncBaseTransport):
                                 {"retry-after": retry_after} if retry_after else None)
         token = request.headers.get("authorization", "")
         if self.unauthorized_left > 0:
-            if token in self.seen_tokens or not token:
-                self.unauthorized_left -= 1
-                self.seen_tokens.append(token)
-                return self._answer(request, 401, message="token expired")
-            self.unauthorized_left = 0
+            self.unauthorized_left -= 1
+            self.seen_tokens.append(token)
+            return self._answer(request, 401, message="token expired")
         if token:
             self.seen_tokens.append(token)
             request.headers.pop("authorization")  # the emulator takes no credentials

@@ -110,6 +110,7 @@ class ServiceAccountKey:
     _mtime_ns: int | None = attrs.field(default=None, init=False, repr=False)
     _stale: bool = attrs.field(default=False, init=False, repr=False)
     loads: int = attrs.field(default=0, init=False)
+    refreshes: int = attrs.field(default=0, init=False)
 
     async def headers(self) -> dict[str, str]:
         await trio.to_thread.run_sync(self._ensure_fresh)
@@ -147,6 +148,7 @@ class ServiceAccountKey:
         if self._stale or not self._creds.valid:
             try:
                 self._creds.refresh(None)  # local signing: no network
+                self.refreshes += 1
             except Exception as exc:
                 raise CredentialsError(
                     f"could not sign a JWT with {self.path} ({type(exc).__name__}) — "

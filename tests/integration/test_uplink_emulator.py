@@ -22,8 +22,10 @@ from trio.testing import MockClock
 
 from bessai.clock import trio_wall_clock
 from bessai.uplink import spool as spool_mod
+from bessai.uplink.credentials import ServiceAccountKey
 from tests.conftest_pubsub import PubsubTopic
 from tests.integration.uplink_harness import Received, start_stack
+from tests.keys import write_service_account_key
 from tests.pubsub_faults import FaultyTransport, frozen_virtual_time
 
 pytestmark = pytest.mark.emulator
@@ -344,3 +346,25 @@ async def test_a_rejected_poison_alert_does_not_raise_another_alert(
     assert stack.spool.stats().dead_letters == 2  # the message and its alert, then silence
     assert stack.spool.stats().depth == 0
     assert transport.status_counts[400] in (2, 3)  # (the batch,) the message, the alert
+
+
+@pytest.mark.parametrize(("rejections", "backoffs"), [(1, 0), (2, 1)])
+async def test_401_refreshes_credentials_once_then_backs_off(
+        clock, tmp_path, pubsub_topic, rejections, backoffs):
+    wall = trio_wall_clock()
+    key = tmp_path / "sa.json"
+    write_service_account_key(key)
+    creds = ServiceAccountKey(key)
+    transport = FaultyTransport(httpx.AsyncHTTPTransport())
+    transport.unauthorized_left = rejections
+    async with trio.open_nursery() as n:
+        stack = await start_stack(n, tmp_path, pubsub_topic, wall=wall, credentials=creds,
+                                  transport=transport)
+        await stack.send_snapshot("inv1")
+        await stack.wait_drained()
+        n.cancel_scope.cancel()
+    assert transport.status_counts == {401: rejections}
+    assert creds.refreshes == 2  # the first token, and exactly one refresh after a 401
+    assert stack.sink.total("bessai.publish.retries") == backoffs
+    assert all(t.startswith("Bearer ey") for t in transport.seen_tokens)
+    assert len(await pull(pubsub_topic)) == 1

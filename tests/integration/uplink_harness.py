@@ -104,6 +104,9 @@ class Received:
             out[m["attributes"]["msg_id"]].append(m)
         return out
 
+    def __len__(self) -> int:
+        return len(self.messages)
+
     @property
     def duplicates(self) -> int:
         return len(self.messages) - len(self.by_msg_id)
