@@ -13,85 +13,25 @@ never tested against a real peer.
 from __future__ import annotations
 
 import base64
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import attrs
 import httpx
 import pytest
 
-INSTALL_HINT = (
-    "Google's Pub/Sub emulator is needed: install the Google Cloud CLI "
-    "(https://cloud.google.com/sdk/docs/install) and its component with "
-    "`gcloud components install pubsub-emulator beta` "
-    "(or `apt-get install google-cloud-cli-pubsub-emulator`)")
+from tests.pubsub_emulator import Emulator, EmulatorUnavailable, create_topic, running_emulator
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@attrs.frozen
-class Emulator:
-    host: str
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}"
+__all__ = ["Emulator", "PubsubTopic", "make_topic", "pubsub_emulator", "pubsub_topic"]
 
 
 @pytest.fixture(scope="session")
 def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    gcloud = shutil.which("gcloud")
-    if gcloud is None:
-        pytest.fail(f"gcloud is not on PATH. {INSTALL_HINT}", pytrace=False)
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("pubsub-emulator") / "emulator.log"
-    (log_path.parent / "data").mkdir()
-    log = open(log_path, "wb")  # noqa: SIM115 - kept open for the emulator's lifetime
-    proc = subprocess.Popen(
-        [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}",
-         f"--data-dir={log_path.parent / 'data'}"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True)
-    host = f"127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                text = Path(log_path).read_text(errors="replace")[-2000:]
-                pytest.fail(f"the Pub/Sub emulator exited ({proc.returncode}):\n{text}\n"
-                            f"If the component is missing: {INSTALL_HINT}", pytrace=False)
-            try:
-                if httpx.get(f"http://{host}/v1/projects/x/topics", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the Pub/Sub emulator did not answer on {host} within 60 s; "
-                            f"see {log_path}", pytrace=False)
-            time.sleep(0.2)
-        yield Emulator(host)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=10)
-        log.close()
+        with running_emulator(tmp_path_factory.mktemp("pubsub-emulator")) as emulator:
+            yield emulator
+    except EmulatorUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @attrs.define
@@ -144,11 +84,7 @@ class PubsubTopic:
 def make_topic(emulator: Emulator, *, project: str = "bessai-test") -> PubsubTopic:
     name = f"t-{uuid.uuid4().hex[:10]}"
     topic = PubsubTopic(emulator, project, name, f"{name}-sub")
-    r = httpx.put(f"{emulator.base_url}/v1/{topic.topic_path}", timeout=10)
-    assert r.status_code == 200, r.text
-    r = httpx.put(f"{emulator.base_url}/v1/{topic.subscription_path}",
-                  json={"topic": topic.topic_path, "ackDeadlineSeconds": 60}, timeout=10)
-    assert r.status_code == 200, r.text
+    create_topic(emulator, project, topic.topic, topic.subscription)
     return topic
 
 

@@ -107,10 +107,20 @@ class Record:
         return SCHEMAS[self.kind]
 
     def validate(self) -> None:
-        """Raise `MessageInvalid` if Pub/Sub would reject this record's message."""
+        """Raise `MessageInvalid` if Pub/Sub would reject this record's message.
+
+        Only ``site_id`` and ``device_id`` vary in length among the attributes (the others are
+        short by construction), so the fast path checks just those; anything suspicious goes
+        through the full `validate_attributes`.
+        """
         if len(self.data) > MAX_MESSAGE_BYTES:
             raise MessageInvalid(
                 f"message data is {len(self.data)} bytes; Pub/Sub allows {MAX_MESSAGE_BYTES}")
+        if (0 < len(self.site_id) <= 256 and 0 < len(self.device_id) <= 256
+                and self.site_id.isascii() and self.device_id.isascii()):
+            return
+        if not self.site_id or not self.device_id:
+            raise MessageInvalid("site_id and device_id must not be empty")
         validate_attributes(attributes_for(self, seq=0, msg_id="0" * 36))
 
 

@@ -26,6 +26,7 @@ from bessai.uplink.credentials import ServiceAccountKey
 from tests.conftest_pubsub import PubsubTopic
 from tests.integration.uplink_harness import Received, start_stack
 from tests.keys import write_service_account_key
+from tests.pubsub_emulator import create_topic
 from tests.pubsub_faults import FaultyTransport, frozen_virtual_time
 
 pytestmark = pytest.mark.emulator
@@ -277,7 +278,8 @@ async def test_missing_topic_is_a_config_fault_alerted_once_and_data_is_kept(
             await trio.sleep(600)  # ten minutes of 404s
             assert stack.spool.stats().depth == 10  # the data is kept
             with frozen_virtual_time():
-                await trio.to_thread.run_sync(create_topic, topic)
+                await trio.to_thread.run_sync(create_topic, topic.emulator, topic.project,
+                                             topic.topic, topic.subscription)
             await stack.wait_drained()
             n.cancel_scope.cancel()
     events = [e for e in logs if e["event"] == "PUBSUB_CONFIG_FAULT"]
@@ -289,14 +291,6 @@ async def test_missing_topic_is_a_config_fault_alerted_once_and_data_is_kept(
     assert 2 <= retries <= 600 / 60 + 1  # retried slowly: no faster than once a minute
     got = await pull(topic)
     assert len(got.by_msg_id) == 10
-
-
-def create_topic(topic: PubsubTopic) -> None:
-    base = topic.emulator.base_url
-    assert httpx.put(f"{base}/v1/{topic.topic_path}", timeout=10).status_code == 200
-    r = httpx.put(f"{base}/v1/{topic.subscription_path}", json={"topic": topic.topic_path},
-                  timeout=10)
-    assert r.status_code == 200
 
 
 async def test_rows_left_by_a_crash_are_sent_again_with_their_msg_id(
