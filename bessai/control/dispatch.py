@@ -196,8 +196,10 @@ class Dispatcher:
         have been forced, by a previous gateway instance or by hand). Raises if the write failed.
         """
         self._stops += 1
-        was, self.active = self.active, None
+        was = self.active
         await self.writer.write(self.tags.mode_tag, self.tags.stop_value, Priority.SAFETY)
+        if self.active is was:
+            self.active = None
         return was
 
     async def _write(self, tag: str, value: float | int) -> None:

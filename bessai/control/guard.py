@@ -55,6 +55,7 @@ class SafetyGuard:
     dispatch_tags: DispatchTags = attrs.field(factory=DispatchTags)
     watchdog: Any = None  # a Watchdog, for watchdog_loop()
     _stop_done_at: float | None = None
+    _stop_failing: bool = False
     _stop: trio.Event = attrs.field(factory=trio.Event)
 
     @property
@@ -164,6 +165,15 @@ class SafetyGuard:
             return
         action = worsening[0]
         reason = state.reasons(charge=action is Action.CHARGE)
+        if not self.ctx.link.up:
+            # Nothing can be written now; the device's own lease and watchdog end forcing by
+            # themselves. Stop the moment the link is back (next evaluation after it returns).
+            if not self._stop_failing:
+                log.error("SAFETY_STOP_FAILED", site=self.ctx.site_id, device=self.ctx.device_id,
+                          action=action.value, reason=reason, error="device link down",
+                          next_try="as soon as the device link is up")
+                self._stop_failing = True
+            return
         try:
             if dispatcher is not None:
                 was = await dispatcher.safety_stop()
@@ -174,11 +184,14 @@ class SafetyGuard:
         except trio.Cancelled:
             raise
         except Exception as exc:
-            log.error("SAFETY_STOP_FAILED", site=self.ctx.site_id, device=self.ctx.device_id,
-                      action=action.value, reason=reason, error=str(exc),
-                      next_try="next evaluation")
+            if not self._stop_failing:
+                log.error("SAFETY_STOP_FAILED", site=self.ctx.site_id, device=self.ctx.device_id,
+                          action=action.value, reason=reason, error=str(exc),
+                          next_try="next evaluation")
+                self._stop_failing = True
             self.ctx.metrics.count("bessai.safety.stop_failures", device=self.ctx.device_id)
             return
+        self._stop_failing = False
         self._stop_done_at = trio.current_time()
         fields = {"action": action.value, "reason": reason,
                   "command_id": was.command.id if was is not None else None,

@@ -206,3 +206,25 @@ async def test_auto_hands_control_back(autojump_clock):
         assert driver.values["forcible_mode"] == 0
         assert site.dispatcher.active is None
         nursery.cancel_scope.cancel()
+
+
+async def test_stop_that_cannot_be_written_is_logged_once_and_done_when_the_link_returns(
+        autojump_clock):
+    driver = FakeDriver()
+    with capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            site, _, _ = await start_site(nursery, driver)
+            await trio.sleep(2)
+            await site.gate.submit(command(Action.DISCHARGE))
+            driver.down = True
+            driver.values["soc"] = 4.0  # drained while we could not see it
+            await trio.sleep(300)  # stale data blocks both; the stop cannot be written
+            assert driver.values["forcible_mode"] == 2
+            driver.down = False
+            await site.ctx.link.wait_up()
+            back = trio.current_time()
+            while driver.values["forcible_mode"] != 0:
+                await trio.sleep(0.01)
+            assert trio.current_time() - back <= 1.2
+            nursery.cancel_scope.cancel()
+    assert [e["event"] for e in logs].count("SAFETY_STOP_FAILED") == 1
