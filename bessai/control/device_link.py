@@ -135,6 +135,12 @@ def _fail_after(seconds: float, message: str) -> Any:
         raise TimeoutError(message)
 
 
+def _driver_error(driver: Any) -> str | None:
+    client = getattr(driver, "client", None)
+    error = getattr(client, "last_error", None)
+    return None if error is None else f"{type(error).__name__}: {error}"
+
+
 def _merge(previous: Snapshot | None, new: Snapshot) -> Snapshot:
     """The latest reading of every tag: ``new`` over ``previous`` (fast polls carry only fast
     tags; the safety guard and the gate want every tag's latest value)."""
@@ -240,7 +246,9 @@ class DeviceLink:
                     delay = self.backoff.delay(attempt, self.rng)
                     attempt += 1
                     self._go_down(reason, delay)
-                    await self._close_driver()
+                    # The driver is not closed here: its client already dropped the broken
+                    # connection, and a closed driver cannot reconnect. It is closed when the
+                    # link ends.
                     await self._sleep_unless_stopping(delay)
         finally:
             self._set_status(LinkState.DOWN, "device link stopped")
@@ -324,6 +332,16 @@ class DeviceLink:
             return
         self.metrics.record("bessai.device.poll_latency_s", trio.current_time() - started,
                             poll=str(poll_class), device=self.device_id)
+        if not getattr(self.driver, "connected", True):
+            # The driver marks each failed request's tags invalid rather than raising; if the
+            # connection itself went away meanwhile, the link is down. Whatever was read before
+            # it went is still published: invalid readings block, they are never skipped.
+            if any(r.valid for r in snapshot.readings.values()):
+                self._publish_all(snapshot)
+            raise ConnectionError(_driver_error(self.driver) or "connection lost during a poll")
+        self._publish_all(snapshot)
+
+    def _publish_all(self, snapshot: Snapshot) -> None:
         self.latest = _merge(self.latest, snapshot)
         self.status = attrs.evolve(self.status, last_snapshot_at=snapshot.taken_at)
         for output in self.outputs:
