@@ -521,14 +521,17 @@ class Supervisor:
         grace = child.spec.grace_s
         request = getattr(child.instance, "request_stop", None)
         if grace > 0 and callable(request):
+            asked = True
             if not already_asked:
                 try:
                     request()
                 except Exception:
+                    asked = False
                     _log.exception("request_stop of child %r raised; cancelling it",
                                    child.spec.id)
-            with trio.move_on_after(grace):
-                await child.ended.wait()
+            if asked:
+                with trio.move_on_after(grace):
+                    await child.ended.wait()
         child.scope.cancel()
         await child.ended.wait()
         self._record_exit(child, ExitReason.STOPPED, None)
