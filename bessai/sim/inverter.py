@@ -27,10 +27,10 @@ import math
 
 import attrs
 
+from bessai.device.profile import Profile
 from bessai.sim.faults import Faults
 from bessai.sim.logfmt import log
 from bessai.sim.model import DAY_S, BatteryModel, DailyCurves, Limits, SiteParams
-from bessai.sim.profile_view import Roles
 
 DEVICE_ON_GRID = 0x0200
 DEVICE_FAULT = 0x0300
@@ -38,6 +38,42 @@ BATTERY_STANDBY = 1
 BATTERY_RUNNING = 2
 BATTERY_FAULT = 3
 SELF_CONSUMPTION = 2
+
+
+@attrs.frozen
+class Roles:
+    """Which tags play the watchdog and dispatch parts, and the device's own timeout."""
+
+    heartbeat_tag: str = "heartbeat"
+    device_timeout_s: float = 60.0
+    comm_loss_tag: str | None = "device_status"
+    comm_loss_value: int | None = 0x0303
+    mode_tag: str = "forcible_mode"
+    mode_stop: int = 0
+    mode_charge: int = 1
+    mode_discharge: int = 2
+    charge_power_tag: str = "forcible_charge_power"
+    discharge_power_tag: str = "forcible_discharge_power"
+    lease_tag: str = "forcible_period"
+    lease_unit_s: float = 60.0
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> Roles:
+        w, d = profile.watchdog, profile.dispatch
+        return cls(
+            heartbeat_tag=w.heartbeat_tag,
+            device_timeout_s=w.device_timeout_s,
+            comm_loss_tag=w.comm_loss_tag,
+            comm_loss_value=w.comm_loss_value,
+            mode_tag=d.mode_tag,
+            mode_stop=d.stop_value,
+            mode_charge=d.charge_value,
+            mode_discharge=d.discharge_value,
+            charge_power_tag=d.charge_power_tag,
+            discharge_power_tag=d.discharge_power_tag,
+            lease_tag=d.lease.tag,
+            lease_unit_s=60.0 if d.lease.unit == "min" else 1.0,
+        )
 
 
 @attrs.frozen

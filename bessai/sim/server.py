@@ -8,7 +8,8 @@ The job: turn bytes on a ``trio.abc.Stream`` into pymodbus request objects
 Invariants:
 
 * Requests on one connection are answered in order, one at a time (like the inverter).
-* Only function codes 3 (read holding), 6 (write single) and 16 (write multiple) are served;
+* Only function codes 3/4 (read holding/input), 6 (write single) and 16 (write multiple) are
+  served;
   anything else gets exception 0x01. A request for another unit id gets 0x0B (gateway target
   failed to respond), as pymodbus's own server does for a missing device.
 * With ``single_client`` a new connection closes the previous one (Huawei accepts one client).
@@ -33,7 +34,7 @@ from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 from bessai.sim.faults import Faults
 from bessai.sim.logfmt import log
 
-SERVED_FUNCTION_CODES = frozenset({3, 6, 16})
+SERVED_FUNCTION_CODES = frozenset({3, 4, 6, 16})
 MBAP_LEN = 7
 MAX_ADU = 260  # 7-byte MBAP + 253-byte PDU
 

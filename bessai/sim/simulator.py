@@ -31,10 +31,10 @@ import trio
 import trio.lowlevel
 import trio.testing
 
+from bessai.device.profile import Profile, load_profile
 from bessai.sim.faults import Faults
-from bessai.sim.inverter import SimulatedInverter, WriteRecord
+from bessai.sim.inverter import Roles, SimulatedInverter, WriteRecord
 from bessai.sim.model import BatteryModel, DailyCurves, SiteParams
-from bessai.sim.profile_view import SimProfile, sim_profile
 from bessai.sim.registers import RegisterImage
 from bessai.sim.server import ModbusEndpoint, StreamFactory
 
@@ -61,20 +61,22 @@ class SimState:
     requests_served: int
 
 
-def _load(profile: Any) -> SimProfile:
-    return sim_profile(DEFAULT_PROFILE if profile is None else profile)
+def _load(profile: Profile | str | Path | None) -> Profile:
+    if isinstance(profile, Profile):
+        return profile
+    return load_profile(DEFAULT_PROFILE if profile is None else profile)
 
 
 @attrs.define(eq=False)
 class Simulator:
     """One simulated device. Construct anywhere; run inside Trio (``async with`` or ``run``).
 
-    ``profile``: a path, parsed JSON dict, Profile object or None (the Huawei profile).
+    ``profile``: a loaded Profile, a path to a profile JSON, or None (the Huawei profile).
     ``unit_id``: None takes the profile's connection unit id.
     ``start_hour``: simulated time of day when the simulator starts (PV and load follow it).
     """
 
-    profile: SimProfile = attrs.field(default=None, converter=_load)
+    profile: Profile = attrs.field(default=None, converter=_load)
     soc_pct: float = 50.0
     temp_c: float = 25.0
     seed: int = 0
@@ -96,7 +98,7 @@ class Simulator:
 
     def __attrs_post_init__(self) -> None:
         if self.unit_id is None:
-            self.unit_id = self.profile.unit_id
+            self.unit_id = self.profile.connection.unit_id
         self.model = BatteryModel(
             params=self.params,
             soc_pct=self.soc_pct,
@@ -104,7 +106,7 @@ class Simulator:
             inverter_temp_c=self.params.ambient_c + 5.0,
         )
         self.inverter = SimulatedInverter(
-            roles=self.profile.roles,
+            roles=Roles.from_profile(self.profile),
             model=self.model,
             curves=DailyCurves(self.params, self.seed),
             start_time=_now_or_zero(),
