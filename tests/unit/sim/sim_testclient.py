@@ -42,7 +42,10 @@ class TrioTestClient:
         self.tid += 1
         request.transaction_id = self.tid
         request.dev_id = self.unit_id
-        await self.stream.send_all(self.framer.buildFrame(request))
+        try:
+            await self.stream.send_all(self.framer.buildFrame(request))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise EOFError("the simulator closed the connection") from exc
 
     async def receive(self) -> ModbusPDU:
         while True:
