@@ -5,6 +5,7 @@ Public names are re-exported here; the submodules are one job each (``profile``,
 """
 
 from bessai.device.codec import decode, encode
+from bessai.device.driver import UniversalDriver
 from bessai.device.errors import (
     CodecError,
     DeviceConnectionError,
@@ -19,6 +20,8 @@ from bessai.device.errors import (
     ProfileProblem,
     TagWriteRefused,
 )
+from bessai.device.modbus import Backoff, ModbusClient, StreamFactory, tcp_stream_factory
+from bessai.device.planner import ReadRequest, format_plan, plan
 from bessai.device.profile import (
     Access,
     Block,
@@ -36,12 +39,14 @@ from bessai.device.profile import (
 
 __all__ = [
     "Access",
+    "Backoff",
     "Block",
     "CodecError",
     "ConnectionDefaults",
     "DeviceConnectionError",
     "DeviceError",
     "DispatchSpec",
+    "ModbusClient",
     "ModbusError",
     "ModbusExceptionResponse",
     "ModbusProtocolError",
@@ -52,13 +57,19 @@ __all__ = [
     "Profile",
     "ProfileError",
     "ProfileProblem",
+    "ReadRequest",
     "RegisterType",
     "SafetyFeeds",
+    "StreamFactory",
     "Table",
     "Tag",
     "TagWriteRefused",
+    "UniversalDriver",
     "WatchdogSpec",
     "decode",
     "encode",
+    "format_plan",
     "load_profile",
+    "plan",
+    "tcp_stream_factory",
 ]

@@ -461,6 +461,9 @@ def _semantic_checks(profile: Profile, add: Any) -> None:
                 f"register(s); remove 'length' or fix the type")
         if tag.address + tag.count - 1 > 0xFFFF:
             add(f"{where}.address", f"tag runs past register 65535 ({tag.count} registers)")
+        if tag.readable and tag.count > profile.connection.max_registers_per_read:
+            add(f"{where}.length", f"{tag.count} registers cannot be read in one request "
+                f"(max_registers_per_read={profile.connection.max_registers_per_read})")
         if profile.block_of(tag) is None:
             add(f"{where}.address", f"registers {tag.address}-{tag.end - 1} ({tag.table}) are not "
                 "inside any block; add a block in $.blocks or fix the address")
