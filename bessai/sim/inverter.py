@@ -125,10 +125,20 @@ class SimulatedInverter:
     def __attrs_post_init__(self) -> None:
         if math.isnan(self.now):
             self.now = self.start_time
-        self.watchdog_deadline = self.start_time + self.roles.device_timeout_s
         for name, value in default_settings(self.model.params).items():
             self.settings.setdefault(name, value)
         self.settings.setdefault(self.roles.mode_tag, self.roles.mode_stop)
+        self.restart_clock(self.start_time)
+
+    def restart_clock(self, now: float) -> None:
+        """Make ``now`` the device's time zero (power flows as at that instant, watchdog armed)."""
+        self.start_time = self.now = now
+        self.watchdog_deadline = now + self.roles.device_timeout_s
+        tod = self.time_of_day_s(now)
+        pv, load = self.curves.pv_w(tod), self.curves.load_w(tod)
+        m = self.model
+        m.pv_power_w, m.load_power_w = pv, load
+        m.battery_power_w = m.clamp(self.target_power_w(pv, load), self.limits())
 
     # ---- what the device is doing -------------------------------------------------------
     @property

@@ -133,10 +133,7 @@ class Simulator:
         """Pin the device's time zero to Trio's clock the first time it is used in Trio."""
         if not self._started:
             self._started = True
-            now = trio.current_time()
-            inv = self.inverter
-            inv.start_time = inv.now = now
-            inv.watchdog_deadline = now + inv.roles.device_timeout_s
+            self.inverter.restart_clock(trio.current_time())
 
     async def run(
         self, *, task_status: trio.TaskStatus[Simulator] = trio.TASK_STATUS_IGNORED
