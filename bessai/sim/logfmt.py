@@ -14,8 +14,9 @@ logger = logging.getLogger("bessai.sim")
 
 def _fmt(value: object) -> str:
     text = f"{value:.6g}" if isinstance(value, float) else str(value)
-    if not text or any(c in text for c in ' "=\\'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if not text or any(c in text for c in ' "=\\\n\r'):
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r") + '"'
     return text
 
 
