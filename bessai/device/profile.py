@@ -7,8 +7,8 @@ then by semantic checks the schema cannot express. Invariants of a loaded :class
   a register;
 - every tag named by the watchdog, dispatch and safety specs exists, with the access its use needs
   (written tags are writable, read tags readable);
-- every writable tag has ``min <= max``, and every value the profile itself writes (heartbeat,
-  dispatch modes, presets) is inside them.
+- every writable numeric tag has ``min <= max``, and every value the profile itself writes
+  (heartbeat, dispatch modes, presets) is inside them.
 
 :func:`load_profile` reports EVERY problem at once in one :class:`ProfileError`, each naming the
 file, the JSON path and the problem, so an operator fixes a profile in one round.
@@ -467,7 +467,7 @@ def _semantic_checks(profile: Profile, add: Any) -> None:
         if profile.block_of(tag) is None:
             add(f"{where}.address", f"registers {tag.address}-{tag.end - 1} ({tag.table}) are not "
                 "inside any block; add a block in $.blocks or fix the address")
-        if tag.writable:
+        if tag.writable and tag.type is not RegisterType.STRING:  # strings: bounded by length
             if tag.min is None or tag.max is None:
                 missing = [k for k in ("min", "max") if getattr(tag, k) is None]
                 add(where, f"writable tag (access {tag.access}) needs {' and '.join(missing)} so "
