@@ -3,7 +3,7 @@
 The site supervisor builds one `SiteContext` per device and hands it to every child's factory.
 When a child crashes and is rebuilt, its successor finds here what the old one knew:
 
-* ``snapshots`` — the latest merged snapshot (a latest-value cell: the writer never blocks,
+* ``snapshots`` — the latest merged snapshot (an `actors.LatestCell`: the writer never blocks,
   readers wait for a newer version);
 * ``safety`` — the guard's current decision (the gate reads it; a restarted guard resumes from
   it, so hysteresis memory and already-logged blocks survive the restart);
@@ -16,11 +16,12 @@ Invariant: nothing here blocks a writer; everything here is safe to read at any 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
+from actors import LatestCell
 from bessai.clock import WallClock
 from bessai.control.device_link import LinkDown, LinkStatus, Priority
 from bessai.control.events import EventOutbox
@@ -31,32 +32,6 @@ from bessai.observe.sink import NULL_SINK, MetricSink
 if TYPE_CHECKING:
     from bessai.control.device_link import DeviceLink
     from bessai.control.dispatch import Dispatcher
-
-
-@attrs.define(eq=False)
-class SnapshotCell:
-    """The latest value, with a version. ``set`` never blocks; ``wait_newer`` waits for a version
-    newer than the one the reader last saw (the reader may miss intermediate values: it only
-    ever wants the latest)."""
-
-    value: Snapshot | None = None
-    version: int = 0
-    _changed: trio.Event = attrs.field(factory=trio.Event)
-
-    def set(self, value: Snapshot) -> None:
-        self.value = value
-        self.version += 1
-        self._changed.set()
-        self._changed = trio.Event()
-
-    def get(self) -> Snapshot | None:
-        return self.value
-
-    async def wait_newer(self, version: int) -> int:
-        """Wait until ``self.version > version``; return the new version."""
-        while self.version <= version:
-            await self._changed.wait()
-        return self.version
 
 
 @attrs.define(eq=False)
@@ -115,7 +90,7 @@ class SiteContext:
     wall_clock: WallClock
     events: EventOutbox = attrs.field(factory=EventOutbox)
     metrics: MetricSink = NULL_SINK
-    snapshots: Any = attrs.field(factory=SnapshotCell)
+    snapshots: LatestCell[Snapshot] = attrs.field(factory=LatestCell)
     safety: SafetyState = UNKNOWN
     safety_evaluated: bool = False
     link: LinkHandle = attrs.field(init=False)
@@ -125,4 +100,6 @@ class SiteContext:
         self.link = LinkHandle(self.device_id)
 
     def latest(self) -> Snapshot | None:
-        return self.snapshots.get()
+        """The latest merged snapshot, or None before the first poll."""
+        latest = self.snapshots.latest()
+        return None if latest is None else latest.value

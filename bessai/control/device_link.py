@@ -37,19 +37,16 @@ import attrs
 import structlog
 import trio
 
+from actors import Backoff
 from bessai.clock import WallClock
+from bessai.device.errors import ModbusProtocolError
 from bessai.model import Snapshot
 from bessai.observe.sink import NULL_SINK, MetricSink
 
 log = structlog.get_logger("bessai.control.device_link")
 
-try:  # the device package's typed errors; builtin bases cover them until it is installed
-    from bessai.device.errors import ModbusProtocolError as _ProtocolError
-except ImportError:  # pragma: no cover - only before bessai.device lands
-    _ProtocolError = ConnectionError  # type: ignore[assignment,misc]
-
 LINK_FAULTS: tuple[type[BaseException], ...] = (
-    ConnectionError, TimeoutError, OSError, _ProtocolError,
+    ConnectionError, TimeoutError, OSError, ModbusProtocolError,
     trio.BrokenResourceError, trio.ClosedResourceError,
 )
 """Errors that mean the connection is unusable: the link goes down and reconnects. Any other
@@ -104,17 +101,9 @@ class LinkStatus:
         return None if self.last_snapshot_at is None else now - self.last_snapshot_at
 
 
-@attrs.frozen
-class ReconnectBackoff:
-    """Capped exponential backoff with full jitter on the upper half: delay n is within
-    ``[c/2, c]`` where ``c = min(max_s, initial_s * 2**n)``."""
-
-    initial_s: float = 1.0
-    max_s: float = 60.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        ceiling = min(self.max_s, self.initial_s * 2 ** min(attempt, 30))
-        return ceiling * (0.5 + 0.5 * rng.random())
+RECONNECT_BACKOFF = Backoff(initial_s=1.0, max_s=60.0, multiplier=2.0, jitter=0.5)
+"""Reconnects: 1 s doubling to a 60 s cap, each delay cut by up to half at random (so a fleet
+that lost its devices together does not reconnect in lock-step)."""
 
 
 @attrs.define(eq=False)
@@ -167,7 +156,7 @@ class DeviceLink:
     slow_interval_s: float = 30.0
     outputs: Sequence[Callable[[Snapshot], Any]] = ()
     latest_outputs: Sequence[Callable[[Snapshot], Any]] = ()
-    backoff: ReconnectBackoff = ReconnectBackoff()
+    backoff: Backoff = RECONNECT_BACKOFF
     metrics: MetricSink = NULL_SINK
     wall_clock: WallClock | None = None
     fast_poll: Any = "fast"

@@ -84,8 +84,8 @@ class SafetyGuard:
         task_status.started(self)
         while not self._stop.is_set():
             with trio.move_on_after(self.tick_s):
-                seen = await cell.wait_newer(seen)
-            snapshot = cell.get()
+                seen = (await cell.wait_newer(seen)).version
+            snapshot = self.ctx.latest()
             if snapshot is None and trio.current_time() < grace_until:
                 continue
             await self.check(snapshot)

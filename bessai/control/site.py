@@ -25,9 +25,10 @@ from typing import Any
 
 import attrs
 
+from actors import Backoff, ChildSpec, Strategy, Supervisor, supervisor_spec
 from bessai.clock import WallClock
 from bessai.control.context import SiteContext
-from bessai.control.device_link import DeviceLink, Driver, ReconnectBackoff
+from bessai.control.device_link import RECONNECT_BACKOFF, DeviceLink, Driver
 from bessai.control.dispatch import Dispatcher, DispatchTags
 from bessai.control.events import EventOutbox
 from bessai.control.gate import CommandGate
@@ -50,7 +51,7 @@ class SiteConfig:
     fast_interval_s: float = 1.0
     slow_interval_s: float = 30.0
     guard_tick_s: float | None = None
-    backoff: ReconnectBackoff = attrs.field(factory=ReconnectBackoff)
+    backoff: Backoff = RECONNECT_BACKOFF
     call_timeout_s: float | None = None
     heartbeat_late_tolerance_s: float = 1.0
 
@@ -115,15 +116,35 @@ class Site:
                                       late_tolerance_s=c.heartbeat_late_tolerance_s)
         return self.last_watchdog
 
-    def child_specs(self) -> list[Any]:
-        """ChildSpecs for the `actors` runtime, in start order (link, guard, watchdog)."""
-        from actors import ChildSpec
+    def child_specs(self) -> list[ChildSpec]:
+        """The three children in start order: device link, safety guard, watchdog.
 
+        Each factory builds a fresh instance per start. Grace: the link gets 2 s to finish the
+        request in flight and close its connection; the guard and the watchdog hold nothing to
+        flush (a forced command is left to the device-side lease, which ends it within a minute).
+        """
         return [
             ChildSpec("device_link", self.device_link, grace_s=2.0),
-            ChildSpec("safety_guard", self.safety_guard, grace_s=1.0),
-            ChildSpec("watchdog", self.watchdog, grace_s=1.0),
+            ChildSpec("safety_guard", self.safety_guard, grace_s=0.5),
+            ChildSpec("watchdog", self.watchdog, grace_s=0.5),
         ]
+
+    def supervisor_options(self) -> dict[str, Any]:
+        # rest_for_one: see the module docstring. Device faults never reach the supervisor, so
+        # only bugs count against the intensity: 3 crashes within a minute escalate to the
+        # gateway supervisor (which restarts the whole site) instead of crash-looping here.
+        return {"strategy": Strategy.REST_FOR_ONE, "intensity": 3, "period_s": 60.0,
+                "backoff": Backoff(initial_s=0.5, max_s=10.0, jitter=0.2, reset_after_s=60.0)}
+
+    def supervisor(self, *, on_event: Any = None) -> Supervisor:
+        """The site supervisor, to run on its own (``await nursery.start(sup.run)``)."""
+        return Supervisor(children=self.child_specs(), name=f"site:{self.config.device_id}",
+                          on_event=on_event, **self.supervisor_options())
+
+    def supervisor_spec(self, child_id: str | None = None, *, on_event: Any = None) -> ChildSpec:
+        """A ChildSpec nesting this site's supervisor under the gateway supervisor."""
+        return supervisor_spec(child_id or f"site_{self.config.device_id}", self.child_specs(),
+                               on_event=on_event, **self.supervisor_options())
 
 
 def build_site(config: SiteConfig, driver_factory: Callable[[], Driver], *,
