@@ -172,6 +172,7 @@ class DeviceLink:
     _wake: trio.Event = attrs.field(init=False, factory=trio.Event)
     _up: trio.Event = attrs.field(init=False, factory=trio.Event)
     _stopping: bool = attrs.field(init=False, default=False)
+    _attempt: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         self.status = LinkStatus(LinkState.CONNECTING, "starting", since=0.0)
@@ -223,17 +224,15 @@ class DeviceLink:
         if self.handle is not None:
             self.handle.attach(self)
         task_status.started(self)
-        attempt = 0
         try:
             while not self._stopping:
                 try:
                     await self._connect()
-                    attempt = 0
                     await self._serve()
                 except LINK_FAULTS as exc:
                     reason = f"{type(exc).__name__}: {exc}"
-                    delay = self.backoff.delay(attempt, self.rng)
-                    attempt += 1
+                    delay = self.backoff.delay(self._attempt, self.rng)
+                    self._attempt += 1
                     self._go_down(reason, delay)
                     # The driver is not closed here: its client already dropped the broken
                     # connection, and a closed driver cannot reconnect. It is closed when the
@@ -251,7 +250,8 @@ class DeviceLink:
         log.debug("device_connect", site=self.site_id, device=self.device_id)
         with self._deadline("connect"):
             await self.driver.connect()
-        self._set_status(LinkState.UP, None)
+        # Not up yet: a device that accepts the connection but never answers (a hung SDongle)
+        # must not flap up/down. The link is up once a poll came back on this connection.
 
     def _deadline(self, what: str) -> Any:
         """A last-resort bound on one driver call (the driver has its own request timeout);
@@ -328,6 +328,9 @@ class DeviceLink:
             if any(r.valid for r in snapshot.readings.values()):
                 self._publish_all(snapshot)
             raise ConnectionError(_driver_error(self.driver) or "connection lost during a poll")
+        if not self.up:
+            self._attempt = 0
+            self._set_status(LinkState.UP, None)
         self._publish_all(snapshot)
 
     def _publish_all(self, snapshot: Snapshot) -> None:

@@ -1,10 +1,13 @@
 """The site's control loop against the in-process simulator, through the real driver and Modbus
 client, in virtual time: the runbook's safety promises, end to end below the cloud."""
 
+import itertools
+import json
 from contextlib import asynccontextmanager
 
 import pytest
 import trio
+from structlog.testing import capture_logs
 
 pytest.importorskip("bessai.sim", reason="needs bessai.sim and bessai.device (device branch)")
 
@@ -192,3 +195,103 @@ async def test_power_beyond_the_device_maximum_is_clamped_on_the_device(autojump
         assert sim.values()["forcible_discharge_power"] == 5000
         other = await site.gate.submit(command(Action.DISCHARGE, 1000, device_id="inv2"))
         assert other.decision is Decision.REJECTED
+
+
+async def test_safety_block_is_logged_critical_published_and_counted(autojump_clock):
+    sim = Simulator(soc_pct=50)
+    with capture_logs() as logs:
+        async with sim, running_site(sim) as site:
+            events = site.ctx.events.receive()
+            sim.model.soc_pct = 4.2
+            await wait_for(lambda: SOC_MIN in site.ctx.safety.active)
+            sim.model.soc_pct = 7.0
+            await wait_for(lambda: site.ctx.safety.ok)
+            published = [events.receive_nowait() for _ in range(2)]
+    block = next(e for e in logs if e["event"] == "SAFETY_BLOCK")
+    assert block["log_level"] == "critical"
+    assert (block["rule"], block["value"], block["limit"], block["soc"]) == (SOC_MIN, 4.2,
+                                                                            5.0, 4.2)
+    assert (block["site"], block["device"], block["blocks"]) == (SITE, DEVICE, "discharge")
+    assert [e.name for e in published] == ["SAFETY_BLOCK", "SAFETY_CLEAR"]
+    assert all(e.critical for e in published)
+    assert published[0].body["rule"] == SOC_MIN
+    assert site.ctx.metrics.total("bessai.safety.blocks", rule=SOC_MIN) == 1
+
+
+async def test_forcing_left_by_an_earlier_gateway_is_stopped_when_it_worsens(autojump_clock):
+    sim = Simulator(soc_pct=4.0)
+    sim.inverter.settings["discharge_cutoff"] = 0.0
+    async with sim:
+        earlier = UniversalDriver(sim.profile, stream_factory=sim.stream_factory())
+        for tag, value in [("forcible_period", 30), ("forcible_discharge_power", 2000),
+                           ("forcible_mode", 2)]:
+            await earlier.write_tag(tag, value)
+        await earlier.aclose()
+        assert sim.state().forced_mode == 2
+        async with running_site(sim):
+            assert sim.state().forced_mode == 0  # stopped within the first polls
+
+
+async def test_stop_that_cannot_be_written_is_logged_once_and_done_when_the_link_returns(
+        autojump_clock):
+    sim = Simulator(soc_pct=50)
+    sim.inverter.settings["discharge_cutoff"] = 0.0
+    with capture_logs() as logs:
+        async with sim, running_site(sim) as site:
+            await site.gate.submit(command(Action.DISCHARGE, 2000))
+            sim.faults.silent = True  # the device stops answering...
+            sim.model.soc_pct = 4.0  # ...while the battery drains
+            await trio.sleep(40)  # less than the lease and the device's own timeout
+            assert sim.state().forced_mode == 2
+            sim.faults.clear()
+            await site.ctx.link.wait_up()
+            back = trio.current_time()
+            stopped = await wait_for(lambda: sim.state().forced_mode == 0, step=0.01)
+            assert stopped - back <= config_poll_s(site) + 0.5
+    assert [e["event"] for e in logs].count("SAFETY_STOP_FAILED") == 1
+    assert [e["event"] for e in logs].count("SAFETY_STOP") == 1
+
+
+async def test_heartbeat_resumes_the_moment_the_device_link_returns(autojump_clock):
+    sim = Simulator(soc_pct=50)
+    with capture_logs() as logs:
+        async with sim, running_site(sim) as site:
+            sim.faults.silent = True
+            await trio.sleep(120)
+            sim.faults.clear()
+            await site.ctx.link.wait_up()
+            up_at = site.ctx.link.status.since
+            beats = sim.state().heartbeat_count
+            await wait_for(lambda: sim.state().heartbeat_count > beats, step=0.01)
+            assert trio.current_time() - up_at <= 0.5
+            assert not sim.state().comm_lost
+    late = [e for e in logs if e["event"] == "HEARTBEAT_LATE"]
+    assert len(late) == 1
+    assert late[0]["gap_s"] > 120
+
+
+async def test_lease_is_renewed_while_forced_and_forcing_ends_at_command_expiry(autojump_clock):
+    sim = Simulator(soc_pct=50)
+    async with sim, running_site(sim) as site:
+        t0 = trio.current_time()
+        await site.gate.submit(command(Action.CHARGE, 2000, ttl_s=150))
+        await wait_for(lambda: sim.state().forced_mode == 0, step=0.01)
+        ended = trio.current_time() - t0
+        leases = [w.at for w in sim.write_log if w.tag == "forcible_period"]
+        assert len(leases) >= 7  # the apply, then every 20 s
+        assert max(b - a for a, b in itertools.pairwise(leases)) <= 20.0 + 0.5
+        assert 149.5 <= ended <= 150.5  # ended by the gateway at expires_at, not by the lease
+        assert site.dispatcher.active is None
+
+
+async def test_auto_hands_control_back_to_the_working_mode(autojump_clock):
+    sim = Simulator(soc_pct=50)
+    async with sim, running_site(sim) as site:
+        await site.gate.submit(command(Action.DISCHARGE))
+        assert sim.state().forced_mode == 2
+        outcome = await site.gate.handle_command_message(json.dumps({
+            "id": "c-auto", "site_id": SITE, "device_id": DEVICE, "action": "auto",
+            "expires_at": trio_wall_clock()() + 60}).encode(), {})
+        assert outcome.decision is Decision.ACCEPTED
+        assert sim.state().forced_mode == 0
+        assert site.dispatcher.active is None
