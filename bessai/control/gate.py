@@ -225,3 +225,42 @@ class CommandGate:
         else:
             log.info(event.name, site=self.site_id, device=self.device_id, **fields)
         self.emit(event)
+
+
+@attrs.define
+class CommandRouter:
+    """One Pub/Sub handler for a gateway with several devices: routes by ``device_id``.
+
+    A command for a device this gateway does not drive is rejected (with its event, emitted via
+    ``emit``), never dropped silently. With a single device, hand the site's gate to the command
+    source directly instead.
+    """
+
+    site_id: str
+    gates: Mapping[str, CommandGate]
+    emit: EventEmitter
+    wall_clock: WallClock
+
+    async def handle_command_message(self, data: bytes, attributes: Mapping[str, str] | None
+                                     = None) -> Outcome:
+        """Parse once, pick the device's gate, let it decide. Never raises for bad input."""
+        try:
+            command = parse_command(data, attributes)
+        except InvalidCommand as exc:
+            outcome = Outcome(None, Decision.REJECTED, str(exc), None, errors=exc.errors,
+                              command_id=exc.command_id)
+        else:
+            gate = self.gates.get(command.device_id)
+            if gate is not None and command.site_id == self.site_id:
+                return await gate.submit(command)
+            where = (f"site {command.site_id!r}" if command.site_id != self.site_id
+                     else f"device {command.device_id!r}")
+            outcome = Outcome(command, Decision.REJECTED,
+                              f"command is for {where}; this gateway serves site "
+                              f"{self.site_id!r}, devices {sorted(self.gates)}", None,
+                              command_id=command.id)
+        event = outcome_event(outcome, site_id=self.site_id, device_id="-", ts=self.wall_clock())
+        log.warning(event.name, site=self.site_id,
+                    **{k: v for k, v in event.body.items() if v is not None})
+        self.emit(event)
+        return outcome

@@ -111,12 +111,22 @@ class SafetyGuard:
             await self._stop_worsening_forcing(new, snapshot)
         return new
 
-    async def watchdog_loop(self) -> None:
-        """Feed the device's watchdog and renew forced commands (see `Watchdog.run`)."""
-        if self.watchdog is None:
-            raise RuntimeError("this SafetyGuard was built without a watchdog — pass "
-                               "watchdog=Watchdog(ctx, spec) to use watchdog_loop()")
-        await self.watchdog.run()
+    async def watchdog_loop(self, heartbeat: Any = None, *, renew_interval_s: float | None = None,
+                            task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        """Feed the device's watchdog and renew forced commands, for an app that embeds the
+        guard without the site supervisor (the site runs a `Watchdog` child instead).
+
+        ``heartbeat`` is a `HeartbeatSpec` (default: this guard's ``watchdog`` if given, else
+        Huawei's 49999 = 1 every 10 s).
+        """
+        from bessai.control.watchdog import HeartbeatSpec, Watchdog
+
+        watchdog = self.watchdog
+        if watchdog is None or heartbeat is not None:
+            watchdog = Watchdog(self.ctx, heartbeat=heartbeat or HeartbeatSpec(),
+                                renew_interval_s=renew_interval_s
+                                or self.dispatch_tags.renew_interval_s)
+        await watchdog.run(task_status=task_status)
 
     # -- reporting ---------------------------------------------------------------------------
 

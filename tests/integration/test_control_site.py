@@ -241,7 +241,7 @@ async def test_stop_that_cannot_be_written_is_logged_once_and_done_when_the_link
             await site.gate.submit(command(Action.DISCHARGE, 2000))
             sim.faults.silent = True  # the device stops answering...
             sim.model.soc_pct = 4.0  # ...while the battery drains
-            await trio.sleep(40)  # less than the lease and the device's own timeout
+            await trio.sleep(15)  # the link times out and goes down; the lease still holds
             assert sim.state().forced_mode == 2
             sim.faults.clear()
             await site.ctx.link.wait_up()
@@ -295,3 +295,25 @@ async def test_auto_hands_control_back_to_the_working_mode(autojump_clock):
         assert outcome.decision is Decision.ACCEPTED
         assert sim.state().forced_mode == 0
         assert site.dispatcher.active is None
+
+
+async def test_an_embedding_app_can_run_guard_and_watchdog_loop_without_the_site_tree(
+        autojump_clock):
+    """The runbook's `SafetyGuard.watchdog_loop()`: an app with its own tree feeds the device."""
+    from bessai.control import DeviceLink, HeartbeatSpec, SafetyGuard, SiteContext
+
+    async with Simulator(soc_pct=50) as sim:
+        ctx = SiteContext(SITE, DEVICE, trio_wall_clock())
+        driver = UniversalDriver(sim.profile, stream_factory=sim.stream_factory())
+        link = DeviceLink(driver, SITE, DEVICE, handle=ctx.link,
+                          latest_outputs=[ctx.snapshots.set])
+        guard = SafetyGuard(ctx)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(link.run)
+            await nursery.start(guard.run)
+            await nursery.start(guard.watchdog_loop, HeartbeatSpec.from_profile(sim.profile))
+            await trio.sleep(300)
+            assert sim.state().heartbeat_count >= 30
+            assert not sim.state().comm_lost
+            assert guard.state.ok
+            nursery.cancel_scope.cancel()

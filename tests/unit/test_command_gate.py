@@ -211,3 +211,25 @@ async def test_event_outbox_keeps_events_across_a_consumer_restart():
 def make_event(name):
     from bessai.model import Event
     return Event(name, "site1", "inv1", NOW)
+
+
+async def test_router_sends_each_command_to_its_device_and_rejects_unknown_devices():
+    from bessai.control.gate import CommandRouter
+
+    inv1, inv2 = RecordingApplier(), RecordingApplier()
+    gate1, _ = make_gate(inv1)
+    gate2, _ = make_gate(inv2)
+    gate2.device_id = "inv2"
+    outbox = EventOutbox()
+    events = outbox.receive()
+    router = CommandRouter("site1", {"inv1": gate1, "inv2": gate2}, outbox.emit, lambda: NOW)
+    assert (await router.handle_command_message(body(device_id="inv2"))).accepted
+    assert inv2.applied
+    assert not inv1.applied
+    unknown = await router.handle_command_message(body(id="c-9", device_id="inv9"))
+    assert unknown.decision is Decision.REJECTED
+    assert "inv9" in unknown.reason
+    garbage = await router.handle_command_message(b"{}")
+    assert garbage.decision is Decision.REJECTED
+    assert [e.name for e in (events.receive_nowait(), events.receive_nowait())] == [
+        "COMMAND_REJECTED", "COMMAND_REJECTED"]
