@@ -7,10 +7,11 @@ on Trio's clock, so minutes of device behaviour take milliseconds.
 from __future__ import annotations
 
 import pytest
+import structlog.testing
 import trio
 
 from bessai.clock import trio_wall_clock
-from bessai.device import Backoff, UniversalDriver, load_profile
+from bessai.device import Backoff, TagWriteRefused, UniversalDriver, load_profile
 from bessai.device.profile import Poll
 from bessai.sim import Simulator
 
@@ -113,3 +114,52 @@ async def test_dropped_connection_is_reopened_on_the_next_poll(profile, autojump
         await trio.sleep(2)
         snap = await drv.read_all(Poll.FAST)
         assert all(r.valid for r in snap.readings.values())
+
+
+async def test_operator_log_lines_name_modbusreaderror_and_connectionerror_once_per_change(
+        profile, autojump_clock):
+    with structlog.testing.capture_logs() as logs:
+        async with Simulator(profile) as sim, _driver(profile, sim) as drv:
+            n_fast = len(drv.plan(Poll.FAST))
+            await drv.read_all(Poll.FAST)
+            sim.faults.busy = True
+            await drv.read_all(Poll.FAST)
+            await drv.read_all(Poll.FAST)  # same failure again: no new lines
+            sim.faults.clear()
+            await drv.read_all(Poll.FAST)
+            sim.drop_connections()
+            await drv.read_all(Poll.FAST)
+            await drv.read_all(Poll.FAST)  # still in backoff: no new line
+    failed = [e for e in logs if e["event"] == "device_read_failed"]
+    assert len(failed) == n_fast
+    assert all(e["error"] == "ModbusReadError" and "0x06" in e["detail"] for e in failed)
+    recovered = [e for e in logs if e["event"] == "device_read_recovered"]
+    assert len(recovered) == n_fast
+    down = [e for e in logs if e["event"] == "device_link_down"]
+    assert len(down) == 1
+    assert "ConnectionError" in down[0]["detail"]
+    assert all(e["site"] == "s1" and e["device"] == "huawei_sun2000"
+               for e in failed + down)
+
+
+async def test_write_tags_refuses_the_whole_sequence_before_sending_any(profile, autojump_clock):
+    async with Simulator(profile) as sim, _driver(profile, sim) as drv:
+        with pytest.raises(TagWriteRefused, match="forcible_charge_power"):
+            await drv.write_tags([("forcible_setting_mode", 0), ("forcible_period", 1),
+                                  ("forcible_charge_power", 99_999), ("forcible_mode", 1)])
+        assert drv.client.stats.requests == 0
+        assert sim.write_log == []
+        await drv.write_tags([("forcible_setting_mode", 0), ("forcible_charge_power", 1500),
+                              ("forcible_period", 1), ("forcible_mode", 1)])
+        assert [w.tag for w in sim.write_log] == ["forcible_setting_mode",
+                                                  "forcible_charge_power", "forcible_period",
+                                                  "forcible_mode"]
+        assert sim.state().forced_mode == 1
+
+
+async def test_cancelled_connect_delay_leaves_no_half_open_connection(profile, autojump_clock):
+    async with Simulator(profile) as sim, _driver(profile, sim, post_connect_delay_s=1.0) as drv:
+        with trio.move_on_after(0.5):
+            await drv.connect()
+        assert not drv.connected
+        assert await drv.read_tag("soc") is not None
