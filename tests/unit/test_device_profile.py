@@ -216,6 +216,20 @@ def test_overlapping_tags_are_refused(tmp_path, doc):
                for p, m in got)
 
 
+def test_a_tag_inside_a_wider_tag_is_an_overlap_even_past_its_neighbour(tmp_path, doc):
+    doc["tags"]["wide"] = {"address": 37700, "type": "u64", "access": "r"}
+    doc["tags"]["inner_a"] = {"address": 37701, "type": "u16", "access": "r"}
+    doc["tags"]["inner_b"] = {"address": 37702, "type": "u16", "access": "r"}
+    got = dict(_problems(tmp_path, doc))
+    assert "overlap tag 'wide'" in got["$.tags.inner_a.address"]
+    assert "overlap tag 'wide'" in got["$.tags.inner_b.address"]
+
+
+def test_missing_schema_is_a_profile_error_with_a_hint(tmp_path):
+    with pytest.raises(ProfileError, match="cannot read the profile schema"):
+        load_profile(HUAWEI, schema_path=tmp_path / "nope.schema.json")
+
+
 def test_tag_outside_every_block_is_refused(tmp_path, doc):
     doc["tags"]["soc"]["address"] = 40900
     doc["tags"]["meter_power"]["address"] = 37139  # second register past the block end
