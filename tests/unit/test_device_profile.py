@@ -311,3 +311,13 @@ def test_semantic_problems_of_different_kinds_arrive_in_one_error(tmp_path, doc)
     paths = [p.path for p in info.value.problems]
     assert {"$.tags.soc.address", "$.tags.forcible_period", "$.safety.soc_tag"} <= set(paths)
     assert f"{len(paths)} problems in device profile" in str(info.value)
+
+
+def test_heartbeat_values_constant_and_counter(huawei):
+    import itertools
+
+    import attrs
+
+    assert list(itertools.islice(huawei.watchdog.heartbeat_values(), 3)) == [1, 1, 1]
+    counter = attrs.evolve(huawei.watchdog, heartbeat_mode="counter", heartbeat_value=65534)
+    assert list(itertools.islice(counter.heartbeat_values(), 4)) == [65534, 65535, 0, 1]
