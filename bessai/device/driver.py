@@ -214,6 +214,13 @@ class UniversalDriver:
             raise TagWriteRefused(name, value, str(exc)) from exc
         return tag, registers
 
+    async def write_tags(self, writes: Iterable[tuple[str, float | int | str]], *,
+                         priority: int = PRIORITY_WRITE) -> None:
+        """Write several tags in order; every write is checked before the first is sent."""
+        checked = [(name, value, self.check_write(name, value)) for name, value in writes]
+        for name, value, _ in checked:
+            await self.write_tag(name, value, priority=priority)
+
     async def write_tag(self, name: str, value: float | int | str, *,
                         priority: int = PRIORITY_WRITE) -> None:
         """Write a tag (value in its unit); checks happen before anything is sent."""

@@ -241,14 +241,19 @@ class ModbusClient:
             self._note_failure()
             raise DeviceConnectionError(f"cannot connect ({exc})", self._host,
                                         self._port) from exc
+        try:
+            if self.post_connect_delay_s > 0:  # Huawei drops requests sent right after connect
+                await trio.sleep(self.post_connect_delay_s)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+            raise
         self._stream = stream
         self._buf.clear()
         self.stats.connects += 1
         self._failures = 0
         self._next_attempt_at = -math.inf
         log.debug("modbus_connected", peer=self.peer, unit_id=self.unit_id)
-        if self.post_connect_delay_s > 0:
-            await trio.sleep(self.post_connect_delay_s)
 
     def _note_failure(self) -> None:
         delay = self.backoff.delay(self._failures, self._rng)

@@ -17,7 +17,6 @@ file, the JSON path and the problem, so an operator fixes a profile in one round
 from __future__ import annotations
 
 import enum
-import itertools
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -355,7 +354,13 @@ def parse_profile(text: str, *, file: str = "<string>",
 
     schema_file = Path(schema_path) if schema_path else default_schema_path(
         Path(file) if file != "<string>" else None)
-    schema = json.loads(schema_file.read_text(encoding="utf-8"))
+    try:
+        schema = json.loads(schema_file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProfileError(file, [ProfileProblem(
+            file, "$", f"cannot read the profile schema {schema_file} ({exc.strerror or exc}); "
+            "install profiles/profile.schema.json beside the profiles or pass schema_path=")]
+        ) from exc
     validator = jsonschema.Draft202012Validator(schema)
     schema_errors = sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.path)))
     for err in schema_errors:
@@ -489,10 +494,14 @@ def _semantic_checks(profile: Profile, add: Any) -> None:
     for table in Table:
         ordered = sorted((t for t in tags.values() if t.table == table),
                          key=lambda t: (t.address, t.name))
-        for prev, cur in itertools.pairwise(ordered):
-            if cur.address < prev.end:
+        reach: Tag | None = None  # the tag reaching furthest so far
+        for cur in ordered:
+            if reach is not None and cur.address < reach.end:
                 add(f"$.tags.{cur.name}.address", f"registers {cur.address}-{cur.end - 1} overlap "
-                    f"tag {prev.name!r} ({prev.address}-{prev.end - 1}); fix one address or type")
+                    f"tag {reach.name!r} ({reach.address}-{reach.end - 1}); fix one address or "
+                    "type")
+            if reach is None or cur.end > reach.end:
+                reach = cur
 
     # References from the watchdog, dispatch and safety specs.
     def ref(json_path: str, name: str, need: str, value: float | None = None) -> None:

@@ -395,3 +395,35 @@ def test_random_bytes_from_the_peer_give_a_typed_error_within_the_timeout(
             assert isinstance(outcome, ModbusError)
 
     trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def test_a_cancelled_waiter_does_not_block_the_queue(nursery_client, autojump_clock):
+    async def slow(tid, unit, pdu):
+        await trio.sleep(1)
+        return await registers_device({0: 1})(tid, unit, pdu)
+
+    peer = Peer(slow)
+    client = nursery_client(peer, post_connect_delay_s=0, cooldown_s=0)
+    done = []
+
+    async def read(tag):
+        await client.read_holding_registers(0, 1, tag=tag)
+        done.append(tag)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(read, "first")
+        await trio.testing.wait_all_tasks_blocked()
+        n.start_soon(read, "second")  # queued behind "first"
+        cancel = trio.CancelScope()
+
+        async def waiter():
+            with cancel:
+                await read("cancelled")
+
+        n.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        n.start_soon(read, "last")
+        await trio.testing.wait_all_tasks_blocked()
+        cancel.cancel()  # leaves the queue while "first" holds the connection
+    assert done == ["first", "second", "last"]
+    assert len(peer.requests) == 3

@@ -216,6 +216,20 @@ def test_overlapping_tags_are_refused(tmp_path, doc):
                for p, m in got)
 
 
+def test_a_tag_inside_a_wider_tag_is_an_overlap_even_past_its_neighbour(tmp_path, doc):
+    doc["tags"]["wide"] = {"address": 37700, "type": "u64", "access": "r"}
+    doc["tags"]["inner_a"] = {"address": 37701, "type": "u16", "access": "r"}
+    doc["tags"]["inner_b"] = {"address": 37702, "type": "u16", "access": "r"}
+    got = dict(_problems(tmp_path, doc))
+    assert "overlap tag 'wide'" in got["$.tags.inner_a.address"]
+    assert "overlap tag 'wide'" in got["$.tags.inner_b.address"]
+
+
+def test_missing_schema_is_a_profile_error_with_a_hint(tmp_path):
+    with pytest.raises(ProfileError, match="cannot read the profile schema"):
+        load_profile(HUAWEI, schema_path=tmp_path / "nope.schema.json")
+
+
 def test_tag_outside_every_block_is_refused(tmp_path, doc):
     doc["tags"]["soc"]["address"] = 40900
     doc["tags"]["meter_power"]["address"] = 37139  # second register past the block end
@@ -297,3 +311,13 @@ def test_semantic_problems_of_different_kinds_arrive_in_one_error(tmp_path, doc)
     paths = [p.path for p in info.value.problems]
     assert {"$.tags.soc.address", "$.tags.forcible_period", "$.safety.soc_tag"} <= set(paths)
     assert f"{len(paths)} problems in device profile" in str(info.value)
+
+
+def test_heartbeat_values_constant_and_counter(huawei):
+    import itertools
+
+    import attrs
+
+    assert list(itertools.islice(huawei.watchdog.heartbeat_values(), 3)) == [1, 1, 1]
+    counter = attrs.evolve(huawei.watchdog, heartbeat_mode="counter", heartbeat_value=65534)
+    assert list(itertools.islice(counter.heartbeat_values(), 4)) == [65534, 65535, 0, 1]
