@@ -172,7 +172,9 @@ class CommandGate:
 
     async def handle_command_message(self, data: bytes, attributes: Mapping[str, str] | None
                                      = None) -> Outcome:
-        """The Pub/Sub handler: parse, decide, apply, record. Never raises for bad input."""
+        """The Pub/Sub handler: parse, decide, apply, record. Never raises for bad input, nor
+        for a bug past parsing (logged with its traceback, answered as rejected), so a message
+        is never redelivered forever."""
         try:
             command = parse_command(data, attributes)
         except InvalidCommand as exc:
@@ -180,7 +182,18 @@ class CommandGate:
                               command_id=exc.command_id)
             self._record(outcome)
             return outcome
-        return await self.submit(command)
+        try:
+            return await self.submit(command)
+        except trio.Cancelled:
+            raise
+        except Exception as exc:
+            log.exception("command_gate_error", site=self.site_id, device=self.device_id,
+                          command_id=command.id)
+            outcome = Outcome(command, Decision.REJECTED,
+                              f"internal error in the command gate ({type(exc).__name__}: "
+                              f"{exc}) — see the gateway log", None, command_id=command.id)
+            self._record(outcome)
+            return outcome
 
     async def submit(self, command: Command) -> Outcome:
         """Decide and apply an already parsed command (the CLI and tests use this directly)."""

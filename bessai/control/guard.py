@@ -107,6 +107,11 @@ class SafetyGuard:
             self._report_block(hit, soc)
         for hit in change.cleared:
             self._report_clear(hit, soc)
+        device = self.ctx.device_id
+        self.ctx.metrics.gauge("bessai.safety.blocked", float(new.blocked_charge),
+                               direction="charge", device=device)
+        self.ctx.metrics.gauge("bessai.safety.blocked", float(new.blocked_discharge),
+                               direction="discharge", device=device)
         if new.blocked_charge or new.blocked_discharge:
             await self._stop_worsening_forcing(new, snapshot)
         return new

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
+import trio
 
 from actors import Backoff, ChildSpec, Strategy, Supervisor, supervisor_spec
 from bessai.clock import WallClock
@@ -115,6 +116,41 @@ class Site:
                                       renew_interval_s=c.dispatch.renew_interval_s,
                                       late_tolerance_s=c.heartbeat_late_tolerance_s)
         return self.last_watchdog
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready view of this device's control loop, for the status endpoint and the
+        CLI: link state and why, snapshot age, active safety rules, forcing, heartbeat."""
+        now = trio.current_time()
+        link = self.ctx.link.status
+        link_view: dict[str, Any] = {"state": "stopped"}
+        if link is not None:
+            age = link.snapshot_age(now)
+            link_view = {
+                "state": link.state.value, "reason": link.reason,
+                "for_s": round(now - link.since, 3),
+                "retry_in_s": None if link.retry_at is None else round(link.retry_at - now, 3),
+                "snapshot_age_s": None if age is None else round(age, 3)}
+        safety = self.ctx.safety
+        active = self.dispatcher.active
+        watchdog = self.last_watchdog
+        return {
+            "site": self.config.site_id,
+            "device": self.config.device_id,
+            "link": link_view,
+            "safety": {
+                "blocked_charge": safety.blocked_charge,
+                "blocked_discharge": safety.blocked_discharge,
+                "rules": [attrs.asdict(hit) for _, hit in sorted(safety.active.items())]},
+            "forcing": None if active is None else {
+                "command_id": active.command.id, "action": active.action.value,
+                "power_w": active.power_w, "expires_at": active.command.expires_at,
+                "lease_renewed_s_ago": round(now - active.renewed_at, 3)},
+            "heartbeat": None if watchdog is None else {
+                "beats": watchdog.beats, "max_gap_s": round(watchdog.max_gap_s, 3),
+                "last_s_ago": None if watchdog.last_beat_at is None
+                else round(now - watchdog.last_beat_at, 3)},
+            "events_pending": len(self.ctx.events.pending),
+        }
 
     def child_specs(self) -> list[ChildSpec]:
         """The three children in start order: device link, safety guard, watchdog.

@@ -70,6 +70,8 @@ class Watchdog:
     beats: int = 0
     max_gap_s: float = 0.0
     _stop: trio.Event = attrs.field(factory=trio.Event)
+    _beat_failing: bool = False
+    _lease_failing: bool = False
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -96,11 +98,18 @@ class Watchdog:
             except trio.Cancelled:
                 raise
             except Exception as exc:  # refused by the device: keep the schedule
-                log.error("HEARTBEAT_FAILED", site=self.ctx.site_id, device=self.ctx.device_id,
-                          tag=self.heartbeat.tag, error=str(exc))
+                if not self._beat_failing:  # once per streak, not every interval
+                    log.error("HEARTBEAT_FAILED", site=self.ctx.site_id,
+                              device=self.ctx.device_id, tag=self.heartbeat.tag, error=str(exc),
+                              next_try_in_s=self.heartbeat.interval_s)
+                self._beat_failing = True
                 self.ctx.metrics.count("bessai.watchdog.heartbeat_failures",
                                        device=self.ctx.device_id)
             else:
+                if self._beat_failing:
+                    log.warning("HEARTBEAT_RESTORED", site=self.ctx.site_id,
+                                device=self.ctx.device_id)
+                self._beat_failing = False
                 value = next(values)
             now = trio.current_time()
             due += self.heartbeat.interval_s
@@ -147,7 +156,12 @@ class Watchdog:
             except trio.Cancelled:
                 raise
             except Exception as exc:
-                log.error("LEASE_RENEW_FAILED", site=self.ctx.site_id, device=self.ctx.device_id,
-                          error=str(exc))
+                if not self._lease_failing:
+                    log.error("LEASE_RENEW_FAILED", site=self.ctx.site_id,
+                              device=self.ctx.device_id, error=str(exc),
+                              consequence="the device ends forcing when its lease runs out")
+                self._lease_failing = True
                 self.ctx.metrics.count("bessai.watchdog.lease_failures",
                                        device=self.ctx.device_id)
+            else:
+                self._lease_failing = False

@@ -317,3 +317,20 @@ async def test_an_embedding_app_can_run_guard_and_watchdog_loop_without_the_site
             assert not sim.state().comm_lost
             assert guard.state.ok
             nursery.cancel_scope.cancel()
+
+
+async def test_status_tells_an_operator_what_the_control_loop_is_doing(autojump_clock):
+    sim = Simulator(soc_pct=4.5)
+    async with sim, running_site(sim) as site:
+        await site.gate.submit(command(Action.CHARGE, 1000))
+        await trio.sleep(25)
+        status = site.status()
+        json.dumps(status)  # JSON-ready
+        assert status["link"]["state"] == "up"
+        assert status["link"]["snapshot_age_s"] <= config_poll_s(site) + 0.5
+        assert status["safety"]["blocked_discharge"] is True
+        assert status["safety"]["blocked_charge"] is False
+        assert [r["rule"] for r in status["safety"]["rules"]] == [SOC_MIN]
+        assert status["forcing"]["action"] == "charge"
+        assert status["forcing"]["lease_renewed_s_ago"] <= 20.5
+        assert status["heartbeat"]["max_gap_s"] <= sim.profile.watchdog.interval_s + 1
