@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 
 pytest.importorskip("bessai.sim", reason="needs bessai.sim and bessai.device (device branch)")
 
+from actors import DropOldestRing
 from bessai.clock import trio_wall_clock
 from bessai.control.gate import Decision
 from bessai.control.limits import INVALID_DATA, SOC_MIN, STALE_DATA, TEMP_MAX
@@ -24,7 +25,7 @@ SITE, DEVICE = "site1", "inv1"
 
 
 @asynccontextmanager
-async def running_site(sim, **config_overrides):
+async def running_site(sim, outputs=(), **config_overrides):
     """The site's three children running against ``sim`` (started in order, cancelled at exit)."""
     wall = trio_wall_clock()
     sink = RecordingSink()
@@ -34,7 +35,7 @@ async def running_site(sim, **config_overrides):
         config,
         lambda: UniversalDriver(sim.profile, stream_factory=sim.stream_factory(),
                                 site_id=SITE, device_id=DEVICE, wall_clock=wall),
-        wall_clock=wall, metrics=sink)
+        wall_clock=wall, metrics=sink, outputs=outputs)
     async with trio.open_nursery() as nursery:
         await nursery.start(site.device_link().run)
         await nursery.start(site.safety_guard().run)
@@ -143,7 +144,8 @@ async def test_busy_device_gives_invalid_data_which_blocks(autojump_clock):
 async def test_thirty_minute_cloud_cut_keeps_heartbeat_on_schedule(autojump_clock):
     """Nobody reads events and no command arrives for 30 minutes: the local loop does not care."""
     sim = Simulator(soc_pct=50)
-    async with sim, running_site(sim) as site:
+    ring = DropOldestRing(capacity=100)  # the recorder's ring: nobody drains it
+    async with sim, running_site(sim, outputs=[ring.push]) as site:
         events = site.ctx.events.receive()  # the spool side: attached, never read
         await site.gate.submit(command(Action.DISCHARGE, 2000, ttl_s=3600))
         comm_lost = False
@@ -158,6 +160,7 @@ async def test_thirty_minute_cloud_cut_keeps_heartbeat_on_schedule(autojump_cloc
         assert watchdog.max_gap_s <= interval_s + timeout_s
         assert not comm_lost
         assert sim.state().forced_mode == 2  # the lease was renewed all along
+        assert ring.dropped > 1000  # telemetry overflowed the ring, counted, never blocking
         await events.aclose()
 
 
@@ -334,3 +337,16 @@ async def test_status_tells_an_operator_what_the_control_loop_is_doing(autojump_
         assert status["forcing"]["action"] == "charge"
         assert status["forcing"]["lease_renewed_s_ago"] <= 20.5
         assert status["heartbeat"]["max_gap_s"] <= sim.profile.watchdog.interval_s + 1
+
+
+async def test_telemetry_keeps_flowing_during_a_safety_block(autojump_clock):
+    sim = Simulator(soc_pct=50)
+    seen = []
+    async with sim, running_site(sim, outputs=[seen.append]) as site:
+        sim.model.temp_c = 47.0
+        await wait_for(lambda: TEMP_MAX in site.ctx.safety.active)
+        before = len(seen)
+        await trio.sleep(30)
+        assert TEMP_MAX in site.ctx.safety.active
+        assert len(seen) - before >= 29  # one snapshot per fast poll, block or not
+        assert seen[-1].value("battery_temp") > 45.0
