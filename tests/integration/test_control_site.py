@@ -146,22 +146,27 @@ async def test_thirty_minute_cloud_cut_keeps_heartbeat_on_schedule(autojump_cloc
     sim = Simulator(soc_pct=50)
     ring = DropOldestRing(capacity=100)  # the recorder's ring: nobody drains it
     async with sim, running_site(sim, outputs=[ring.push]) as site:
-        events = site.ctx.events.receive()  # the spool side: attached, never read
-        await site.gate.submit(command(Action.DISCHARGE, 2000, ttl_s=3600))
-        comm_lost = False
-        start = trio.current_time()
-        while trio.current_time() - start < 30 * 60:
-            await trio.sleep(1)
-            comm_lost = comm_lost or sim.state().comm_lost
-        timeout_s = sim.profile.connection.timeout_s
-        interval_s = sim.profile.watchdog.interval_s
-        watchdog = site.last_watchdog
-        assert watchdog.beats >= 30 * 60 / interval_s - 1
-        assert watchdog.max_gap_s <= interval_s + timeout_s
-        assert not comm_lost
-        assert sim.state().forced_mode == 2  # the lease was renewed all along
-        assert ring.dropped > 1000  # telemetry overflowed the ring, counted, never blocking
-        await events.aclose()
+        async def black_hole(_event):  # the spool/uplink side never returns
+            await trio.sleep_forever()
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(site.ctx.events.forward, black_hole)
+            await site.gate.submit(command(Action.DISCHARGE, 2000, ttl_s=3600))
+            comm_lost = False
+            start = trio.current_time()
+            while trio.current_time() - start < 30 * 60:
+                await trio.sleep(1)
+                comm_lost = comm_lost or sim.state().comm_lost
+            timeout_s = sim.profile.connection.timeout_s
+            interval_s = sim.profile.watchdog.interval_s
+            watchdog = site.last_watchdog
+            assert watchdog.beats >= 30 * 60 / interval_s - 1
+            assert watchdog.max_gap_s <= interval_s + timeout_s
+            assert not comm_lost
+            assert sim.state().forced_mode == 2  # the lease was renewed all along
+            assert ring.dropped > 1000  # telemetry overflowed the ring, counted, never blocking
+            assert [e.name for e in site.ctx.events.pending] == ["COMMAND_ACCEPTED"]  # kept
+            nursery.cancel_scope.cancel()
 
 
 async def test_cancelled_site_leaves_forced_mode_on_the_device_within_the_lease(autojump_clock):
@@ -204,12 +209,11 @@ async def test_safety_block_is_logged_critical_published_and_counted(autojump_cl
     sim = Simulator(soc_pct=50)
     with capture_logs() as logs:
         async with sim, running_site(sim) as site:
-            events = site.ctx.events.receive()
             sim.model.soc_pct = 4.2
             await wait_for(lambda: SOC_MIN in site.ctx.safety.active)
             sim.model.soc_pct = 7.0
             await wait_for(lambda: site.ctx.safety.ok)
-            published = [events.receive_nowait() for _ in range(2)]
+            published = site.ctx.events.take_nowait()
     block = next(e for e in logs if e["event"] == "SAFETY_BLOCK")
     assert block["log_level"] == "critical"
     assert (block["rule"], block["value"], block["limit"], block["soc"]) == (SOC_MIN, 4.2,
