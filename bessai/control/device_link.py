@@ -37,7 +37,6 @@ import structlog
 import trio
 
 from actors import Backoff
-from bessai.clock import WallClock
 from bessai.device.errors import ModbusProtocolError
 from bessai.model import Snapshot
 from bessai.observe.sink import NULL_SINK, MetricSink
@@ -157,7 +156,6 @@ class DeviceLink:
     latest_outputs: Sequence[Callable[[Snapshot], Any]] = ()
     backoff: Backoff = RECONNECT_BACKOFF
     metrics: MetricSink = NULL_SINK
-    wall_clock: WallClock | None = None
     fast_poll: Any = "fast"
     slow_poll: Any = None
     call_timeout_s: float | None = None

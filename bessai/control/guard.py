@@ -62,14 +62,6 @@ class SafetyGuard:
     def state(self) -> SafetyState:
         return self.ctx.safety
 
-    def blocked(self, action: Action) -> bool:
-        """Whether ``action`` is blocked right now (the dispatcher's last-moment check)."""
-        if action is Action.CHARGE:
-            return self.ctx.safety.blocked_charge
-        if action is Action.DISCHARGE:
-            return self.ctx.safety.blocked_discharge
-        return False
-
     def request_stop(self) -> None:
         self._stop.set()
 
