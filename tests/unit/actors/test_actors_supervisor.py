@@ -661,3 +661,15 @@ async def test_a_failing_request_stop_falls_back_to_cancellation(autojump_clock)
         await nursery.start(sup.run)
         sup.request_stop()
     assert trio.current_time() == 0.0
+
+
+async def test_stop_waits_until_every_child_has_stopped(autojump_clock):
+    world = World()
+    sup = Supervisor(children=specs(world, "a", "b", stop_takes_s=1.0), name="s")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await sup.stop()
+        assert trio.current_time() == 2.0
+        assert not sup.running
+        assert sum(world.live.values()) == 0
+        await sup.stop()  # stopping a stopped supervisor is harmless
