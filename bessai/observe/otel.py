@@ -11,7 +11,7 @@ What a dead, slow or failing collector costs, and nothing more:
   (PeriodicExportingMetricReader, BatchSpanProcessor);
 * **memory is bounded**: metric state by the SDK's per-instrument cardinality limit (cumulative
   aggregation does not grow with time), spans by ``max_queue_size`` (the oldest are dropped);
-* **every loss is counted** in ``bessai.telemetry.dropped{signal, reason}`` (and in
+* **every loss is counted**, exactly, in ``bessai.telemetry.dropped{signal, reason}`` (and in
   `Telemetry.drops`, readable without a collector): ``queue_full`` when the span queue
   overflows, ``export_failed`` for each span or data point in a failed export, ``sink_error``
   and ``kind_conflict`` for misuse of the sink;
@@ -28,10 +28,11 @@ What a dead, slow or failing collector costs, and nothing more:
 
 from __future__ import annotations
 
+import collections
 import os
 import socket
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -219,27 +220,54 @@ def _metric_exporter_class():
     return CountingMetricExporter
 
 
+class _CountingDeque(collections.deque):
+    """The span queue: bounded like the SDK's, but it counts what its bound pushes out.
+
+    ``appendleft`` on a full deque silently drops the oldest item; checking the length and
+    appending under one lock (``pop`` takes it too) makes the count exact, not a racy estimate.
+    """
+
+    def __init__(self, maxlen: int, on_drop: Callable[[], None]) -> None:
+        super().__init__([], maxlen)
+        self._lock = threading.Lock()
+        self._on_drop = on_drop
+
+    def appendleft(self, item: Any) -> None:
+        with self._lock:
+            full = len(self) == self.maxlen
+            super().appendleft(item)
+        if full:
+            self._on_drop()
+
+    def pop(self) -> Any:
+        with self._lock:
+            return super().pop()
+
+
 def _span_processor_class():
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     class CountingBatchSpanProcessor(BatchSpanProcessor):
-        """BatchSpanProcessor that counts the spans its bounded queue drops.
+        """BatchSpanProcessor whose bounded queue counts the spans it drops.
 
-        The SDK drops the oldest span when the queue is full and only logs it; the queue length
-        is read from the SDK's batch processor (if a future SDK renames it, queue drops go
-        uncounted but nothing else changes).
+        The SDK drops the oldest span when its queue is full and only logs it. Right after
+        construction (queue still empty) the SDK's deque is replaced by a `_CountingDeque` of the
+        same bound. If a future SDK renames these internals, queue drops go uncounted (a
+        warning says so) and nothing else changes.
         """
 
         def __init__(self, exporter: Any, drops: DropCounter, **kwargs: Any) -> None:
             super().__init__(exporter, **kwargs)
-            self._drops = drops
             self.shutdown_timeout_ms = 30_000.0
-
-        def on_end(self, span: Any) -> None:
-            queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
-            if queue is not None and queue.maxlen is not None and len(queue) >= queue.maxlen:
-                self._drops.add("spans", "queue_full", 1)
-            super().on_end(span)
+            inner = getattr(self, "_batch_processor", None)
+            queue = getattr(inner, "_queue", None)
+            if isinstance(queue, collections.deque) and queue.maxlen and not queue:
+                inner._queue = _CountingDeque(queue.maxlen,
+                                              lambda: drops.add("spans", "queue_full"))
+            else:
+                log.warning("TELEMETRY_QUEUE_DROPS_UNCOUNTED",
+                            hint="this OpenTelemetry SDK version hides its span queue; "
+                                 "spans dropped by a full queue will not be counted")
 
         def shutdown(self) -> None:
             inner = getattr(self, "_batch_processor", None)

@@ -146,7 +146,7 @@ def test_level_change_at_runtime_reaches_loggers_bound_before_it(out: io.StringI
 
 
 def test_unknown_level_is_refused_with_the_allowed_values() -> None:
-    with pytest.raises(ValueError, match="LOG_LEVEL='LOUD' is not a log level .* INFO"):
+    with pytest.raises(ValueError, match=r"LOG_LEVEL='LOUD' is not a log level .* INFO"):
         set_log_level("LOUD")
 
 
@@ -161,10 +161,13 @@ def test_stdlib_records_join_the_same_format_at_warning_and_above(out: io.String
     lines = lines_of(out)
     assert len(lines) == 2
     first, second = (dict(parse_logfmt(line)) for line in lines)
-    assert first["level"] == "WARNING" and first["logger"] == "httpx"
+    assert first["level"] == "WARNING"
+    assert first["logger"] == "httpx"
     assert first["event"] == "connection pool full, url=http://x"
-    assert first["ts"].endswith("Z") and first["site"] == "plant-1"
-    assert second["level"] == "ERROR" and "ZeroDivisionError" in second["exception"]
+    assert first["ts"].endswith("Z")
+    assert first["site"] == "plant-1"
+    assert second["level"] == "ERROR"
+    assert "ZeroDivisionError" in second["exception"]
 
 
 def test_credentials_in_fields_are_masked(out: io.StringIO) -> None:
@@ -181,7 +184,8 @@ def test_credentials_in_fields_are_masked(out: io.StringIO) -> None:
         parse_logfmt(line)
         assert_no_secret(line)
     first = dict(parse_logfmt(lines[0]))
-    assert first["token"] == "[REDACTED]" and first["password"] == "[REDACTED]"
+    assert first["token"] == "[REDACTED]"
+    assert first["password"] == "[REDACTED]"
     assert first["credentials"] == "[REDACTED]"
 
 
@@ -214,4 +218,5 @@ def test_any_event_renders_as_one_line_that_parses_back(fields: dict, event: str
     line = logfmt.render([("event", event), *fields.items()])
     parsed = parse_logfmt(line)
     assert [v for _, v in parsed] == [event, *fields.values()]
-    assert len(line.splitlines()) <= 1 and "\n" not in line
+    assert len(line.splitlines()) <= 1
+    assert "\n" not in line
