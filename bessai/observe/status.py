@@ -213,7 +213,9 @@ class StatusServer:
                 if problem.error_status_hint == 431:
                     raise _BadRequest(400, "request head too large (limit "
                                       f"{self.max_request_bytes} bytes)") from None
-                raise _BadRequest(400, f"malformed HTTP request: {problem}") from None
+                log.debug("status_bad_request", problem=str(problem)[:120])
+                raise _BadRequest(400, "malformed HTTP request — send e.g. "
+                                  "'GET /healthz HTTP/1.1'") from None
             if isinstance(event, h11.Request):
                 return event
             if isinstance(event, h11.ConnectionClosed):
