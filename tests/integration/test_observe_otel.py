@@ -84,17 +84,17 @@ async def test_metrics_and_spans_arrive_with_names_attributes_and_resource(
     sink, tracer = telemetry.sink, telemetry.tracer
     sink.count("bessai.safety.blocks", rule="soc_min", device="inv1")
     sink.count("bessai.safety.blocks", rule="soc_min", device="inv1")
-    sink.record("bessai.device.poll.duration", 0.12, device="inv1", outcome="ok")
+    sink.record("bessai.device.poll_latency_s", 0.12, device="inv1", poll="fast")
     sink.gauge("bessai.spool.depth", 42)
-    sink.gauge("bessai.device.link.state", 1, device="inv1")
+    sink.gauge("bessai.device.link_up", 1, device="inv1")
     sink.count("bessai.actor.restarts", child="uplink")
     with tracer.span("poll_cycle", device="inv1") as span:
         span.set(registers=42)
     with pytest.raises(RuntimeError), tracer.span("publish_batch", messages=3):
         raise RuntimeError("Authorization: Bearer not-for-the-collector")
     await wait_until(lambda: len(receiver.spans()) >= 2 and {
-        "bessai.safety.blocks", "bessai.device.poll.duration", "bessai.spool.depth",
-        "bessai.device.link.state", "bessai.actor.restarts"} <= receiver.metric_names())
+        "bessai.safety.blocks", "bessai.device.poll_latency_s", "bessai.spool.depth",
+        "bessai.device.link_up", "bessai.actor.restarts"} <= receiver.metric_names())
     assert await telemetry.shutdown(3.0)
 
     resource, _ = receiver.metrics()[0]
@@ -104,13 +104,13 @@ async def test_metrics_and_spans_arrive_with_names_attributes_and_resource(
     blocks = receiver.points("bessai.safety.blocks")
     assert blocks[-1][0] == {"rule": "soc_min", "device": "inv1"}
     assert blocks[-1][1].as_int == 2
-    poll = receiver.points("bessai.device.poll.duration")[-1]
-    assert poll[0] == {"device": "inv1", "outcome": "ok"}
+    poll = receiver.points("bessai.device.poll_latency_s")[-1]
+    assert poll[0] == {"device": "inv1", "poll": "fast"}
     assert poll[1].count == 1
     assert list(poll[1].explicit_bounds)[:3] == [0.005, 0.01, 0.025]
     assert receiver.points("bessai.spool.depth")[-1][1].as_int == 42
     units = {m.name: m.unit for _, m in receiver.metrics()}
-    assert units["bessai.device.poll.duration"] == "s"
+    assert units["bessai.device.poll_latency_s"] == "s"
 
     spans = {span.name: (res, span) for res, span in receiver.spans()}
     res, poll_span = spans["poll_cycle"]
@@ -155,10 +155,10 @@ async def test_dead_collector_for_30_virtual_minutes_costs_counted_drops_not_mem
     for cycle in range(3600):  # a poll every 0.5 s for 30 virtual minutes
         started = time.perf_counter()
         with tracer.span("poll_cycle", device="inv1", cycle=cycle):
-            sink.record("bessai.device.poll.duration", 0.01, device="inv1")
-            sink.gauge("bessai.device.link.state", 1, device="inv1")
+            sink.record("bessai.device.poll_latency_s", 0.01, device="inv1")
+            sink.gauge("bessai.device.link_up", 1, device="inv1")
             sink.gauge("bessai.spool.depth", cycle)
-            sink.count("bessai.uplink.publish", 10, status="retry")
+            sink.count("bessai.publish.results", 10, status="503")
         durations[cycle] = time.perf_counter() - started
         if cycle % 600 == 599:  # every 5 virtual minutes: what is held in memory?
             gc.collect()
@@ -204,7 +204,7 @@ def test_black_holed_collector_never_blocks_callers_and_shutdown_meets_its_deadl
         for cycle in range(400):
             started = time.perf_counter()
             with telemetry.tracer.span("publish_batch", cycle=cycle):
-                telemetry.sink.count("bessai.uplink.publish", 1, status="ok")
+                telemetry.sink.count("bessai.publish.results", 1, status="200")
             durations.append(time.perf_counter() - started)
             await trio.sleep(0.001)  # real clock: 400 spans over ~0.5 s, exporter stuck
         started = time.perf_counter()
@@ -247,7 +247,7 @@ async def test_sink_misuse_is_counted_never_raised(receiver: OtlpReceiver,
                                                    clock: trio.testing.MockClock) -> None:
     telemetry = Telemetry(fast(receiver.endpoint))
     telemetry.sink.gauge("bessai.safety.blocks", 3)  # a counter used as a gauge
-    telemetry.sink.record("bessai.device.poll.duration", "not a number")  # type: ignore[arg-type]
+    telemetry.sink.record("bessai.device.poll_latency_s", "not a number")  # type: ignore[arg-type]
     telemetry.sink.count("bessai.custom.thing", 1, obj=object())  # any attribute value
     assert telemetry.drops.total("metrics", "kind_conflict") == 1
     assert telemetry.drops.total("metrics", "sink_error") == 1
