@@ -6,7 +6,12 @@ knows OpenTelemetry, HTTP or stdout lives here and is wired once, by the gateway
 
 from bessai.observe.actor import SwitchableSink, SwitchableTracer, TelemetryActor
 from bessai.observe.health import check_health
-from bessai.observe.logs import configure_logging, get_log_level, set_log_level
+from bessai.observe.logs import (
+    configure_logging,
+    get_log_level,
+    reload_log_level_on_sighup,
+    set_log_level,
+)
 from bessai.observe.otel import OtelSink, Telemetry, TelemetryConfig
 from bessai.observe.redact import redact_text, redact_value
 from bessai.observe.sink import NULL_SINK, MetricSink, NullSink, RecordingSink
@@ -35,5 +40,6 @@ __all__ = [
     "health_from_status",
     "redact_text",
     "redact_value",
+    "reload_log_level_on_sighup",
     "set_log_level",
 ]

@@ -91,6 +91,12 @@ class TelemetryActor:
         """Telemetry lost so far, by ``signal.reason`` (for the status page)."""
         return self.telemetry.drops.snapshot() if self.telemetry is not None else {}
 
+    def status(self) -> dict[str, Any]:
+        """The ``telemetry`` section of the status document."""
+        return {"enabled": bool(self.telemetry is not None and self.telemetry.enabled),
+                "endpoint": self.config.endpoint, "dropped": self.drops(),
+                "restarts": dict(self.restarts)}
+
     def on_event(self, event: Any) -> None:
         """Supervisor hook: log the event; count it in ``bessai.actor.restarts`` if a restart.
 

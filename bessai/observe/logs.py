@@ -28,12 +28,15 @@ are silenced: `bessai.observe.otel` replaces them with counted drops and one
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import structlog
+import trio
 
 from bessai.clock import WallClock, system_wall_clock
 from bessai.observe import logfmt
@@ -211,3 +214,24 @@ def set_log_level(level: str | int) -> None:
 
 def get_log_level() -> str:
     return logging.getLevelName(_State.level)
+
+
+async def reload_log_level_on_sighup(
+    read_level: Callable[[], str], task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Until cancelled: on each SIGHUP, apply ``read_level()`` (e.g. LOG_LEVEL re-read from the
+    settings). A bad value is logged and the current level kept; the gateway never dies of it.
+    Must run in the main thread (Trio's signal handling).
+    """
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        task_status.started()
+        async for _ in signals:
+            before = get_log_level()
+            try:
+                set_log_level(read_level())
+            except Exception as error:
+                structlog.get_logger("bessai.observe.logs").error(
+                    "LOG_LEVEL_RELOAD_FAILED", error=str(error), kept=before)
+                continue
+            structlog.get_logger("bessai.observe.logs").warning(
+                "LOG_LEVEL_CHANGED", before=before, after=get_log_level())

@@ -293,5 +293,7 @@ def test_supervisor_hook_counts_restarts_by_child_and_logs_them() -> None:
     assert recorder.total("bessai.actor.restarts", child="uplink") == 2
     assert recorder.total("bessai.actor.restarts") == 2
     assert actor.restarts == {"uplink": 2}
+    assert actor.status() == {"enabled": False, "endpoint": None, "dropped": {},
+                              "restarts": {"uplink": 2}}
     assert [entry["event"] for entry in logs] == [
         "ACTOR_RESTARTED", "ACTOR_RESTARTED", "ACTOR_CRASHED", "actor_started", "actor_unknown"]

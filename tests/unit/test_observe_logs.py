@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
+import signal
 
 import pytest
 import structlog
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bessai.observe import logfmt
-from bessai.observe.logs import configure_logging, get_log_level, set_log_level
+from bessai.observe.logs import (
+    configure_logging,
+    get_log_level,
+    reload_log_level_on_sighup,
+    set_log_level,
+)
 
 # ---- a strict logfmt parser (independent of the renderer) ------------------------------------
 
@@ -220,3 +228,23 @@ def test_any_event_renders_as_one_line_that_parses_back(fields: dict, event: str
     assert [v for _, v in parsed] == [event, *fields.values()]
     assert len(line.splitlines()) <= 1
     assert "\n" not in line
+
+
+async def test_sighup_reloads_the_level_and_a_bad_value_keeps_the_old_one(
+        out: io.StringIO, autojump_clock: object) -> None:
+    wanted = ["DEBUG", "NOISY"]
+    log = structlog.get_logger()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reload_log_level_on_sighup, lambda: wanted.pop(0))
+        os.kill(os.getpid(), signal.SIGHUP)
+        await trio.sleep(0.1)
+        log.debug("visible_now")
+        os.kill(os.getpid(), signal.SIGHUP)
+        await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    events = [dict(parse_logfmt(line)) for line in lines_of(out)]
+    assert [e["event"] for e in events] == ["LOG_LEVEL_CHANGED", "visible_now",
+                                            "LOG_LEVEL_RELOAD_FAILED"]
+    assert (events[0]["before"], events[0]["after"]) == ("INFO", "DEBUG")
+    assert events[2]["kept"] == "DEBUG"
+    assert get_log_level() == "DEBUG"
