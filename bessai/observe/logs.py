@@ -205,6 +205,20 @@ def configure_logging(
     set_log_level(levelno)
 
 
+def reset_logging() -> None:
+    """Undo `configure_logging` (tests): structlog defaults, root logger as Python leaves it."""
+    root = logging.getLogger()
+    if _State.sink is not None:
+        root.removeHandler(_State.sink)
+        _State.sink = None
+    root.setLevel(logging.WARNING)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    logging.captureWarnings(False)
+    _State.level = logging.INFO
+    structlog.reset_defaults()
+
+
 def set_log_level(level: str | int) -> None:
     """Change the threshold at runtime (SIGHUP reload). stdlib stays at WARNING or above."""
     levelno = _level_number(level)

@@ -20,6 +20,7 @@ from bessai.observe.logs import (
     configure_logging,
     get_log_level,
     reload_log_level_on_sighup,
+    reset_logging,
     set_log_level,
 )
 
@@ -95,7 +96,7 @@ def out() -> io.StringIO:
     buffer = io.StringIO()
     configure_logging("INFO", buffer, site_id="plant-1", wall_clock=lambda: 1_795_771_348.25)
     yield buffer
-    configure_logging("INFO", io.StringIO())
+    reset_logging()
 
 
 # ---- fake credentials ----------------------------------------------------------------------
