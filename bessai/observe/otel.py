@@ -284,6 +284,34 @@ def _otel_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
             for k, v in attributes.items() if v is not None}
 
 
+class _LastValueGauge:
+    """A synchronous gauge for SDKs without one: an observable gauge reading the last values.
+
+    Holds one value per attribute set, at most ``max_series`` of them (the SDK's default
+    cardinality limit); a new attribute set beyond that is ignored.
+    """
+
+    def __init__(self, meter: Any, name: str, unit: str, description: str,
+                 max_series: int = 2000) -> None:
+        self._values: dict[frozenset, tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self._max_series = max_series
+        meter.create_observable_gauge(name, callbacks=[self._observe], unit=unit,
+                                      description=description)
+
+    def set(self, value: float, attributes: dict[str, Any]) -> None:
+        key = frozenset(attributes.items())
+        with self._lock:
+            if key in self._values or len(self._values) < self._max_series:
+                self._values[key] = (value, attributes)
+
+    def _observe(self, _options: Any) -> list[Any]:
+        from opentelemetry.metrics import Observation
+
+        with self._lock:
+            return [Observation(value, attributes) for value, attributes in self._values.values()]
+
+
 _METHOD_KIND = {"count": Kind.COUNTER, "record": Kind.HISTOGRAM, "gauge": Kind.GAUGE}
 
 
@@ -334,7 +362,9 @@ class OtelSink:
             return kind, self._meter.create_histogram(
                 name, unit=unit, description=description,
                 explicit_bucket_boundaries_advisory=buckets)
-        return kind, self._meter.create_gauge(name, unit=unit, description=description)
+        if hasattr(self._meter, "create_gauge"):
+            return kind, self._meter.create_gauge(name, unit=unit, description=description)
+        return kind, _LastValueGauge(self._meter, name, unit, description)  # SDK < 1.23
 
     def count(self, name: str, value: int = 1, **attributes: Any) -> None:
         try:
