@@ -501,13 +501,16 @@ def _parse_devices(
 # --------------------------------------------------------------------------------------------
 # Cross-key rules
 
+_INVALID: Any = object()
+"""Stands for a value that was present but failed to parse (distinct from None: not set)."""
+
 
 def _consistency_problems(values: Mapping[str, Any]) -> list[SettingProblem]:
     """Rules between keys; a rule whose inputs are missing (failed to parse) is skipped."""
     problems: list[SettingProblem] = []
 
     def have(*names: str) -> bool:
-        return all(values.get(n) is not None for n in names)
+        return all(values.get(n) not in (None, _INVALID) for n in names)
 
     if have("soc_min_pct", "soc_max_pct"):
         low, high = values["soc_min_pct"], values["soc_max_pct"]
@@ -572,14 +575,15 @@ def load_env(
     """Merge the file under the environment; returns (merged values, the file's own values).
 
     A missing file is not an error (Docker's env_file and systemd pass the environment).
-    Empty values are dropped so that ``KEY=`` means "use the default".
+    Empty values are dropped, in either place, so that ``KEY=`` means "not set here".
     """
     environ = dict(os.environ if env is None else env)
     file_values: dict[str, str] = {}
     if env_file is not None and Path(env_file).is_file():
         file_values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
-    merged = {**file_values, **environ}
-    return {k: v for k, v in merged.items() if v.strip() != ""}, file_values
+    merged = {k: v for k, v in file_values.items() if v.strip()}
+    merged.update({k: v for k, v in environ.items() if v.strip()})
+    return merged, file_values
 
 
 def _unknown_key_warnings(file_values: Mapping[str, str], source: str) -> list[str]:
@@ -617,11 +621,12 @@ def get_settings(
         except ValueError as exc:
             shown = _redacted_url(text) if key.name == "OTEL_EXPORTER_OTLP_ENDPOINT" else text
             problems.append(SettingProblem(key.name, shown, str(exc)))
-            values[key.field] = None
+            values[key.field] = _INVALID
 
     devices_raw = values.pop("devices")
     devices: tuple[DeviceSpec, ...] = ()
     inherit = [values[k] for k in ("inverter_port", "modbus_unit_id", "device_profile")]
+    inherit_ok = _INVALID not in inherit
     if devices_raw is not None:
         if "INVERTER_IP" in raw:
             problems.append(
@@ -632,7 +637,7 @@ def get_settings(
                     "inverter, DEVICES for several",
                 )
             )
-        elif None not in inherit:
+        elif inherit_ok:
             devices, device_problems = _parse_devices(devices_raw, *inherit)
             problems += [SettingProblem("DEVICES", devices_raw, p) for p in device_problems]
     elif "INVERTER_IP" not in raw:
@@ -641,7 +646,7 @@ def get_settings(
                 "INVERTER_IP", None, f"{_IP_EXAMPLE} (or list several inverters in DEVICES)"
             )
         )
-    elif values["inverter_ip"] is not None and None not in inherit and values["device_id"]:
+    elif inherit_ok and _INVALID not in (values["inverter_ip"], values["device_id"]):
         devices = (
             DeviceSpec(values["device_id"], str(values["inverter_ip"]), *inherit),
         )
