@@ -47,6 +47,8 @@ __all__ = [
     "get_settings",
     "load_env",
     "parse_bind",
+    "parse_size",
+    "redact_url",
 ]
 
 DEFAULT_ENV_FILE = "config/.env"
@@ -130,7 +132,7 @@ class SettingsError(ConfigError):
         return [str(p) for p in self.problems]
 
 
-def _redacted_url(url: str | None) -> str | None:
+def redact_url(url: str | None) -> str | None:
     """The URL with any ``user:password@`` replaced, for reprs and messages."""
     if url is None or "@" not in url:
         return url
@@ -169,7 +171,7 @@ class Settings:
     pubsub_commands_topic: str | None = None
     google_application_credentials: Path | None = None
     pubsub_emulator_host: str | None = None
-    otel_exporter_otlp_endpoint: str | None = attrs.field(default=None, repr=_redacted_url)
+    otel_exporter_otlp_endpoint: str | None = attrs.field(default=None, repr=redact_url)
     spool_path: Path = Path("var/spool/outbox.sqlite")
     spool_max_bytes: int = 1024**3
     status_bind: BindAddress = BindAddress("127.0.0.1", 8080)
@@ -619,7 +621,7 @@ def get_settings(
         try:
             values[key.field] = key.parse(text)
         except ValueError as exc:
-            shown = _redacted_url(text) if key.name == "OTEL_EXPORTER_OTLP_ENDPOINT" else text
+            shown = redact_url(text) if key.name == "OTEL_EXPORTER_OTLP_ENDPOINT" else text
             problems.append(SettingProblem(key.name, shown, str(exc)))
             values[key.field] = _INVALID
 
