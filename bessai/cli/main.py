@@ -34,19 +34,22 @@ _GROUPS = (config_cmd, device_cmd, health_cmd, profile_cmd, spool_cmd, command_c
 
 
 def _common_options(*, top: bool) -> argparse.ArgumentParser:
-    """``--debug`` and ``--env-file``, accepted before or after the command name."""
+    """``--debug`` and ``--env-file``, accepted before or after the command name.
+
+    After the command name their defaults are SUPPRESS, so that an option given before the
+    command is not reset by the subcommand's parser.
+    """
     parser = argparse.ArgumentParser(add_help=False)
-    default = (lambda value: value) if top else (lambda value: argparse.SUPPRESS)
     parser.add_argument(
         "--debug",
         action="store_true",
-        default=default(False),
+        default=False if top else argparse.SUPPRESS,
         help="show the full traceback when a command fails",
     )
     parser.add_argument(
         "--env-file",
         metavar="PATH",
-        default=default(None),
+        default=None if top else argparse.SUPPRESS,
         help=f"settings file read under the environment (default {DEFAULT_ENV_FILE}, if present)",
     )
     return parser
