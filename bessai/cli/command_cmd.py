@@ -9,13 +9,15 @@ applied late. ``charge`` and ``discharge`` need ``--power-w``.
 from __future__ import annotations
 
 import argparse
-import inspect
+import base64
+import json
 import uuid
+from typing import Any
 
 import trio
 
 from bessai.cli._common import load_settings
-from bessai.cli._lazy import load
+from bessai.cli._lazy import has_in_mro, load
 from bessai.clock import system_wall_clock
 from bessai.errors import ConfigError, OperationFailedError
 from bessai.model import Action, Command
@@ -67,6 +69,55 @@ def build_command(settings: Settings, args: argparse.Namespace, now: float) -> C
     )
 
 
+def command_message(command: Command) -> dict[str, Any]:
+    """The Pub/Sub message for a command: JSON body (the fields of `Command`), routing attributes.
+
+    The gateway's command parser (bessai.control.command.parse_command) reads this form; the
+    attributes let a subscription filter by site and device.
+    """
+    body = {
+        "id": command.id,
+        "site_id": command.site_id,
+        "device_id": command.device_id,
+        "action": command.action.value,
+        "power_w": command.power_w,
+        "issued_at": command.issued_at,
+        "expires_at": command.expires_at,
+    }
+    data = json.dumps(body, separators=(",", ":")).encode()
+    return {
+        "data": base64.b64encode(data).decode("ascii"),
+        "attributes": {
+            "site_id": command.site_id,
+            "device_id": command.device_id,
+            "command_id": command.id,
+        },
+    }
+
+
+def _publisher() -> tuple[Any, Any, Any, Any]:
+    """The uplink's one-shot publish pieces, loaded before anything is attempted."""
+    publish_json = load("bessai.uplink.publisher", "publish_json", command="command")
+    endpoint_cls = load("bessai.uplink.credentials", "Endpoint", command="command")
+    credentials_for = load("bessai.uplink.credentials", "credentials_for", command="command")
+    make_client = load("bessai.uplink.credentials", "make_client", command="command")
+    return publish_json, endpoint_cls, credentials_for, make_client
+
+
+async def _publish(settings: Settings, command: Command, timeout_s: float) -> str:
+    publish_json, endpoint_cls, credentials_for, make_client = _publisher()
+    if settings.pubsub_emulator_host:
+        endpoint = endpoint_cls.for_emulator(settings.pubsub_emulator_host)
+    else:
+        endpoint = endpoint_cls()
+    credentials = credentials_for(endpoint, settings.google_application_credentials)
+    topic_path = f"projects/{settings.gcp_project_id}/topics/{settings.pubsub_commands_topic}"
+    async with make_client(endpoint, timeout_s=timeout_s) as client:
+        ids = await publish_json(client, endpoint, topic_path, [command_message(command)],
+                                 credentials=credentials, timeout_s=timeout_s)
+    return ids[0] if ids else "?"
+
+
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     command = build_command(settings, args, system_wall_clock())
@@ -75,17 +126,23 @@ def run(args: argparse.Namespace) -> int:
             "PUBSUB_COMMANDS_TOPIC is not set, so there is nowhere to send the command",
             hint="set PUBSUB_COMMANDS_TOPIC (and GCP_PROJECT_ID) in config/.env",
         )
-    publish = load("bessai.uplink.commands", "publish_command", command="command")
+    _publisher()  # a build without the uplink fails here, before anything is attempted
+    topic = settings.pubsub_commands_topic
     try:
-        if inspect.iscoroutinefunction(publish):
-            message_id = trio.run(publish, settings, command)
-        else:
-            message_id = publish(settings, command)
-    except OSError as exc:
+        message_id = trio.run(_publish, settings, command, 30.0)
+    except (OSError, RuntimeError) as exc:
         raise OperationFailedError(
-            f"could not publish to {settings.pubsub_commands_topic}: {exc}",
-            hint="check the network and credentials (ops/RUNBOOK.md, Pub/Sub)",
+            f"could not publish the command to {topic}: {exc}",
+            hint="check the network, GCP_PROJECT_ID, PUBSUB_COMMANDS_TOPIC and the credentials "
+            "(ops/RUNBOOK.md §6.3)",
         ) from exc
+    except Exception as exc:
+        if has_in_mro(exc, "HTTPError") or has_in_mro(exc, "CredentialsError"):
+            raise OperationFailedError(
+                f"could not publish the command to {topic}: {exc}",
+                hint="check the network and the credentials (ops/RUNBOOK.md §6.3, §7)",
+            ) from exc
+        raise
     power = f" power_w={command.power_w:g}" if command.power_w else ""
     print(
         f"sent command id={command.id} action={command.action}{power} site={command.site_id} "

@@ -229,7 +229,7 @@ def test_command_publisher_missing_from_the_build_fails_with_exit_3(site):
     env = {**site, "GCP_PROJECT_ID": "test-project", "PUBSUB_COMMANDS_TOPIC": "bessai-commands"}
     result = bessai(env, "command", "charge", "--power-w", "5000", hide="bessai.uplink")
     assert result.returncode == 3
-    assert "(bessai.uplink.commands is missing)" in result.stderr
+    assert "(bessai.uplink.publisher is missing)" in result.stderr
 
 
 def test_probe_without_settings_or_host_reports_the_settings(site):
