@@ -118,7 +118,7 @@ class SettingsError(ConfigError):
         self.problems = list(problems)
         count = len(self.problems)
         head = "1 setting is wrong" if count == 1 else f"{count} settings are wrong"
-        body = "\n".join(f"  {p}" for p in self.problems)
+        body = "\n".join(f"  {p}".replace("\n", "\n    ") for p in self.problems)
         where = source or DEFAULT_ENV_FILE
         super().__init__(
             f"{head}:\n{body}",

@@ -65,8 +65,9 @@ def _target(args: argparse.Namespace) -> DeviceSpec:
 
 
 def _format(tag: str, result: Any, unit: str | None) -> str:
+    """``SOC: 51.2 %``; a reading the device marks invalid says so, with the reason if known."""
     value = getattr(result, "value", result)
-    if getattr(result, "valid", True) is False:
+    if getattr(result, "valid", True) is False or value is None:
         reason = getattr(result, "reason", None) or "the device returned its 'invalid' marker"
         return f"{tag.upper()}: invalid ({reason})"
     text = f"{value:g}" if isinstance(value, float) else str(value)
@@ -110,7 +111,10 @@ async def _probe(driver_cls: Any, target: DeviceSpec, tag: str, timeout_s: float
     with trio.fail_after(timeout_s):
         try:
             await driver.connect()
-            result = await driver.read_tag(tag)
+            # read_reading keeps the reason when the value is invalid; read_tag is the
+            # documented minimum.
+            read = getattr(driver, "read_reading", None) or driver.read_tag
+            result = await read(tag)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 await driver.aclose()

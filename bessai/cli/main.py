@@ -12,9 +12,12 @@ Invariants:
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import traceback
 from collections.abc import Sequence
+
+import structlog
 
 from bessai.cli import (
     command_cmd,
@@ -69,6 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_library_logs(*, debug: bool) -> None:
+    """Keep the gateway's own log lines (structlog) out of a command's output.
+
+    A failing command already explains itself with ``error:``/``hint:``; its library lines are
+    shown on stderr with ``--debug`` only.
+    """
+    level = logging.DEBUG if debug else logging.CRITICAL
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+    )
+    logging.basicConfig(level=logging.DEBUG if debug else logging.CRITICAL, stream=sys.stderr)
+
+
 def _passthrough_split(argv: list[str]) -> int | None:
     """Index after ``sim`` when it is the command: its arguments go to bessai-sim untouched."""
     i = 0
@@ -93,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         args = parser.parse_args(argv[:passthrough])
         args.sim_args = argv[passthrough:]
+    if args.command != "sim":  # bessai-sim sets up its own logging
+        _quiet_library_logs(debug=args.debug)
     try:
         code = args.func(args)
     except KeyboardInterrupt:

@@ -300,3 +300,13 @@ def test_probe_prints_value_and_unit():
 
     assert device_cmd._format("soc", Reading(), "%") == "SOC: 51.2 %"
     assert device_cmd._format("soc", 51.2, None) == "SOC: 51.2"
+
+
+def test_probe_reports_an_invalid_reading_instead_of_a_number():
+    class Invalid:
+        value = None
+        valid = False
+        reason = "0xFFFF (invalid marker)"
+
+    assert device_cmd._format("soc", Invalid(), "%") == "SOC: invalid (0xFFFF (invalid marker))"
+    assert device_cmd._format("soc", None, "%").startswith("SOC: invalid (")
