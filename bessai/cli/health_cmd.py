@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import io
+from functools import partial
 from typing import Any
 
 import trio
@@ -17,6 +19,11 @@ import trio
 from bessai.cli._lazy import load
 from bessai.errors import ConfigError, OperationFailedError
 from bessai.settings import DEFAULT_ENV_FILE, load_env, parse_bind
+
+_HINT = (
+    "is the gateway running? (`docker compose ps` / `systemctl status bessai-gateway`); "
+    "read its last log lines (ops/RUNBOOK.md §4)"
+)
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -43,36 +50,42 @@ def health_url(env_file: str | None) -> str:
     return f"{bind.url}/healthz"
 
 
-def _verdict(result: Any) -> tuple[bool, str]:
+def _verdict(result: Any, printed: str) -> tuple[bool, str]:
+    """(healthy, detail) from what ``check_health`` returned and printed.
+
+    It returns an exit code (0 healthy) and prints why; a bool or an object with ``ok`` is
+    accepted too.
+    """
     if isinstance(result, bool):
-        return result, ""
+        return result, printed
+    if isinstance(result, int):
+        return result == 0, printed
     ok = getattr(result, "ok", getattr(result, "healthy", None))
-    detail = getattr(result, "detail", None) or getattr(result, "summary", None) or ""
-    if ok is None:
-        return bool(result), str(result)
-    return bool(ok), str(detail)
+    detail = printed or str(getattr(result, "detail", "") or "")
+    return (bool(result) if ok is None else bool(ok)), detail
 
 
 def run(args: argparse.Namespace) -> int:
     url = args.url or health_url(args.env_file)
     check_health = load("bessai.observe.health", "check_health", command="health")
+    buffer = io.StringIO()
+    kwargs = {"out": buffer} if "out" in inspect.signature(check_health).parameters else {}
     try:
         if inspect.iscoroutinefunction(check_health):
-            result = trio.run(check_health, url, args.timeout_s)
+            result = trio.run(partial(check_health, url, args.timeout_s, **kwargs))
         else:
-            result = check_health(url, args.timeout_s)
+            result = check_health(url, args.timeout_s, **kwargs)
     except OSError as exc:
         raise OperationFailedError(
             f"the gateway's status endpoint at {url} does not answer: {exc}",
-            hint="is the gateway running? `docker compose ps` / `systemctl status "
-            "bessai-gateway`; then read its last log lines",
+            hint=_HINT,
         ) from exc
-    ok, detail = _verdict(result)
+    ok, detail = _verdict(result, buffer.getvalue().strip())
     if not ok:
         raise OperationFailedError(
-            f"the gateway is unhealthy ({url}){': ' + detail if detail else ''}",
-            hint="see `curl -s " + url.replace("/healthz", "/status") + "` and the gateway's "
-            "logs for the actor that is down",
+            f"the gateway is unhealthy ({url})" + (f":\n{detail}" if detail else ""),
+            hint=_HINT + "; `curl -s " + url.replace("/healthz", "/status") + "` shows which "
+            "part is down",
         )
-    print(f"healthy: {url}" + (f" ({detail})" if detail else ""))
+    print(f"healthy: {url}" + (f" ({detail})" if detail and detail != "ok" else ""))
     return 0
