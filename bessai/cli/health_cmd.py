@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     ok, detail = _verdict(result, buffer.getvalue().strip())
     if not ok:
         raise OperationFailedError(
-            f"the gateway is unhealthy ({url})" + (f":\n{detail}" if detail else ""),
+            f"the gateway is unhealthy ({url})"
+            + (":\n  " + detail.replace("\n", "\n  ") if detail else ""),
             hint=_HINT + "; `curl -s " + url.replace("/healthz", "/status") + "` shows which "
             "part is down",
         )

@@ -115,7 +115,10 @@ def test_simulator_runs_only_in_the_simulator_profile_on_host_port_5020(compose)
     sim = compose["services"]["modbus-simulator"]
     assert sim["profiles"] == ["simulator"]
     assert (5020, 502) in _ports(sim)
-    assert sim["command"] == ["bessai-sim", "--host", "0.0.0.0", "--port", "502"]
+    assert sim["command"][:5] == ["bessai-sim", "--host", "0.0.0.0", "--port", "502"]
+    profile = sim["command"][sim["command"].index("--profile") + 1]
+    env = " ".join(rest for kw, rest in _instructions() if kw == "ENV")
+    assert f"DEVICE_PROFILE={profile}" in env  # the same profile file the gateway uses
     assert sim["sysctls"]["net.ipv4.ip_unprivileged_port_start"] == "0"
     assert sim["healthcheck"]["test"][0] == "CMD"
 
