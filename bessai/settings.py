@@ -48,6 +48,7 @@ __all__ = [
     "load_env",
     "parse_bind",
     "parse_size",
+    "read_log_level",
     "redact_url",
 ]
 
@@ -661,3 +662,23 @@ def get_settings(
         warnings=tuple(_unknown_key_warnings(file_values, source)),
         **values,
     )
+
+
+def read_log_level(
+    env: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = DEFAULT_ENV_FILE
+) -> str:
+    """LOG_LEVEL as it stands now, for a reload on SIGHUP (the file is read again).
+
+    Same precedence as `get_settings` (a LOG_LEVEL in the process environment wins, so with
+    Docker's env_file a change needs the container recreated); a bad value raises `SettingsError`
+    and the caller keeps the current level.
+    """
+    raw, _ = load_env(env, env_file)
+    text = raw.get("LOG_LEVEL")
+    if text is None:
+        return "INFO"
+    try:
+        return _log_level(text)
+    except ValueError as exc:
+        source = str(env_file) if env_file is not None else "the environment"
+        raise SettingsError([SettingProblem("LOG_LEVEL", text, str(exc))], source=source) from None

@@ -16,6 +16,7 @@ from bessai.settings import (
     Settings,
     SettingsError,
     get_settings,
+    read_log_level,
 )
 
 MINIMAL = {"SITE_ID": "site-santiago-01", "INVERTER_IP": "192.168.1.50"}
@@ -298,3 +299,15 @@ def test_settings_never_read_the_credentials_key_file(tmp_path):
              GOOGLE_APPLICATION_CREDENTIALS=str(key))
     assert s.google_application_credentials == key
     assert "TOP SECRET" not in repr(s)
+
+
+def test_log_level_is_read_again_from_the_file_for_a_sighup_reload(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("LOG_LEVEL=info\n")
+    assert read_log_level({}, env_file) == "INFO"
+    env_file.write_text("LOG_LEVEL=debug\n")
+    assert read_log_level({}, env_file) == "DEBUG"
+    assert read_log_level({"LOG_LEVEL": "error"}, env_file) == "ERROR"  # environment wins
+    env_file.write_text("LOG_LEVEL=chatty\n")
+    with pytest.raises(SettingsError, match="LOG_LEVEL='chatty' is not a log level"):
+        read_log_level({}, env_file)
