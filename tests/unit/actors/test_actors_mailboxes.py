@@ -193,3 +193,14 @@ async def test_ring_get_can_be_cancelled_without_losing_an_item(autojump_clock):
 def test_ring_refuses_a_capacity_below_one():
     with pytest.raises(ValueError, match="capacity"):
         DropOldestRing(0)
+
+
+async def test_ring_reads_like_a_receive_channel():
+    ring = DropOldestRing(2)
+    ring.push(1)
+    ring.push(2)
+    ring.push(3)
+    assert ring.receive_nowait() == 2
+    assert await ring.receive() == 3
+    with pytest.raises(trio.WouldBlock):
+        ring.receive_nowait()
