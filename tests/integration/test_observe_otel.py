@@ -198,6 +198,7 @@ async def test_dead_collector_for_30_virtual_minutes_costs_counted_drops_not_mem
 
 def test_black_holed_collector_never_blocks_callers_and_shutdown_meets_its_deadline(
         black_hole_endpoint: str) -> None:
+    """Real clock on purpose: the shutdown deadline bounds a real thread's real wait."""
     config = fast(black_hole_endpoint, max_queue_size=16, max_export_batch_size=8,
                   export_timeout_s=1.0)
     durations: list[float] = []
