@@ -28,7 +28,6 @@ import contextlib
 import enum
 import heapq
 import itertools
-import math
 import random
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -277,7 +276,6 @@ class DeviceLink:
                 await self._poll(self.fast_poll)
                 next_fast = max(next_fast + self.fast_interval_s, trio.current_time())
             else:
-                self._report_age()
                 with trio.move_on_at(min(next_fast, next_slow)):
                     await self._wake.wait()
                 self._wake = trio.Event()
@@ -390,11 +388,6 @@ class DeviceLink:
             _, _, request = heapq.heappop(self._queue)
             request.error = error
             request.done.set()
-
-    def _report_age(self) -> None:
-        age = self.status.snapshot_age(trio.current_time())
-        if age is not None and math.isfinite(age):
-            self.metrics.gauge("bessai.device.snapshot_age_s", age, device=self.device_id)
 
     async def _sleep_unless_stopping(self, delay: float) -> None:
         with trio.move_on_after(delay):

@@ -1,66 +1,74 @@
 """The control loop's outbox for critical events: never blocks the sender, never drops an event.
 
 Safety and command events (SAFETY_BLOCK, COMMAND_REJECTED...) leave the local control loop
-through here on their way to the spool. The loop must never wait on the cloud, so sending cannot
+through here on their way to the spool. The loop must never wait on the cloud, so `emit` cannot
 block; and these events must never be lost, so the buffer is not bounded by a count. That is
 safe because they are rare by construction: a safety rule emits one event per transition and
 hysteresis forbids chattering; a command emits one event per command received.
 
-If the receiving side has gone (the spool is restarting), the event is kept in ``pending`` and
-handed over by the next ``emit`` after a new receiver is attached, so a restart of the consumer
-does not lose it either.
+Delivery is at-least-once: `forward` takes the oldest event, hands it to the consumer (the
+spool's append), and removes it only once that returned. If the consumer fails, the event stays
+first in line and `forward` raises; whoever restarts it (its supervisor) delivers it again.
 """
 
 from __future__ import annotations
 
-import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
-import structlog
 import trio
 
 from bessai.model import Event
-
-log = structlog.get_logger("bessai.control.events")
 
 EventEmitter = Callable[[Event], None]
 """What the guard and the gate call to publish an event. Must return at once and never raise."""
 
 
-@attrs.define
+@attrs.define(eq=False)
 class EventOutbox:
-    """A never-blocking, never-dropping hand-off of critical events to one consumer.
+    """A never-blocking, never-dropping queue of critical events with one consumer."""
 
-    ``emit`` is the EventEmitter; the consumer iterates ``receive()``'s channel.
-    """
-
-    _send: trio.MemorySendChannel[Event] | None = None
-    _receive: trio.MemoryReceiveChannel[Event] | None = None
     pending: deque[Event] = attrs.field(factory=deque)
     emitted: int = 0
-
-    def receive(self) -> trio.MemoryReceiveChannel[Event]:
-        """The consumer's end. Calling it again (after a consumer restart) attaches a new channel
-        and flushes whatever could not be delivered to the old one."""
-        self._send, self._receive = trio.open_memory_channel[Event](math.inf)
-        self._flush()
-        return self._receive
+    delivered: int = 0
+    _changed: trio.Event = attrs.field(factory=trio.Event)
 
     def emit(self, event: Event) -> None:
+        """Queue ``event``; returns at once (the EventEmitter)."""
         self.emitted += 1
         self.pending.append(event)
-        self._flush()
+        self._changed.set()
 
-    def _flush(self) -> None:
-        if self._send is None:
-            return
-        while self.pending:
-            try:
-                self._send.send_nowait(self.pending[0])
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                log.warning("event_consumer_gone", pending=len(self.pending))
-                self._send = None
-                return
-            self.pending.popleft()
+    async def next(self) -> Event:
+        """The oldest undelivered event, waiting for one if there is none. It stays queued
+        until `done` is called for it."""
+        while not self.pending:
+            await self._changed.wait()
+            self._changed = trio.Event()
+        return self.pending[0]
+
+    def done(self, event: Event) -> None:
+        """Mark the oldest event delivered."""
+        if not self.pending or self.pending[0] is not event:
+            raise RuntimeError("done() must be called for the event next() returned, in order")
+        self.pending.popleft()
+        self.delivered += 1
+
+    def take_nowait(self) -> list[Event]:
+        """Remove and return everything queued (tests, shutdown dumps)."""
+        events = list(self.pending)
+        self.delivered += len(events)
+        self.pending.clear()
+        return events
+
+    async def forward(self, deliver: Callable[[Event], Awaitable[Any]], *,
+                      task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        """Deliver events oldest first until cancelled; an actor body for the gateway tree
+        (``ChildSpec.from_function("events", outbox.forward, spool_append)``)."""
+        task_status.started()
+        while True:
+            event = await self.next()
+            await deliver(event)
+            self.done(event)

@@ -108,6 +108,9 @@ class SafetyGuard:
         for hit in change.cleared:
             self._report_clear(hit, soc)
         device = self.ctx.device_id
+        if snapshot is not None:  # here, not in the link: it must keep rising while down
+            self.ctx.metrics.gauge("bessai.device.snapshot_age_s", now - snapshot.taken_at,
+                                   device=device)
         self.ctx.metrics.gauge("bessai.safety.blocked", float(new.blocked_charge),
                                direction="charge", device=device)
         self.ctx.metrics.gauge("bessai.safety.blocked", float(new.blocked_discharge),

@@ -193,8 +193,9 @@ def _metric_exporter_class():
         """Counts data points lost in failed exports; otherwise the OTLP exporter unchanged."""
 
         def __init__(self, inner: Any, drops: DropCounter, health: _ExportHealth) -> None:
-            super().__init__(preferred_temporality=inner._preferred_temporality,
-                             preferred_aggregation=inner._preferred_aggregation)
+            super().__init__(
+                preferred_temporality=getattr(inner, "_preferred_temporality", None),
+                preferred_aggregation=getattr(inner, "_preferred_aggregation", None))
             self._inner, self._drops, self._health = inner, drops, health
 
         def export(self, metrics_data: Any, timeout_millis: float = 10_000,

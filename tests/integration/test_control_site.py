@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 
 pytest.importorskip("bessai.sim", reason="needs bessai.sim and bessai.device (device branch)")
 
+from actors import DropOldestRing
 from bessai.clock import trio_wall_clock
 from bessai.control.gate import Decision
 from bessai.control.limits import INVALID_DATA, SOC_MIN, STALE_DATA, TEMP_MAX
@@ -24,7 +25,7 @@ SITE, DEVICE = "site1", "inv1"
 
 
 @asynccontextmanager
-async def running_site(sim, **config_overrides):
+async def running_site(sim, outputs=(), **config_overrides):
     """The site's three children running against ``sim`` (started in order, cancelled at exit)."""
     wall = trio_wall_clock()
     sink = RecordingSink()
@@ -34,7 +35,7 @@ async def running_site(sim, **config_overrides):
         config,
         lambda: UniversalDriver(sim.profile, stream_factory=sim.stream_factory(),
                                 site_id=SITE, device_id=DEVICE, wall_clock=wall),
-        wall_clock=wall, metrics=sink)
+        wall_clock=wall, metrics=sink, outputs=outputs)
     async with trio.open_nursery() as nursery:
         await nursery.start(site.device_link().run)
         await nursery.start(site.safety_guard().run)
@@ -143,22 +144,29 @@ async def test_busy_device_gives_invalid_data_which_blocks(autojump_clock):
 async def test_thirty_minute_cloud_cut_keeps_heartbeat_on_schedule(autojump_clock):
     """Nobody reads events and no command arrives for 30 minutes: the local loop does not care."""
     sim = Simulator(soc_pct=50)
-    async with sim, running_site(sim) as site:
-        events = site.ctx.events.receive()  # the spool side: attached, never read
-        await site.gate.submit(command(Action.DISCHARGE, 2000, ttl_s=3600))
-        comm_lost = False
-        start = trio.current_time()
-        while trio.current_time() - start < 30 * 60:
-            await trio.sleep(1)
-            comm_lost = comm_lost or sim.state().comm_lost
-        timeout_s = sim.profile.connection.timeout_s
-        interval_s = sim.profile.watchdog.interval_s
-        watchdog = site.last_watchdog
-        assert watchdog.beats >= 30 * 60 / interval_s - 1
-        assert watchdog.max_gap_s <= interval_s + timeout_s
-        assert not comm_lost
-        assert sim.state().forced_mode == 2  # the lease was renewed all along
-        await events.aclose()
+    ring = DropOldestRing(capacity=100)  # the recorder's ring: nobody drains it
+    async with sim, running_site(sim, outputs=[ring.push]) as site:
+        async def black_hole(_event):  # the spool/uplink side never returns
+            await trio.sleep_forever()
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(site.ctx.events.forward, black_hole)
+            await site.gate.submit(command(Action.DISCHARGE, 2000, ttl_s=3600))
+            comm_lost = False
+            start = trio.current_time()
+            while trio.current_time() - start < 30 * 60:
+                await trio.sleep(1)
+                comm_lost = comm_lost or sim.state().comm_lost
+            timeout_s = sim.profile.connection.timeout_s
+            interval_s = sim.profile.watchdog.interval_s
+            watchdog = site.last_watchdog
+            assert watchdog.beats >= 30 * 60 / interval_s - 1
+            assert watchdog.max_gap_s <= interval_s + timeout_s
+            assert not comm_lost
+            assert sim.state().forced_mode == 2  # the lease was renewed all along
+            assert ring.dropped > 1000  # telemetry overflowed the ring, counted, never blocking
+            assert [e.name for e in site.ctx.events.pending] == ["COMMAND_ACCEPTED"]  # kept
+            nursery.cancel_scope.cancel()
 
 
 async def test_cancelled_site_leaves_forced_mode_on_the_device_within_the_lease(autojump_clock):
@@ -201,12 +209,11 @@ async def test_safety_block_is_logged_critical_published_and_counted(autojump_cl
     sim = Simulator(soc_pct=50)
     with capture_logs() as logs:
         async with sim, running_site(sim) as site:
-            events = site.ctx.events.receive()
             sim.model.soc_pct = 4.2
             await wait_for(lambda: SOC_MIN in site.ctx.safety.active)
             sim.model.soc_pct = 7.0
             await wait_for(lambda: site.ctx.safety.ok)
-            published = [events.receive_nowait() for _ in range(2)]
+            published = site.ctx.events.take_nowait()
     block = next(e for e in logs if e["event"] == "SAFETY_BLOCK")
     assert block["log_level"] == "critical"
     assert (block["rule"], block["value"], block["limit"], block["soc"]) == (SOC_MIN, 4.2,
@@ -334,3 +341,16 @@ async def test_status_tells_an_operator_what_the_control_loop_is_doing(autojump_
         assert status["forcing"]["action"] == "charge"
         assert status["forcing"]["lease_renewed_s_ago"] <= 20.5
         assert status["heartbeat"]["max_gap_s"] <= sim.profile.watchdog.interval_s + 1
+
+
+async def test_telemetry_keeps_flowing_during_a_safety_block(autojump_clock):
+    sim = Simulator(soc_pct=50)
+    seen = []
+    async with sim, running_site(sim, outputs=[seen.append]) as site:
+        sim.model.temp_c = 47.0
+        await wait_for(lambda: TEMP_MAX in site.ctx.safety.active)
+        before = len(seen)
+        await trio.sleep(30)
+        assert TEMP_MAX in site.ctx.safety.active
+        assert len(seen) - before >= 29  # one snapshot per fast poll, block or not
+        assert seen[-1].value("battery_temp") > 45.0

@@ -4,6 +4,7 @@ what arrives, and what a dead, black-holed or 503-answering collector costs."""
 from __future__ import annotations
 
 import gc
+import io
 import socket
 import threading
 import time
@@ -17,9 +18,11 @@ from _otlp_receiver import OtlpReceiver
 from opentelemetry.sdk.trace import ReadableSpan
 
 from bessai.observe.actor import TelemetryActor
+from bessai.observe.logs import configure_logging, reset_logging
 from bessai.observe.otel import Telemetry, TelemetryConfig
 from bessai.observe.sink import RecordingSink
 from bessai.observe.tracing import NULL_TRACER
+from tests.logfmt_strict import parse_logfmt
 
 
 @pytest.fixture
@@ -195,6 +198,7 @@ async def test_dead_collector_for_30_virtual_minutes_costs_counted_drops_not_mem
 
 def test_black_holed_collector_never_blocks_callers_and_shutdown_meets_its_deadline(
         black_hole_endpoint: str) -> None:
+    """Real clock on purpose: the shutdown deadline bounds a real thread's real wait."""
     config = fast(black_hole_endpoint, max_queue_size=16, max_export_batch_size=8,
                   export_timeout_s=1.0)
     durations: list[float] = []
@@ -225,6 +229,21 @@ async def test_collector_answering_503_is_retried_then_dropped_and_counted_then_
         receiver: OtlpReceiver, clock: trio.testing.MockClock) -> None:
     receiver.status = 503
     receiver.retry_after = "0.05"
+    logs = io.StringIO()
+    configure_logging("INFO", logs)
+    try:
+        await _503_then_200(receiver)
+    finally:
+        reset_logging()
+    lines = logs.getvalue().splitlines()
+    events = [dict(parse_logfmt(line))["event"] for line in lines]  # every line is logfmt
+    # one line per transition, not one per attempt (the exporter's own lines are silenced)
+    assert events.count("TELEMETRY_EXPORT_FAILING") == 1
+    assert events.count("TELEMETRY_EXPORT_RECOVERED") == 1
+    assert not any("Transient error" in line for line in lines)
+
+
+async def _503_then_200(receiver: OtlpReceiver) -> None:
     telemetry = Telemetry(fast(receiver.endpoint, export_timeout_s=2.0, export_interval_s=30))
     with telemetry.tracer.span("publish_batch", messages=10):
         pass

@@ -145,11 +145,10 @@ class RecordingApplier:
 
 def make_gate(applier, safety=OK, latest=None):
     outbox = EventOutbox()
-    receive = outbox.receive()
     gate = CommandGate("site1", "inv1", applier, safety=lambda: safety, emit=outbox.emit,
                        wall_clock=lambda: NOW, latest=lambda: latest,
                        charge_tag_max_w=5000, discharge_tag_max_w=5000)
-    return gate, receive
+    return gate, outbox
 
 
 async def test_handle_message_applies_and_records_accepted_event():
@@ -158,7 +157,7 @@ async def test_handle_message_applies_and_records_accepted_event():
     outcome = await gate.handle_command_message(body(power_w=3000), {})
     assert outcome.decision is Decision.CLAMPED
     assert applier.applied == [("c-1", Action.DISCHARGE, 2000.0)]
-    event = events.receive_nowait()
+    [event] = events.take_nowait()
     assert (event.name, event.kind, event.critical) == ("COMMAND_ACCEPTED",
                                                        EventKind.COMMAND_RESULT, True)
     assert event.body["applied_power_w"] == 2000.0
@@ -171,7 +170,7 @@ async def test_handle_message_never_raises_for_garbage_and_records_rejection():
     outcome = await gate.handle_command_message(b"not json", {})
     assert outcome.decision is Decision.REJECTED
     assert applier.applied == []
-    event = events.receive_nowait()
+    [event] = events.take_nowait()
     assert event.name == "COMMAND_REJECTED"
     assert "body" in event.body["errors"]
 
@@ -181,7 +180,7 @@ async def test_failed_device_write_is_reported_as_rejected():
     outcome = await gate.handle_command_message(body(), {})
     assert outcome.decision is Decision.REJECTED
     assert "device link down" in outcome.reason
-    assert events.receive_nowait().name == "COMMAND_REJECTED"
+    assert [e.name for e in events.take_nowait()] == ["COMMAND_REJECTED"]
 
 
 async def test_redelivered_command_is_applied_once():
@@ -191,21 +190,28 @@ async def test_redelivered_command_is_applied_once():
     again = await gate.handle_command_message(body(), {})
     assert first == again
     assert len(applier.applied) == 1
-    events.receive_nowait()
-    with pytest.raises(trio.WouldBlock):
-        events.receive_nowait()
+    assert len(events.take_nowait()) == 1
 
 
-async def test_event_outbox_keeps_events_across_a_consumer_restart():
+async def test_event_outbox_never_blocks_and_keeps_an_event_until_it_was_delivered():
     outbox = EventOutbox()
-    first = outbox.receive()
-    outbox.emit(make_event("A"))
-    await first.aclose()
-    outbox.emit(make_event("B"))  # consumer gone: kept, not dropped, not blocking
-    assert len(outbox.pending) == 1
-    second = outbox.receive()
-    assert second.receive_nowait().name == "B"
-    assert first is not second
+    for name in "ABC":
+        outbox.emit(make_event(name))  # nobody consuming: returns at once, nothing dropped
+    delivered = []
+
+    async def flaky_spool(event):
+        if event.name == "B" and "B-failed" not in delivered:
+            delivered.append("B-failed")
+            raise OSError("disk full")
+        delivered.append(event.name)
+
+    with pytest.raises(OSError, match="disk full"):
+        await outbox.forward(flaky_spool)
+    assert [e.name for e in outbox.pending] == ["B", "C"]  # B kept for the next consumer
+    with trio.move_on_after(1):
+        await outbox.forward(flaky_spool)  # the restarted consumer
+    assert delivered == ["A", "B-failed", "B", "C"]
+    assert (outbox.emitted, outbox.delivered) == (3, 3)
 
 
 def make_event(name):
@@ -221,7 +227,6 @@ async def test_router_sends_each_command_to_its_device_and_rejects_unknown_devic
     gate2, _ = make_gate(inv2)
     gate2.device_id = "inv2"
     outbox = EventOutbox()
-    events = outbox.receive()
     router = CommandRouter("site1", {"inv1": gate1, "inv2": gate2}, outbox.emit, lambda: NOW)
     assert (await router.handle_command_message(body(device_id="inv2"))).accepted
     assert inv2.applied
@@ -231,5 +236,4 @@ async def test_router_sends_each_command_to_its_device_and_rejects_unknown_devic
     assert "inv9" in unknown.reason
     garbage = await router.handle_command_message(b"{}")
     assert garbage.decision is Decision.REJECTED
-    assert [e.name for e in (events.receive_nowait(), events.receive_nowait())] == [
-        "COMMAND_REJECTED", "COMMAND_REJECTED"]
+    assert [e.name for e in outbox.take_nowait()] == ["COMMAND_REJECTED", "COMMAND_REJECTED"]
