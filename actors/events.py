@@ -16,6 +16,8 @@ from actors.spec import Restart
 
 
 class EventKind(enum.Enum):
+    """What happened to a child (or to the supervisor itself, for ESCALATED)."""
+
     STARTED = "started"
     """A child reported ready for the first time."""
     RESTARTED = "restarted"
@@ -27,6 +29,8 @@ class EventKind(enum.Enum):
 
 
 class ExitReason(enum.Enum):
+    """How a child instance ended; decides, with its restart type, whether it is restarted."""
+
     NORMAL = "normal"
     """``run`` returned on its own."""
     FAILED = "failed"
@@ -36,6 +40,8 @@ class ExitReason(enum.Enum):
 
 
 class ChildState(enum.Enum):
+    """Where a child is in its life, as introspection reports it."""
+
     STARTING = "starting"
     """Running, has not reported ready yet."""
     RUNNING = "running"

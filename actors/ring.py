@@ -73,6 +73,11 @@ class DropOldestRing(Generic[T]):
             await trio.lowlevel.cancel_shielded_checkpoint()
         return item
 
+    # Channel-compatible names, so a ring can stand in wherever a trio.MemoryReceiveChannel is
+    # read (``receive`` / ``receive_nowait``), e.g. a consumer written against channels.
+    receive = get
+    receive_nowait = get_nowait
+
     def close(self) -> None:
         """No more pushes; readers drain what is left, then get ``trio.EndOfChannel``."""
         self._closed = True

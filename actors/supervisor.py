@@ -204,6 +204,7 @@ class Supervisor:
     _stop_requested: bool = attrs.field(init=False, default=False, repr=False)
     _escalation: SupervisorEscalation | None = attrs.field(init=False, default=None, repr=False)
     _start_wait: trio.CancelScope | None = attrs.field(init=False, default=None, repr=False)
+    _finished: trio.Event | None = attrs.field(init=False, default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._records = [_Child(spec) for spec in self.children]
@@ -226,6 +227,7 @@ class Supervisor:
         self._closing = False  # _stop_requested is kept: a stop may arrive before run does
         self._escalation = None
         self._lock = trio.Lock()
+        self._finished = trio.Event()
         send, receive = trio.open_memory_channel[Any](math.inf)
         self._send = send
         try:
@@ -243,6 +245,7 @@ class Supervisor:
             self._stop_requested = False
             send.close()
             receive.close()
+            self._finished.set()
         if self._escalation is not None:
             raise self._escalation from self._escalation.last_exception
 
@@ -254,6 +257,19 @@ class Supervisor:
         if self._send is not None:
             with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
                 self._send.send_nowait(_Wake())
+
+    async def stop(self) -> None:
+        """Request a stop and wait until ``run`` has ended (every child stopped).
+
+        For the code that started the supervisor in its own nursery. If ``run`` escalates
+        instead, the escalation goes to ``run``'s caller; ``stop`` still returns.
+        """
+        finished = self._finished
+        self.request_stop()
+        if finished is not None and self._running:
+            await finished.wait()
+        else:
+            await trio.lowlevel.checkpoint()
 
     async def add_child(self, spec: ChildSpec) -> None:
         """Add a child while running and start it now, after the children already there.

@@ -661,3 +661,33 @@ async def test_a_failing_request_stop_falls_back_to_cancellation(autojump_clock)
         await nursery.start(sup.run)
         sup.request_stop()
     assert trio.current_time() == 0.0
+
+
+async def test_stop_waits_until_every_child_has_stopped(autojump_clock):
+    world = World()
+    sup = Supervisor(children=specs(world, "a", "b", stop_takes_s=1.0), name="s")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await sup.stop()
+        assert trio.current_time() == 2.0
+        assert not sup.running
+        assert sum(world.live.values()) == 0
+        await sup.stop()  # stopping a stopped supervisor is harmless
+
+
+async def test_a_failed_start_inside_a_group_restart_restarts_the_group_again(autojump_clock):
+    world = World()
+    sup = Supervisor(children=specs(world, "a", "b", "c"), strategy=Strategy.ONE_FOR_ALL,
+                     intensity=5, backoff=NO_BACKOFF, name="s")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        world.fail_next_starts["b"] = 1
+        world.current["a"].crash()
+        await settle()
+        sup.request_stop()
+    starts = [(e.child, e.instance) for e in world.entries("start")]
+    assert starts == [("a", 1), ("b", 1), ("c", 1),  # initial
+                      ("a", 2), ("b", 2),            # b fails to start: c is never started
+                      ("a", 3), ("b", 3), ("c", 2)]  # a stopped again, the group starts over
+    assert max(world.max_live.values()) == 1
+    assert sup.child_info("b").last_failure.exception_repr.startswith("StartupCrash")
