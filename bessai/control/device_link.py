@@ -357,10 +357,11 @@ class DeviceLink:
                            device=self.device_id)
         if state is LinkState.UP:
             self._up.set()
-            if previous.state is not LinkState.UP:
-                down_for = now - previous.since if previous.state is LinkState.DOWN else None
+            if previous.state is LinkState.DOWN:  # a recovery: say how long it was down
                 log.warning("DEVICE_LINK_UP", site=self.site_id, device=self.device_id,
-                            down_for_s=None if down_for is None else round(down_for, 3))
+                            down_for_s=round(now - previous.since, 3))
+            elif previous.state is not LinkState.UP:  # first connection
+                log.info("DEVICE_LINK_UP", site=self.site_id, device=self.device_id)
         elif self._up.is_set():
             self._up = trio.Event()
         if self.handle is not None and previous.state is not state:
