@@ -28,7 +28,7 @@ from bessai.control.gate import (
 )
 from bessai.control.guard import SafetyGuard
 from bessai.control.limits import Limits, RuleHit, SafetyState, evaluate, limits_from
-from bessai.control.site import Site, SiteConfig, build_site
+from bessai.control.site import Site, SiteConfig, build_site, site_from_settings
 from bessai.control.watchdog import HeartbeatSpec, Watchdog
 
 __all__ = [
@@ -62,4 +62,5 @@ __all__ = [
     "limits_from",
     "parse_command",
     "power_limits",
+    "site_from_settings",
 ]

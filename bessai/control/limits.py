@@ -62,8 +62,8 @@ class Limits:
     soc_min_pct: float = attrs.field(default=5.0, validator=_non_negative)
     soc_max_pct: float = attrs.field(default=98.0, validator=_positive)
     temp_max_c: float = attrs.field(default=45.0)
-    soc_hysteresis_pct: float = attrs.field(default=1.0, validator=_non_negative)
-    temp_hysteresis_c: float = attrs.field(default=2.0, validator=_non_negative)
+    soc_hysteresis_pct: float = attrs.field(default=2.0, validator=_non_negative)
+    temp_hysteresis_c: float = attrs.field(default=3.0, validator=_non_negative)
     stale_after_s: float = attrs.field(default=3.0, validator=_positive)
     soc_tag: str = "soc"
     temp_tags: tuple[str, ...] = attrs.field(default=("battery_temp",), converter=tuple)

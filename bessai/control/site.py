@@ -215,3 +215,39 @@ def build_site(config: SiteConfig, driver_factory: Callable[[], Driver], *,
                        metrics=metrics)
     return Site(config, ctx, driver_factory, dispatcher, gate, outputs=outputs,
                 fast_poll=fast_poll, slow_poll=slow_poll)
+
+
+LIMIT_SETTINGS = ("soc_min_pct", "soc_max_pct", "soc_hysteresis_pct", "temp_max_c",
+                  "temp_hysteresis_c")
+"""The `bessai.settings.Settings` fields that become a site's `Limits`."""
+
+
+def site_from_settings(settings: Any, device: Any, *, wall_clock: WallClock,
+                       profile: Any = None, events: EventOutbox | None = None,
+                       metrics: MetricSink = NULL_SINK,
+                       outputs: Sequence[Callable[[Snapshot], Any]] = (),
+                       stream_factory: Any = None) -> Site:
+    """The `Site` for one ``settings.devices`` entry: limits and poll rates from the settings,
+    watchdog and dispatch from the device's profile, a `UniversalDriver` to ``device.host``.
+
+    ``stream_factory`` replaces TCP (``Simulator.stream_factory()`` for an in-process device).
+    """
+    from bessai.device import UniversalDriver, load_profile
+
+    profile = profile if profile is not None else load_profile(device.profile)
+    config = SiteConfig.from_profile(
+        profile, site_id=settings.site_id, device_id=device.id,
+        limits={name: getattr(settings, name) for name in LIMIT_SETTINGS},
+        fast_interval_s=settings.poll_interval_s, slow_interval_s=settings.slow_poll_interval_s)
+
+    def driver() -> UniversalDriver:
+        if stream_factory is not None:
+            return UniversalDriver(profile, unit_id=device.unit_id,
+                                   stream_factory=stream_factory, site_id=settings.site_id,
+                                   device_id=device.id, wall_clock=wall_clock)
+        return UniversalDriver(profile, device.host, device.port, device.unit_id,
+                               site_id=settings.site_id, device_id=device.id,
+                               wall_clock=wall_clock)
+
+    return build_site(config, driver, wall_clock=wall_clock, events=events, metrics=metrics,
+                      outputs=outputs)

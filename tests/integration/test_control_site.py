@@ -87,14 +87,15 @@ def config_poll_s(site):
 async def test_soc_min_clears_only_with_hysteresis_when_charging_back(autojump_clock):
     sim = Simulator(soc_pct=4.5)
     async with sim, running_site(sim) as site:
+        clear_at = site.config.limits.soc_min_pct + site.config.limits.soc_hysteresis_pct
         assert SOC_MIN in site.ctx.safety.active
         rejected = await site.gate.submit(command(Action.DISCHARGE))
         assert rejected.decision is Decision.REJECTED
         accepted = await site.gate.submit(command(Action.CHARGE, 5000))
         assert accepted.decision is Decision.ACCEPTED
-        await wait_for(lambda: sim.state().soc_pct >= 5.5)
+        await wait_for(lambda: sim.values()["soc"] >= clear_at - 0.5)
         assert SOC_MIN in site.ctx.safety.active  # inside the band: still blocked
-        reached = await wait_for(lambda: sim.values()["soc"] >= 6.0, step=0.01)
+        reached = await wait_for(lambda: sim.values()["soc"] >= clear_at, step=0.01)
         cleared = await wait_for(lambda: SOC_MIN not in site.ctx.safety.active, step=0.01)
         assert cleared - reached <= config_poll_s(site) + 0.5
 

@@ -120,3 +120,24 @@ async def test_cancelled_site_tree_leaves_the_device_to_end_forcing_within_the_l
         while sim.state().forced_mode != 0:
             await trio.sleep(0.5)
         assert trio.current_time() - died <= sim.profile.dispatch.lease.period_s
+
+
+async def test_site_from_settings_takes_limits_and_poll_rates_from_the_settings(autojump_clock):
+    from bessai.control import site_from_settings
+    from bessai.settings import DeviceSpec, Settings
+
+    settings = Settings(site_id=SITE, devices=(DeviceSpec(DEVICE, "192.0.2.10"),),
+                        soc_min_pct=10.0, soc_hysteresis_pct=1.5, poll_interval_s=2.0)
+    async with Simulator(soc_pct=9.0) as sim:
+        site = site_from_settings(settings, settings.devices[0], wall_clock=trio_wall_clock(),
+                                  profile=sim.profile, stream_factory=sim.stream_factory())
+        assert site.config.limits.soc_min_pct == 10.0
+        assert site.config.limits.stale_after_s == 6.0  # three polls of 2 s
+        async with trio.open_nursery() as nursery:
+            sup = site.supervisor()
+            await nursery.start(sup.run)
+            await trio.sleep(5)
+            assert site.ctx.safety.blocked_discharge  # 9 % is below this site's 10 %
+            assert not site.ctx.safety.blocked_charge
+            assert sim.state().heartbeat_count >= 1
+            sup.request_stop()

@@ -20,7 +20,8 @@ from bessai.control.limits import (
 )
 from bessai.model import Snapshot, TagReading
 
-LIMITS = Limits()  # 5.0 / 98.0 / 45.0, hysteresis 1.0 % and 2.0 °C, stale after 3 s
+# 5.0 / 98.0 / 45.0 as in the runbook; hysteresis 1.0 % and 2.0 °C; stale after 3 s
+LIMITS = Limits(soc_hysteresis_pct=1.0, temp_hysteresis_c=2.0)
 
 
 def snap(soc=50.0, temp=25.0, taken_at=0.0, **extra):
@@ -40,6 +41,11 @@ def run(values, tag="soc", limits=LIMITS):
         state = evaluate(snap(taken_at=float(i), **{tag: v}), float(i), state, limits)
         states.append(state)
     return states
+
+
+def test_defaults_are_the_runbook_limits_and_the_settings_hysteresis():
+    assert Limits() == Limits(soc_min_pct=5.0, soc_max_pct=98.0, temp_max_c=45.0,
+                              soc_hysteresis_pct=2.0, temp_hysteresis_c=3.0)
 
 
 def test_normal_readings_block_nothing():
