@@ -6,13 +6,16 @@ watchdog and dispatch ahead of the next read.
 
 Invariants:
 
-* **One connection, one task.** Only the I/O task in `run` touches the driver, so requests are
-  serialized and Huawei's one-client rule holds.
-* **Writes go first, by priority** (`Priority`: SAFETY < HEARTBEAT < DISPATCH, lower first).
-  Between two driver requests the I/O task drains every queued write, highest priority first,
-  before it reads again. `write()` returns once the device acknowledged, or raises: `LinkDown`
-  when there is no connection (so the caller can decide to wait with `wait_up()` or give up),
-  the driver's own error when the device refused.
+* **One connection, requests serialized.** Only this actor's driver talks to the device, so
+  Huawei's one-client rule holds; every request goes through the driver's client one at a time.
+* **Writes go first, by priority** (`Priority`: SAFETY < HEARTBEAT < DISPATCH, lower first, all
+  ahead of reads). With `UniversalDriver` (``write_path="direct"``, chosen automatically) a
+  write waits only for the request in flight: its client's priority lock hands the connection
+  to the most urgent waiter between two requests, even in the middle of a poll. With a driver
+  that takes no priority (``"queue"``), writes wait in this link's priority queue, drained
+  before every poll. `write()` returns once the device acknowledged, or raises: `LinkDown` when
+  there is no connection (so the caller can decide to wait with `wait_up()` or give up), the
+  driver's own error when the device refused.
 * **Publishing never blocks.** Each snapshot goes to every output callback (a latest-value cell's
   writer, a drop-oldest ring's push); they must return at once. A slow consumer cannot delay a
   poll or a write.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import heapq
+import inspect
 import itertools
 import random
 from collections.abc import Callable, Sequence
@@ -82,7 +86,8 @@ class Driver(Protocol):
 
     async def read_all(self, poll_class: Any = None) -> Snapshot: ...
 
-    async def write_tag(self, name: str, value: float | int) -> Any: ...
+    async def write_tag(self, name: str, value: float | int, **kwargs: Any) -> Any:
+        """``priority=`` is passed when the driver accepts it (see `DeviceLink.write_path`)."""
 
 
 @attrs.frozen
@@ -122,6 +127,15 @@ def _fail_after(seconds: float, message: str) -> Any:
         raise TimeoutError(message)
 
 
+def _accepts_priority(driver: Any) -> bool:
+    """Whether the driver's write_tag takes ``priority=`` (UniversalDriver: its client's
+    priority lock orders requests, lower first, reads at 10)."""
+    try:
+        return "priority" in inspect.signature(driver.write_tag).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _driver_error(driver: Any) -> str | None:
     client = getattr(driver, "client", None)
     error = getattr(client, "last_error", None)
@@ -159,6 +173,8 @@ class DeviceLink:
     fast_poll: Any = "fast"
     slow_poll: Any = None
     call_timeout_s: float | None = None
+    write_path: str = attrs.field(default="auto", validator=attrs.validators.in_(
+        ("auto", "direct", "queue")))
     handle: Any = None  # a context.LinkHandle: attached while running, notified on changes
     rng: random.Random = attrs.field(factory=random.Random)
 
@@ -170,9 +186,15 @@ class DeviceLink:
     _up: trio.Event = attrs.field(init=False, factory=trio.Event)
     _stopping: bool = attrs.field(init=False, default=False)
     _attempt: int = attrs.field(init=False, default=0)
+    _write_fault: str | None = attrs.field(init=False, default=None)
+    _direct: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         self.status = LinkStatus(LinkState.CONNECTING, "starting", since=0.0)
+        if self.write_path == "auto":
+            self._direct = _accepts_priority(self.driver)
+        else:
+            self._direct = self.write_path == "direct"
 
     # -- the public face --------------------------------------------------------------------
 
@@ -188,6 +210,9 @@ class DeviceLink:
         """
         if not self.up:
             raise LinkDown(self.device_id, self.status.reason)
+        if self._direct:
+            await self._write_direct(tag, value, priority)
+            return
         request = _WriteRequest(tag, value, priority)
         heapq.heappush(self._queue, (int(priority), next(self._seq), request))
         self._wake.set()
@@ -198,6 +223,26 @@ class DeviceLink:
             raise
         if request.error is not None:
             raise request.error
+
+    async def _write_direct(self, tag: str, value: float | int, priority: Priority) -> None:
+        """Through the client's priority lock, from the caller's task: the write goes out as
+        soon as the request in flight is answered, not after the whole poll."""
+        started = trio.current_time()
+        try:
+            with self._deadline(f"write {tag}"):
+                await self.driver.write_tag(tag, value, priority=int(priority))
+        except LINK_FAULTS as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            self._write_fault = reason
+            self._wake.set()  # the I/O task takes the link down on its next turn
+            raise LinkDown(self.device_id, reason) from exc
+        except Exception as exc:
+            log.warning("device_write_failed", site=self.site_id, device=self.device_id,
+                        tag=tag, value=value, error=str(exc))
+            raise
+        finally:
+            self.metrics.record("bessai.device.write_latency_s", trio.current_time() - started,
+                                priority=priority.name.lower(), device=self.device_id)
 
     async def wait_up(self) -> None:
         """Return as soon as the link is up (at once if it already is)."""
@@ -265,6 +310,9 @@ class DeviceLink:
         next_slow = now
         while not self._stopping:
             await self._drain_writes()
+            if self._write_fault is not None:
+                fault, self._write_fault = self._write_fault, None
+                raise ConnectionError(f"a write failed: {fault}")
             now = trio.current_time()
             if now >= next_slow:
                 await self._poll(self.slow_poll)

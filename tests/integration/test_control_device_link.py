@@ -22,24 +22,61 @@ def link_to(sim, **kwargs):
     return DeviceLink(driver, "site1", "inv1", **kwargs)
 
 
-async def test_queued_writes_go_out_by_priority_before_the_next_read(autojump_clock):
+class WithoutPriority:
+    """The driver seam without ``priority=`` on writes (any simpler driver): the link must fall
+    back to its own queue."""
+
+    def __init__(self, driver):
+        self.driver = driver
+
+    @property
+    def connected(self):
+        return self.driver.connected
+
+    async def connect(self):
+        await self.driver.connect()
+
+    async def read_all(self, poll_class=None):
+        return await self.driver.read_all(poll_class)
+
+    async def write_tag(self, name, value):
+        await self.driver.write_tag(name, value)
+
+    async def aclose(self):
+        await self.driver.aclose()
+
+
+@pytest.mark.parametrize(("write_path", "wait_at_most"), [("direct", "one request"),
+                                                          ("queue", "one poll")])
+async def test_writes_go_out_by_priority_ahead_of_reads(autojump_clock, write_path,
+                                                        wait_at_most):
     async with Simulator() as sim:
         link = link_to(sim, fast_interval_s=0.5)
+        if write_path == "queue":
+            link = DeviceLink(WithoutPriority(link.driver), "site1", "inv1", fast_interval_s=0.5)
+        assert link.write_path == "auto"
         async with trio.open_nursery() as nursery:
             await nursery.start(link.run)
             await link.wait_up()
             sim.faults.delay_s = 0.3  # every answer takes 0.3 s: a poll is several requests
-            await trio.sleep(0.6)  # a poll is in flight now
-            served = sim.state().requests_served
+            await trio.sleep(0.45)  # a poll is in flight now
             first = len(sim.write_log)
+            submitted = trio.current_time()
             for tag, value, prio in [("forcible_charge_power", 1000, Priority.DISPATCH),
                                      ("heartbeat", 1, Priority.HEARTBEAT),
                                      ("forcible_mode", 0, Priority.SAFETY)]:
                 nursery.start_soon(link.write, tag, value, prio)
             await trio.sleep(10)
-            written = [w.tag for w in sim.write_log[first:]]
-            assert written[:3] == ["forcible_mode", "heartbeat", "forcible_charge_power"]
-            assert sim.state().requests_served > served
+            writes = sim.write_log[first:first + 3]
+            assert [w.tag for w in writes] == ["forcible_mode", "heartbeat",
+                                               "forcible_charge_power"]
+            # the safety write lands after the request in flight and its own round trip...
+            waited = writes[0].at - submitted
+            one_request = 0.3 + sim.profile.connection.cooldown_s
+            if wait_at_most == "one request":
+                assert waited <= 2 * one_request + 0.01
+            else:  # ...or, queued in the link, after the rest of the poll
+                assert waited > 2 * one_request + 0.01
             nursery.cancel_scope.cancel()
 
 
