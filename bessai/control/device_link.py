@@ -210,9 +210,17 @@ class DeviceLink:
         """
         if not self.up:
             raise LinkDown(self.device_id, self.status.reason)
-        if self._direct:
-            await self._write_direct(tag, value, priority)
-            return
+        started = trio.current_time()
+        try:
+            if self._direct:
+                await self._write_direct(tag, value, priority)
+            else:
+                await self._write_queued(tag, value, priority)
+        finally:  # submit → acknowledged (or failed), waiting included
+            self.metrics.record("bessai.device.write_latency_s", trio.current_time() - started,
+                                priority=priority.name.lower(), device=self.device_id)
+
+    async def _write_queued(self, tag: str, value: float | int, priority: Priority) -> None:
         request = _WriteRequest(tag, value, priority)
         heapq.heappush(self._queue, (int(priority), next(self._seq), request))
         self._wake.set()
@@ -227,7 +235,6 @@ class DeviceLink:
     async def _write_direct(self, tag: str, value: float | int, priority: Priority) -> None:
         """Through the client's priority lock, from the caller's task: the write goes out as
         soon as the request in flight is answered, not after the whole poll."""
-        started = trio.current_time()
         try:
             with self._deadline(f"write {tag}"):
                 await self.driver.write_tag(tag, value, priority=int(priority))
@@ -240,9 +247,6 @@ class DeviceLink:
             log.warning("device_write_failed", site=self.site_id, device=self.device_id,
                         tag=tag, value=value, error=str(exc))
             raise
-        finally:
-            self.metrics.record("bessai.device.write_latency_s", trio.current_time() - started,
-                                priority=priority.name.lower(), device=self.device_id)
 
     async def wait_up(self) -> None:
         """Return as soon as the link is up (at once if it already is)."""
@@ -331,7 +335,6 @@ class DeviceLink:
             _, _, request = heapq.heappop(self._queue)
             if request.abandoned:
                 continue
-            started = trio.current_time()
             try:
                 with self._deadline(f"write {request.tag}"):
                     await self.driver.write_tag(request.tag, request.value)
@@ -347,8 +350,6 @@ class DeviceLink:
                 request.error = exc
                 log.warning("device_write_failed", site=self.site_id, device=self.device_id,
                             tag=request.tag, value=request.value, error=str(exc))
-            self.metrics.record("bessai.device.write_latency_s", trio.current_time() - started,
-                                priority=request.priority.name.lower(), device=self.device_id)
             request.done.set()
 
     async def _poll(self, poll_class: Any) -> None:

@@ -55,6 +55,7 @@ class SiteConfig:
     backoff: Backoff = RECONNECT_BACKOFF
     call_timeout_s: float | None = None
     heartbeat_late_tolerance_s: float = 1.0
+    write_path: str = "auto"  # DeviceLink.write_path: "auto", "direct" or "queue"
 
     @classmethod
     def from_profile(cls, profile: Any, *, site_id: str, device_id: str,
@@ -100,7 +101,7 @@ class Site:
             slow_interval_s=c.slow_interval_s, outputs=self.outputs,
             latest_outputs=[self.ctx.snapshots.set], backoff=c.backoff,
             metrics=self.ctx.metrics, call_timeout_s=c.call_timeout_s, handle=self.ctx.link,
-            fast_poll=self.fast_poll, slow_poll=self.slow_poll)
+            fast_poll=self.fast_poll, slow_poll=self.slow_poll, write_path=c.write_path)
         return self.last_link
 
     def safety_guard(self) -> SafetyGuard:
