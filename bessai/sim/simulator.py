@@ -194,6 +194,8 @@ class Simulator:
                     "the simulator is not running — enter `async with sim:` or "
                     "`await nursery.start(sim.run)` before connecting"
                 )
+            import trio.testing  # here, not at import: trio.testing pulls in pytest
+
             client, server = trio.testing.memory_stream_pair()
             self._nursery.start_soon(self.endpoint.serve_stream, server)
             await trio.lowlevel.checkpoint()  # let the session register (and close a previous one)
