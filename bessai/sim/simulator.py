@@ -38,7 +38,11 @@ from bessai.sim.model import BatteryModel, DailyCurves, SiteParams
 from bessai.sim.registers import RegisterImage
 from bessai.sim.server import ModbusEndpoint, StreamFactory
 
-DEFAULT_PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "huawei_sun2000.json"
+_REPO_PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "huawei_sun2000.json"
+# From a source checkout the repository's profile; from an installed wheel, ./profiles/.
+DEFAULT_PROFILE = (
+    _REPO_PROFILE if _REPO_PROFILE.exists() else Path("profiles") / "huawei_sun2000.json"
+)
 
 
 @attrs.frozen

@@ -67,6 +67,20 @@ def test_bessai_sim_process_answers_pymodbus_and_exits_0_on_signal(sig):
             proc.wait()
 
 
+def test_bessai_sim_busy_flag_answers_exception_0x06():
+    proc, port = _start("--busy")
+    try:
+        client = ModbusTcpClient("127.0.0.1", port=port, timeout=5, retries=0)
+        assert client.connect()
+        rr = client.read_holding_registers(37760, count=1, device_id=1)
+        assert rr.isError()
+        assert rr.exception_code == 0x06
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+
+
 def test_bessai_sim_exits_1_with_a_hint_when_the_port_is_taken():
     first, port = _start()
     try:
