@@ -30,7 +30,7 @@ import attrs
 from bessai.device.profile import Profile
 from bessai.sim.faults import Faults
 from bessai.sim.logfmt import log
-from bessai.sim.model import DAY_S, BatteryModel, DailyCurves, Limits, SiteParams
+from bessai.sim.model import BatteryModel, DailyCurves, Limits, SiteParams
 
 DEVICE_ON_GRID = 0x0200
 DEVICE_FAULT = 0x0300
@@ -309,7 +309,3 @@ class SimulatedInverter:
         if self.comm_lost and self.roles.comm_loss_tag is not None:
             out[self.roles.comm_loss_tag] = self.roles.comm_loss_value
         return out
-
-    @property
-    def day(self) -> int:
-        return int(self.time_of_day_s() // DAY_S)
