@@ -3,7 +3,8 @@
 The job: parse flags into a :class:`~bessai.sim.Simulator` and its :class:`~bessai.sim.Faults`,
 serve on ``--host:--port`` on the real clock, log one logfmt line per client event, and exit 0
 on SIGINT or SIGTERM (2 on bad arguments, 1 when the port cannot be bound or the profile not
-loaded, with a line saying what to do).
+loaded, with a line saying what to do). At run time, SIGUSR1 drops every client connection and
+SIGUSR2 toggles the "silent" fault, for chaos drills against a running gateway.
 """
 
 from __future__ import annotations
@@ -48,18 +49,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--drop-every", type=float, default=0.0, metavar="S", help="close connections every S s"
     )
     faults.add_argument("--device-fault", action="store_true", help="report fault shutdown")
+    faults.add_argument(
+        "--busy-after-connect",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="answer 0x06 to requests sent within S s of connecting (Huawei: ~1 s)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
 
 async def _serve(sim: Simulator, host: str, port: int, drop_every_s: float) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(
+        signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2
+    ) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(sim.run)
             await nursery.start(sim.serve_tcp, host, port)
             if drop_every_s > 0:
                 nursery.start_soon(_drop_every, sim, drop_every_s)
             async for signum in signals:
+                if signum == signal.SIGUSR1:
+                    sim.drop_connections()
+                    continue
+                if signum == signal.SIGUSR2:
+                    sim.faults.silent = not sim.faults.silent
+                    log(logging.INFO, "SIM_FAULT", silent=sim.faults.silent)
+                    continue
                 log(logging.INFO, "SIM_STOPPING", signal=signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break
@@ -83,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         delay_s=args.delay,
         silent=args.silent,
         device_fault=args.device_fault,
+        busy_after_connect_s=args.busy_after_connect,
     )
     try:
         sim = Simulator(

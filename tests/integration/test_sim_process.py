@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from pymodbus.client import ModbusTcpClient
+from pymodbus.exceptions import ModbusIOException
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"event=SIM_LISTENING host=\S+ port=(\d+)")
@@ -114,3 +115,35 @@ def test_bessai_sim_exits_1_naming_a_broken_profile(tmp_path):
     assert result.returncode == 1
     assert "event=SIM_PROFILE_ERROR" in result.stderr
     assert "broken.json" in result.stderr
+
+
+def test_sigusr1_drops_clients_and_sigusr2_toggles_silent():
+    proc, port = _start()
+    try:
+        client = ModbusTcpClient("127.0.0.1", port=port, timeout=1, retries=0)
+        assert client.connect()
+        assert not client.read_holding_registers(37760, count=1, device_id=1).isError()
+        proc.send_signal(signal.SIGUSR2)  # silent on
+        time.sleep(0.3)
+        with pytest.raises(ModbusIOException):  # no answer within the timeout
+            client.read_holding_registers(37760, count=1, device_id=1)
+        client.close()
+        proc.send_signal(signal.SIGUSR2)  # silent off
+        proc.send_signal(signal.SIGUSR1)  # drop (nobody connected: a no-op, must not crash)
+        time.sleep(0.3)
+        again = ModbusTcpClient("127.0.0.1", port=port, timeout=5, retries=0)
+        assert again.connect()
+        assert not again.read_holding_registers(37760, count=1, device_id=1).isError()
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.3)
+        again.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert proc.stderr is not None
+        rest = proc.stderr.read()
+        assert "event=SIM_FAULT silent=True" in rest
+        assert "reason=fault_drop" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
