@@ -56,6 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="answer 0x06 to requests sent within S s of connecting (Huawei: ~1 s)",
     )
+    faults.add_argument(
+        "--pin",
+        action="append",
+        default=[],
+        metavar="TAG=VALUE",
+        help="report VALUE for TAG whatever the model says (repeatable), e.g. battery_temp=46",
+    )
+    faults.add_argument(
+        "--invalid",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="TAG reads as its invalid sentinel (repeatable), e.g. soc",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -89,7 +103,17 @@ async def _drop_every(sim: Simulator, interval_s: float) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    pinned: dict[str, float] = {}
+    for item in args.pin:
+        name, sep, value = item.partition("=")
+        try:
+            pinned[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            parser.error(f"--pin {item!r}: write TAG=VALUE, e.g. --pin battery_temp=46")
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,
@@ -101,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         silent=args.silent,
         device_fault=args.device_fault,
         busy_after_connect_s=args.busy_after_connect,
+        pinned=pinned,
+        invalid_tags=set(args.invalid),
     )
     try:
         sim = Simulator(
@@ -122,6 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             hint="check --profile points at a valid device profile JSON",
         )
         return 1
+    unknown = sorted((set(pinned) | set(args.invalid)) - set(sim.profile.tags))
+    if unknown:
+        parser.error(
+            f"--pin/--invalid name unknown tag(s) {', '.join(unknown)}; the profile has: "
+            + ", ".join(sorted(sim.profile.tags))
+        )
     rc = 0
     try:
         trio.run(_serve, sim, args.host, args.port, args.drop_every)

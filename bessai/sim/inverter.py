@@ -308,4 +308,8 @@ class SimulatedInverter:
         out.update(self.settings)
         if self.comm_lost and self.roles.comm_loss_tag is not None:
             out[self.roles.comm_loss_tag] = self.roles.comm_loss_value
+        if self.faults.pinned:
+            out.update(self.faults.pinned)
+        for name in self.faults.invalid_tags:
+            out[name] = None  # the register image encodes None as the invalid sentinel
         return out

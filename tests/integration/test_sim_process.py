@@ -147,3 +147,30 @@ def test_sigusr1_drops_clients_and_sigusr2_toggles_silent():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_pin_and_invalid_flags_shape_what_the_process_reports():
+    proc, port = _start("--pin", "battery_temp=46.5", "--invalid", "soc")
+    try:
+        client = ModbusTcpClient("127.0.0.1", port=port, timeout=5, retries=0)
+        assert client.connect()
+        assert client.read_holding_registers(37022, count=1, device_id=1).registers == [465]
+        assert client.read_holding_registers(37760, count=1, device_id=1).registers == [0xFFFF]
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+
+
+def test_pin_of_an_unknown_tag_exits_2_listing_the_known_ones():
+    result = subprocess.run(
+        [sys.executable, "-m", "bessai.sim", "--port", "0", "--pin", "sco=4"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 2
+    assert "unknown tag(s) sco" in result.stderr
+    assert "soc" in result.stderr
