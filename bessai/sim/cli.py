@@ -3,7 +3,8 @@
 The job: parse flags into a :class:`~bessai.sim.Simulator` and its :class:`~bessai.sim.Faults`,
 serve on ``--host:--port`` on the real clock, log one logfmt line per client event, and exit 0
 on SIGINT or SIGTERM (2 on bad arguments, 1 when the port cannot be bound or the profile not
-loaded, with a line saying what to do).
+loaded, with a line saying what to do). At run time, SIGUSR1 drops every client connection and
+SIGUSR2 toggles the "silent" fault, for chaos drills against a running gateway.
 """
 
 from __future__ import annotations
@@ -48,18 +49,48 @@ def build_parser() -> argparse.ArgumentParser:
         "--drop-every", type=float, default=0.0, metavar="S", help="close connections every S s"
     )
     faults.add_argument("--device-fault", action="store_true", help="report fault shutdown")
+    faults.add_argument(
+        "--busy-after-connect",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="answer 0x06 to requests sent within S s of connecting (Huawei: ~1 s)",
+    )
+    faults.add_argument(
+        "--pin",
+        action="append",
+        default=[],
+        metavar="TAG=VALUE",
+        help="report VALUE for TAG whatever the model says (repeatable), e.g. battery_temp=46",
+    )
+    faults.add_argument(
+        "--invalid",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="TAG reads as its invalid sentinel (repeatable), e.g. soc",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
 
 async def _serve(sim: Simulator, host: str, port: int, drop_every_s: float) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(
+        signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2
+    ) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(sim.run)
             await nursery.start(sim.serve_tcp, host, port)
             if drop_every_s > 0:
                 nursery.start_soon(_drop_every, sim, drop_every_s)
             async for signum in signals:
+                if signum == signal.SIGUSR1:
+                    sim.drop_connections()
+                    continue
+                if signum == signal.SIGUSR2:
+                    sim.faults.silent = not sim.faults.silent
+                    log(logging.INFO, "SIM_FAULT", silent=sim.faults.silent)
+                    continue
                 log(logging.INFO, "SIM_STOPPING", signal=signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break
@@ -72,7 +103,17 @@ async def _drop_every(sim: Simulator, interval_s: float) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    pinned: dict[str, float] = {}
+    for item in args.pin:
+        name, sep, value = item.partition("=")
+        try:
+            pinned[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            parser.error(f"--pin {item!r}: write TAG=VALUE, e.g. --pin battery_temp=46")
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,
@@ -83,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         delay_s=args.delay,
         silent=args.silent,
         device_fault=args.device_fault,
+        busy_after_connect_s=args.busy_after_connect,
+        pinned=pinned,
+        invalid_tags=set(args.invalid),
     )
     try:
         sim = Simulator(
@@ -104,6 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             hint="check --profile points at a valid device profile JSON",
         )
         return 1
+    unknown = sorted((set(pinned) | set(args.invalid)) - set(sim.profile.tags))
+    if unknown:
+        parser.error(
+            f"--pin/--invalid name unknown tag(s) {', '.join(unknown)}; the profile has: "
+            + ", ".join(sorted(sim.profile.tags))
+        )
     rc = 0
     try:
         trio.run(_serve, sim, args.host, args.port, args.drop_every)

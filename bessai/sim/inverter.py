@@ -30,7 +30,7 @@ import attrs
 from bessai.device.profile import Profile
 from bessai.sim.faults import Faults
 from bessai.sim.logfmt import log
-from bessai.sim.model import DAY_S, BatteryModel, DailyCurves, Limits, SiteParams
+from bessai.sim.model import BatteryModel, DailyCurves, Limits, SiteParams
 
 DEVICE_ON_GRID = 0x0200
 DEVICE_FAULT = 0x0300
@@ -102,7 +102,7 @@ def default_settings(params: SiteParams) -> dict[str, float | int]:
     }
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)
 class SimulatedInverter:
     """Device state machine + physics. All methods take ``now`` (Trio seconds)."""
 
@@ -112,6 +112,7 @@ class SimulatedInverter:
     start_time: float
     start_of_day_s: float = 12 * 3_600.0
     step_s: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
+    min_step_s: float = attrs.field(default=0.05, validator=attrs.validators.ge(0))
     faults: Faults = attrs.field(factory=Faults)
     settings: dict[str, float | int | str] = attrs.field(factory=dict)
     now: float = attrs.field(default=math.nan)
@@ -188,8 +189,21 @@ class SimulatedInverter:
         return max(self.now, min(candidates))
 
     # ---- advancing time ---------------------------------------------------------------------
-    def sync(self, now: float) -> None:
-        """Advance the device and the physics to ``now``."""
+    def _due(self, now: float) -> bool:
+        lease = self.lease_deadline
+        return (lease is not None and now >= lease) or (
+            not self.comm_lost and now >= self.watchdog_deadline
+        )
+
+    def sync(self, now: float, *, exact: bool = False) -> None:
+        """Advance the device and the physics to ``now``.
+
+        Spans shorter than ``min_step_s`` with no deadline in them are left to accumulate
+        (the next sync integrates them), which keeps a busy client cheap without losing energy.
+        ``exact`` (before a write) always advances, so a new setpoint starts at its instant.
+        """
+        if not exact and now - self.now < self.min_step_s and not self._due(now):
+            return
         while True:
             self._fire_due_events()
             if self.now >= now:
@@ -294,8 +308,8 @@ class SimulatedInverter:
         out.update(self.settings)
         if self.comm_lost and self.roles.comm_loss_tag is not None:
             out[self.roles.comm_loss_tag] = self.roles.comm_loss_value
+        if self.faults.pinned:
+            out.update(self.faults.pinned)
+        for name in self.faults.invalid_tags:
+            out[name] = None  # the register image encodes None as the invalid sentinel
         return out
-
-    @property
-    def day(self) -> int:
-        return int(self.time_of_day_s() // DAY_S)

@@ -119,7 +119,7 @@ class Limits:
     discharge_cutoff_pct: float = 0.0
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)  # validated at construction; hot path after
 class BatteryModel:
     """The battery and the site's power flows, with energy counters for the balance checks."""
 

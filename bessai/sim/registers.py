@@ -43,22 +43,27 @@ class RegisterImage:
     clock: Callable[[], float]
     read_only_code: int = PERMISSION_DENIED
     on_write: Callable[[], None] | None = None
-    _by_table: dict[Table, list[Tag]] = attrs.field(init=False)
+    _by_table: dict[Table, list[tuple[int, int, Tag]]] = attrs.field(init=False)
+    _blocks: dict[Table, list[tuple[int, int]]] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._by_table = {table: [] for table in Table}
         for tag in sorted(self.profile.tags.values(), key=lambda t: t.address):
-            self._by_table[tag.table].append(tag)
+            self._by_table[tag.table].append((tag.address, tag.end, tag))
+        self._blocks = {table: [] for table in Table}
+        for block in self.profile.blocks:
+            self._blocks[block.table].append((block.start, block.end))
 
     def for_peer(self, peer: str) -> PeerContext:
         return PeerContext(self, peer)
 
     def _in_block(self, table: Table, address: int, count: int) -> bool:
-        return any(b.table == table and b.contains(address, count) for b in self.profile.blocks)
+        last = address + count - 1
+        return any(start <= address and last <= end for start, end in self._blocks[table])
 
     def _overlapping(self, table: Table, address: int, count: int) -> list[Tag]:
         stop = address + count
-        return [t for t in self._by_table[table] if t.address < stop and t.end > address]
+        return [tag for first, end, tag in self._by_table[table] if first < stop and end > address]
 
     def read(self, table: Table, address: int, count: int) -> list[int] | ExcCodes:
         if count < 1 or not self._in_block(table, address, count):
@@ -99,7 +104,7 @@ class RegisterImage:
                 return ExcCodes.ILLEGAL_VALUE
             decoded.append((tag, value))
         now = self.clock()
-        self.inverter.sync(now)
+        self.inverter.sync(now, exact=True)
         for tag, value in decoded:
             self.inverter.write(tag.name, value, now, peer)
         if self.on_write is not None:

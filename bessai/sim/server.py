@@ -13,7 +13,8 @@ Invariants:
   anything else gets exception 0x01. A request for another unit id gets 0x0B (gateway target
   failed to respond), as pymodbus's own server does for a missing device.
 * With ``single_client`` a new connection closes the previous one (Huawei accepts one client).
-* Faults (:class:`~bessai.sim.faults.Faults`) are consulted per request: drop, silent, busy, delay.
+* Faults (:class:`~bessai.sim.faults.Faults`) are consulted per request: drop, silent, delay,
+  busy (always, or while the connection is younger than ``busy_after_connect_s``).
 * A garbage frame (protocol id not 0, length beyond the Modbus maximum) closes the connection:
   there is no way to resynchronise a TCP byte stream after it.
 """
@@ -60,6 +61,7 @@ class _Session:
     peer: str
     stream: trio.abc.Stream
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    opened_at: float = attrs.field(factory=trio.current_time)
 
 
 @attrs.define(eq=False)
@@ -143,7 +145,9 @@ class ModbusEndpoint:
                     break  # wait for the rest of the frame
                 buf = buf[used:]
                 try:
-                    answer = await self._answer(context, framer, dev_id, tid, pdu_bytes)
+                    answer = await self._answer(
+                        context, framer, dev_id, tid, pdu_bytes, session.opened_at
+                    )
                 except _Closed:
                     return "dropped"
                 if answer is not None:
@@ -159,10 +163,12 @@ class ModbusEndpoint:
         dev_id: int,
         tid: int,
         pdu_bytes: bytes,
+        opened_at: float,
     ) -> bytes | None:
         if self.on_request is not None:
             self.on_request()
         faults = self.faults
+        warming_up = trio.current_time() - opened_at < faults.busy_after_connect_s
         if faults.drop_on_request:
             faults.drop_on_request = False
             raise _Closed
@@ -172,7 +178,7 @@ class ModbusEndpoint:
             await trio.sleep(faults.delay_s)
         fc = pdu_bytes[0] & 0x7F
         response: ModbusPDU
-        if faults.busy:
+        if faults.busy or warming_up:
             response = ExceptionResponse(fc, ExcCodes.DEVICE_BUSY)
         elif dev_id != self.unit_id:
             response = ExceptionResponse(fc, ExcCodes.GATEWAY_NO_RESPONSE)

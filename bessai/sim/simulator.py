@@ -38,7 +38,11 @@ from bessai.sim.model import BatteryModel, DailyCurves, SiteParams
 from bessai.sim.registers import RegisterImage
 from bessai.sim.server import ModbusEndpoint, StreamFactory
 
-DEFAULT_PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "huawei_sun2000.json"
+_REPO_PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "huawei_sun2000.json"
+# From a source checkout the repository's profile; from an installed wheel, ./profiles/.
+DEFAULT_PROFILE = (
+    _REPO_PROFILE if _REPO_PROFILE.exists() else Path("profiles") / "huawei_sun2000.json"
+)
 
 
 @attrs.frozen
@@ -194,6 +198,8 @@ class Simulator:
                     "the simulator is not running — enter `async with sim:` or "
                     "`await nursery.start(sim.run)` before connecting"
                 )
+            import trio.testing  # here, not at import: trio.testing pulls in pytest
+
             client, server = trio.testing.memory_stream_pair()
             self._nursery.start_soon(self.endpoint.serve_stream, server)
             await trio.lowlevel.checkpoint()  # let the session register (and close a previous one)

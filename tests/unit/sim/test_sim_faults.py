@@ -85,3 +85,32 @@ async def test_garbage_frame_closes_the_connection(autojump_clock, huawei_profil
         stream = await sim.stream_factory()()
         await stream.send_all(b"\x00\x01\x12\x34\x00\x06\x01\x03\x00\x00\x00\x01")  # pid 0x1234
         assert await stream.receive_some(100) == b""
+
+
+async def test_busy_after_connect_answers_0x06_until_the_connection_is_old_enough(
+    autojump_clock, huawei_profile
+):
+    async with Simulator(huawei_profile) as sim:
+        sim.faults.busy_after_connect_s = 1.0
+        client = await _client(sim, huawei_profile)
+        with pytest.raises(ModbusExceptionAnswer) as early:
+            await client.read_tag("soc")
+        assert early.value.code == 0x06
+        await trio.sleep(1.0)
+        assert await client.read_tag("soc") == pytest.approx(sim.state().soc_pct, abs=0.051)
+
+
+async def test_pinned_and_invalid_tags_are_what_the_registers_report(
+    autojump_clock, huawei_profile
+):
+    async with Simulator(huawei_profile, soc_pct=50.0) as sim:
+        client = await _client(sim, huawei_profile)
+        sim.faults.pinned["battery_temp"] = 46.0
+        sim.faults.invalid_tags.add("soc")
+        assert await client.read_tag("battery_temp") == 46.0
+        assert await client.read(huawei_profile.tag("soc").address, 1) == [0xFFFF]
+        assert await client.read_tag("soc") is None
+        assert sim.state().soc_pct > 0  # the physics carry on underneath
+        sim.faults.clear()
+        assert await client.read_tag("battery_temp") == pytest.approx(25.0, abs=0.5)
+        assert await client.read_tag("soc") == pytest.approx(sim.state().soc_pct, abs=0.051)
