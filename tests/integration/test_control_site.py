@@ -105,7 +105,7 @@ async def test_over_temperature_blocks_both_directions_and_stops_forcing(autojum
     async with sim, running_site(sim) as site:
         await site.gate.submit(command(Action.CHARGE, 2000))
         assert sim.state().forced_mode == 1
-        sim.model.temp_c = 46.0  # the battery overheats
+        sim.faults.pinned["battery_temp"] = 46.0  # the battery sensor reads hot
         await wait_for(lambda: TEMP_MAX in site.ctx.safety.active)
         assert site.ctx.safety.blocked_charge
         assert site.ctx.safety.blocked_discharge
@@ -128,6 +128,22 @@ async def test_device_that_stops_answering_makes_data_stale_and_blocks(autojump_
         assert site.ctx.safety.blocked_charge
         assert site.ctx.safety.blocked_discharge
         sim.faults.clear()
+        await wait_for(lambda: site.ctx.safety.ok)
+
+
+async def test_soc_reading_the_invalid_sentinel_blocks_both_directions(autojump_clock):
+    sim = Simulator(soc_pct=50)
+    async with sim, running_site(sim) as site:
+        await site.gate.submit(command(Action.DISCHARGE, 2000))
+        sim.faults.invalid_tags.add("soc")  # 0xFFFF on the wire
+        went = trio.current_time()
+        blocked = await wait_for(lambda: INVALID_DATA in site.ctx.safety.active, step=0.01)
+        assert blocked - went <= config_poll_s(site) + 0.5
+        assert site.ctx.safety.active[INVALID_DATA].tag == "soc"
+        assert site.ctx.safety.blocked_charge
+        assert site.ctx.safety.blocked_discharge
+        await wait_for(lambda: sim.state().forced_mode == 0, limit=2)  # forcing stopped
+        sim.faults.invalid_tags.clear()
         await wait_for(lambda: site.ctx.safety.ok)
 
 
