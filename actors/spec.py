@@ -1,0 +1,83 @@
+"""How a child is supervised: `ChildSpec`, `Restart` and `Strategy` (Erlang/OTP's vocabulary).
+
+A `ChildSpec` is a frozen value: the supervisor keeps it for the child's whole life and builds a
+fresh actor from ``factory`` for every start, so no state leaks from a crashed instance into its
+successor.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+
+from actors.actor import Actor, FunctionActor
+
+
+class Restart(enum.Enum):
+    """When a child that ended is started again (OTP restart types)."""
+
+    PERMANENT = "permanent"
+    """Always restarted, even after a normal return: for actors that must always run."""
+    TRANSIENT = "transient"
+    """Restarted only after a failure (an exception); a normal return means the job is done."""
+    TEMPORARY = "temporary"
+    """Never restarted; removed from the supervisor when it ends, however it ends."""
+
+
+class Strategy(enum.Enum):
+    """Which siblings are restarted with a failed child (OTP restart strategies)."""
+
+    ONE_FOR_ONE = "one_for_one"
+    """Only the failed child: siblings are independent."""
+    ONE_FOR_ALL = "one_for_all"
+    """Every child: they share state and cannot outlive each other's restart."""
+    REST_FOR_ONE = "rest_for_one"
+    """The failed child and every child started after it: later children depend on earlier."""
+
+
+def _check_grace(_inst: object, _attr: attrs.Attribute, value: float) -> None:
+    if not (value >= 0 and not math.isnan(value)):
+        raise ValueError(
+            f"grace_s={value!r} must be >= 0 (0 cancels at once, math.inf waits for the actor "
+            "to return on its own)"
+        )
+
+
+def _check_id(_inst: object, _attr: attrs.Attribute, value: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"child id {value!r} must be a non-empty string, e.g. 'device_link'")
+
+
+@attrs.frozen
+class ChildSpec:
+    """One child of a supervisor.
+
+    ``grace_s`` is how long the child gets to return after ``request_stop()`` before it is
+    cancelled: 0 cancels at once, ``math.inf`` waits as long as it takes (use it for nested
+    supervisors, whose own children have their own grace). Actors without ``request_stop`` are
+    cancelled at once whatever the grace, since they cannot be asked.
+    """
+
+    id: str = attrs.field(validator=_check_id)
+    factory: Callable[[], Actor] = attrs.field(validator=attrs.validators.is_callable())
+    restart: Restart = attrs.field(
+        default=Restart.PERMANENT, validator=attrs.validators.instance_of(Restart)
+    )
+    grace_s: float = attrs.field(default=5.0, converter=float, validator=_check_grace)
+
+    @classmethod
+    def from_function(
+        cls,
+        id: str,
+        fn: Callable[..., Awaitable[Any]],
+        *args: Any,
+        restart: Restart = Restart.PERMANENT,
+        grace_s: float = 0.0,
+    ) -> ChildSpec:
+        """A child that runs ``await fn(*args, task_status=...)``; cancelled when stopped."""
+        return cls(id=id, factory=lambda: FunctionActor(fn, args), restart=restart,
+                   grace_s=grace_s)

@@ -1,0 +1,152 @@
+"""``bessai command charge|discharge|stop|auto``: send a dispatch command to a site's gateway.
+
+The command goes to PUBSUB_COMMANDS_TOPIC like any cloud dispatch, so it passes the same gate
+(safety limits, expiry): the gateway logs COMMAND_ACCEPTED or COMMAND_REJECTED. It carries an
+expiry (``--ttl-s``, default 300 s); a command that reaches the gateway late is rejected, never
+applied late. ``charge`` and ``discharge`` need ``--power-w``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import uuid
+from typing import Any
+
+import trio
+
+from bessai.cli._common import load_settings
+from bessai.cli._lazy import has_in_mro, load
+from bessai.clock import system_wall_clock
+from bessai.errors import ConfigError, OperationFailedError
+from bessai.model import Action, Command
+from bessai.settings import Settings
+
+
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "command",
+        parents=[common],
+        help="send a dispatch command (charge, discharge, stop, auto)",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+    )
+    parser.add_argument("action", choices=[a.value for a in Action])
+    parser.add_argument("--power-w", type=float, help="power in W (charge/discharge)")
+    parser.add_argument("--ttl-s", type=float, default=300.0,
+                        help="seconds until the command expires (default 300)")
+    parser.add_argument("--device", metavar="ID", help="device id (needed with several)")
+    parser.set_defaults(func=run)
+
+
+def build_command(settings: Settings, args: argparse.Namespace, now: float) -> Command:
+    """The command to send; a `ConfigError` for a request that cannot be right."""
+    action = Action(args.action)
+    if action in (Action.CHARGE, Action.DISCHARGE):
+        if args.power_w is None or args.power_w <= 0:
+            raise ConfigError(f"`{action}` needs a power: --power-w N (watts, > 0)",
+                              hint=f"e.g. bessai command {action} --power-w 5000")
+    elif args.power_w is not None:
+        raise ConfigError(f"`{action}` takes no --power-w", hint=f"bessai command {action}")
+    if not 5 <= args.ttl_s <= 86400:
+        raise ConfigError(f"--ttl-s {args.ttl_s:g} is out of range",
+                          hint="give 5 to 86400 seconds; the default is 300")
+    if args.device:
+        device = settings.device(args.device)
+    elif len(settings.devices) == 1:
+        device = settings.devices[0]
+    else:
+        raise ConfigError("this site has several devices: say which one",
+                          hint="--device " + " | --device ".join(d.id for d in settings.devices))
+    return Command(
+        id=str(uuid.uuid4()),
+        site_id=settings.site_id,
+        device_id=device.id,
+        action=action,
+        power_w=float(args.power_w or 0.0),
+        issued_at=now,
+        expires_at=now + args.ttl_s,
+    )
+
+
+def command_message(command: Command) -> dict[str, Any]:
+    """The Pub/Sub message for a command: JSON body (the fields of `Command`), routing attributes.
+
+    The gateway's command parser (bessai.control.command.parse_command) reads this form; the
+    attributes let a subscription filter by site and device.
+    """
+    body = {
+        "id": command.id,
+        "site_id": command.site_id,
+        "device_id": command.device_id,
+        "action": command.action.value,
+        "power_w": command.power_w,
+        "issued_at": command.issued_at,
+        "expires_at": command.expires_at,
+    }
+    data = json.dumps(body, separators=(",", ":")).encode()
+    return {
+        "data": base64.b64encode(data).decode("ascii"),
+        "attributes": {
+            "site_id": command.site_id,
+            "device_id": command.device_id,
+            "command_id": command.id,
+        },
+    }
+
+
+def _publisher() -> tuple[Any, Any, Any, Any]:
+    """The uplink's one-shot publish pieces, loaded before anything is attempted."""
+    publish_json = load("bessai.uplink.publisher", "publish_json", command="command")
+    endpoint_cls = load("bessai.uplink.credentials", "Endpoint", command="command")
+    credentials_for = load("bessai.uplink.credentials", "credentials_for", command="command")
+    make_client = load("bessai.uplink.credentials", "make_client", command="command")
+    return publish_json, endpoint_cls, credentials_for, make_client
+
+
+async def _publish(settings: Settings, command: Command, timeout_s: float) -> str:
+    publish_json, endpoint_cls, credentials_for, make_client = _publisher()
+    if settings.pubsub_emulator_host:
+        endpoint = endpoint_cls.for_emulator(settings.pubsub_emulator_host)
+    else:
+        endpoint = endpoint_cls()
+    credentials = credentials_for(endpoint, settings.google_application_credentials)
+    topic_path = f"projects/{settings.gcp_project_id}/topics/{settings.pubsub_commands_topic}"
+    async with make_client(endpoint, timeout_s=timeout_s) as client:
+        ids = await publish_json(client, endpoint, topic_path, [command_message(command)],
+                                 credentials=credentials, timeout_s=timeout_s)
+    return ids[0] if ids else "?"
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    command = build_command(settings, args, system_wall_clock())
+    if settings.pubsub_commands_topic is None:
+        raise ConfigError(
+            "PUBSUB_COMMANDS_TOPIC is not set, so there is nowhere to send the command",
+            hint="set PUBSUB_COMMANDS_TOPIC (and GCP_PROJECT_ID) in config/.env",
+        )
+    _publisher()  # a build without the uplink fails here, before anything is attempted
+    topic = settings.pubsub_commands_topic
+    try:
+        message_id = trio.run(_publish, settings, command, 30.0)
+    except (OSError, RuntimeError) as exc:
+        raise OperationFailedError(
+            f"could not publish the command to {topic}: {exc}",
+            hint="check the network, GCP_PROJECT_ID, PUBSUB_COMMANDS_TOPIC and the credentials "
+            "(ops/RUNBOOK.md §6.3)",
+        ) from exc
+    except Exception as exc:
+        if has_in_mro(exc, "HTTPError") or has_in_mro(exc, "CredentialsError"):
+            raise OperationFailedError(
+                f"could not publish the command to {topic}: {exc}",
+                hint="check the network and the credentials (ops/RUNBOOK.md §6.3, §7)",
+            ) from exc
+        raise
+    power = f" power_w={command.power_w:g}" if command.power_w else ""
+    print(
+        f"sent command id={command.id} action={command.action}{power} site={command.site_id} "
+        f"device={command.device_id} ttl_s={args.ttl_s:g} message_id={message_id}"
+    )
+    print(f"watch for: event=COMMAND_ACCEPTED or event=COMMAND_REJECTED command_id={command.id}")
+    return 0

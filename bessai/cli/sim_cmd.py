@@ -1,0 +1,26 @@
+"""``bessai sim [ARGS...]``: run the Modbus simulator, exactly like ``bessai-sim ARGS...``.
+
+Everything after ``sim`` goes to bessai-sim untouched (``bessai sim --help`` shows its options).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from bessai.cli._lazy import load
+
+
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "sim",
+        help="run the Modbus simulator (same options as bessai-sim; see `bessai sim --help`)",
+        add_help=False,
+    )
+    # main() hands everything after `sim` to bessai-sim untouched (argparse would reorder it).
+    parser.set_defaults(func=run, sim_args=[])
+    _ = common
+
+
+def run(args: argparse.Namespace) -> int:
+    sim_main = load("bessai.sim.cli", "main", command="sim")
+    return int(sim_main(list(args.sim_args)) or 0)

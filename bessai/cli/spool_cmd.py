@@ -1,0 +1,93 @@
+"""``bessai spool stats`` / ``bessai spool export``: read the on-disk outbox (read-only, safe
+while the gateway runs).
+
+``stats`` prints the depth, size against the budget, the oldest pending age, drops by reason
+and dead letters (``--json`` for machines). ``export`` writes rows as JSON lines (``--table
+dead_letter`` for poison messages), e.g. to hand a backlog to engineering.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bessai.cli._common import human_bytes, load_settings
+from bessai.cli._lazy import has_in_mro, load
+from bessai.errors import OperationFailedError
+from bessai.settings import SettingsError
+
+
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser("spool", parents=[common], help="inspect the durable outbox")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    stats = actions.add_parser("stats", parents=[common], help="depth, size, drops, age")
+    stats.add_argument("--path", type=Path, help="spool file (default SPOOL_PATH)")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.set_defaults(func=run_stats)
+    export = actions.add_parser("export", parents=[common], help="rows as JSON lines")
+    export.add_argument("--path", type=Path, help="spool file (default SPOOL_PATH)")
+    export.add_argument("--table", choices=("outbox", "dead_letter"), default="outbox")
+    export.add_argument("--output", "-o", type=Path, help="file to write (default stdout)")
+    export.set_defaults(func=run_export)
+
+
+def _spool_path(args: argparse.Namespace) -> tuple[Path, int | None]:
+    if args.path is not None:
+        try:
+            return args.path, load_settings(args).spool_max_bytes
+        except SettingsError:
+            return args.path, None
+    settings = load_settings(args)
+    return settings.spool_path, settings.spool_max_bytes
+
+
+def _spool_failure(exc: Exception) -> OperationFailedError:
+    return OperationFailedError(str(exc), hint="check SPOOL_PATH (or --path) points at the "
+                                "gateway's spool file, and that this user can read it")
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    path, budget = _spool_path(args)
+    read_stats = load("bessai.uplink.spool", "read_stats", command="spool stats")
+    try:
+        stats = read_stats(path)
+    except Exception as exc:
+        if has_in_mro(exc, "SpoolError") or isinstance(exc, OSError):
+            raise _spool_failure(exc) from exc
+        raise
+    data = stats.to_json() if hasattr(stats, "to_json") else dict(stats)
+    if data.get("max_bytes") is None:
+        data["max_bytes"] = budget
+    if args.json:
+        print(json.dumps(data, sort_keys=True))
+        return 0
+    used = human_bytes(data.get("bytes", 0))
+    of = f" of {human_bytes(data['max_bytes'])}" if data.get("max_bytes") else ""
+    age = data.get("oldest_pending_age_s")
+    drops = data.get("drops") or {}
+    print(f"spool {data.get('path', path)}: {data.get('depth', 0)} pending, {used}{of}")
+    print(f"  oldest pending: {'none' if age is None else f'{age:.0f} s ago'}")
+    print(f"  dropped by budget/age: "
+          f"{', '.join(f'{k}={v}' for k, v in sorted(drops.items())) or 'none'}")
+    print(f"  dead letters: {data.get('dead_letters', 0)}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    path, _ = _spool_path(args)
+    export_rows = load("bessai.uplink.spool", "export_rows", command="spool export")
+    try:
+        if args.output is None:
+            count = export_rows(path, sys.stdout, table=args.table)
+        else:
+            with args.output.open("w", encoding="utf-8") as out:
+                count = export_rows(path, out, table=args.table)
+    except Exception as exc:
+        if has_in_mro(exc, "SpoolError") or isinstance(exc, OSError):
+            raise _spool_failure(exc) from exc
+        raise
+    print(f"exported {count} rows from {args.table}", file=sys.stderr)
+    return 0

@@ -1,0 +1,66 @@
+"""Local control: what keeps the battery safe when the cloud is gone.
+
+One site per device, wired by `build_site` and supervised rest_for_one:
+
+* `DeviceLink` — owns the device's one Modbus connection; polls; serves writes by `Priority`.
+* `SafetyGuard` — evaluates every snapshot (`evaluate`, `Limits`), logs SAFETY_BLOCK, stops
+  forcing that worsens a condition.
+* `Watchdog` — heartbeat and lease renewal through the device link, whatever the cloud does.
+* `CommandGate` — every dispatch command passes here (`handle_command_message`): parsed,
+  checked (site, device, expiry, safety), clamped, applied by the `Dispatcher`, recorded.
+
+Critical events leave through the `EventOutbox` (never blocks, never drops).
+"""
+
+from bessai.control.command import InvalidCommand, parse_command
+from bessai.control.context import LinkHandle, SiteContext
+from bessai.control.device_link import DeviceLink, LinkDown, LinkState, LinkStatus, Priority
+from bessai.control.dispatch import Dispatcher, DispatchTags
+from bessai.control.events import EventOutbox
+from bessai.control.gate import (
+    CommandGate,
+    CommandRouter,
+    Decision,
+    Outcome,
+    PowerLimits,
+    decide,
+    power_limits,
+)
+from bessai.control.guard import SafetyGuard
+from bessai.control.limits import Limits, RuleHit, SafetyState, evaluate, limits_from
+from bessai.control.site import Site, SiteConfig, build_site, site_from_settings
+from bessai.control.watchdog import HeartbeatSpec, Watchdog
+
+__all__ = [
+    "CommandGate",
+    "CommandRouter",
+    "Decision",
+    "DeviceLink",
+    "DispatchTags",
+    "Dispatcher",
+    "EventOutbox",
+    "HeartbeatSpec",
+    "InvalidCommand",
+    "Limits",
+    "LinkDown",
+    "LinkHandle",
+    "LinkState",
+    "LinkStatus",
+    "Outcome",
+    "PowerLimits",
+    "Priority",
+    "RuleHit",
+    "SafetyGuard",
+    "SafetyState",
+    "Site",
+    "SiteConfig",
+    "SiteContext",
+    "Watchdog",
+    "build_site",
+    "decide",
+    "evaluate",
+    "limits_from",
+    "parse_command",
+    "power_limits",
+    "site_from_settings",
+]

@@ -1,0 +1,254 @@
+"""One site supervisor per device: device link, safety guard, watchdog — and the gate beside it.
+
+`build_site` wires everything for one device in one place: the tree-owned `SiteContext` (latest
+snapshot, safety state, link handle, active forced command, event outbox), the `Dispatcher`, the
+`CommandGate`, and the factories of the three children. `Site.child_specs()` /
+`Site.supervisor()` hand them to the `actors` runtime.
+
+Strategy: **rest_for_one**, children in the order device link → safety guard → watchdog.
+
+* If the device link crashes (a bug: device faults are handled inside it), the guard and the
+  watchdog restart after it: they start against the new link instance, with no stale write
+  in flight and no half-finished stop.
+* A crash of the guard restarts the guard and the watchdog, never the link: the connection and
+  its polling survive (Huawei drops a client that reconnects too often), and the guard resumes
+  from the state in the context, without re-logging blocks.
+* A crash of the watchdog restarts only the watchdog.
+
+Device and cloud outages consume no restart intensity: they are states inside the actors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from actors import Backoff, ChildSpec, Strategy, Supervisor, supervisor_spec
+from bessai.clock import WallClock
+from bessai.control.context import SiteContext
+from bessai.control.device_link import RECONNECT_BACKOFF, DeviceLink, Driver
+from bessai.control.dispatch import Dispatcher, DispatchTags
+from bessai.control.events import EventOutbox
+from bessai.control.gate import CommandGate
+from bessai.control.guard import SafetyGuard
+from bessai.control.limits import Limits, limits_from
+from bessai.control.watchdog import HeartbeatSpec, Watchdog
+from bessai.model import Snapshot
+from bessai.observe.sink import NULL_SINK, MetricSink
+
+
+@attrs.frozen
+class SiteConfig:
+    """How one device is driven. Build it from a profile with `SiteConfig.from_profile`."""
+
+    site_id: str
+    device_id: str
+    limits: Limits = attrs.field(factory=Limits)
+    heartbeat: HeartbeatSpec = attrs.field(factory=HeartbeatSpec)
+    dispatch: DispatchTags = attrs.field(factory=DispatchTags)
+    fast_interval_s: float = 1.0
+    slow_interval_s: float = 30.0
+    guard_tick_s: float | None = None
+    backoff: Backoff = RECONNECT_BACKOFF
+    call_timeout_s: float | None = None
+    heartbeat_late_tolerance_s: float = 1.0
+    write_path: str = "auto"  # DeviceLink.write_path: "auto", "direct" or "queue"
+
+    @classmethod
+    def from_profile(cls, profile: Any, *, site_id: str, device_id: str,
+                     limits: Mapping[str, object] | None = None,
+                     fast_interval_s: float = 1.0, slow_interval_s: float = 30.0,
+                     stale_polls: int = 3, **kwargs: Any) -> SiteConfig:
+        """From a loaded `bessai.device.Profile` plus site overrides (``limits``: any `Limits`
+        field, e.g. ``{"soc_min_pct": 10.0}``). Data older than ``stale_polls`` fast polls is
+        stale."""
+        timeout = getattr(getattr(profile, "connection", None), "timeout_s", None)
+        kwargs.setdefault("call_timeout_s", 3 * timeout + 5 if timeout else None)
+        return cls(
+            site_id=site_id, device_id=device_id,
+            limits=limits_from(limits, soc_tag=profile.safety.soc_tag,
+                               temp_tags=profile.safety.temperature_tags,
+                               poll_interval_s=fast_interval_s, stale_polls=stale_polls),
+            heartbeat=HeartbeatSpec.from_profile(profile),
+            dispatch=DispatchTags.from_profile(profile),
+            fast_interval_s=fast_interval_s, slow_interval_s=slow_interval_s, **kwargs)
+
+
+@attrs.define(eq=False)
+class Site:
+    """Everything for one device. Children are built fresh by the factories on every start;
+    the context, dispatcher and gate are built once and outlive restarts."""
+
+    config: SiteConfig
+    ctx: SiteContext
+    driver_factory: Callable[[], Driver]
+    dispatcher: Dispatcher
+    gate: CommandGate
+    outputs: Sequence[Callable[[Snapshot], Any]] = ()
+    fast_poll: Any = "fast"
+    slow_poll: Any = None
+    last_link: DeviceLink | None = None
+    last_guard: SafetyGuard | None = None
+    last_watchdog: Watchdog | None = None
+
+    def device_link(self) -> DeviceLink:
+        c = self.config
+        self.last_link = DeviceLink(
+            self.driver_factory(), c.site_id, c.device_id, fast_interval_s=c.fast_interval_s,
+            slow_interval_s=c.slow_interval_s, outputs=self.outputs,
+            latest_outputs=[self.ctx.snapshots.set], backoff=c.backoff,
+            metrics=self.ctx.metrics, call_timeout_s=c.call_timeout_s, handle=self.ctx.link,
+            fast_poll=self.fast_poll, slow_poll=self.slow_poll, write_path=c.write_path)
+        return self.last_link
+
+    def safety_guard(self) -> SafetyGuard:
+        c = self.config
+        self.last_guard = SafetyGuard(self.ctx, limits=c.limits,
+                                      tick_s=c.guard_tick_s or c.fast_interval_s,
+                                      dispatch_tags=c.dispatch, watchdog=None)
+        return self.last_guard
+
+    def watchdog(self) -> Watchdog:
+        c = self.config
+        self.last_watchdog = Watchdog(self.ctx, heartbeat=c.heartbeat,
+                                      renew_interval_s=c.dispatch.renew_interval_s,
+                                      late_tolerance_s=c.heartbeat_late_tolerance_s)
+        return self.last_watchdog
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready view of this device's control loop, for the status endpoint and the
+        CLI: link state and why, snapshot age, active safety rules, forcing, heartbeat."""
+        now = trio.current_time()
+        link = self.ctx.link.status
+        link_view: dict[str, Any] = {"state": "stopped"}
+        if link is not None:
+            age = link.snapshot_age(now)
+            link_view = {
+                "state": link.state.value, "reason": link.reason,
+                "for_s": round(now - link.since, 3),
+                "retry_in_s": None if link.retry_at is None else round(link.retry_at - now, 3),
+                "snapshot_age_s": None if age is None else round(age, 3)}
+        safety = self.ctx.safety
+        active = self.dispatcher.active
+        watchdog = self.last_watchdog
+        return {
+            "site": self.config.site_id,
+            "device": self.config.device_id,
+            "link": link_view,
+            "safety": {
+                "blocked_charge": safety.blocked_charge,
+                "blocked_discharge": safety.blocked_discharge,
+                "rules": [attrs.asdict(hit) for _, hit in sorted(safety.active.items())]},
+            "forcing": None if active is None else {
+                "command_id": active.command.id, "action": active.action.value,
+                "power_w": active.power_w, "expires_at": active.command.expires_at,
+                "lease_renewed_s_ago": round(now - active.renewed_at, 3)},
+            "heartbeat": None if watchdog is None else {
+                "beats": watchdog.beats, "max_gap_s": round(watchdog.max_gap_s, 3),
+                "last_s_ago": None if watchdog.last_beat_at is None
+                else round(now - watchdog.last_beat_at, 3)},
+            "events_pending": len(self.ctx.events.pending),
+        }
+
+    def child_specs(self) -> list[ChildSpec]:
+        """The three children in start order: device link, safety guard, watchdog.
+
+        Each factory builds a fresh instance per start. Grace: the link gets 2 s to finish the
+        request in flight and close its connection; the guard and the watchdog hold nothing to
+        flush (a forced command is left to the device-side lease, which ends it within a minute).
+        """
+        return [
+            ChildSpec("device_link", self.device_link, grace_s=2.0),
+            ChildSpec("safety_guard", self.safety_guard, grace_s=0.5),
+            ChildSpec("watchdog", self.watchdog, grace_s=0.5),
+        ]
+
+    def supervisor_options(self) -> dict[str, Any]:
+        # rest_for_one: see the module docstring. Device faults never reach the supervisor, so
+        # only bugs count against the intensity: 3 crashes within a minute escalate to the
+        # gateway supervisor (which restarts the whole site) instead of crash-looping here.
+        return {"strategy": Strategy.REST_FOR_ONE, "intensity": 3, "period_s": 60.0,
+                "backoff": Backoff(initial_s=0.5, max_s=10.0, jitter=0.2, reset_after_s=60.0)}
+
+    def supervisor(self, *, on_event: Any = None) -> Supervisor:
+        """The site supervisor, to run on its own (``await nursery.start(sup.run)``)."""
+        return Supervisor(children=self.child_specs(), name=f"site:{self.config.device_id}",
+                          on_event=on_event, **self.supervisor_options())
+
+    def supervisor_spec(self, child_id: str | None = None, *, on_event: Any = None) -> ChildSpec:
+        """A ChildSpec nesting this site's supervisor under the gateway supervisor."""
+        return supervisor_spec(child_id or f"site_{self.config.device_id}", self.child_specs(),
+                               on_event=on_event, **self.supervisor_options())
+
+
+def build_site(config: SiteConfig, driver_factory: Callable[[], Driver], *,
+               wall_clock: WallClock, events: EventOutbox | None = None,
+               metrics: MetricSink = NULL_SINK,
+               outputs: Sequence[Callable[[Snapshot], Any]] = (),
+               fast_poll: Any = "fast", slow_poll: Any = None) -> Site:
+    """Wire one device's control: context, dispatcher, gate and the children's factories.
+
+    ``outputs`` receive every polled snapshot (the recorder's ring push); they must not block.
+    ``events`` is where critical events go (the lead drains ``events.receive()`` into the spool).
+    """
+    ctx = SiteContext(config.site_id, config.device_id, wall_clock,
+                      events=events or EventOutbox(), metrics=metrics)
+
+    def blocked(action: Any) -> bool:
+        from bessai.model import Action
+
+        if action is Action.CHARGE:
+            return ctx.safety.blocked_charge
+        if action is Action.DISCHARGE:
+            return ctx.safety.blocked_discharge
+        return False
+
+    dispatcher = Dispatcher(ctx.link, config.dispatch, wall_clock=wall_clock, blocked=blocked,
+                            site_id=config.site_id, device_id=config.device_id)
+    ctx.dispatcher = dispatcher
+    gate = CommandGate(config.site_id, config.device_id, dispatcher, safety=lambda: ctx.safety,
+                       emit=ctx.events.emit, wall_clock=wall_clock, latest=ctx.latest,
+                       charge_tag_max_w=config.dispatch.charge_power_max_w,
+                       discharge_tag_max_w=config.dispatch.discharge_power_max_w,
+                       metrics=metrics)
+    return Site(config, ctx, driver_factory, dispatcher, gate, outputs=outputs,
+                fast_poll=fast_poll, slow_poll=slow_poll)
+
+
+LIMIT_SETTINGS = ("soc_min_pct", "soc_max_pct", "soc_hysteresis_pct", "temp_max_c",
+                  "temp_hysteresis_c")
+"""The `bessai.settings.Settings` fields that become a site's `Limits`."""
+
+
+def site_from_settings(settings: Any, device: Any, *, wall_clock: WallClock,
+                       profile: Any = None, events: EventOutbox | None = None,
+                       metrics: MetricSink = NULL_SINK,
+                       outputs: Sequence[Callable[[Snapshot], Any]] = (),
+                       stream_factory: Any = None) -> Site:
+    """The `Site` for one ``settings.devices`` entry: limits and poll rates from the settings,
+    watchdog and dispatch from the device's profile, a `UniversalDriver` to ``device.host``.
+
+    ``stream_factory`` replaces TCP (``Simulator.stream_factory()`` for an in-process device).
+    """
+    from bessai.device import UniversalDriver, load_profile
+
+    profile = profile if profile is not None else load_profile(device.profile)
+    config = SiteConfig.from_profile(
+        profile, site_id=settings.site_id, device_id=device.id,
+        limits={name: getattr(settings, name) for name in LIMIT_SETTINGS},
+        fast_interval_s=settings.poll_interval_s, slow_interval_s=settings.slow_poll_interval_s)
+
+    def driver() -> UniversalDriver:
+        if stream_factory is not None:
+            return UniversalDriver(profile, unit_id=device.unit_id,
+                                   stream_factory=stream_factory, site_id=settings.site_id,
+                                   device_id=device.id, wall_clock=wall_clock)
+        return UniversalDriver(profile, device.host, device.port, device.unit_id,
+                               site_id=settings.site_id, device_id=device.id,
+                               wall_clock=wall_clock)
+
+    return build_site(config, driver, wall_clock=wall_clock, events=events, metrics=metrics,
+                      outputs=outputs)

@@ -1,0 +1,167 @@
+"""The watchdog: feeds the device's heartbeat and renews forced commands, whatever the cloud does.
+
+Two loops, one per job, both through the device link (HEARTBEAT priority, ahead of dispatch and
+reads) and both on Trio's clock:
+
+* **Heartbeat** — writes the profile's heartbeat (a constant, or a counter) every ``interval_s``
+  on a fixed schedule (no drift). If the link is down, it waits for the link and writes the
+  moment it is back, then resumes the schedule. Every gap between two acknowledged heartbeats is
+  recorded (``bessai.watchdog.heartbeat_gap_s``); a gap longer than the interval plus
+  ``late_tolerance_s`` logs ``HEARTBEAT_LATE`` once.
+* **Lease** — while the gateway holds a forced command, rewrites the device-side lease (Huawei
+  forcible period, 47083) every ``renew_interval_s`` — well inside the lease — and ends the
+  command at its ``expires_at``. If the gateway dies, nobody renews, and the device leaves forced
+  mode by itself within one lease: that is the dead-man switch.
+
+Invariant: nothing here waits on the cloud, the spool or telemetry. A device error on one
+heartbeat is logged and the schedule goes on; only a bug escapes `run`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import structlog
+import trio
+
+from bessai.control.context import SiteContext
+from bessai.control.device_link import LinkDown, Priority
+
+log = structlog.get_logger("bessai.control.watchdog")
+
+
+@attrs.frozen
+class HeartbeatSpec:
+    """The watchdog half of a device profile (defaults: Huawei SUN2000, 49999 = 1 every 10 s)."""
+
+    tag: str = "heartbeat"
+    mode: str = "constant"
+    value: int = 1
+    modulo: int = 65536
+    interval_s: float = 10.0
+    device_timeout_s: float = 60.0
+
+    @classmethod
+    def from_profile(cls, profile: Any) -> HeartbeatSpec:
+        wd = profile.watchdog
+        return cls(tag=wd.heartbeat_tag, mode=wd.heartbeat_mode, value=wd.heartbeat_value,
+                   modulo=wd.heartbeat_modulo, interval_s=wd.interval_s,
+                   device_timeout_s=wd.device_timeout_s)
+
+    def values(self) -> Iterator[int]:
+        value = self.value
+        while True:
+            yield value
+            if self.mode == "counter":
+                value = (value + 1) % self.modulo
+
+
+@attrs.define(eq=False)
+class Watchdog:
+    """Heartbeat and lease renewal for one device. Run it under the site supervisor."""
+
+    ctx: SiteContext
+    heartbeat: HeartbeatSpec = attrs.field(factory=HeartbeatSpec)
+    renew_interval_s: float = 20.0
+    late_tolerance_s: float = 1.0
+    last_beat_at: float | None = None
+    beats: int = 0
+    max_gap_s: float = 0.0
+    _stop: trio.Event = attrs.field(factory=trio.Event)
+    _beat_failing: bool = False
+    _lease_failing: bool = False
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._heartbeat_loop)
+            nursery.start_soon(self._lease_loop)
+            task_status.started(self)
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _heartbeat_loop(self) -> None:
+        values = self.heartbeat.values()
+        value = next(values)
+        due = trio.current_time()
+        while True:
+            await trio.sleep_until(due)
+            try:
+                await self._beat(value)
+            except LinkDown:
+                await self.ctx.link.wait_up()  # and beat the moment it is back
+                continue
+            except trio.Cancelled:
+                raise
+            except Exception as exc:  # refused by the device: keep the schedule
+                if not self._beat_failing:  # once per streak, not every interval
+                    log.error("HEARTBEAT_FAILED", site=self.ctx.site_id,
+                              device=self.ctx.device_id, tag=self.heartbeat.tag, error=str(exc),
+                              next_try_in_s=self.heartbeat.interval_s)
+                self._beat_failing = True
+                self.ctx.metrics.count("bessai.watchdog.heartbeat_failures",
+                                       device=self.ctx.device_id)
+            else:
+                if self._beat_failing:
+                    log.warning("HEARTBEAT_RESTORED", site=self.ctx.site_id,
+                                device=self.ctx.device_id)
+                self._beat_failing = False
+                value = next(values)
+            now = trio.current_time()
+            due += self.heartbeat.interval_s
+            if due <= now:  # we fell behind (link outage): restart the schedule from now
+                due = now + self.heartbeat.interval_s
+
+    async def _beat(self, value: int) -> None:
+        await self.ctx.link.write(self.heartbeat.tag, value, Priority.HEARTBEAT)
+        now = trio.current_time()
+        if self.last_beat_at is not None:
+            gap = now - self.last_beat_at
+            self.max_gap_s = max(self.max_gap_s, gap)
+            self.ctx.metrics.record("bessai.watchdog.heartbeat_gap_s", gap,
+                                    device=self.ctx.device_id)
+            if gap > self.heartbeat.interval_s + self.late_tolerance_s:
+                log.warning("HEARTBEAT_LATE", site=self.ctx.site_id, device=self.ctx.device_id,
+                            gap_s=round(gap, 3), interval_s=self.heartbeat.interval_s,
+                            device_timeout_s=self.heartbeat.device_timeout_s)
+                self.ctx.metrics.count("bessai.watchdog.heartbeat_late",
+                                       device=self.ctx.device_id)
+        self.last_beat_at = now
+        self.beats += 1
+
+    async def _lease_loop(self) -> None:
+        renew_now = False
+        while True:
+            dispatcher = self.ctx.dispatcher
+            delay = 0.0 if renew_now else self.renew_interval_s
+            if dispatcher is not None and dispatcher.active is not None:
+                # wake at the command's expiry too, to end it on time
+                left = dispatcher.active.command.expires_at - self.ctx.wall_clock()
+                delay = max(0.0, min(delay, left))
+            await trio.sleep(delay)
+            renew_now = False
+            dispatcher = self.ctx.dispatcher
+            if dispatcher is None or dispatcher.active is None:
+                continue
+            try:
+                await dispatcher.renew()
+            except LinkDown:
+                await self.ctx.link.wait_up()
+                renew_now = True  # the moment the link is back
+                continue
+            except trio.Cancelled:
+                raise
+            except Exception as exc:
+                if not self._lease_failing:
+                    log.error("LEASE_RENEW_FAILED", site=self.ctx.site_id,
+                              device=self.ctx.device_id, error=str(exc),
+                              consequence="the device ends forcing when its lease runs out")
+                self._lease_failing = True
+                self.ctx.metrics.count("bessai.watchdog.lease_failures",
+                                       device=self.ctx.device_id)
+            else:
+                self._lease_failing = False

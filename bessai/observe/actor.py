@@ -1,0 +1,133 @@
+"""The telemetry actor: first child started, last stopped; owns the OTel export for one run.
+
+The gateway wires every actor with ``telemetry_actor.sink`` and ``telemetry_actor.tracer`` at
+construction, before anything runs. Those are stable proxies: they forward to NULL until `run`
+has built the exporters, to the live `Telemetry` while it runs, and back to NULL once it stops,
+so a restart of this actor never leaves another actor holding a dead sink.
+
+`on_event` is the supervisor hook of the ``actors`` runtime: it logs every supervision event and
+counts restarts by child in ``bessai.actor.restarts`` (and in `restarts`, for the status page).
+It accepts any object with ``kind`` and ``child_id`` attributes and never raises.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any
+
+import attrs
+import structlog
+import trio
+
+from bessai.observe.otel import Telemetry, TelemetryConfig
+from bessai.observe.sink import NULL_SINK, MetricSink
+from bessai.observe.tracing import NULL_TRACER, SpanHandle, Tracer
+
+log = structlog.get_logger("bessai.observe.actor")
+
+
+@attrs.define
+class SwitchableSink:
+    """A `MetricSink` forwarding to whatever telemetry is live (NULL when none)."""
+
+    target: MetricSink = NULL_SINK
+
+    def count(self, name: str, value: int = 1, **attributes: Any) -> None:
+        self.target.count(name, value, **attributes)
+
+    def record(self, name: str, value: float, **attributes: Any) -> None:
+        self.target.record(name, value, **attributes)
+
+    def gauge(self, name: str, value: float, **attributes: Any) -> None:
+        self.target.gauge(name, value, **attributes)
+
+
+@attrs.define
+class SwitchableTracer:
+    """A `Tracer` forwarding to whatever telemetry is live (NULL when none)."""
+
+    target: Tracer = NULL_TRACER
+
+    def span(self, name: str, **attributes: Any) -> AbstractContextManager[SpanHandle]:
+        return self.target.span(name, **attributes)
+
+
+def _kind_name(kind: Any) -> str:
+    name = getattr(kind, "name", None) or getattr(kind, "value", None) or kind
+    return str(name)
+
+
+@attrs.define
+class TelemetryActor:
+    """Runs a `Telemetry` for the life of the tree; flushes it with a deadline when stopped."""
+
+    config: TelemetryConfig
+    sink: SwitchableSink = attrs.field(factory=SwitchableSink)
+    tracer: SwitchableTracer = attrs.field(factory=SwitchableTracer)
+    restarts: dict[str, int] = attrs.field(factory=dict)
+    telemetry: Telemetry | None = None
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        telemetry = Telemetry(self.config)
+        self.telemetry = telemetry
+        self.sink.target = telemetry.sink
+        self.tracer.target = telemetry.tracer
+        if telemetry.enabled:
+            log.info("TELEMETRY_STARTED", endpoint=self.config.endpoint,
+                     export_interval_s=self.config.export_interval_s)
+        else:
+            log.info("TELEMETRY_DISABLED",
+                     hint="set OTEL_EXPORTER_OTLP_ENDPOINT to export metrics and traces")
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.sink.target = NULL_SINK
+            self.tracer.target = NULL_TRACER
+            with trio.CancelScope(shield=True):
+                await telemetry.shutdown(self.config.shutdown_deadline_s)
+
+    def drops(self) -> dict[str, int]:
+        """Telemetry lost so far, by ``signal.reason`` (for the status page)."""
+        return self.telemetry.drops.snapshot() if self.telemetry is not None else {}
+
+    def status(self) -> dict[str, Any]:
+        """The ``telemetry`` section of the status document."""
+        return {"enabled": bool(self.telemetry is not None and self.telemetry.enabled),
+                "endpoint": self.config.endpoint, "dropped": self.drops(),
+                "restarts": dict(self.restarts)}
+
+    def on_event(self, event: Any) -> None:
+        """Supervisor hook: log the event; count it in ``bessai.actor.restarts`` if a restart.
+
+        Written against ``actors.SupervisorEvent`` (kind STARTED/RESTARTED/EXITED/ESCALATED,
+        child_id, supervisor, restarts, reason, exception_repr) but reads every attribute
+        defensively, so any object with ``kind`` and ``child_id`` works.
+        """
+        try:
+            kind = _kind_name(getattr(event, "kind", "unknown")).lower()
+            child = str(getattr(event, "child_id", None) or "-")
+            reason = getattr(event, "reason", None)
+            reason_name = _kind_name(reason).lower() if reason is not None else None
+            fields: dict[str, Any] = {"child": child}
+            for extra in ("supervisor", "restarts"):
+                value = getattr(event, extra, None)
+                if value is not None:
+                    fields[extra] = value
+            if reason_name is not None:
+                fields["reason"] = reason_name
+            error = getattr(event, "exception_repr", None)
+            if error is not None:
+                fields["error"] = error
+            if "restart" in kind:
+                self.restarts[child] = self.restarts.get(child, 0) + 1
+                self.sink.count("bessai.actor.restarts", child=child)
+                log.warning("ACTOR_RESTARTED", **fields)
+            elif "escalat" in kind:
+                log.critical("ACTOR_ESCALATED", **fields)
+            elif reason_name == "failed" or "crash" in kind or "fail" in kind:
+                log.error("ACTOR_CRASHED", **fields)
+            else:
+                log.info("actor_" + kind, **fields)
+        except Exception:
+            pass

@@ -1,0 +1,119 @@
+"""The metric catalogue: every metric the gateway exports, its instrument kind, unit and meaning.
+
+This table is the contract between the actors (which report through a `MetricSink` by name) and
+dashboards; docs/telemetry.md reproduces it. `OtelSink` uses it to create each instrument with
+its unit, description and (for histograms) bucket boundaries. A name that is not listed still
+works: its kind follows the sink method used (``count`` → counter, ``record`` → histogram,
+``gauge`` → gauge) with no unit.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import attrs
+
+
+class Kind(Enum):
+    COUNTER = "counter"
+    HISTOGRAM = "histogram"
+    GAUGE = "gauge"
+
+
+@attrs.frozen
+class MetricSpec:
+    name: str
+    kind: Kind
+    unit: str
+    description: str
+    attributes: tuple[str, ...] = ()
+    buckets: tuple[float, ...] | None = None
+
+
+_SECONDS_FAST = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_SECONDS_GAP = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+_C, _H, _G = Kind.COUNTER, Kind.HISTOGRAM, Kind.GAUGE
+
+METRICS: tuple[MetricSpec, ...] = (
+    # device link (one per device)
+    MetricSpec("bessai.device.poll_latency_s", _H, "s",
+               "Time for one poll of a device (all coalesced reads of a poll class)",
+               ("device", "poll"), _SECONDS_FAST),
+    MetricSpec("bessai.device.write_latency_s", _H, "s",
+               "Time for one write through the device link, by priority",
+               ("device", "priority"), _SECONDS_FAST),
+    MetricSpec("bessai.device.snapshot_age_s", _G, "s",
+               "Age of the latest snapshot; grows while the link is down", ("device",)),
+    MetricSpec("bessai.device.link_up", _G, "1",
+               "Modbus link to the device: 1 up, 0 down", ("device",)),
+    MetricSpec("bessai.device.link_down", _C, "{transition}",
+               "Transitions of the device link to down", ("device",)),
+    MetricSpec("bessai.device.poll_errors", _C, "{poll}", "Polls that failed", ("device",)),
+    MetricSpec("bessai.device.publish_errors", _C, "{snapshot}",
+               "Snapshots the device link could not hand to a consumer", ("device",)),
+    # watchdog
+    MetricSpec("bessai.watchdog.heartbeat_gap_s", _H, "s",
+               "Time between two successful heartbeat writes (Huawei needs < 15 s)",
+               ("device",), _SECONDS_GAP),
+    MetricSpec("bessai.watchdog.heartbeat_late", _C, "{heartbeat}",
+               "Heartbeats written later than their interval plus tolerance", ("device",)),
+    MetricSpec("bessai.watchdog.heartbeat_failures", _C, "{heartbeat}",
+               "Heartbeat writes that failed", ("device",)),
+    MetricSpec("bessai.watchdog.lease_failures", _C, "{renewal}",
+               "Forced-command lease renewals that failed", ("device",)),
+    # safety guard and command gate
+    MetricSpec("bessai.safety.blocks", _C, "{block}",
+               "SAFETY_BLOCK events by rule (soc_min, soc_max, temp_max, stale...)",
+               ("device", "rule")),
+    MetricSpec("bessai.safety.clears", _C, "{clear}",
+               "SAFETY_CLEAR events (a block released past its hysteresis)", ("device", "rule")),
+    MetricSpec("bessai.safety.stops", _C, "{stop}",
+               "Forced commands stopped on the device because they worsened a block",
+               ("device",)),
+    MetricSpec("bessai.safety.stop_failures", _C, "{stop}",
+               "Attempts to stop a forced command that failed", ("device",)),
+    MetricSpec("bessai.commands", _C, "{command}",
+               "Dispatch commands by decision (accepted, clamped, rejected)",
+               ("device", "decision")),
+    # spool and uplink
+    MetricSpec("bessai.spool.depth", _G, "{row}", "Rows waiting in the durable outbox"),
+    MetricSpec("bessai.spool.bytes", _G, "By", "Bytes used by the durable outbox"),
+    MetricSpec("bessai.spool.oldest_age_s", _G, "s",
+               "Age of the oldest row not yet published (0 when empty)"),
+    MetricSpec("bessai.spool.drops", _C, "{row}",
+               "Rows lost before publishing, by reason (budget, invalid, write_error...)",
+               ("reason",)),
+    MetricSpec("bessai.spool.dead_letters", _C, "{row}",
+               "Poison messages moved to the dead-letter table"),
+    MetricSpec("bessai.uplink.link_state", _G, "1",
+               "Cloud link: 0 down, 1 probing, 2 degraded, 3 up", ("link",)),
+    MetricSpec("bessai.publish.latency_s", _H, "s", "Time for one Pub/Sub publish request",
+               (), _SECONDS_FAST),
+    MetricSpec("bessai.publish.results", _C, "{request}",
+               "Publish requests by result status (HTTP code or transport error)",
+               ("status",)),
+    MetricSpec("bessai.publish.messages", _C, "{message}",
+               "Messages acknowledged by Pub/Sub (and deleted from the spool)"),
+    MetricSpec("bessai.publish.retries", _C, "{message}", "Messages put back for a retry"),
+    MetricSpec("bessai.publish.config_faults", _C, "{fault}",
+               "403/404 from Pub/Sub: a configuration fault an operator must fix"),
+    # supervision and telemetry itself
+    MetricSpec("bessai.actor.restarts", _C, "{restart}",
+               "Restarts of supervised children by child id", ("child",)),
+    MetricSpec("bessai.telemetry.dropped", _C, "{item}",
+               "Telemetry lost on the way to the collector, by signal (spans, metrics) and "
+               "reason (queue_full, export_failed, sink_error, kind_conflict)",
+               ("signal", "reason")),
+)
+
+BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in METRICS}
+
+
+def markdown_table() -> str:
+    """The catalogue as a Markdown table (docs/telemetry.md is checked against it)."""
+    rows = ["| metric | kind | unit | attributes | meaning |", "|---|---|---|---|---|"]
+    for spec in METRICS:
+        attributes = ", ".join(f"`{a}`" for a in spec.attributes) or "-"
+        rows.append(f"| `{spec.name}` | {spec.kind.value} | `{spec.unit}` | {attributes} | "
+                    f"{spec.description} |")
+    return "\n".join(rows)

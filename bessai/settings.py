@@ -1,0 +1,684 @@
+"""Gateway settings from the environment and ``config/.env``.
+
+`get_settings()` reads every key once, validates each value and the consistency between values,
+and returns a frozen `Settings`. Invariants:
+
+- The process environment wins over the file (so ``docker run -e`` and systemd overrides work);
+  an empty value (``KEY=``) counts as unset and takes the default.
+- Every problem is reported at once: one `SettingsError` lists each bad key with its value and
+  what is expected, so an operator fixes the file in one pass, not one error per restart.
+- Nothing secret reaches a repr or an error message: URL credentials (``user:pass@``) are
+  redacted, and the credentials key file is never opened here (its path is not secret).
+- Safety limits are consistent: ``0 <= SOC_MIN_PCT < SOC_MAX_PCT <= 100`` and the hysteresis
+  bands (clear at ``min + hysteresis`` / ``max - hysteresis``) do not overlap.
+
+Several inverters at one site: ``DEVICES=inv1@192.168.1.50:502/1,inv2@192.168.1.51`` (each entry
+``ID@HOST[:PORT][/UNIT][?profile=PATH]``; a missing port, unit or profile takes INVERTER_PORT,
+MODBUS_UNIT_ID, DEVICE_PROFILE). Without DEVICES there is one device, ``DEVICE_ID`` (default
+``inv1``) at INVERTER_IP. Every key is documented in ``config/.env.example``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import attrs
+from dotenv import dotenv_values
+
+from bessai.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_ENV_FILE",
+    "DEFAULT_PROFILE",
+    "KNOWN_KEYS",
+    "BindAddress",
+    "DeviceSpec",
+    "SettingProblem",
+    "Settings",
+    "SettingsError",
+    "get_settings",
+    "load_env",
+    "parse_bind",
+    "parse_size",
+    "read_log_level",
+    "redact_url",
+]
+
+DEFAULT_ENV_FILE = "config/.env"
+DEFAULT_PROFILE = "profiles/huawei_sun2000.json"
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+UplinkMode = Literal["emulator", "cloud", "off"]
+
+
+# --------------------------------------------------------------------------------------------
+# Values
+
+
+@attrs.frozen
+class BindAddress:
+    """A ``host:port`` to listen on (IPv6 hosts are bracketed when printed)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{_bracket(self.host)}:{self.port}"
+
+    @property
+    def connect_host(self) -> str:
+        """Where a local client connects: a wildcard bind (0.0.0.0, ::) is reached on loopback."""
+        return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+
+    @property
+    def url(self) -> str:
+        """The base URL a local client uses, e.g. ``http://127.0.0.1:8080``."""
+        return f"http://{_bracket(self.connect_host)}:{self.port}"
+
+
+@attrs.frozen
+class DeviceSpec:
+    """One inverter the gateway polls: its id (in logs and messages), address and profile."""
+
+    id: str
+    host: str
+    port: int = 502
+    unit_id: int = 1
+    profile: Path = Path(DEFAULT_PROFILE)
+
+    def __str__(self) -> str:
+        return f"{self.id}@{_bracket(self.host)}:{self.port}/{self.unit_id}"
+
+
+@attrs.frozen
+class SettingProblem:
+    """One bad setting: the key, the value read (None when missing) and what was expected."""
+
+    key: str
+    value: str | None
+    expected: str
+
+    def __str__(self) -> str:
+        if self.value is None:
+            return f"{self.key} is not set — {self.expected}"
+        return f"{self.key}={self.value!r} {self.expected}"
+
+
+class SettingsError(ConfigError):
+    """Every problem found in the settings, reported together."""
+
+    def __init__(self, problems: list[SettingProblem], *, source: str | None = None) -> None:
+        self.problems = list(problems)
+        count = len(self.problems)
+        head = "1 setting is wrong" if count == 1 else f"{count} settings are wrong"
+        body = "\n".join(f"  {p}".replace("\n", "\n    ") for p in self.problems)
+        where = source or DEFAULT_ENV_FILE
+        super().__init__(
+            f"{head}:\n{body}",
+            hint=f"fix {'it' if count == 1 else 'them'} in {where} (every key is documented in "
+            "config/.env.example), then run `bessai check-config`",
+        )
+
+    @property
+    def errors(self) -> list[str]:
+        """The problems as one line each."""
+        return [str(p) for p in self.problems]
+
+
+def redact_url(url: str | None) -> str | None:
+    """The URL with any ``user:password@`` replaced, for reprs and messages."""
+    if url is None or "@" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"***@{host}").geturl()
+
+
+@attrs.frozen
+class Settings:
+    """The validated configuration of one gateway. Build it with `get_settings`.
+
+    Field names are the keys in lower case (``SOC_MIN_PCT`` → ``soc_min_pct``). Constructing it
+    directly still checks the cross-key rules (safety limits, intervals, uplink keys).
+    """
+
+    site_id: str
+    devices: tuple[DeviceSpec, ...] = attrs.field(converter=tuple)
+    inverter_ip: IPAddress | str | None = None
+    inverter_port: int = 502
+    modbus_unit_id: int = 1
+    device_id: str = "inv1"
+    device_profile: Path = Path(DEFAULT_PROFILE)
+    poll_interval_s: float = 1.0
+    slow_poll_interval_s: float = 30.0
+    soc_min_pct: float = 5.0
+    soc_max_pct: float = 98.0
+    soc_hysteresis_pct: float = 2.0
+    temp_max_c: float = 45.0
+    temp_hysteresis_c: float = 3.0
+    gcp_project_id: str | None = None
+    pubsub_topic: str | None = None
+    pubsub_commands_subscription: str | None = None
+    pubsub_commands_topic: str | None = None
+    google_application_credentials: Path | None = None
+    pubsub_emulator_host: str | None = None
+    otel_exporter_otlp_endpoint: str | None = attrs.field(default=None, repr=redact_url)
+    spool_path: Path = Path("var/spool/outbox.sqlite")
+    spool_max_bytes: int = 1024**3
+    status_bind: BindAddress = BindAddress("127.0.0.1", 8080)
+    log_level: str = "INFO"
+    shutdown_deadline_s: float = 20.0
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        problems = _consistency_problems(attrs.asdict(self, recurse=False))
+        if not self.devices:
+            problems.append(
+                SettingProblem("DEVICES", None, "the gateway needs at least one inverter")
+            )
+        if problems:
+            raise SettingsError(problems)
+
+    @property
+    def inverter_ip_str(self) -> str:
+        """The (first) inverter's address as text, e.g. ``192.168.1.50``."""
+        if self.inverter_ip is not None:
+            return str(self.inverter_ip)
+        return self.devices[0].host
+
+    @property
+    def uplink_mode(self) -> UplinkMode:
+        """``off`` without PUBSUB_TOPIC, ``emulator`` with PUBSUB_EMULATOR_HOST, else ``cloud``."""
+        if self.pubsub_topic is None:
+            return "off"
+        return "emulator" if self.pubsub_emulator_host else "cloud"
+
+    @property
+    def status_url(self) -> str:
+        """Base URL of the local status endpoint (``/healthz``, ``/status``)."""
+        return self.status_bind.url
+
+    def device(self, device_id: str) -> DeviceSpec:
+        """The device with this id; a `ConfigError` naming the known ids otherwise."""
+        for spec in self.devices:
+            if spec.id == device_id:
+                return spec
+        known = ", ".join(d.id for d in self.devices)
+        raise ConfigError(
+            f"no device {device_id!r} at site {self.site_id}",
+            hint=f"use one of: {known} (set in DEVICES or DEVICE_ID)",
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Parsers: raw text -> value, or ValueError whose text completes "KEY='value' ..."
+
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+_TOPIC = re.compile(r"^[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$")
+_PROJECT = re.compile(r"^([a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "B": 1,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "TB": 1000**4,
+    "KIB": 1024,
+    "MIB": 1024**2,
+    "GIB": 1024**3,
+    "TIB": 1024**4,
+}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_IP_EXAMPLE = "set it to the inverter's address, e.g. 192.168.1.50"
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def parse_host(raw: str) -> IPAddress | str:
+    """An IP address (v4 or v6) or a DNS hostname; rejects things like ``999.1.1.1``."""
+    text = raw.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    if re.fullmatch(r"[\d.]+", text):
+        raise ValueError(f"is not an IP address — {_IP_EXAMPLE}")
+    if re.fullmatch(r"[^/\s]+:\d+", text) and text.count(":") == 1:
+        raise ValueError(
+            f"has a port in it — put only the address here (e.g. {text.split(':')[0]}) "
+            "and the port in INVERTER_PORT"
+        )
+    labels = text.rstrip(".").split(".")
+    if (
+        len(text) > 253
+        or not all(_HOST_LABEL.match(label) for label in labels)
+        or labels[-1].isdigit()
+    ):
+        raise ValueError(f"is neither an IP address nor a hostname — {_IP_EXAMPLE}")
+    return text.lower()
+
+
+def _int_in(low: int, high: int, what: str) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"is not a whole number — expected {what}") from None
+        if not low <= value <= high:
+            raise ValueError(f"is out of range — expected {what}")
+        return value
+
+    return parse
+
+
+def _float_in(low: float, high: float, what: str) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"is not a number — expected {what}") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise ValueError(f"is out of range — expected {what}")
+        return value
+
+    return parse
+
+
+def _pattern(regex: re.Pattern[str], what: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        text = raw.strip()
+        if not regex.match(text):
+            raise ValueError(f"is not valid — expected {what}")
+        return text
+
+    return parse
+
+
+def _topic(raw: str) -> str:
+    text = raw.strip()
+    if text.startswith("projects/"):
+        short = text.rsplit("/", 1)[-1]
+        raise ValueError(f"is a full resource path — give the short name only, e.g. {short!r}")
+    if not _TOPIC.match(text) or text.lower().startswith("goog"):
+        raise ValueError(
+            "is not a valid Pub/Sub name — expected 3-255 characters starting with a letter "
+            "(letters, digits, - _ . ~ + %), not starting with 'goog', e.g. bessai-telemetry"
+        )
+    return text
+
+
+def _path(raw: str) -> Path:
+    return Path(raw.strip()).expanduser()
+
+
+def parse_bind(raw: str) -> BindAddress:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6); used for STATUS_BIND and PUBSUB_EMULATOR_HOST."""
+    text = raw.strip()
+    match = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]*):(\d+)", text)
+    expected = "expected HOST:PORT, e.g. 127.0.0.1:8080 (IPv6 as [::1]:8080)"
+    if not match:
+        raise ValueError(f"is not HOST:PORT — {expected}")
+    host = match.group(1) or match.group(3) or ""
+    port = int(match.group(2) or match.group(4))
+    if not 1 <= port <= 65535:
+        raise ValueError(f"has a port out of range — {expected}")
+    if host:
+        try:
+            parse_host(host)
+        except ValueError:
+            raise ValueError(f"has an invalid host — {expected}") from None
+    return BindAddress(host or "0.0.0.0", port)
+
+
+def _emulator_host(raw: str) -> str:
+    bind = parse_bind(raw)
+    return str(bind)
+
+
+def _url(raw: str) -> str:
+    text = raw.strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("is not an http(s) URL — expected e.g. http://127.0.0.1:4318")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port — expected e.g. http://127.0.0.1:4318") from None
+    return text
+
+
+def parse_size(raw: str) -> int:
+    """Bytes from ``1073741824``, ``500MB`` (10^6) or ``2GiB`` (2^30)."""
+    expected = "expected a size such as 500MB, 2GiB or a number of bytes, at least 10MB"
+    match = _SIZE.match(raw.strip())
+    if not match:
+        raise ValueError(f"is not a size — {expected}")
+    number, unit = match.groups()
+    value = int(float(number) * _SIZE_UNITS[(unit or "B").upper()])
+    if value < 10 * 1000**2:
+        raise ValueError(f"is too small — {expected}")
+    return value
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    level = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(level, level)
+    if level not in _LOG_LEVELS:
+        raise ValueError(f"is not a log level — expected one of {', '.join(_LOG_LEVELS)}")
+    return level
+
+
+@attrs.frozen
+class _Key:
+    name: str
+    parse: Callable[[str], Any]
+    default: Any = None
+    required_hint: str | None = None  # set when the key must be present
+
+    @property
+    def field(self) -> str:
+        return self.name.lower()
+
+
+_KEYS: tuple[_Key, ...] = (
+    _Key(
+        "SITE_ID",
+        _pattern(_ID, "a site name of letters, digits, . _ - (e.g. site-santiago-01)"),
+        required_hint="name this site, e.g. SITE_ID=site-santiago-01",
+    ),
+    _Key("INVERTER_IP", parse_host),
+    _Key("INVERTER_PORT", _int_in(1, 65535, "a TCP port 1-65535 (Huawei: 502 or 6607)"), 502),
+    _Key(
+        "MODBUS_UNIT_ID",
+        _int_in(0, 255, "a unit id 0-255 (Huawei: 0 direct, 1 via SDongle)"),
+        1,
+    ),
+    _Key("DEVICE_ID", _pattern(_DEVICE_ID, "a short id of letters, digits, _ - (e.g. inv1)"),
+         "inv1"),
+    _Key("DEVICE_PROFILE", _path, Path(DEFAULT_PROFILE)),
+    _Key("DEVICES", str),  # parsed after the defaults it inherits are known
+    _Key("POLL_INTERVAL_S", _float_in(0.1, 3600, "seconds between 0.1 and 3600, e.g. 1.0"), 1.0),
+    _Key("SLOW_POLL_INTERVAL_S", _float_in(0.1, 86400, "seconds between 0.1 and 86400"), 30.0),
+    _Key("SOC_MIN_PCT", _float_in(0, 100, "a percentage 0-100, e.g. 5.0"), 5.0),
+    _Key("SOC_MAX_PCT", _float_in(0, 100, "a percentage 0-100, e.g. 98.0"), 98.0),
+    _Key("SOC_HYSTERESIS_PCT", _float_in(0, 50, "percentage points 0-50, e.g. 2.0"), 2.0),
+    _Key("TEMP_MAX_C", _float_in(-40, 100, "°C between -40 and 100, e.g. 45.0"), 45.0),
+    _Key("TEMP_HYSTERESIS_C", _float_in(0, 20, "°C between 0 and 20, e.g. 3.0"), 3.0),
+    _Key(
+        "GCP_PROJECT_ID",
+        _pattern(_PROJECT, "a Google Cloud project id: 6-30 lower-case letters, digits, -"),
+    ),
+    _Key("PUBSUB_TOPIC", _topic),
+    _Key("PUBSUB_COMMANDS_SUBSCRIPTION", _topic),
+    _Key("PUBSUB_COMMANDS_TOPIC", _topic),
+    _Key("GOOGLE_APPLICATION_CREDENTIALS", _path),
+    _Key("PUBSUB_EMULATOR_HOST", _emulator_host),
+    _Key("OTEL_EXPORTER_OTLP_ENDPOINT", _url),
+    _Key("SPOOL_PATH", _path, Path("var/spool/outbox.sqlite")),
+    _Key("SPOOL_MAX_BYTES", parse_size, 1024**3),
+    _Key("STATUS_BIND", parse_bind, BindAddress("127.0.0.1", 8080)),
+    _Key("LOG_LEVEL", _log_level, "INFO"),
+    _Key(
+        "SHUTDOWN_DEADLINE_S",
+        _float_in(1, 300, "seconds between 1 and 300 (below the stop timeout of Docker/systemd)"),
+        20.0,
+    ),
+)
+
+KNOWN_KEYS: tuple[str, ...] = tuple(k.name for k in _KEYS)
+"""Every key the gateway reads (config/.env.example documents each)."""
+
+# Keys that may sit in config/.env for other readers (the collector, compose, the OTel SDK).
+_FOREIGN_KEYS = {"OTELCOL_UPSTREAM_ENDPOINT", "BESSAI_IMAGE", "TZ"}
+_FOREIGN_PREFIXES = ("OTEL_", "OTELCOL_", "COMPOSE_", "GOOGLE_", "GRPC_", "PYTHON", "DOCKER_")
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-device
+
+
+def _parse_devices(
+    raw: str, port: int, unit_id: int, profile: Path
+) -> tuple[tuple[DeviceSpec, ...], list[str]]:
+    """Parse ``ID@HOST[:PORT][/UNIT][?profile=PATH]`` entries; returns devices and problems."""
+    devices: list[DeviceSpec] = []
+    problems: list[str] = []
+    entry_re = re.compile(
+        r"^(?P<id>[^@\s]+)@(?P<host>\[[^\]]+\]|[^:/?\s]+)"
+        r"(?::(?P<port>\d+))?(?:/(?P<unit>\d+))?(?:\?profile=(?P<profile>\S+))?$"
+    )
+    form = "ID@HOST[:PORT][/UNIT][?profile=PATH], e.g. inv1@192.168.1.50:502/1"
+    for entry in (e.strip() for e in raw.split(",")):
+        if not entry:
+            continue
+        match = entry_re.match(entry)
+        if not match:
+            problems.append(f"entry {entry!r} is not {form}")
+            continue
+        dev_id = match["id"]
+        if not _DEVICE_ID.match(dev_id):
+            problems.append(f"entry {entry!r}: id {dev_id!r} must be letters, digits, _ - (≤32)")
+            continue
+        try:
+            host = str(parse_host(match["host"]))
+        except ValueError as exc:
+            problems.append(f"entry {entry!r}: host {match['host']!r} {exc}")
+            continue
+        dev_port = int(match["port"]) if match["port"] else port
+        dev_unit = int(match["unit"]) if match["unit"] else unit_id
+        if not 1 <= dev_port <= 65535 or not 0 <= dev_unit <= 255:
+            problems.append(f"entry {entry!r}: port must be 1-65535 and unit 0-255")
+            continue
+        dev_profile = _path(match["profile"]) if match["profile"] else profile
+        devices.append(DeviceSpec(dev_id, host, dev_port, dev_unit, dev_profile))
+    if not devices and not problems:
+        problems.append(f"lists no device — expected {form}")
+    ids = [d.id for d in devices]
+    for dup in sorted({i for i in ids if ids.count(i) > 1}):
+        problems.append(f"lists device id {dup!r} twice — each id must be unique")
+    addrs = [(d.host, d.port, d.unit_id) for d in devices]
+    for dup in sorted({a for a in addrs if addrs.count(a) > 1}):
+        problems.append(
+            f"lists {_bracket(dup[0])}:{dup[1]}/{dup[2]} twice — one inverter, one entry "
+            "(an inverter accepts one Modbus client)"
+        )
+    return tuple(devices), problems
+
+
+# --------------------------------------------------------------------------------------------
+# Cross-key rules
+
+_INVALID: Any = object()
+"""Stands for a value that was present but failed to parse (distinct from None: not set)."""
+
+
+def _consistency_problems(values: Mapping[str, Any]) -> list[SettingProblem]:
+    """Rules between keys; a rule whose inputs are missing (failed to parse) is skipped."""
+    problems: list[SettingProblem] = []
+
+    def have(*names: str) -> bool:
+        return all(values.get(n) not in (None, _INVALID) for n in names)
+
+    if have("soc_min_pct", "soc_max_pct"):
+        low, high = values["soc_min_pct"], values["soc_max_pct"]
+        if low >= high:
+            problems.append(
+                SettingProblem(
+                    "SOC_MIN_PCT",
+                    f"{low:g}",
+                    f"must be below SOC_MAX_PCT={high:g} — e.g. 5.0 and 98.0",
+                )
+            )
+        elif have("soc_hysteresis_pct"):
+            hyst = values["soc_hysteresis_pct"]
+            if low + hyst >= high - hyst:
+                problems.append(
+                    SettingProblem(
+                        "SOC_HYSTERESIS_PCT",
+                        f"{hyst:g}",
+                        f"is too wide for SOC_MIN_PCT={low:g} and SOC_MAX_PCT={high:g} — a "
+                        "block clears at MIN+HYSTERESIS and MAX-HYSTERESIS, which must not meet",
+                    )
+                )
+    if have("poll_interval_s", "slow_poll_interval_s") and (
+        values["slow_poll_interval_s"] < values["poll_interval_s"]
+    ):
+        problems.append(
+            SettingProblem(
+                "SLOW_POLL_INTERVAL_S",
+                f"{values['slow_poll_interval_s']:g}",
+                f"must be at least POLL_INTERVAL_S={values['poll_interval_s']:g}",
+            )
+        )
+    project_needed = [
+        k
+        for k in ("pubsub_topic", "pubsub_commands_subscription", "pubsub_commands_topic")
+        if values.get(k) is not None
+    ]
+    if project_needed and values.get("gcp_project_id") is None:
+        names = ", ".join(k.upper() for k in project_needed)
+        problems.append(
+            SettingProblem("GCP_PROJECT_ID", None, f"{names} need a project, e.g. my-bess-project")
+        )
+    if have("pubsub_commands_subscription") and not have("pubsub_topic"):
+        problems.append(
+            SettingProblem(
+                "PUBSUB_TOPIC",
+                None,
+                "PUBSUB_COMMANDS_SUBSCRIPTION is set but telemetry has no topic — set both, "
+                "or neither for a gateway without uplink",
+            )
+        )
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_env(
+    env: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = DEFAULT_ENV_FILE
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Merge the file under the environment; returns (merged values, the file's own values).
+
+    A missing file is not an error (Docker's env_file and systemd pass the environment).
+    Empty values are dropped, in either place, so that ``KEY=`` means "not set here".
+    """
+    environ = dict(os.environ if env is None else env)
+    file_values: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        file_values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+    merged = {k: v for k, v in file_values.items() if v.strip()}
+    merged.update({k: v for k, v in environ.items() if v.strip()})
+    return merged, file_values
+
+
+def _unknown_key_warnings(file_values: Mapping[str, str], source: str) -> list[str]:
+    warnings = []
+    for key in file_values:
+        if key in KNOWN_KEYS or key in _FOREIGN_KEYS or key.startswith(_FOREIGN_PREFIXES):
+            continue
+        close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.6)
+        suggestion = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"{source}: unknown key {key} is ignored{suggestion}")
+    return warnings
+
+
+def get_settings(
+    env: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = DEFAULT_ENV_FILE
+) -> Settings:
+    """Read, validate and return the settings; raise `SettingsError` listing every problem.
+
+    ``env`` defaults to ``os.environ``; ``env_file`` (default ``config/.env``, relative to the
+    working directory) is read if it exists, and the environment wins over it.
+    """
+    raw, file_values = load_env(env, env_file)
+    source = str(env_file) if env_file is not None else "the environment"
+    problems: list[SettingProblem] = []
+    values: dict[str, Any] = {}
+    for key in _KEYS:
+        text = raw.get(key.name)
+        if text is None:
+            if key.required_hint:
+                problems.append(SettingProblem(key.name, None, key.required_hint))
+            values[key.field] = key.default
+            continue
+        try:
+            values[key.field] = key.parse(text)
+        except ValueError as exc:
+            shown = redact_url(text) if key.name == "OTEL_EXPORTER_OTLP_ENDPOINT" else text
+            problems.append(SettingProblem(key.name, shown, str(exc)))
+            values[key.field] = _INVALID
+
+    devices_raw = values.pop("devices")
+    devices: tuple[DeviceSpec, ...] = ()
+    inherit = [values[k] for k in ("inverter_port", "modbus_unit_id", "device_profile")]
+    inherit_ok = _INVALID not in inherit
+    if devices_raw is not None:
+        if "INVERTER_IP" in raw:
+            problems.append(
+                SettingProblem(
+                    "DEVICES",
+                    devices_raw,
+                    "is set together with INVERTER_IP — use one: INVERTER_IP for a single "
+                    "inverter, DEVICES for several",
+                )
+            )
+        elif inherit_ok:
+            devices, device_problems = _parse_devices(devices_raw, *inherit)
+            problems += [SettingProblem("DEVICES", devices_raw, p) for p in device_problems]
+    elif "INVERTER_IP" not in raw:
+        problems.append(
+            SettingProblem(
+                "INVERTER_IP", None, f"{_IP_EXAMPLE} (or list several inverters in DEVICES)"
+            )
+        )
+    elif inherit_ok and _INVALID not in (values["inverter_ip"], values["device_id"]):
+        devices = (
+            DeviceSpec(values["device_id"], str(values["inverter_ip"]), *inherit),
+        )
+
+    problems += _consistency_problems(values)
+    if problems:
+        raise SettingsError(problems, source=source)
+    return Settings(
+        devices=devices,
+        warnings=tuple(_unknown_key_warnings(file_values, source)),
+        **values,
+    )
+
+
+def read_log_level(
+    env: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = DEFAULT_ENV_FILE
+) -> str:
+    """LOG_LEVEL as it stands now, for a reload on SIGHUP (the file is read again).
+
+    Same precedence as `get_settings` (a LOG_LEVEL in the process environment wins, so with
+    Docker's env_file a change needs the container recreated); a bad value raises `SettingsError`
+    and the caller keeps the current level.
+    """
+    raw, _ = load_env(env, env_file)
+    text = raw.get("LOG_LEVEL")
+    if text is None:
+        return "INFO"
+    try:
+        return _log_level(text)
+    except ValueError as exc:
+        source = str(env_file) if env_file is not None else "the environment"
+        raise SettingsError([SettingProblem("LOG_LEVEL", text, str(exc))], source=source) from None

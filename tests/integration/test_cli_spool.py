@@ -1,0 +1,100 @@
+"""``bessai spool stats|export`` read a spool the uplink's `Spool` really wrote.
+
+Needs bessai.uplink.spool from the uplink branch; until it is merged the tests skip, saying so.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from bessai.model import Event, Snapshot, TagReading
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _have(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(
+    not _have("bessai.uplink.spool"),
+    reason="bessai.uplink.spool lands with the uplink branch; run after the merge",
+)
+
+
+def _bessai(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp"}
+    return subprocess.run([sys.executable, "-m", "bessai.cli.main", *args], cwd=ROOT,
+                          env={**base, **env}, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def spool_file(tmp_path: Path) -> Path:
+    """Three telemetry rows and one SAFETY_BLOCK event, committed by the real Spool."""
+    from bessai.uplink.message import record_from_event, record_from_snapshot
+    from bessai.uplink.spool import Spool
+
+    path = tmp_path / "spool" / "outbox.sqlite"
+    path.parent.mkdir()
+
+    async def write() -> None:
+        spool = Spool(path, max_bytes=50_000_000, wall_clock=lambda: 1_767_225_600.0)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(spool.run)
+            records = [
+                record_from_snapshot(Snapshot("s1", "inv1", 1_767_225_600.0 + i, float(i),
+                                              {"soc": TagReading(50.0 + i)}))
+                for i in range(3)
+            ]
+            records.append(record_from_event(Event("SAFETY_BLOCK", "s1", "inv1",
+                                                   1_767_225_603.0, {"rule": "soc_min"})))
+            await spool.append_many(records)
+            nursery.cancel_scope.cancel()
+
+    trio.run(write)
+    return path
+
+
+def test_spool_stats_reports_depth_and_budget(spool_file):
+    result = _bessai("spool", "stats", SITE_ID="s1", INVERTER_IP="127.0.0.1",
+                     SPOOL_PATH=str(spool_file), SPOOL_MAX_BYTES="50MB")
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.startswith(f"spool {spool_file}: 4 pending, ")
+    assert first.endswith(" of 47.7 MiB")
+    assert "dead letters: 0" in result.stdout
+
+
+def test_spool_stats_json_without_settings_when_given_a_path(spool_file):
+    result = _bessai("spool", "stats", "--json", "--path", str(spool_file))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["depth"] == 4
+    assert data["dead_letters"] == 0
+
+
+def test_spool_export_writes_every_row_as_json_lines(spool_file, tmp_path):
+    out = tmp_path / "rows.jsonl"
+    result = _bessai("spool", "export", "--path", str(spool_file), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 4
+    assert result.stderr.strip() == "exported 4 rows from outbox"
+
+
+def test_spool_stats_of_a_missing_file_says_to_check_spool_path(tmp_path):
+    result = _bessai("spool", "stats", "--path", str(tmp_path / "nope.sqlite"))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: no spool at ")
+    assert "hint: check SPOOL_PATH" in result.stderr
