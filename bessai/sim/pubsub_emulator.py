@@ -148,7 +148,8 @@ class EmulatorAdmin:
              ack: bool = True) -> list[dict[str, Any]]:
         """One pull: messages with ``data`` decoded from base64 (bytes) and their attributes."""
         url = f"{self.base_url}/v1/projects/{self.project}/subscriptions/{subscription}"
-        answer = httpx.post(f"{url}:pull", json={"maxMessages": max_messages}, timeout=30)
+        answer = httpx.post(f"{url}:pull", timeout=30,
+                            json={"maxMessages": max_messages, "returnImmediately": True})
         answer.raise_for_status()
         received = answer.json().get("receivedMessages", [])
         if ack and received:

@@ -1,0 +1,162 @@
+"""``bessai-run``: run the gateway tree until a signal says stop.
+
+Shutdown (SIGTERM or SIGINT): the tree stops in reverse start order — the status endpoint, the
+device sites (polling stops, the Modbus connection closes; an active forced command is left to
+its device-side lease), the commands source, the uplink (drains what the deadline allows; the
+rest stays on disk), the recorder, the spool (its last group is committed), and telemetry last
+(flushed with a deadline). The whole stop is bounded by ``SHUTDOWN_DEADLINE_S``; then the rest is
+cancelled. Exit 0. A second signal forces an immediate exit (130). SIGHUP re-reads LOG_LEVEL
+and drops cached credentials.
+
+``--simulator`` runs the built-in SUN2000 + LUNA2000 simulator in-process (one per configured
+device, over in-memory streams) for a one-command demo; no inverter or config file is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+import trio
+
+from bessai.errors import BessaiError
+from bessai.settings import DEFAULT_ENV_FILE, get_settings
+
+log = structlog.get_logger("bessai.run")
+
+EXIT_FORCED = 130
+
+SIMULATOR_DEFAULTS = {"SITE_ID": "demo-site", "INVERTER_IP": "127.0.0.1"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bessai-run", description="Run the BESSAI Edge Gateway. See ops/RUNBOOK.md.")
+    parser.add_argument("--env-file", default=DEFAULT_ENV_FILE,
+                        help="settings file read under the environment (default %(default)s)")
+    parser.add_argument("--simulator", action="store_true",
+                        help="also run the built-in simulator in-process (demo, no inverter)")
+    parser.add_argument("--sim-soc", type=float, default=50.0, metavar="PCT",
+                        help="simulator's initial SOC (default %(default)s)")
+    parser.add_argument("--sim-temp", type=float, default=25.0, metavar="C",
+                        help="simulator's initial battery temperature (default %(default)s)")
+    parser.add_argument("--duration", type=float, default=None, metavar="S",
+                        help="stop gracefully after S seconds (demos and tests)")
+    screen = parser.add_mutually_exclusive_group()
+    screen.add_argument("--screen", dest="screen", action="store_true", default=None,
+                        help="show the live status screen (default: when stdout is a terminal)")
+    screen.add_argument("--no-screen", dest="screen", action="store_false",
+                        help="log to stdout instead of showing the screen")
+    parser.add_argument("--debug", action="store_true", help="tracebacks on startup errors")
+    return parser
+
+
+async def _watch_signals(gateway: Any, deadline_s: float, cancel: trio.CancelScope,
+                         state: dict[str, Any]) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if state["stopping"]:
+                log.warning("SHUTDOWN_FORCED", signal=signal.Signals(signum).name)
+                state["forced"] = True
+                cancel.cancel()
+                return
+            state["stopping"] = True
+            log.warning("SHUTDOWN_REQUESTED", signal=signal.Signals(signum).name,
+                        deadline_s=deadline_s)
+            gateway.request_stop()
+            cancel.deadline = trio.current_time() + deadline_s
+
+
+async def _stop_after(gateway: Any, duration_s: float, deadline_s: float,
+                      cancel: trio.CancelScope, state: dict[str, Any]) -> None:
+    await trio.sleep(duration_s)
+    if not state["stopping"]:
+        state["stopping"] = True
+        log.info("SHUTDOWN_REQUESTED", reason="duration elapsed", deadline_s=deadline_s)
+        gateway.request_stop()
+        cancel.deadline = trio.current_time() + deadline_s
+
+
+async def run_gateway(args: argparse.Namespace, settings: Any, tail: Any | None) -> int:
+    from bessai.cli.screen import show
+    from bessai.gateway import Gateway
+    from bessai.sim import Simulator
+
+    state = {"stopping": False, "forced": False}
+    async with trio.open_nursery() as outer:
+        factories = {}
+        if args.simulator:
+            for device in settings.devices:
+                sim = Simulator(str(device.profile), soc_pct=args.sim_soc, temp_c=args.sim_temp,
+                                unit_id=device.unit_id)
+                await outer.start(sim.run)
+                factories[device.id] = sim.stream_factory()
+        gateway = Gateway(settings, stream_factories=factories, env_file=args.env_file,
+                          handle_sighup=True)
+        with trio.CancelScope() as cancel:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_watch_signals, gateway, settings.shutdown_deadline_s,
+                                   cancel, state)
+                if args.duration is not None:
+                    nursery.start_soon(_stop_after, gateway, args.duration,
+                                       settings.shutdown_deadline_s, cancel, state)
+                await nursery.start(gateway.run)
+                log.info("GATEWAY_READY", site=settings.site_id,
+                         status=f"http://{settings.status_bind}/status")
+                if tail is not None:
+                    nursery.start_soon(show, gateway.status, sys.stdout, tail)
+                await gateway.supervisor_done.wait()
+                nursery.cancel_scope.cancel()
+        outer.cancel_scope.cancel()
+    if state["forced"]:
+        return EXIT_FORCED
+    if cancel.cancelled_caught:
+        log.warning("SHUTDOWN_DEADLINE_EXCEEDED", deadline_s=settings.shutdown_deadline_s)
+    log.info("GATEWAY_STOPPED")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from bessai.observe import configure_logging
+
+    args = build_parser().parse_args(argv)
+    try:
+        env: dict[str, str] | None = None
+        if args.simulator:
+            env = {**SIMULATOR_DEFAULTS, **os.environ}
+        settings = get_settings(env=env, env_file=args.env_file)
+    except BessaiError as error:
+        print(error.render(), file=sys.stderr)
+        return error.exit_code
+    screen = args.screen if args.screen is not None else sys.stdout.isatty()
+    tail = None
+    if screen:
+        from bessai.cli.screen import LogTail
+
+        tail = LogTail()
+        configure_logging(settings.log_level, stream=tail, site_id=settings.site_id)
+    else:
+        configure_logging(settings.log_level, site_id=settings.site_id)
+    for warning in settings.warnings:
+        log.warning("CONFIG_WARNING", detail=warning)
+    try:
+        return trio.run(run_gateway, args, settings, tail)
+    except BessaiError as error:
+        print(error.render(), file=sys.stderr)
+        return error.exit_code
+    except Exception as error:  # the supervisor's escalation, a bind failure...
+        if args.debug:
+            raise
+        log.critical("GATEWAY_FAILED", error=f"{type(error).__name__}: {error}")
+        print(f"error: {type(error).__name__}: {error}\nhint: see the log lines above; "
+              "run with --debug for the traceback", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
