@@ -101,7 +101,7 @@ class _SighupReloader:
                 else:
                     set_log_level(level)
                 self.on_reload()
-                log.warning("CONFIG_RELOADED", log_level=level, credentials="re-read")
+                log.warning("CONFIG_RELOADED", log_level=level, service_account="re-read")
 
 
 @attrs.define(eq=False)

@@ -18,7 +18,7 @@ from pathlib import Path
 from bessai.cli._common import human_bytes, load_settings
 from bessai.cli._lazy import has_in_mro, load
 from bessai.errors import ConfigError, OperationFailedError
-from bessai.settings import SettingsError
+from bessai.settings import DEFAULT_ENV_FILE, SettingsError, load_env
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -47,7 +47,14 @@ def _spool_path(args: argparse.Namespace) -> tuple[Path, int | None]:
             return args.path, load_settings(args).spool_max_bytes
         except SettingsError:
             return args.path, None
-    settings = load_settings(args)
+    try:
+        settings = load_settings(args)
+    except SettingsError:
+        # Reading the spool needs SPOOL_PATH alone: it must work while another setting is wrong.
+        raw, _ = load_env(env_file=args.env_file or DEFAULT_ENV_FILE)
+        if "SPOOL_PATH" not in raw:
+            raise
+        return Path(raw["SPOOL_PATH"]), None
     return settings.spool_path, settings.spool_max_bytes
 
 

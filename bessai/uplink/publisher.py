@@ -107,7 +107,7 @@ class Publisher:
         try:
             headers = await self.credentials.headers()
         except CredentialsError as exc:
-            return PublishResult(Outcome.RETRY, None, reason=f"credentials: {exc}")
+            return PublishResult(Outcome.RETRY, None, reason=f"credentials unavailable ({exc})")
         headers["content-type"] = "application/json"
         try:
             response = await self.client.post(self.url, content=body, headers=headers,

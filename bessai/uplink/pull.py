@@ -112,7 +112,7 @@ class CommandSource:
         try:
             headers = await self.credentials.headers()
         except CredentialsError as exc:
-            raise _PullFailed(f"credentials: {exc}") from None
+            raise _PullFailed(f"credentials unavailable ({exc})") from None
         url = f"{self.endpoint.base_url}/v1/{self.subscription_path}:{verb}"
         try:
             response = await self.client.post(url, json=dict(body), headers=headers,
