@@ -1,0 +1,78 @@
+"""The durable uplink: spool (SQLite outbox) → Pub/Sub REST, and dispatch commands back.
+
+Wiring (done once, in the gateway tree)::
+
+    spool    = Spool(settings.spool_path, max_bytes=..., wall_clock=..., sink=sink)
+    endpoint = Endpoint.from_env()                       # emulator if PUBSUB_EMULATOR_HOST
+    creds    = credentials_for(endpoint, key_file)       # NoAuth / ServiceAccountKey / ADC
+    client   = make_client(endpoint)                     # httpx.AsyncClient, TLS verified
+    recorder = Recorder(spool, snapshots_rx, events_rx, sink=sink)
+    uplink   = Uplink(spool, Publisher(client, project, topic, endpoint=endpoint,
+                                       credentials=creds), sink=sink)
+    commands = CommandSource(client, project, subscription, safety_gate.handle,
+                             credentials=creds, endpoint=endpoint, sink=sink)
+
+Each of ``spool.run``, ``recorder.run``, ``uplink.run``, ``commands.run`` is an actor:
+``async def run(task_status=trio.TASK_STATUS_IGNORED)``, ready after ``task_status.started()``.
+Start the spool first; stop it last.
+"""
+
+from bessai.uplink.credentials import (
+    ConfigError,
+    Credentials,
+    CredentialsError,
+    DefaultCredentials,
+    Endpoint,
+    NoAuth,
+    ServiceAccountKey,
+    credentials_for,
+    make_client,
+)
+from bessai.uplink.link import Link, LinkState
+from bessai.uplink.message import MessageInvalid, Priority, Record, SpoolRow
+from bessai.uplink.publisher import Outcome, Publisher, PublishResult
+from bessai.uplink.pull import CommandSource, command_message, publish_command
+from bessai.uplink.recorder import Recorder
+from bessai.uplink.spool import (
+    Accepted,
+    Spool,
+    SpoolError,
+    SpoolStats,
+    SpoolWriteError,
+    export_rows,
+    read_stats,
+)
+from bessai.uplink.uplink import Uplink
+
+__all__ = [
+    "Accepted",
+    "CommandSource",
+    "ConfigError",
+    "Credentials",
+    "CredentialsError",
+    "DefaultCredentials",
+    "Endpoint",
+    "Link",
+    "LinkState",
+    "MessageInvalid",
+    "NoAuth",
+    "Outcome",
+    "Priority",
+    "PublishResult",
+    "Publisher",
+    "Record",
+    "Recorder",
+    "ServiceAccountKey",
+    "Spool",
+    "SpoolError",
+    "SpoolRow",
+    "SpoolStats",
+    "SpoolWriteError",
+    "Uplink",
+    "command_message",
+    "credentials_for",
+    "export_rows",
+    "make_client",
+    "publish_command",
+    "read_stats",
+]

@@ -1,0 +1,238 @@
+"""What goes on the wire: outbound records, their Pub/Sub attributes, and local validation.
+
+A `Record` is what an actor hands the spool (not yet stamped); a `SpoolRow` is a record the spool
+accepted, stamped with the device's ``seq`` and a ``msg_id`` that is never regenerated. Both
+become one Pub/Sub message whose ``data`` is JSON and whose attributes say what it is
+(``msg_id``, ``seq``, ``site_id``, ``device_id``, ``kind``, ``schema``, ``event_time``).
+
+Invariants:
+- Pub/Sub's attribute limits (at most 100 attributes, key <= 256 bytes, value <= 1,024 bytes,
+  no ``goog`` key prefix) and the 10 MB message limit are checked here, before a message enters
+  the spool, because Google's emulator does not check them and production would answer 400.
+- A request never exceeds `MAX_BATCH_MESSAGES` messages or `MAX_BATCH_BYTES` encoded bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import enum
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from bessai.model import Event, EventKind, Snapshot
+
+MAX_ATTRIBUTES = 100
+MAX_ATTRIBUTE_KEY_BYTES = 256
+MAX_ATTRIBUTE_VALUE_BYTES = 1024
+MAX_MESSAGE_BYTES = 10_000_000
+MAX_BATCH_MESSAGES = 1000
+MAX_BATCH_BYTES = 9_000_000
+"""Pub/Sub allows 10 MB per request; 9 MB leaves room for JSON framing we do not count exactly."""
+
+SCHEMAS = {
+    EventKind.TELEMETRY: "bessai.telemetry.v1",
+    EventKind.EVENT: "bessai.event.v1",
+    EventKind.GAP: "bessai.gap.v1",
+    EventKind.COMMAND_RESULT: "bessai.command_result.v1",
+}
+
+
+class Priority(enum.IntEnum):
+    """Drop order under the disk budget: highest value is dropped first; CRITICAL never is."""
+
+    CRITICAL = 0
+    """Safety events, command outcomes, gap records: never dropped."""
+    EVENT = 1
+    """Non-critical events: dropped only when no telemetry is left to drop."""
+    TELEMETRY = 2
+    """Readings: the oldest are dropped first when the disk budget is reached."""
+
+
+class MessageInvalid(ValueError):
+    """A message Pub/Sub would reject (too many attributes, key or value too long, too big).
+
+    Raised before the message enters the spool, so it can never become a poison message.
+    """
+
+
+def rfc3339(ts: float) -> str:
+    """Epoch seconds as RFC 3339 UTC with milliseconds (``2026-01-01T00:00:00.000Z``)."""
+    moment = dt.datetime.fromtimestamp(ts, tz=dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def validate_attributes(attributes: Mapping[str, str]) -> None:
+    """Raise `MessageInvalid` naming the offending attribute if Pub/Sub would reject it."""
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise MessageInvalid(
+            f"{len(attributes)} attributes; Pub/Sub allows at most {MAX_ATTRIBUTES} per message")
+    for key, value in attributes.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise MessageInvalid(f"attribute {key!r}: keys and values must be strings")
+        if not key:
+            raise MessageInvalid("attribute key is empty; Pub/Sub requires a non-empty key")
+        if key.startswith("goog"):
+            raise MessageInvalid(f"attribute {key!r}: keys starting with 'goog' are reserved")
+        if len(key.encode()) > MAX_ATTRIBUTE_KEY_BYTES:
+            raise MessageInvalid(
+                f"attribute key {key[:40]!r}... is {len(key.encode())} bytes; "
+                f"the limit is {MAX_ATTRIBUTE_KEY_BYTES}")
+        if len(value.encode()) > MAX_ATTRIBUTE_VALUE_BYTES:
+            raise MessageInvalid(
+                f"attribute {key!r} value is {len(value.encode())} bytes; the limit is "
+                f"{MAX_ATTRIBUTE_VALUE_BYTES} — shorten the site or device id")
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
+
+
+@attrs.frozen
+class Record:
+    """One thing to publish, before the spool stamps it (no seq, no msg_id yet)."""
+
+    site_id: str
+    device_id: str
+    kind: EventKind = attrs.field(converter=EventKind)
+    event_time: float
+    data: bytes = attrs.field(repr=lambda d: f"<{len(d)} bytes>")
+    priority: Priority = attrs.field(converter=Priority)
+
+    @property
+    def schema(self) -> str:
+        return SCHEMAS[self.kind]
+
+    def validate(self) -> None:
+        """Raise `MessageInvalid` if Pub/Sub would reject this record's message.
+
+        Only ``site_id`` and ``device_id`` vary in length among the attributes (the others are
+        short by construction), so the fast path checks just those; anything suspicious goes
+        through the full `validate_attributes`.
+        """
+        if len(self.data) > MAX_MESSAGE_BYTES:
+            raise MessageInvalid(
+                f"message data is {len(self.data)} bytes; Pub/Sub allows {MAX_MESSAGE_BYTES}")
+        if (0 < len(self.site_id) <= 256 and 0 < len(self.device_id) <= 256
+                and self.site_id.isascii() and self.device_id.isascii()):
+            return
+        if not self.site_id or not self.device_id:
+            raise MessageInvalid("site_id and device_id must not be empty")
+        validate_attributes(attributes_for(self, seq=0, msg_id="0" * 36))
+
+
+def attributes_for(record: Record | SpoolRow, *, seq: int, msg_id: str) -> dict[str, str]:
+    return {
+        "msg_id": msg_id,
+        "seq": str(seq),
+        "site_id": record.site_id,
+        "device_id": record.device_id,
+        "kind": str(record.kind),
+        "schema": SCHEMAS[EventKind(record.kind)],
+        "event_time": rfc3339(record.event_time),
+    }
+
+
+def record_from_snapshot(snapshot: Snapshot) -> Record:
+    """Telemetry: ``values`` by tag name; invalid readings are null with their reason kept."""
+    invalid = {name: r.reason for name, r in snapshot.readings.items() if not r.valid}
+    payload: dict[str, Any] = {
+        "site_id": snapshot.site_id,
+        "device_id": snapshot.device_id,
+        "ts": snapshot.ts,
+        "values": snapshot.values(),
+    }
+    if invalid:
+        payload["invalid"] = invalid
+    return Record(site_id=snapshot.site_id, device_id=snapshot.device_id,
+                  kind=EventKind.TELEMETRY, event_time=snapshot.ts, data=_json(payload),
+                  priority=Priority.TELEMETRY)
+
+
+def record_from_event(event: Event) -> Record:
+    """Events carry their name and body; ``critical`` events are never dropped by the budget."""
+    payload = {
+        "site_id": event.site_id,
+        "device_id": event.device_id,
+        "ts": event.ts,
+        "name": event.name,
+        "body": dict(event.body),
+    }
+    return Record(site_id=event.site_id, device_id=event.device_id, kind=event.kind,
+                  event_time=event.ts, data=_json(payload),
+                  priority=Priority.CRITICAL if event.critical else Priority.EVENT)
+
+
+def gap_payload(*, site_id: str, device_id: str, first_seq: int, last_seq: int, count: int,
+                first_ts: float, last_ts: float, reason: str) -> bytes:
+    """A gap record: which rows of which device were dropped, and why."""
+    return _json({
+        "site_id": site_id, "device_id": device_id, "ts": last_ts, "reason": reason,
+        "dropped": {"first_seq": first_seq, "last_seq": last_seq, "count": count,
+                    "first_ts": first_ts, "last_ts": last_ts,
+                    "first_time": rfc3339(first_ts), "last_time": rfc3339(last_ts)},
+    })
+
+
+@attrs.frozen
+class SpoolRow:
+    """A record the spool accepted: on disk, stamped, waiting for Pub/Sub's message id."""
+
+    row_id: int
+    seq: int
+    msg_id: str
+    site_id: str
+    device_id: str
+    kind: str
+    event_time: float
+    data: bytes = attrs.field(repr=lambda d: f"<{len(d)} bytes>")
+    priority: int
+    enqueued_at: float
+
+    @property
+    def schema(self) -> str:
+        return SCHEMAS[EventKind(self.kind)]
+
+    def attributes(self) -> dict[str, str]:
+        return attributes_for(self, seq=self.seq, msg_id=self.msg_id)
+
+    def to_pubsub(self) -> dict[str, Any]:
+        """The message as the REST API's ``PubsubMessage`` JSON."""
+        return {"data": base64.b64encode(self.data).decode(), "attributes": self.attributes()}
+
+    def encoded_size(self) -> int:
+        """Bytes this message adds to a publish request (base64 data + attributes + framing)."""
+        attrs_size = sum(len(k) + len(v.encode()) + 6 for k, v in self.attributes().items())
+        return 4 * ((len(self.data) + 2) // 3) + attrs_size + 40
+
+    def to_json(self) -> dict[str, Any]:
+        """For `bessai spool export`: every column, data decoded when it is JSON."""
+        try:
+            data: Any = json.loads(self.data)
+        except ValueError:
+            data = base64.b64encode(self.data).decode()
+        return {"row_id": self.row_id, "seq": self.seq, "msg_id": self.msg_id,
+                "site_id": self.site_id, "device_id": self.device_id, "kind": self.kind,
+                "event_time": rfc3339(self.event_time), "priority": self.priority,
+                "enqueued_at": rfc3339(self.enqueued_at), "data": data}
+
+
+def split_batches(rows: list[SpoolRow], *, max_messages: int = MAX_BATCH_MESSAGES,
+                  max_bytes: int = MAX_BATCH_BYTES) -> list[list[SpoolRow]]:
+    """Split rows (kept in order) into publish requests within Pub/Sub's request limits."""
+    batches: list[list[SpoolRow]] = []
+    current: list[SpoolRow] = []
+    size = 0
+    for row in rows:
+        row_size = row.encoded_size()
+        if current and (len(current) >= max_messages or size + row_size > max_bytes):
+            batches.append(current)
+            current, size = [], 0
+        current.append(row)
+        size += row_size
+    if current:
+        batches.append(current)
+    return batches

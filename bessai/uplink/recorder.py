@@ -1,0 +1,98 @@
+"""The recorder actor: snapshots and events from mailboxes → the spool.
+
+It drains whatever is waiting in a mailbox (up to ``max_batch``) and appends it as one group,
+so a burst costs one commit, not one per item. Invariants:
+- An item counts as recorded only when `Spool.append_many` returned (it is on disk).
+- A record Pub/Sub would reject is refused and counted (``bessai.spool.drops{reason=invalid}``),
+  never spooled, so it can never become a poison message.
+- A failed write of critical events is retried until it succeeds (they are never dropped);
+  a failed write of telemetry is counted as ``drops{reason=write_error}`` and logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import structlog
+import trio
+
+from bessai.model import Event, Snapshot
+from bessai.observe.sink import NULL_SINK, MetricSink
+from bessai.uplink.message import (
+    MessageInvalid,
+    Priority,
+    Record,
+    record_from_event,
+    record_from_snapshot,
+)
+from bessai.uplink.spool import Spool, SpoolWriteError
+
+
+@attrs.define(eq=False)
+class Recorder:
+    """Appends every `Snapshot` and `Event` it receives to ``spool``."""
+
+    spool: Spool
+    snapshots: trio.abc.ReceiveChannel[Snapshot] | None = None
+    events: trio.abc.ReceiveChannel[Event] | None = None
+    max_batch: int = 1000
+    retry_s: float = 1.0
+    sink: MetricSink = NULL_SINK
+    log: Any = attrs.field(factory=structlog.get_logger, repr=False)
+    recorded: int = attrs.field(default=0, init=False)
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Runs until both mailboxes are closed."""
+        async with trio.open_nursery() as nursery:
+            if self.snapshots is not None:
+                nursery.start_soon(self._pump, self.snapshots, record_from_snapshot)
+            if self.events is not None:
+                nursery.start_soon(self._pump, self.events, record_from_event)
+            task_status.started()
+
+    async def _pump(self, channel: Any, convert: Callable[[Any], Record]) -> None:
+        receive_nowait = getattr(channel, "receive_nowait", None)
+        while True:
+            try:
+                first = await channel.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            batch = [first]
+            while receive_nowait is not None and len(batch) < self.max_batch:
+                try:
+                    batch.append(receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+            await self._write(self._convert(batch, convert))
+
+    def _convert(self, items: list[Any], convert: Callable[[Any], Record]) -> list[Record]:
+        records = []
+        for item in items:
+            try:
+                record = convert(item)
+                record.validate()
+            except (MessageInvalid, TypeError, ValueError) as exc:
+                self.log.error("SPOOL_REJECTED", device=getattr(item, "device_id", None),
+                               item=type(item).__name__, error=str(exc)[:200])
+                self.sink.count("bessai.spool.drops", reason="invalid")
+                continue
+            records.append(record)
+        return records
+
+    async def _write(self, records: list[Record]) -> None:
+        while records:
+            try:
+                await self.spool.append_many(records)
+            except SpoolWriteError:
+                critical = [r for r in records if r.priority == Priority.CRITICAL]
+                lost = len(records) - len(critical)
+                if lost:
+                    self.sink.count("bessai.spool.drops", lost, reason="write_error")
+                records = critical
+                if records:
+                    await trio.sleep(self.retry_s)
+                continue
+            self.recorded += len(records)
+            return

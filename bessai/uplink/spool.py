@@ -1,0 +1,753 @@
+"""The durable outbox: every reading and event is on disk before it counts as accepted.
+
+The spool is one SQLite file (WAL, ``synchronous=FULL``) owned by one `Spool` object, which
+outlives actor restarts (the tree owns it). Its `run` method is the spool actor: it opens and
+recovers the file, then commits groups.
+
+Invariants:
+- **Accepted means on disk.** `append` / `append_many` queue records in memory and return only
+  after the group holding them was committed (one fsync per group, every ``commit_interval_s``).
+  All SQLite work runs off the event loop (`trio.to_thread.run_sync`) on one dedicated
+  connection, serialized by a capacity limiter of 1.
+- Each row is stamped at enqueue with ``seq`` (per device, +1 per row, persisted with the row in
+  the same transaction, so it continues across restarts without holes) and a ``msg_id`` (uuid4)
+  that is never regenerated: a row sent twice is sent with the same ``msg_id``.
+- A row is deleted only by `ack` (after Pub/Sub returned its id), by `dead_letter` (moved to the
+  ``dead_letter`` table), or by the disk budget / max age — which drop telemetry first, then
+  non-critical events, **never critical rows**, and record a gap row naming the device, the seq
+  range and the times dropped.
+- Rows leased to the uplink are never dropped and never leased twice; rows left by a crash are
+  simply pending again on the next start (they are sent again with their original ``msg_id``).
+- A corrupt file is moved aside (``<name>.corrupt-<UTC time>``) with a loud ``SPOOL_CORRUPT``
+  error and a fresh spool is started: the gateway never crash-loops on a bad file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sqlite3
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import attrs
+import structlog
+import trio
+
+from bessai.clock import WallClock, system_wall_clock
+from bessai.model import EventKind
+from bessai.observe.sink import NULL_SINK, MetricSink
+from bessai.uplink.message import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_MESSAGES,
+    Priority,
+    Record,
+    SpoolRow,
+    gap_payload,
+)
+
+ROW_OVERHEAD_BYTES = 120
+"""Estimated on-disk bytes per row besides its data (columns, index entries, page slack)."""
+SCHEMA_VERSION = 1
+WARN_FRACTION = 0.8
+DROP_TO_FRACTION = 0.95
+"""A drop round frees space down to 95 % of the budget, so drops come in rounds, not per row."""
+
+_COLUMNS = "id, seq, msg_id, site_id, device_id, kind, event_time, data, priority, enqueued_at"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER NOT NULL,
+    msg_id TEXT NOT NULL,
+    site_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    event_time REAL NOT NULL,
+    data BLOB NOT NULL,
+    priority INTEGER NOT NULL,
+    enqueued_at REAL NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_priority ON outbox (priority, id);
+CREATE TABLE IF NOT EXISTS seqs (device_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS drops (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    msg_id TEXT NOT NULL,
+    site_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    event_time REAL NOT NULL,
+    data BLOB NOT NULL,
+    priority INTEGER NOT NULL,
+    enqueued_at REAL NOT NULL,
+    size INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    dead_at REAL NOT NULL
+);
+"""
+
+
+class SpoolError(Exception):
+    """The spool could not do what was asked; the message says what to check."""
+
+
+class SpoolWriteError(SpoolError):
+    """A group could not be committed (disk full, I/O error): its records were NOT accepted."""
+
+
+@attrs.frozen
+class Accepted:
+    """What the spool stamped on an accepted record."""
+
+    device_id: str
+    seq: int
+    msg_id: str
+
+
+@attrs.frozen
+class SpoolStats:
+    """For the status endpoint and ``bessai spool stats``."""
+
+    path: str
+    depth: int
+    bytes: int
+    max_bytes: int | None
+    oldest_pending_age_s: float | None
+    drops: dict[str, int]
+    dead_letters: int
+    leased: int = 0
+    commits: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.define
+class _Waiter:
+    records: list[tuple[Record, str]]
+    done: trio.Event = attrs.field(factory=trio.Event)
+    result: list[Accepted] | None = None
+    error: BaseException | None = None
+
+
+@attrs.define
+class _Group:
+    """Everything one transaction writes."""
+
+    inserts: list[tuple[Any, ...]]
+    deletes: list[int]
+    dead: list[tuple[int, str]]
+    leased: frozenset[int]
+    last_seq: dict[str, int]
+    gap_devices: set[str] = attrs.field(factory=set)
+
+
+@attrs.define
+class _Outcome:
+    depth: int
+    bytes: int
+    oldest_enqueued_at: float | None
+    dropped: dict[str, int]
+    dead_letters: int
+    gap_rows: int
+
+
+def _row(t: Sequence[Any]) -> SpoolRow:
+    return SpoolRow(row_id=t[0], seq=t[1], msg_id=t[2], site_id=t[3], device_id=t[4], kind=t[5],
+                    event_time=t[6], data=bytes(t[7]), priority=t[8], enqueued_at=t[9])
+
+
+def _utc_stamp(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+@attrs.define(eq=False)
+class Spool:
+    """The outbox. Build one per gateway; run `run` as the ``spool`` actor.
+
+    ``max_bytes`` bounds the estimated on-disk size (rows' data + `ROW_OVERHEAD_BYTES` each);
+    ``max_age_s`` optionally drops droppable rows older than that. Both record gap rows.
+    """
+
+    path: Path = attrs.field(converter=Path)
+    max_bytes: int | None = None
+    max_age_s: float | None = None
+    commit_interval_s: float = 0.1
+    age_check_interval_s: float = 60.0
+    wall_clock: WallClock = system_wall_clock
+    sink: MetricSink = NULL_SINK
+    log: Any = attrs.field(factory=structlog.get_logger, repr=False)
+    limiter: Any = attrs.field(default=None, repr=False)
+    """What serializes the worker-thread SQLite calls: a `trio.CapacityLimiter(1)` by default;
+    anything with ``acquire_on_behalf_of`` / ``release_on_behalf_of`` that admits ONE thread
+    at a time may be injected (to observe thread work, e.g. in virtual-time tests)."""
+
+    _conn: sqlite3.Connection | None = attrs.field(default=None, init=False, repr=False)
+    _pending: list[_Waiter] = attrs.field(factory=list, init=False, repr=False)
+    _pending_deletes: list[int] = attrs.field(factory=list, init=False, repr=False)
+    _pending_dead: list[tuple[int, str, trio.Event]] = attrs.field(
+        factory=list, init=False, repr=False)
+    _wakeup: trio.Event = attrs.field(factory=trio.Event, init=False, repr=False)
+    _changed: trio.Event = attrs.field(factory=trio.Event, init=False, repr=False)
+    _ready: trio.Event = attrs.field(factory=trio.Event, init=False, repr=False)
+    _leased: set[int] = attrs.field(factory=set, init=False, repr=False)
+    _cursor: int = attrs.field(default=0, init=False, repr=False)
+    _last_seq: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
+    _last_commit: float = attrs.field(default=float("-inf"), init=False, repr=False)
+    _last_age_check: float = attrs.field(default=float("-inf"), init=False, repr=False)
+    _depth: int = attrs.field(default=0, init=False)
+    _bytes: int = attrs.field(default=0, init=False)
+    _oldest_enqueued_at: float | None = attrs.field(default=None, init=False, repr=False)
+    _drops: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
+    _dead_letters: int = attrs.field(default=0, init=False, repr=False)
+    _commits: int = attrs.field(default=0, init=False, repr=False)
+    _budget_state: str = attrs.field(default="ok", init=False, repr=False)
+    _corrupt_moved_to: Path | None = attrs.field(default=None, init=False, repr=False)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The spool actor: open (recovering), report ready, then commit groups until cancelled.
+
+        On cancellation the pending group is still committed (shielded, at most 5 s) so a
+        graceful stop loses nothing that an appender is waiting on.
+        """
+        await self.open()
+        task_status.started()
+        try:
+            while True:
+                await self._wakeup.wait()
+                await trio.sleep_until(self._last_commit + self.commit_interval_s)
+                await self._commit()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                if self._pending or self._pending_deletes or self._pending_dead:
+                    await self._commit()
+            await self.aclose()
+
+    async def open(self) -> None:
+        """Open (or create) the file off the event loop; move a corrupt file aside."""
+        if self._conn is not None:
+            return
+        self._leased.clear()
+        self._cursor = 0
+        await trio.to_thread.run_sync(self._open_sync, self.wall_clock(), limiter=self._limiter)
+        self._ready.set()
+        self._report_gauges()
+
+    async def aclose(self) -> None:
+        if self._conn is None:
+            return
+        conn, self._conn = self._conn, None
+        self._ready = trio.Event()
+        await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
+
+    @property
+    def corrupt_moved_to(self) -> Path | None:
+        """Where a corrupt file found at open was moved, if one was."""
+        return self._corrupt_moved_to
+
+    @property
+    def _limiter(self) -> Any:
+        if self.limiter is None:
+            self.limiter = trio.CapacityLimiter(1)
+        return self.limiter
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+
+    def _open_sync(self, now: float) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = self._connect()
+            check = conn.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                conn.close()
+                raise sqlite3.DatabaseError(f"quick_check says {check[0] if check else None}")
+            self._init_schema(conn)
+        except sqlite3.DatabaseError as exc:
+            salvaged = self._salvage_seqs()
+            moved = self._move_aside(now)
+            self.log.error("SPOOL_CORRUPT", path=str(self.path), moved_to=str(moved),
+                           error=type(exc).__name__, detail=str(exc)[:200],
+                           seqs_salvaged=len(salvaged),
+                           action="started a fresh spool; rows in the moved file were not sent "
+                                  "— inspect it with sqlite3 and `bessai spool export`")
+            conn = self._connect()
+            self._init_schema(conn)
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("INSERT OR REPLACE INTO seqs VALUES (?, ?)", salvaged.items())
+            self._corrupt_moved_to = moved
+        self._conn = conn
+        self._load_state(conn)
+
+    def _init_schema(self, conn: sqlite3.Connection) -> None:
+        conn.executescript(_SCHEMA)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _salvage_seqs(self) -> dict[str, int]:
+        """Best effort: keep seq monotonic even when the rest of the file is lost."""
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                return dict(conn.execute("SELECT device_id, last_seq FROM seqs").fetchall())
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return {}
+
+    def _move_aside(self, now: float) -> Path:
+        target = self.path.with_name(f"{self.path.name}.corrupt-{_utc_stamp(now)}")
+        n = 0
+        while target.exists():
+            n += 1
+            target = target.with_name(f"{target.name}.{n}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                os.replace(src, Path(f"{target}{suffix}"))
+        return target
+
+    def _load_state(self, conn: sqlite3.Connection) -> None:
+        self._last_seq = dict(conn.execute("SELECT device_id, last_seq FROM seqs").fetchall())
+        depth, size = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM outbox").fetchone()
+        self._depth, self._bytes = depth, size
+        self._drops = dict(conn.execute("SELECT reason, count FROM drops").fetchall())
+        self._dead_letters = conn.execute("SELECT count(*) FROM dead_letter").fetchone()[0]
+        self._oldest_enqueued_at = self._oldest(conn)
+        if depth:
+            self.log.info("SPOOL_RECOVERED", path=str(self.path), pending=depth, bytes=size,
+                          note="rows left by the previous run will be sent again")
+
+    @staticmethod
+    def _oldest(conn: sqlite3.Connection) -> float | None:
+        row = conn.execute("SELECT enqueued_at FROM outbox ORDER BY id LIMIT 1").fetchone()
+        return row[0] if row else None
+
+    # ---- appending ------------------------------------------------------------------------
+
+    async def append(self, record: Record) -> Accepted:
+        """Accept one record; returns once it is committed to disk."""
+        return (await self.append_many([record]))[0]
+
+    async def append_many(self, records: Iterable[Record]) -> list[Accepted]:
+        """Accept records (in order); returns once all are committed to disk.
+
+        Raises `MessageInvalid` (before anything is queued) for a record Pub/Sub would reject,
+        and `SpoolWriteError` if the group could not be committed.
+        """
+        items = list(records)
+        for record in items:
+            record.validate()
+        if not items:
+            return []
+        waiter = _Waiter([(r, str(uuid.uuid4())) for r in items])
+        self._pending.append(waiter)
+        self._wakeup.set()
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise SpoolWriteError(
+                f"spool {self.path} could not commit {len(items)} records "
+                f"({type(waiter.error).__name__}: {waiter.error}) — check free disk space and "
+                "permissions; these records were not accepted") from waiter.error
+        assert waiter.result is not None
+        return waiter.result
+
+    # ---- the uplink's side ----------------------------------------------------------------
+
+    async def lease(self, limit: int = MAX_BATCH_MESSAGES,
+                    max_bytes: int = MAX_BATCH_BYTES) -> list[SpoolRow]:
+        """The oldest pending rows not already leased (at most ``limit`` / ``max_bytes``).
+
+        Leased rows are the caller's until it calls `ack`, `release` or `dead_letter`.
+        """
+        while True:
+            await self._ready.wait()
+            leased = frozenset(self._leased)
+            rows = await trio.to_thread.run_sync(self._lease_sync, self._cursor, leased, limit,
+                                                 max_bytes, limiter=self._limiter)
+            if rows is not None:
+                break  # else the spool closed while we queued: wait for it to reopen
+        for row in rows:
+            self._leased.add(row.row_id)
+        if rows:
+            self._cursor = max(self._cursor, rows[-1].row_id)
+        return rows
+
+    def _lease_sync(self, cursor: int, leased: frozenset[int], limit: int,
+                    max_bytes: int) -> list[SpoolRow] | None:
+        if self._conn is None:
+            return None
+        out: list[SpoolRow] = []
+        size = 0
+        while len(out) < limit:
+            chunk = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                (cursor, max(limit - len(out), 64))).fetchall()
+            if not chunk:
+                break
+            for t in chunk:
+                cursor = t[0]
+                if t[0] in leased:
+                    continue
+                row = _row(t)
+                row_size = row.encoded_size()
+                if out and size + row_size > max_bytes:
+                    return out
+                out.append(row)
+                size += row_size
+                if len(out) >= limit:
+                    break
+        return out
+
+    def ack(self, rows: Iterable[SpoolRow]) -> None:
+        """Pub/Sub returned ids for these rows: delete them at the next group commit.
+
+        Does not wait; the rows stay leased (invisible to `lease`) until they are deleted.
+        """
+        ids = [r.row_id for r in rows]
+        if ids:
+            self._pending_deletes.extend(ids)
+            self._wakeup.set()
+
+    def release(self, rows: Iterable[SpoolRow]) -> None:
+        """Give leased rows back unpublished; they are leased again, oldest first."""
+        ids = [r.row_id for r in rows]
+        if not ids:
+            return
+        self._leased.difference_update(ids)
+        self._cursor = min(self._cursor, min(ids) - 1)
+
+    def reset_leases(self) -> None:
+        """Forget every lease (an uplink instance starting fresh after a crash)."""
+        self._leased.clear()
+        self._cursor = 0
+
+    async def dead_letter(self, row: SpoolRow, reason: str) -> None:
+        """Move a leased row to the dead-letter table (committed before this returns)."""
+        done = trio.Event()
+        self._pending_dead.append((row.row_id, reason, done))
+        self._wakeup.set()
+        await done.wait()
+
+    async def wait_changed(self) -> None:
+        """Wait until the next commit that added or freed rows."""
+        await self._changed.wait()
+
+    # ---- committing -----------------------------------------------------------------------
+
+    async def _commit(self) -> None:
+        self._wakeup = trio.Event()
+        waiters, self._pending = self._pending, []
+        deletes, self._pending_deletes = self._pending_deletes, []
+        dead, self._pending_dead = self._pending_dead, []
+        if not (waiters or deletes or dead):
+            return
+        await self._ready.wait()
+        now = self.wall_clock()
+        seqs = dict(self._last_seq)
+        inserts: list[tuple[Any, ...]] = []
+        results: list[list[Accepted]] = []
+        for waiter in waiters:
+            accepted = []
+            for record, msg_id in waiter.records:
+                seq = seqs.get(record.device_id, 0) + 1
+                seqs[record.device_id] = seq
+                inserts.append((seq, msg_id, record.site_id, record.device_id, str(record.kind),
+                                record.event_time, record.data, int(record.priority), now,
+                                len(record.data) + ROW_OVERHEAD_BYTES))
+                accepted.append(Accepted(record.device_id, seq, msg_id))
+            results.append(accepted)
+        age_due = (self.max_age_s is not None
+                   and trio.current_time() - self._last_age_check >= self.age_check_interval_s)
+        group = _Group(inserts=inserts, deletes=deletes,
+                       dead=[(row_id, reason) for row_id, reason, _ in dead],
+                       leased=frozenset(self._leased) - set(deletes), last_seq=seqs)
+        try:
+            outcome = await trio.to_thread.run_sync(self._write_sync, group, now, age_due,
+                                                    limiter=self._limiter)
+        except sqlite3.Error as exc:
+            self.log.error("SPOOL_WRITE_FAILED", path=str(self.path), error=type(exc).__name__,
+                           detail=str(exc)[:200], records=len(inserts),
+                           action="check free disk space and permissions")
+            self._pending_deletes[:0] = deletes
+            self._pending_dead[:0] = dead
+            for waiter in waiters:
+                waiter.error = exc
+                waiter.done.set()
+            self._last_commit = trio.current_time()
+            return
+        self._last_commit = trio.current_time()
+        self._commits += 1
+        if age_due:
+            self._last_age_check = self._last_commit
+        self._last_seq = group.last_seq
+        self._leased.difference_update(deletes)
+        self._leased.difference_update(row_id for row_id, _ in group.dead)
+        self._depth, self._bytes = outcome.depth, outcome.bytes
+        self._oldest_enqueued_at = outcome.oldest_enqueued_at
+        self._dead_letters += len(group.dead)
+        for reason, n in outcome.dropped.items():
+            self._drops[reason] = self._drops.get(reason, 0) + n
+            self.sink.count("bessai.spool.drops", n, reason=reason)
+        if group.dead:
+            self.sink.count("bessai.spool.dead_letters", len(group.dead))
+        for waiter, accepted in zip(waiters, results, strict=True):
+            waiter.result = accepted
+            waiter.done.set()
+        for _, _, done in dead:
+            done.set()
+        self._check_budget(outcome)
+        self._report_gauges()
+        if inserts or outcome.gap_rows or deletes or dead:
+            changed, self._changed = self._changed, trio.Event()
+            changed.set()
+
+    def _write_sync(self, group: _Group, now: float, age_due: bool) -> _Outcome:
+        conn = self._conn
+        assert conn is not None
+        depth, size = self._depth, self._bytes
+        dropped: dict[str, int] = {}
+        gap_rows = 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if group.inserts:
+                conn.executemany(
+                    "INSERT INTO outbox (seq, msg_id, site_id, device_id, kind, event_time, data,"
+                    " priority, enqueued_at, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    group.inserts)
+                depth += len(group.inserts)
+                size += sum(t[-1] for t in group.inserts)
+            for row_id in group.deletes:
+                gone = conn.execute("DELETE FROM outbox WHERE id = ? RETURNING size",
+                                    (row_id,)).fetchone()
+                if gone:
+                    depth -= 1
+                    size -= gone[0]
+            for row_id, reason in group.dead:
+                moved = conn.execute(
+                    "INSERT INTO dead_letter SELECT *, ?, ? FROM outbox WHERE id = ?",
+                    (reason, now, row_id)).rowcount
+                if moved:
+                    gone = conn.execute("DELETE FROM outbox WHERE id = ? RETURNING size",
+                                        (row_id,)).fetchone()
+                    depth -= 1
+                    size -= gone[0]
+            if age_due and self.max_age_s is not None:
+                victims = self._select_victims_by_age(conn, group.leased, now - self.max_age_s)
+                d, s, g = self._drop(conn, victims, "max_age", group, now)
+                depth, size, gap_rows = depth + d, size + s, gap_rows + g
+                if victims:
+                    dropped["max_age"] = len(victims)
+            if self.max_bytes is not None and size > self.max_bytes:
+                target = int(self.max_bytes * DROP_TO_FRACTION)
+                victims = self._select_victims_by_size(conn, group.leased, size - target)
+                d, s, g = self._drop(conn, victims, "budget", group, now)
+                depth, size, gap_rows = depth + d, size + s, gap_rows + g
+                if victims:
+                    dropped["budget"] = len(victims)
+            touched = {t[3] for t in group.inserts}
+            conn.executemany("INSERT OR REPLACE INTO seqs VALUES (?, ?)",
+                             [(d, group.last_seq[d]) for d in touched | group.gap_devices])
+            for reason, n in dropped.items():
+                conn.execute("INSERT INTO drops VALUES (?, ?) ON CONFLICT(reason) DO UPDATE "
+                             "SET count = count + excluded.count", (reason, n))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return _Outcome(depth=depth, bytes=size, oldest_enqueued_at=self._oldest(conn),
+                        dropped=dropped, dead_letters=len(group.dead), gap_rows=gap_rows)
+
+    @staticmethod
+    def _select_victims_by_size(conn: sqlite3.Connection, leased: frozenset[int],
+                                excess: int) -> list[tuple[Any, ...]]:
+        victims: list[tuple[Any, ...]] = []
+        freed = 0
+        for priority in (Priority.TELEMETRY, Priority.EVENT):
+            after = 0
+            while freed < excess:
+                chunk = conn.execute(
+                    "SELECT id, site_id, device_id, seq, event_time, size FROM outbox "
+                    "WHERE priority = ? AND id > ? ORDER BY id LIMIT 512",
+                    (int(priority), after)).fetchall()
+                if not chunk:
+                    break
+                for t in chunk:
+                    after = t[0]
+                    if t[0] in leased:
+                        continue
+                    victims.append(t)
+                    freed += t[5]
+                    if freed >= excess:
+                        break
+        return victims
+
+    @staticmethod
+    def _select_victims_by_age(conn: sqlite3.Connection, leased: frozenset[int],
+                               before: float) -> list[tuple[Any, ...]]:
+        rows = conn.execute(
+            "SELECT id, site_id, device_id, seq, event_time, size FROM outbox "
+            "WHERE priority > ? AND event_time < ? ORDER BY id",
+            (int(Priority.CRITICAL), before)).fetchall()
+        return [t for t in rows if t[0] not in leased]
+
+    def _drop(self, conn: sqlite3.Connection, victims: list[tuple[Any, ...]], reason: str,
+              group: _Group, now: float) -> tuple[int, int, int]:
+        """Delete victims and record one gap per device (merged into an unsent gap row)."""
+        if not victims:
+            return 0, 0, 0
+        conn.executemany("DELETE FROM outbox WHERE id = ?", [(t[0],) for t in victims])
+        d_depth = -len(victims)
+        d_size = -sum(t[5] for t in victims)
+        per_device: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        for t in victims:
+            per_device[t[2]].append(t)
+        gaps = 0
+        for device_id, rows in per_device.items():
+            site_id = rows[0][1]
+            first_seq, last_seq = min(t[3] for t in rows), max(t[3] for t in rows)
+            first_ts, last_ts = min(t[4] for t in rows), max(t[4] for t in rows)
+            count = len(rows)
+            existing = conn.execute(
+                "SELECT id, data, size FROM outbox WHERE kind = ? AND device_id = ? "
+                "ORDER BY id DESC LIMIT 1", (str(EventKind.GAP), device_id)).fetchone()
+            if existing and existing[0] not in group.leased:
+                old = json.loads(existing[1])
+                if old.get("reason") == reason:
+                    prev = old["dropped"]
+                    first_seq, first_ts = min(first_seq, prev["first_seq"]), min(
+                        first_ts, prev["first_ts"])
+                    last_seq, last_ts = max(last_seq, prev["last_seq"]), max(
+                        last_ts, prev["last_ts"])
+                    count += prev["count"]
+                    data = gap_payload(site_id=site_id, device_id=device_id,
+                                       first_seq=first_seq, last_seq=last_seq, count=count,
+                                       first_ts=first_ts, last_ts=last_ts, reason=reason)
+                    new_size = len(data) + ROW_OVERHEAD_BYTES
+                    conn.execute("UPDATE outbox SET data = ?, size = ?, event_time = ? "
+                                 "WHERE id = ?", (data, new_size, last_ts, existing[0]))
+                    d_size += new_size - existing[2]
+                    continue
+            data = gap_payload(site_id=site_id, device_id=device_id, first_seq=first_seq,
+                               last_seq=last_seq, count=count, first_ts=first_ts,
+                               last_ts=last_ts, reason=reason)
+            seq = group.last_seq.get(device_id, 0) + 1
+            group.last_seq[device_id] = seq
+            group.gap_devices.add(device_id)
+            conn.execute(
+                "INSERT INTO outbox (seq, msg_id, site_id, device_id, kind, event_time, data,"
+                " priority, enqueued_at, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (seq, str(uuid.uuid4()), site_id, device_id, str(EventKind.GAP), last_ts, data,
+                 int(Priority.CRITICAL), now, len(data) + ROW_OVERHEAD_BYTES))
+            d_depth += 1
+            d_size += len(data) + ROW_OVERHEAD_BYTES
+            gaps += 1
+        return d_depth, d_size, gaps
+
+    def _check_budget(self, outcome: _Outcome) -> None:
+        if self.max_bytes is None:
+            return
+        used = outcome.bytes / self.max_bytes
+        if outcome.dropped.get("budget"):
+            if self._budget_state != "dropping":
+                self.log.warning("SPOOL_BUDGET_FULL", path=str(self.path), bytes=outcome.bytes,
+                                 max_bytes=self.max_bytes, dropped=outcome.dropped["budget"],
+                                 action="dropping the oldest telemetry with gap records; "
+                                        "critical events are kept")
+            self._budget_state = "dropping"
+        elif used > 1.0 and self._budget_state != "exceeded":
+            self.log.error("SPOOL_BUDGET_EXCEEDED", path=str(self.path), bytes=outcome.bytes,
+                           max_bytes=self.max_bytes,
+                           action="only critical rows are left and they are never dropped; "
+                                  "restore the uplink or raise SPOOL_MAX_BYTES")
+            self._budget_state = "exceeded"
+        elif used >= WARN_FRACTION and self._budget_state == "ok":
+            self.log.warning("SPOOL_BUDGET_WARN", path=str(self.path), bytes=outcome.bytes,
+                             max_bytes=self.max_bytes, used_pct=round(used * 100, 1),
+                             action="the uplink is behind; telemetry is dropped at 100 %")
+            self._budget_state = "warned"
+        elif used < WARN_FRACTION * 0.9 and self._budget_state != "ok":
+            self.log.info("SPOOL_BUDGET_OK", path=str(self.path), used_pct=round(used * 100, 1))
+            self._budget_state = "ok"
+
+    def _report_gauges(self) -> None:
+        self.sink.gauge("bessai.spool.depth", self._depth)
+        self.sink.gauge("bessai.spool.bytes", self._bytes)
+        age = self._oldest_age()
+        self.sink.gauge("bessai.spool.oldest_age_s", age if age is not None else 0.0)
+
+    def _oldest_age(self) -> float | None:
+        if self._oldest_enqueued_at is None:
+            return None
+        return max(0.0, self.wall_clock() - self._oldest_enqueued_at)
+
+    # ---- introspection --------------------------------------------------------------------
+
+    def stats(self) -> SpoolStats:
+        """Current figures from memory (exact as of the last commit); never blocks."""
+        return SpoolStats(path=str(self.path), depth=self._depth, bytes=self._bytes,
+                          max_bytes=self.max_bytes, oldest_pending_age_s=self._oldest_age(),
+                          drops=dict(self._drops), dead_letters=self._dead_letters,
+                          leased=len(self._leased), commits=self._commits)
+
+    @property
+    def last_seq(self) -> dict[str, int]:
+        """The last committed seq per device."""
+        return dict(self._last_seq)
+
+
+# ---- CLI helpers (`bessai spool stats|export`): synchronous, read-only ------------------------
+
+
+def _open_ro(path: Path) -> sqlite3.Connection:
+    if not Path(path).exists():
+        raise SpoolError(f"no spool at {path} — check SPOOL_PATH (the gateway creates it on start)")
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def read_stats(path: str | Path, *, wall_clock: WallClock = system_wall_clock) -> SpoolStats:
+    """Figures for ``bessai spool stats``, read from the file (safe while the gateway runs)."""
+    conn = _open_ro(Path(path))
+    try:
+        depth, size = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM outbox").fetchone()
+        oldest = conn.execute("SELECT enqueued_at FROM outbox ORDER BY id LIMIT 1").fetchone()
+        drops = dict(conn.execute("SELECT reason, count FROM drops").fetchall())
+        dead = conn.execute("SELECT count(*) FROM dead_letter").fetchone()[0]
+    finally:
+        conn.close()
+    return SpoolStats(path=str(path), depth=depth, bytes=size, max_bytes=None,
+                      oldest_pending_age_s=(wall_clock() - oldest[0]) if oldest else None,
+                      drops=drops, dead_letters=dead)
+
+
+def iter_rows(path: str | Path, *, table: str = "outbox") -> Iterator[SpoolRow]:
+    """Every row of ``outbox`` or ``dead_letter``, oldest first."""
+    if table not in ("outbox", "dead_letter"):
+        raise SpoolError(f"unknown table {table!r}: use 'outbox' or 'dead_letter'")
+    conn = _open_ro(Path(path))
+    try:
+        for t in conn.execute(f"SELECT {_COLUMNS} FROM {table} ORDER BY id"):
+            yield _row(t)
+    finally:
+        conn.close()
+
+
+def export_rows(path: str | Path, out: TextIO, *, table: str = "outbox") -> int:
+    """Write rows as JSON lines (for ``bessai spool export``); returns how many."""
+    n = 0
+    for row in iter_rows(path, table=table):
+        out.write(json.dumps(row.to_json(), separators=(",", ":")) + "\n")
+        n += 1
+    return n

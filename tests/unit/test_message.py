@@ -1,0 +1,82 @@
+"""Local validation of what Pub/Sub would reject, and request splitting within its limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from bessai.uplink.message import (
+    MAX_BATCH_MESSAGES,
+    MessageInvalid,
+    Priority,
+    Record,
+    SpoolRow,
+    rfc3339,
+    split_batches,
+    validate_attributes,
+)
+from bessai.uplink.retry import Backoff, parse_retry_after
+
+
+def row(i: int, size: int = 300) -> SpoolRow:
+    return SpoolRow(row_id=i, seq=i, msg_id=f"{i:036d}", site_id="s", device_id="d",
+                    kind="telemetry", event_time=0.0, data=b"x" * size, priority=2,
+                    enqueued_at=0.0)
+
+
+def test_attribute_limits_are_checked_locally():
+    validate_attributes({"k" * 256: "v" * 1024})
+    with pytest.raises(MessageInvalid, match="at most 100"):
+        validate_attributes({f"k{i}": "v" for i in range(101)})
+    with pytest.raises(MessageInvalid, match="257 bytes"):
+        validate_attributes({"k" * 257: "v"})
+    with pytest.raises(MessageInvalid, match="1025 bytes"):
+        validate_attributes({"k": "v" * 1025})
+    with pytest.raises(MessageInvalid, match="reserved"):
+        validate_attributes({"googfoo": "v"})
+    with pytest.raises(MessageInvalid, match="1026 bytes"):
+        validate_attributes({"k": "é" * 513})  # bytes, not characters
+
+
+@pytest.mark.parametrize(("site", "ok"), [("s" * 1024, True), ("s" * 1025, False),
+                                          ("é" * 512, True), ("é" * 513, False), ("", False)])
+def test_record_validation_matches_the_full_attribute_check(site, ok):
+    record = Record(site_id=site, device_id="inv1", kind="telemetry", event_time=0.0,
+                    data=b"{}", priority=Priority.TELEMETRY)
+    if ok:
+        record.validate()
+    else:
+        with pytest.raises(MessageInvalid):
+            record.validate()
+
+
+def test_batches_respect_message_count_and_byte_limits():
+    rows = [row(i) for i in range(2500)]
+    batches = split_batches(rows)
+    assert [len(b) for b in batches] == [MAX_BATCH_MESSAGES, MAX_BATCH_MESSAGES, 500]
+    big = [row(i, size=3_000_000) for i in range(5)]
+    batches = split_batches(big)
+    assert all(sum(r.encoded_size() for r in b) <= 9_000_000 for b in batches)
+    assert [r.row_id for b in batches for r in b] == list(range(5))
+
+
+def test_event_time_is_rfc3339_utc_with_milliseconds():
+    assert rfc3339(1_767_225_600.25) == "2026-01-01T00:00:00.250Z"
+
+
+def test_retry_after_accepts_seconds_and_http_dates():
+    now = 1_767_225_600.0
+    assert parse_retry_after("7", now) == 7.0
+    assert parse_retry_after("Thu, 01 Jan 2026 00:00:30 GMT", now) == 30.0
+    assert parse_retry_after("garbage", now) is None
+    assert parse_retry_after(None, now) is None
+
+
+def test_full_jitter_backoff_is_capped_and_honours_retry_after():
+    import random
+    backoff = Backoff(rng=random.Random(3), base_s=0.5, cap_s=60)
+    delays = [backoff.next_delay() for _ in range(30)]
+    assert all(0 <= d <= 60 for d in delays)
+    assert max(delays[:3]) <= 2.0  # the ceiling grows 0.5, 1, 2 ...
+    assert backoff.next_delay(retry_after_s=45) >= 45
+    backoff.reset()
+    assert backoff.next_delay() <= 0.5
