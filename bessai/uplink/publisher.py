@@ -103,7 +103,7 @@ class Publisher:
             raise ValueError(f"a publish request holds 1..{MAX_BATCH_MESSAGES} messages, "
                              f"not {len(rows)}")
         body = json.dumps({"messages": [r.to_pubsub() for r in rows]},
-                          separators=(",", ":")).encode()
+                          separators=(",", ":"), ensure_ascii=False).encode()
         try:
             headers = await self.credentials.headers()
         except CredentialsError as exc:

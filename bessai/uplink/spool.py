@@ -6,7 +6,9 @@ recovers the file, then commits groups.
 
 Invariants:
 - **Accepted means on disk.** `append` / `append_many` queue records in memory and return only
-  after the group holding them was committed (one fsync per group, every ``commit_interval_s``).
+  after the group holding them was committed (one fsync per group, every ``commit_interval_s``,
+  or at once when ``commit_batch_rows`` are already waiting: a full group gains nothing by
+  waiting).
   All SQLite work runs off the event loop (`trio.to_thread.run_sync`) on one dedicated
   connection, serialized by a capacity limiter of 1.
 - Each row is stamped at enqueue with ``seq`` (per device, +1 per row, persisted with the row in
@@ -32,7 +34,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import attrs
 import structlog
@@ -73,7 +75,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     enqueued_at REAL NOT NULL,
     size INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS outbox_priority ON outbox (priority, id);
+CREATE INDEX IF NOT EXISTS outbox_gaps ON outbox (device_id, id) WHERE kind = 'gap';
 CREATE TABLE IF NOT EXISTS seqs (device_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS drops (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letter (
@@ -102,9 +104,8 @@ class SpoolWriteError(SpoolError):
     """A group could not be committed (disk full, I/O error): its records were NOT accepted."""
 
 
-@attrs.frozen
-class Accepted:
-    """What the spool stamped on an accepted record."""
+class Accepted(NamedTuple):
+    """What the spool stamped on an accepted record (a tuple: cheap at 100,000 a second)."""
 
     device_id: str
     seq: int
@@ -159,6 +160,17 @@ class _Outcome:
     gap_rows: int
 
 
+def new_msg_ids(n: int) -> list[str]:
+    """``n`` random (version 4) UUID strings; one urandom call for the whole group."""
+    raw = os.urandom(16 * n).hex()
+    out = []
+    for i in range(0, 32 * n, 32):
+        h = raw[i:i + 32]
+        out.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-"
+                   f"{h[20:]}")
+    return out
+
+
 def _row(t: Sequence[Any]) -> SpoolRow:
     return SpoolRow(row_id=t[0], seq=t[1], msg_id=t[2], site_id=t[3], device_id=t[4], kind=t[5],
                     event_time=t[6], data=bytes(t[7]), priority=t[8], enqueued_at=t[9])
@@ -180,6 +192,7 @@ class Spool:
     max_bytes: int | None = None
     max_age_s: float | None = None
     commit_interval_s: float = 0.1
+    commit_batch_rows: int = 1000
     age_check_interval_s: float = 60.0
     wall_clock: WallClock = system_wall_clock
     sink: MetricSink = NULL_SINK
@@ -191,6 +204,7 @@ class Spool:
 
     _conn: sqlite3.Connection | None = attrs.field(default=None, init=False, repr=False)
     _pending: list[_Waiter] = attrs.field(factory=list, init=False, repr=False)
+    _pending_rows: int = attrs.field(default=0, init=False, repr=False)
     _pending_deletes: list[int] = attrs.field(factory=list, init=False, repr=False)
     _pending_dead: list[tuple[int, str, trio.Event]] = attrs.field(
         factory=list, init=False, repr=False)
@@ -224,7 +238,8 @@ class Spool:
         try:
             while True:
                 await self._wakeup.wait()
-                await trio.sleep_until(self._last_commit + self.commit_interval_s)
+                if self._pending_rows < self.commit_batch_rows:
+                    await trio.sleep_until(self._last_commit + self.commit_interval_s)
                 await self._commit()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
@@ -352,8 +367,9 @@ class Spool:
             record.validate()
         if not items:
             return []
-        waiter = _Waiter([(r, str(uuid.uuid4())) for r in items])
+        waiter = _Waiter(list(zip(items, new_msg_ids(len(items)), strict=True)))
         self._pending.append(waiter)
+        self._pending_rows += len(items)
         self._wakeup.set()
         await waiter.done.wait()
         if waiter.error is not None:
@@ -450,6 +466,7 @@ class Spool:
     async def _commit(self) -> None:
         self._wakeup = trio.Event()
         waiters, self._pending = self._pending, []
+        self._pending_rows = 0
         deletes, self._pending_deletes = self._pending_deletes, []
         dead, self._pending_dead = self._pending_dead, []
         if not (waiters or deletes or dead):
