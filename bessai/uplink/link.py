@@ -67,7 +67,8 @@ class Link:
 
     def succeeded(self) -> None:
         if self.is_down:
-            down_for = trio.current_time() - (self.down_since or trio.current_time())
+            now = trio.current_time()
+            down_for = now - (self.down_since if self.down_since is not None else now)
             self.log.warning("LINK_UP", link=self.name, down_for_s=round(down_for, 1),
                              previous_reason=self.reason)
             self.down_since = None
