@@ -242,10 +242,11 @@ class Spool:
                     await trio.sleep_until(self._last_commit + self.commit_interval_s)
                 await self._commit()
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                if self._pending or self._pending_deletes or self._pending_dead:
-                    await self._commit()
-            await self.aclose()
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(5):
+                    if self._pending or self._pending_deletes or self._pending_dead:
+                        await self._commit()
+                await self.aclose()
 
     async def open(self) -> None:
         """Open (or create) the file off the event loop; move a corrupt file aside."""
