@@ -207,6 +207,7 @@ def main() -> None:
     size = sum(len(r.data) for r in records) / len(records)
     backlog = make_records(18_000)
     rows = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, running_emulator(Path(tmp) / "emu") as emu:
         work = Path(tmp)
         for name in ("baseline", "durable", "drain", "drainbase"):
@@ -250,7 +251,9 @@ def main() -> None:
         f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Machine: {machine()}. "
         f"Python {platform.python_version()}. Peer: Google's Pub/Sub emulator (gcloud), "
         f"same host. Messages: telemetry JSON, {size:.0f} B of data + 7 attributes. "
-        f"Each figure: median of {args.runs} runs.",
+        f"Each figure: median of {args.runs} runs. The machine is shared: 1-minute load "
+        f"average {load_before:.1f} before the run, {os.getloadavg()[0]:.1f} after "
+        f"({os.cpu_count()} CPUs).",
         "",
         "| measure | baseline | baseline figure | ours | ratio (ours/baseline, "
         "higher is better) | target |",
