@@ -60,6 +60,13 @@ class Link:
     def is_down(self) -> bool:
         return self.state in (LinkState.DOWN, LinkState.PROBING)
 
+    def status(self) -> dict[str, Any]:
+        """For the status endpoint: state, reason, how long it has been down, failures."""
+        down_for = (trio.current_time() - self.down_since) if self.down_since is not None else None
+        return {"link": self.name, "state": str(self.state), "reason": self.reason,
+                "down_for_s": None if down_for is None else round(down_for, 1),
+                "consecutive_failures": self.failures}
+
     def probing(self) -> None:
         """A probe is about to go out (only from down)."""
         if self.state == LinkState.DOWN:

@@ -83,6 +83,11 @@ class CommandSource:
     def subscription_path(self) -> str:
         return f"projects/{self.project}/subscriptions/{self.subscription}"
 
+    def status(self) -> dict[str, Any]:
+        """For the status endpoint (call from inside the Trio run)."""
+        return {**self.link.status(), "subscription": self.subscription_path,
+                "handled": self.handled, "handler_failures": self.failed}
+
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:

@@ -75,6 +75,12 @@ class Uplink:
         self.link = Link(name="pubsub", down_after=self.down_after, sink=self.sink, log=self.log)
         self.backoff = Backoff(rng=self.rng, base_s=self.backoff_base_s, cap_s=self.backoff_cap_s)
 
+    def status(self) -> dict[str, Any]:
+        """For the status endpoint (call from inside the Trio run)."""
+        return {**self.link.status(), "topic": self.publisher.topic_path,
+                "published": self.published, "poisoned": self.poisoned,
+                "config_fault": self._config_fault, "spool": self.spool.stats().to_json()}
+
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self.spool.reset_leases()
         task_status.started()

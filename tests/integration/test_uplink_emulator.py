@@ -95,6 +95,7 @@ async def run_outage(tmp_path, topic, *, cut_ticks: int, devices: int, live_tick
                 if tick == cut_ticks:
                     outage_s = trio.current_time() - t0
                     backlog = stack.spool.stats().depth
+                    during = stack.uplink.status()
                     transport.end_cuts()
                 for name in names:
                     await stack.send_snapshot(name, ts=wall0 + tick, soc=50.0 + tick % 10,
@@ -111,6 +112,11 @@ async def run_outage(tmp_path, topic, *, cut_ticks: int, devices: int, live_tick
             assert not waited.cancelled_caught, (stack.spool.stats(), stack.uplink.link)
             n.cancel_scope.cancel()
     got = await pull(topic)
+    assert during["state"] in ("down", "probing")
+    assert during["reason"].startswith("ConnectError")
+    assert during["down_for_s"] >= cut_ticks - 60
+    assert during["spool"]["depth"] == backlog
+    assert stack.uplink.status()["state"] == "up"
     assert outage_s >= cut_ticks
     assert backlog >= cut_ticks * devices  # nothing went out while the link was cut
     # the backlog drained while live data kept arriving: by the end of the live phase only the

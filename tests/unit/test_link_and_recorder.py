@@ -34,6 +34,8 @@ async def test_link_logs_down_once_then_up_once_however_many_attempts(autojump_c
     up = next(e for e in logs if e["event"] == "LINK_UP")
     assert up["down_for_s"] == 120.0
     assert sink.gauges[("bessai.uplink.link_state", (("link", "pubsub"),))] == 3
+    assert link.status() == {"link": "pubsub", "state": "up", "reason": None,
+                             "down_for_s": None, "consecutive_failures": 0}
 
 
 async def test_config_fault_takes_the_link_down_at_once():
