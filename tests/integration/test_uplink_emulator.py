@@ -72,7 +72,8 @@ async def test_published_messages_arrive_field_by_field(clock, tmp_path, pubsub_
 
 
 async def run_outage(tmp_path, topic, *, cut_ticks: int, devices: int, live_ticks: int,
-                     lose_responses: int = 2) -> tuple[Received, object, list[str]]:
+                     lose_responses: int = 2, blackhole: bool = False,
+                     timeout_s: float = 600) -> tuple[Received, object, list[str]]:
     """Sample every device at 1 Hz (data time); the link is cut for the first ``cut_ticks``
     samples, then ``live_ticks`` more samples are taken while the backlog drains.
 
@@ -87,10 +88,12 @@ async def run_outage(tmp_path, topic, *, cut_ticks: int, devices: int, live_tick
     t0 = trio.current_time()
     transport.cut(t0, math.inf)
     transport.lose_left = lose_responses
+    transport.blackhole = blackhole
     names = [f"inv{i}" for i in range(devices)]
     with capture_logs() as logs:
         async with trio.open_nursery() as n:
-            stack = await start_stack(n, tmp_path, topic, wall=wall, transport=transport)
+            stack = await start_stack(n, tmp_path, topic, wall=wall, transport=transport,
+                                      timeout_s=timeout_s)
             for tick in range(cut_ticks + live_ticks):
                 if tick == cut_ticks:
                     outage_s = trio.current_time() - t0
@@ -113,7 +116,7 @@ async def run_outage(tmp_path, topic, *, cut_ticks: int, devices: int, live_tick
             n.cancel_scope.cancel()
     got = await pull(topic)
     assert during["state"] in ("down", "probing")
-    assert during["reason"].startswith("ConnectError")
+    assert during["reason"].startswith("Timeout" if blackhole else "ConnectError")
     assert during["down_for_s"] >= cut_ticks - 60
     assert during["spool"]["depth"] == backlog
     assert stack.uplink.status()["state"] == "up"
@@ -138,6 +141,16 @@ async def test_five_minute_cut_every_message_arrives_seq_complete(clock, tmp_pat
     assert events.count("LINK_UP") == 1
     assert got.duplicates == 2  # the two lost responses, re-sent with the same msg_id
     assert stack.transport.failed > 3
+
+
+async def test_black_holed_network_for_five_minutes_times_out_and_recovers(
+        clock, tmp_path, pubsub_topic):
+    got, _, events = await run_outage(tmp_path, pubsub_topic, cut_ticks=300, devices=2,
+                                      live_ticks=120, lose_responses=0, blackhole=True,
+                                      timeout_s=10)
+    assert events.count("LINK_DOWN") == 1
+    assert events.count("LINK_UP") == 1
+    assert got.duplicates == 0
 
 
 async def test_thirty_minute_cut_at_1hz_ten_devices_drains_while_live_data_continues(
