@@ -119,11 +119,15 @@ class CommandSource:
         except CredentialsError as exc:
             raise _PullFailed(f"credentials: {exc}") from None
         url = f"{self.endpoint.base_url}/v1/{self.subscription_path}:{verb}"
-        try:
-            response = await self.client.post(url, json=dict(body), headers=headers,
-                                              timeout=self.timeout_s)
-        except (httpx.TransportError, OSError) as exc:
-            raise _PullFailed(f"{type(exc).__name__}: {str(exc)[:120]}") from None
+        response = None
+        with trio.move_on_after(self.timeout_s * 2):  # a black-holed link ends as a timeout
+            try:
+                response = await self.client.post(url, json=dict(body), headers=headers,
+                                                  timeout=self.timeout_s)
+            except (httpx.TransportError, OSError) as exc:
+                raise _PullFailed(f"{type(exc).__name__}: {str(exc)[:120]}") from None
+        if response is None:
+            raise _PullFailed(f"Timeout: no answer within {self.timeout_s * 2:.0f} s")
         if response.status_code == 200:
             return response
         if response.status_code == 401:
