@@ -185,7 +185,8 @@ class Spool:
     """The outbox. Build one per gateway; run `run` as the ``spool`` actor.
 
     ``max_bytes`` bounds the estimated on-disk size (rows' data + `ROW_OVERHEAD_BYTES` each);
-    ``max_age_s`` optionally drops droppable rows older than that. Both record gap rows.
+    ``max_age_s`` optionally drops droppable rows that have waited longer than that in the
+    spool (by the time they were accepted, on the injected wall clock). Both record gap rows.
     """
 
     path: Path = attrs.field(converter=Path)
@@ -621,7 +622,7 @@ class Spool:
                                before: float) -> list[tuple[Any, ...]]:
         rows = conn.execute(
             "SELECT id, site_id, device_id, seq, event_time, size FROM outbox "
-            "WHERE priority > ? AND event_time < ? ORDER BY id",
+            "WHERE priority > ? AND enqueued_at < ? ORDER BY id",
             (int(Priority.CRITICAL), before)).fetchall()
         return [t for t in rows if t[0] not in leased]
 
