@@ -57,8 +57,9 @@ class Uplink:
     publisher: Publisher
     sink: MetricSink = NULL_SINK
     rng: random.Random = attrs.field(factory=random.Random, repr=False)
-    batch_max: int = MAX_BATCH_MESSAGES
-    concurrency: int = 4
+    batch_max: int = attrs.field(default=MAX_BATCH_MESSAGES, validator=[
+        attrs.validators.ge(1), attrs.validators.le(MAX_BATCH_MESSAGES)])
+    concurrency: int = attrs.field(default=4, validator=attrs.validators.ge(1))
     idle_poll_s: float = 1.0
     config_fault_retry_s: float = 60.0
     backoff_base_s: float = 0.5
