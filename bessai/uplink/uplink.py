@@ -28,7 +28,13 @@ import trio
 from bessai.model import Event, EventKind
 from bessai.observe.sink import NULL_SINK, MetricSink
 from bessai.uplink.link import Link
-from bessai.uplink.message import MAX_BATCH_MESSAGES, SpoolRow, record_from_event
+from bessai.uplink.message import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_MESSAGES,
+    SpoolRow,
+    record_from_event,
+    split_batches,
+)
 from bessai.uplink.publisher import Outcome, Publisher, PublishResult
 from bessai.uplink.retry import Backoff
 from bessai.uplink.spool import Spool
@@ -94,12 +100,10 @@ class Uplink:
     # ---- one round: up to `concurrency` batches in flight ------------------------------------
 
     async def _round(self) -> None:
-        batches: list[list[SpoolRow]] = []
-        for _ in range(self.concurrency):
-            rows = await self.spool.lease(self.batch_max)
-            if not rows:
-                break
-            batches.append(rows)
+        # one lease (one trip to the SQLite thread) for the whole round, split into requests
+        rows = await self.spool.lease(self.batch_max * self.concurrency,
+                                      max_bytes=MAX_BATCH_BYTES * self.concurrency)
+        batches = split_batches(rows, max_messages=self.batch_max)
         if not batches:
             with trio.move_on_after(self.idle_poll_s):
                 await self.spool.wait_changed()
