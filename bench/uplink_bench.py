@@ -12,7 +12,8 @@
 3. Drain time of a 30-minute backlog of 10 devices at 1 Hz (18,000 messages) once the link
    returns. Target <= 3 s. Baseline: `PublisherClient` publishing the same 18,000 from memory.
 
-Writes bench/results/uplink.md.
+Each figure is the median of ``--runs`` runs (the machine is shared). Writes
+bench/results/uplink.md.
 """
 
 from __future__ import annotations
@@ -42,12 +43,16 @@ PROJECT = "bessai-bench"
 RESULTS = Path(__file__).parent / "results" / "uplink.md"
 
 
+def fresh(workdir: Path, stem: str) -> Path:
+    return workdir / f"{stem}-{uuid.uuid4().hex[:8]}.sqlite"
+
+
 def make_records(n: int, devices: int = 10) -> list[Record]:
     """Telemetry of about 300 B per message, like a SUN2000 + LUNA2000 poll."""
     tags = {"soc": 55.5, "battery_power_w": -1234, "active_power_w": 4567,
             "meter_power_w": -89, "grid_frequency_hz": 50.01, "inverter_temp_c": 41.2,
             "battery_temp_c": 27.3, "device_status": 512, "battery_status": 2,
-            "alarm_1": 0}
+            "alarm_1": 0, "alarm_2": 0, "pv_power_w": 5801}
     out = []
     for i in range(n):
         snap = Snapshot(site_id="site-001", device_id=f"inv{i % devices}",
@@ -84,7 +89,7 @@ def uplink_for(spool: Spool, client: httpx.AsyncClient, host: str, topic: str) -
 
 async def durable_pipeline(host: str, topic: str, records: list[Record], workdir: Path) -> float:
     """Append (group commit) + publish + delete, concurrently; seconds until the spool is empty."""
-    spool = Spool(workdir / "durable.sqlite")
+    spool = Spool(fresh(workdir, "durable"))
     async with httpx.AsyncClient(timeout=30) as client, trio.open_nursery() as nursery:
         await nursery.start(spool.run)
         # warm the connection up, outside the timing
@@ -117,7 +122,7 @@ async def _one_row(spool: Spool, record: Record) -> list:
 async def appends_grouped(records: list[Record], workdir: Path, *, tasks: int,
                           batch: int) -> float:
     """``tasks`` concurrent appenders; each call returns once its group is on disk."""
-    spool = Spool(workdir / f"append-{tasks}-{batch}.sqlite")
+    spool = Spool(fresh(workdir, "append"))
     async with trio.open_nursery() as nursery:
         await nursery.start(spool.run)
         per_task = len(records) // tasks
@@ -141,7 +146,7 @@ async def appends_grouped(records: list[Record], workdir: Path, *, tasks: int,
 
 
 def appends_commit_per_row(records: list[Record], workdir: Path) -> float:
-    conn = sqlite3.connect(workdir / "naive.sqlite", isolation_level=None)
+    conn = sqlite3.connect(fresh(workdir, "naive"), isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY, msg_id TEXT, data BLOB)")
@@ -158,7 +163,7 @@ def appends_commit_per_row(records: list[Record], workdir: Path) -> float:
 
 async def drain_backlog(host: str, topic: str, records: list[Record], workdir: Path) -> float:
     """An 18,000-row backlog already on disk; seconds from link-up until the spool is empty."""
-    spool = Spool(workdir / "backlog.sqlite")
+    spool = Spool(fresh(workdir, "backlog"))
     async with httpx.AsyncClient(timeout=30) as client, trio.open_nursery() as nursery:
         await nursery.start(spool.run)
         await spool.append_many(records)
@@ -173,6 +178,11 @@ async def drain_backlog(host: str, topic: str, records: list[Record], workdir: P
         elapsed = time.perf_counter() - started
         nursery.cancel_scope.cancel()
     return elapsed
+
+
+def median_of(runs: int, fn, *args) -> float:
+    values = sorted(fn(*args) for _ in range(runs))
+    return values[len(values) // 2]
 
 
 def machine() -> str:
@@ -191,18 +201,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--appends", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     records = make_records(args.messages)
     size = sum(len(r.data) for r in records) / len(records)
     backlog = make_records(18_000)
     rows = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, running_emulator(Path(tmp) / "emu") as emu:
         work = Path(tmp)
         for name in ("baseline", "durable", "drain", "drainbase"):
             create_topic(emu, PROJECT, name)
+        runs = args.runs
 
-        base_s = baseline_publisher_client(emu.host, "baseline", records)
-        ours_s = trio.run(durable_pipeline, emu.host, "durable", records, work)
+        base_s = median_of(runs, baseline_publisher_client, emu.host, "baseline", records)
+        ours_s = median_of(runs, trio.run, durable_pipeline, emu.host, "durable", records, work)
         base_rate, ours_rate = len(records) / base_s, len(records) / ours_s
         rows.append(("Durable throughput, 50,000 msgs (append+publish+delete)",
                      "PublisherClient from memory", f"{base_rate:,.0f} msg/s",
@@ -211,10 +224,11 @@ def main() -> None:
               f"ours {ours_rate:,.0f}/s ({ours_s:.2f} s), ratio {ours_rate / base_rate:.2f}")
 
         append_records = make_records(args.appends)
-        naive = appends_commit_per_row(append_records[:3000], work)
-        single = trio.run(lambda: appends_grouped(append_records[:50_000], work, tasks=1000,
-                                                  batch=1))
-        batched = trio.run(lambda: appends_grouped(append_records, work, tasks=4, batch=1000))
+        naive = median_of(runs, appends_commit_per_row, append_records[:3000], work)
+        single = median_of(runs, lambda: trio.run(lambda: appends_grouped(
+            append_records[:50_000], work, tasks=1000, batch=1)))
+        batched = median_of(runs, lambda: trio.run(lambda: appends_grouped(
+            append_records, work, tasks=4, batch=1000)))
         rows.append(("Spool appends/s, 1,000 tasks x append() (group commit)",
                      "commit per append", f"{naive:,.0f}/s", f"{single:,.0f}/s",
                      single / naive, ">= 100,000/s"))
@@ -224,8 +238,8 @@ def main() -> None:
         print(f"appends: commit-per-row {naive:,.0f}/s, grouped single {single:,.0f}/s, "
               f"grouped batches {batched:,.0f}/s")
 
-        drain_base = baseline_publisher_client(emu.host, "drainbase", backlog)
-        drain = trio.run(drain_backlog, emu.host, "drain", backlog, work)
+        drain_base = median_of(runs, baseline_publisher_client, emu.host, "drainbase", backlog)
+        drain = median_of(runs, trio.run, drain_backlog, emu.host, "drain", backlog, work)
         rows.append(("Drain 30-min backlog, 10 devices at 1 Hz (18,000 msgs)",
                      "PublisherClient from memory", f"{drain_base:.2f} s", f"{drain:.2f} s",
                      drain_base / drain, "<= 3 s"))
@@ -236,7 +250,10 @@ def main() -> None:
         "",
         f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Machine: {machine()}. "
         f"Python {platform.python_version()}. Peer: Google's Pub/Sub emulator (gcloud), "
-        f"same host. Messages: telemetry JSON, {size:.0f} B of data + 7 attributes.",
+        f"same host. Messages: telemetry JSON, {size:.0f} B of data + 7 attributes. "
+        f"Each figure: median of {args.runs} runs. The machine is shared: 1-minute load "
+        f"average {load_before:.1f} before the run, {os.getloadavg()[0]:.1f} after "
+        f"({os.cpu_count()} CPUs).",
         "",
         "| measure | baseline | baseline figure | ours | ratio (ours/baseline, "
         "higher is better) | target |",

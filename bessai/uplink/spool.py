@@ -185,7 +185,8 @@ class Spool:
     """The outbox. Build one per gateway; run `run` as the ``spool`` actor.
 
     ``max_bytes`` bounds the estimated on-disk size (rows' data + `ROW_OVERHEAD_BYTES` each);
-    ``max_age_s`` optionally drops droppable rows older than that. Both record gap rows.
+    ``max_age_s`` optionally drops droppable rows that have waited longer than that in the
+    spool (by the time they were accepted, on the injected wall clock). Both record gap rows.
     """
 
     path: Path = attrs.field(converter=Path)
@@ -242,10 +243,11 @@ class Spool:
                     await trio.sleep_until(self._last_commit + self.commit_interval_s)
                 await self._commit()
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                if self._pending or self._pending_deletes or self._pending_dead:
-                    await self._commit()
-            await self.aclose()
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(5):
+                    if self._pending or self._pending_deletes or self._pending_dead:
+                        await self._commit()
+                await self.aclose()
 
     async def open(self) -> None:
         """Open (or create) the file off the event loop; move a corrupt file aside."""
@@ -476,15 +478,19 @@ class Spool:
         seqs = dict(self._last_seq)
         inserts: list[tuple[Any, ...]] = []
         results: list[list[Accepted]] = []
+        add_insert = inserts.append  # the hot loop: ~100,000 rows a second
         for waiter in waiters:
-            accepted = []
+            accepted: list[Accepted] = []
+            add = accepted.append
             for record, msg_id in waiter.records:
-                seq = seqs.get(record.device_id, 0) + 1
-                seqs[record.device_id] = seq
-                inserts.append((seq, msg_id, record.site_id, record.device_id, str(record.kind),
-                                record.event_time, record.data, int(record.priority), now,
-                                len(record.data) + ROW_OVERHEAD_BYTES))
-                accepted.append(Accepted(record.device_id, seq, msg_id))
+                device = record.device_id
+                seq = seqs.get(device, 0) + 1
+                seqs[device] = seq
+                data = record.data
+                # StrEnum / IntEnum bind as TEXT / INTEGER as they are
+                add_insert((seq, msg_id, record.site_id, device, record.kind, record.event_time,
+                            data, record.priority, now, len(data) + ROW_OVERHEAD_BYTES))
+                add(Accepted(device, seq, msg_id))
             results.append(accepted)
         age_due = (self.max_age_s is not None
                    and trio.current_time() - self._last_age_check >= self.age_check_interval_s)
@@ -616,7 +622,7 @@ class Spool:
                                before: float) -> list[tuple[Any, ...]]:
         rows = conn.execute(
             "SELECT id, site_id, device_id, seq, event_time, size FROM outbox "
-            "WHERE priority > ? AND event_time < ? ORDER BY id",
+            "WHERE priority > ? AND enqueued_at < ? ORDER BY id",
             (int(Priority.CRITICAL), before)).fetchall()
         return [t for t in rows if t[0] not in leased]
 

@@ -89,3 +89,12 @@ def test_encoded_size_is_an_upper_bound_of_the_real_request_bytes():
                  data=b"y" * 301, priority=0, enqueued_at=0.0)
     real = len(_json.dumps(r.to_pubsub(), separators=(",", ":"), ensure_ascii=False).encode()) + 1
     assert real <= r.encoded_size() <= real + 120
+
+
+@pytest.mark.parametrize(("status", "outcome"), [
+    (200, "ok"), (408, "retry"), (429, "retry"), (500, "retry"), (502, "retry"),
+    (503, "retry"), (504, "retry"), (401, "unauthorized"), (400, "bad_request"),
+    (413, "bad_request"), (403, "config_fault"), (404, "config_fault"), (418, "retry")])
+def test_every_status_has_a_decided_outcome(status, outcome):
+    from bessai.uplink.publisher import classify
+    assert classify(status) == outcome
