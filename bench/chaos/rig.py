@@ -255,6 +255,9 @@ class Rig:
     recovered_at: float | None = None
     crashed_at: list[float] = attrs.field(factory=list)
     soc_crossed_at: float = 0.0
+    hb_allowance_s: float = 0.0
+    slow_phases: list[tuple[float, float, float]] = attrs.field(factory=list)
+    storm_count: int = 0
     cut_window: tuple[float, float] = (0.0, 0.0)
     delivered_events: list[dict[str, Any]] = attrs.field(factory=list)
     telemetry_ts: list[float] = attrs.field(factory=list)

@@ -15,6 +15,7 @@ restart counts exactly as the fault implies, the backlog drained after recovery.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -96,6 +97,122 @@ def cut_checks(minutes: float, *, expect_drops: bool = False) -> Callable[[Rig],
                 f"telemetry gap {_telemetry_gap_s(rig):.1f} s")
 
     return checks
+
+
+def flapping(up_s: float, down_s: float, hours: float) -> Script:
+    async def script(rig: Rig) -> None:
+        await _steady(rig, 30)
+        start = trio.current_time()
+        end = start + hours * 3600
+        t = start
+        while t < end:
+            rig.faults.cut(t, min(t + down_s, end))
+            t += down_s + up_s
+        await trio.sleep_until(end)
+        rig.mark_recovered(end)
+        await rig.wait_drained()
+        await _steady(rig, 60)
+
+    return script
+
+
+def flapping_checks(rig: Rig) -> None:
+    r = rig.result
+    rig.standard_checks(drain_within_s=120)
+    r.check("polling went on", _telemetry_gap_s(rig) <= 2 * rig.poll_interval_s + 1,
+            f"telemetry gap {_telemetry_gap_s(rig):.1f} s")
+    r.notes.append(f"{rig.faults.failed} requests failed, {rig.faults.forwarded} forwarded")
+
+
+async def storm_503(rig: Rig) -> None:
+    """A burst of 503 answers (with Retry-After) to every request, publishes and pulls alike."""
+    await _steady(rig, 30)
+    count = rig.rng.randint(150, 250)
+    rig.storm_count = count
+    rig.faults.storm(503, count, "2")
+    while rig.faults.storms:
+        await trio.sleep(1)
+    rig.mark_recovered()
+    await rig.wait_drained()
+    await _steady(rig, 30)
+
+
+def storm_checks(rig: Rig) -> None:
+    r = rig.result
+    rig.standard_checks(drain_within_s=120)
+    got = rig.faults.status_counts.get(503, 0)
+    r.check("every 503 was answered", got == rig.storm_count, f"{got} of {rig.storm_count}")
+    r.notes.append(f"{rig.storm_count} consecutive 503 answers with Retry-After: 2")
+
+
+async def device_lost_during_cut(rig: Rig) -> None:
+    """Cloud cut for 10 min; inside it the device drops the connection three times and then
+    stops answering for 25 s."""
+    await _steady(rig, 30)
+    _, end = rig.cut_cloud(10 * 60)
+    for _ in range(3):
+        await trio.sleep(rig.rng.uniform(30, 90))
+        rig.sim.drop_connections()
+    await trio.sleep(rig.rng.uniform(10, 30))
+    rig.sim.faults.silent = True
+    rig.hb_allowance_s = 25.0
+    await trio.sleep(rig.hb_allowance_s)
+    rig.sim.faults.silent = False
+    await trio.sleep_until(end)
+    rig.mark_recovered(end)
+    await rig.wait_drained()
+    await _steady(rig, 30)
+
+
+def device_lost_checks(rig: Rig) -> None:
+    r = rig.result
+    wd = rig.site.config.heartbeat
+    rig.standard_checks(hb_limit_s=rig.hb_allowance_s + wd.interval_s + request_timeout_s(rig),
+                        drain_within_s=150)
+    names = [e["name"] for e in rig.delivered_events]
+    r.check("stale data blocked and cleared, events delivered after the cut",
+            names.count("SAFETY_BLOCK") >= 1
+            and names.count("SAFETY_BLOCK") == names.count("SAFETY_CLEAR"),
+            f"events: {names}")
+    r.notes.append(f"device silent {rig.hb_allowance_s:g} s: heartbeat limit raised by that; "
+                   f"events delivered: {', '.join(names) or 'none'}")
+
+
+async def device_busy_then_slow(rig: Rig) -> None:
+    """Busy (exception 0x06) for 15 s, then replies delayed 3 s for 2 min, then 8 s for 1 min
+    (Huawei documents replies up to 10 s)."""
+    await _steady(rig, 30)
+    rig.sim.faults.busy = True
+    rig.hb_allowance_s = 15.0
+    await trio.sleep(rig.hb_allowance_s)
+    rig.sim.faults.busy = False
+    await _steady(rig, 30)
+    for delay_s, seconds in ((3.0, 120), (8.0, 60)):
+        start = trio.current_time()
+        rig.sim.faults.delay_s = delay_s
+        await trio.sleep(seconds)
+        rig.slow_phases.append((start, trio.current_time() + 2 * delay_s, delay_s))
+    rig.sim.faults.delay_s = 0.0
+    await _steady(rig, 60)
+
+
+def busy_checks(rig: Rig) -> None:
+    r = rig.result
+    wd = rig.site.config.heartbeat
+    rig.standard_checks(hb_limit_s=rig.hb_allowance_s + wd.interval_s + request_timeout_s(rig))
+    beats = rig.heartbeat_times()
+    worst_by_delay = []
+    for start, end, delay_s in rig.slow_phases:
+        gaps = [b - a for a, b in itertools.pairwise(beats) if start <= b <= end]
+        worst = max(gaps, default=0.0)
+        worst_by_delay.append(f"{worst:.1f} s at {delay_s:g} s replies")
+        # one serialized connection: a beat may wait for the reply in flight, then its own
+        limit = wd.interval_s + 2 * delay_s
+        r.check(f"replies {delay_s:g} s late: heartbeat gap <= interval + 2 replies",
+                worst <= limit, f"{worst:.1f} s > {limit:g} s")
+    names = [e["name"] for e in rig.delivered_events]
+    r.notes.append("busy 15 s (heartbeat limit raised by that); worst heartbeat gap "
+                   + ", ".join(worst_by_delay) + f"; events: {Counter(names)}")
 
 
 # ---- SOC crossing its limit during a cut ------------------------------------------------------
@@ -209,6 +326,23 @@ def _scenarios() -> list[Scenario]:
                  soc_high_during_cut, soc_checks, sim_soc_pct=97.0),
     ]
     out += [crash_scenario(t) for t in CRASH_TARGETS]
+    out += [
+        Scenario("pubsub-503-storm", "150-250 consecutive 503 answers with Retry-After",
+                 storm_503, storm_checks),
+        Scenario("device-lost-during-cut", "10-min cloud cut; inside it the device drops the "
+                 "connection 3 times, then is silent for 25 s", device_lost_during_cut,
+                 device_lost_checks),
+        Scenario("device-busy-slow", "device busy (0x06) for 15 s, then replies 3 s late for "
+                 "2 min and 8 s late for 1 min", device_busy_then_slow, busy_checks),
+        Scenario("flapping-2h", "link flapping 30 s up / 30 s down for 2 hours at 1 Hz",
+                 flapping(30, 30, 2), flapping_checks, ci=False,
+                 long_reason="7,200 polls: about 2 minutes of real time"),
+        Scenario("cut-72h", "cloud cut for 72 hours with the default disk budget (1 GiB)",
+                 cloud_cut(72 * 60), cut_checks(72 * 60), ci=False, poll_interval_s=10.0,
+                 long_reason="26,000 polls and 26,000 heartbeats",
+                 note="poll interval 10 s instead of 1 s to keep the run to minutes; the "
+                      "heartbeat still every 10 s"),
+    ]
     return out
 
 
