@@ -20,7 +20,7 @@ import trio
 from trio.testing import MockClock
 
 from bench.chaos.rig import Result
-from bench.chaos.scenarios import SCENARIOS, Scenario, run_scenario
+from bench.chaos.scenarios import SCENARIOS, Scenario, run_scenario, run_standalone
 from bessai.observe.logs import configure_logging
 from bessai.sim.pubsub_emulator import PubSubEmulator
 
@@ -109,6 +109,8 @@ async def _run_all(scenarios: list[Scenario], host: str, workdir: Path,
                    seed: int) -> list[tuple[Scenario, Result]]:
     results = []
     for s in scenarios:
+        if s.standalone is not None:
+            continue
         result = await run_scenario(s, host, workdir, seed)
         print(result.summary(), flush=True)
         results.append((s, result))
@@ -134,8 +136,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no scenario matches; known: {', '.join(s.name for s in SCENARIOS)}")
     started = time.monotonic()  # wall-clock: total real time for the log line
     with tempfile.TemporaryDirectory(prefix="bessai-chaos-") as tmp, PubSubEmulator() as emu:
-        results = trio.run(_run_all, chosen, emu.host, Path(tmp), args.seed,
+        virtual = trio.run(_run_all, chosen, emu.host, Path(tmp), args.seed,
                            clock=MockClock(autojump_threshold=0))
+        real = []
+        for s in chosen:
+            if s.standalone is not None:
+                result = run_standalone(s, emu.host, Path(tmp), args.seed)
+                print(result.summary(), flush=True)
+                real.append((s, result))
+        order = {s.name: i for i, s in enumerate(chosen)}
+        results = sorted(virtual + real, key=lambda sr: order[sr[0].name])
     print(f"{sum(r.passed for _, r in results)}/{len(results)} passed in "
           f"{time.monotonic() - started:.0f} s real", flush=True)  # wall-clock
     if not args.no_write:

@@ -239,7 +239,8 @@ class Rig:
     spool_max_bytes: int | None = None
     sim_soc_pct: float = 50.0
     settings_overrides: dict[str, Any] = attrs.field(factory=dict)
-    crash: tuple[str, float] | None = None
+    crash: tuple[str, float | None] | None = None
+    """(actor path, seconds after its start, None: random from the seed): raises once."""
     wall_offset: float = 1_767_225_600.0
     """Trio time 0 as wall time (`trio_wall_clock`'s epoch): event ts - offset = Trio time."""
     rng: random.Random = attrs.field(init=False)
@@ -258,6 +259,7 @@ class Rig:
     hb_allowance_s: float = 0.0
     slow_phases: list[tuple[float, float, float]] = attrs.field(factory=list)
     storm_count: int = 0
+    command_id: str = ""
     cut_window: tuple[float, float] = (0.0, 0.0)
     delivered_events: list[dict[str, Any]] = attrs.field(factory=list)
     telemetry_ts: list[float] = attrs.field(factory=list)
@@ -319,7 +321,11 @@ class Rig:
                           status_server=False, env_file=None)
         self.gw.spool.limiter = FreezingLimiter()
         if self.crash is not None:
-            self.crashed_at = crash_child(self.gw, *self.crash)
+            path, after_s = self.crash
+            if after_s is None:  # a random point, from the seed
+                after_s = round(self.rng.uniform(10.0, 60.0), 2)
+            self.result.notes.append(f"crash injected {after_s:g} s after {path} started")
+            self.crashed_at = crash_child(self.gw, path, after_s)
 
     async def start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
@@ -433,7 +439,7 @@ class Rig:
                 r.dropped += gap["count"]
                 r.gap_records += 1
                 seqs[a["device_id"]].update(range(gap["first_seq"], gap["last_seq"] + 1))
-            elif a["kind"] == "event":
+            elif a["kind"] in ("event", "command_result"):
                 self.delivered_events.append(json.loads(copies[0]["data"]))
             elif a["kind"] == "telemetry" and a["device_id"] == DEVICE:
                 self.telemetry_ts.append(json.loads(copies[0]["data"])["ts"])

@@ -36,15 +36,20 @@ class Scenario:
     poll_interval_s: float = 1.0
     spool_max_bytes: int | None = None
     sim_soc_pct: float = 50.0
-    crash: tuple[str, float] | None = None
-    """(actor path, seconds after its start): that actor raises once."""
+    crash: tuple[str, float | None] | None = None
+    """(actor path, seconds after its start or None for a seeded random point): that actor
+    raises once."""
     long_reason: str = ""
     note: str = ""
+    standalone: Callable[[str, Path, int], Result] | None = None
+    """A real-clock scenario run outside virtual time: (emulator host, workdir, seed) → Result."""
 
 
 async def run_scenario(scenario: Scenario, emulator_host: str, workdir: Path,
                        seed: int) -> Result:
     """Run one scenario inside the current Trio run (its clock: MockClock, autojump 0)."""
+    if scenario.standalone is not None:
+        raise ValueError(f"{scenario.name} runs on the real clock: use run_standalone")
     rig = Rig(scenario.name, seed, workdir, emulator_host,
               poll_interval_s=scenario.poll_interval_s,
               spool_max_bytes=scenario.spool_max_bytes, sim_soc_pct=scenario.sim_soc_pct,
@@ -53,6 +58,23 @@ async def run_scenario(scenario: Scenario, emulator_host: str, workdir: Path,
     if scenario.note:
         result.notes.append(scenario.note)
     return result
+
+
+def run_standalone(scenario: Scenario, emulator_host: str, workdir: Path, seed: int) -> Result:
+    """Run a real-clock scenario (synchronous, outside any Trio run)."""
+    assert scenario.standalone is not None
+    result = scenario.standalone(emulator_host, workdir, seed)
+    if scenario.note:
+        result.notes.append(scenario.note)
+    return result
+
+
+async def _no_script(rig: Rig) -> None:
+    raise AssertionError("a standalone scenario has no virtual-time script")
+
+
+def _no_checks(rig: Rig) -> None:
+    raise AssertionError("a standalone scenario checks its own result")
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -215,6 +237,35 @@ def busy_checks(rig: Rig) -> None:
                    + ", ".join(worst_by_delay) + f"; events: {Counter(names)}")
 
 
+async def command_expires_during_cut(rig: Rig) -> None:
+    """The operator publishes a 2-minute discharge command while the site's link is cut for
+    10 minutes: when the link returns the command is pulled, expired."""
+    await _steady(rig, 20)
+    _, end = rig.cut_cloud(10 * 60)
+    await trio.sleep(rig.rng.uniform(5, 60))
+    rig.command_id = await rig.publish_command("discharge", 3000.0, ttl_s=120)
+    await trio.sleep_until(end)
+    rig.mark_recovered(end)
+    await rig.wait_drained()
+    await _steady(rig, 60)
+
+
+def expired_checks(rig: Rig) -> None:
+    r = rig.result
+    rig.standard_checks(drain_within_s=150)
+    results = [e for e in rig.delivered_events
+               if e.get("body", {}).get("command_id") == rig.command_id]
+    names = [e["name"] for e in results]
+    r.check("the expired command was rejected, and that was reported",
+            names == ["COMMAND_REJECTED"] and "expired" in results[0]["body"]["reason"],
+            f"events for the command: {names}")
+    mode_tag = rig.sim.inverter.roles.mode_tag
+    forced = [w for w in rig.sim.write_log if w.tag == mode_tag and int(w.value) != 0]
+    r.check("never applied late", not forced, f"forcing writes: {forced[:3]}")
+    if results:
+        r.notes.append(f"rejected: {results[0]['body']['reason']}")
+
+
 # ---- SOC crossing its limit during a cut ------------------------------------------------------
 
 
@@ -310,8 +361,8 @@ def crash_scenario(target: str) -> Scenario:
     async def script(rig: Rig) -> None:
         await _steady(rig, 150)
 
-    return Scenario(f"crash-{slug}", f"crash of `{target}` 30 s after it started",
-                    script, crash_checks(target), crash=(target, 30.0))
+    return Scenario(f"crash-{slug}", f"crash of `{target}` at a seeded random point 10-60 s "
+                    "after it started", script, crash_checks(target), crash=(target, None))
 
 
 # ---- registry -------------------------------------------------------------------------------
@@ -327,6 +378,8 @@ def _scenarios() -> list[Scenario]:
     ]
     out += [crash_scenario(t) for t in CRASH_TARGETS]
     out += [
+        Scenario("command-expires-during-cut", "a 2-min discharge command published while the "
+                 "site is cut off for 10 min", command_expires_during_cut, expired_checks),
         Scenario("pubsub-503-storm", "150-250 consecutive 503 answers with Retry-After",
                  storm_503, storm_checks),
         Scenario("device-lost-during-cut", "10-min cloud cut; inside it the device drops the "
@@ -342,8 +395,18 @@ def _scenarios() -> list[Scenario]:
                  long_reason="26,000 polls and 26,000 heartbeats",
                  note="poll interval 10 s instead of 1 s to keep the run to minutes; the "
                       "heartbeat still every 10 s"),
+        Scenario("sigkill-restart", "SIGKILL of the real `bessai-run --simulator` process at "
+                 "random points, 6 times, then restart and drain (real clock, real processes)",
+                 _no_script, _no_checks, ci=False, standalone=_sigkill,
+                 long_reason="real processes on the real clock: about a minute"),
     ]
     return out
+
+
+def _sigkill(emulator_host: str, workdir: Path, seed: int) -> Result:
+    from bench.chaos.sigkill import run_sigkill
+
+    return run_sigkill(emulator_host, workdir, seed)
 
 
 SCENARIOS: list[Scenario] = _scenarios()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.chaos.scenarios import SCENARIOS, run_scenario
+from bench.chaos.scenarios import SCENARIOS, run_scenario, run_standalone
 
 SEED = 20261127
 
@@ -20,7 +20,14 @@ def _param(s):
     return pytest.param(s, id=s.name, marks=marks)
 
 
-@pytest.mark.parametrize("scenario", [_param(s) for s in SCENARIOS])
+@pytest.mark.parametrize("scenario", [_param(s) for s in SCENARIOS if s.standalone is None])
 async def test_scenario_meets_its_criteria(clock, tmp_path, pubsub_emulator, scenario):
     result = await run_scenario(scenario, pubsub_emulator.host, tmp_path, SEED)
+    assert result.passed, result.summary()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("scenario", [_param(s) for s in SCENARIOS if s.standalone is not None])
+def test_real_process_scenario_meets_its_criteria(tmp_path, pubsub_emulator, scenario):
+    result = run_standalone(scenario, pubsub_emulator.host, tmp_path, SEED)
     assert result.passed, result.summary()
