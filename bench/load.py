@@ -197,8 +197,6 @@ class Puller:
                 self.rows.append((data["device_id"], float(data["ts"]),
                                   _parse_rfc3339(message["publishTime"]),
                                   SLOW_ONLY_TAG not in data["values"]))
-            if len(received) < 1000:
-                return
 
 
 @attrs.frozen
