@@ -1,0 +1,175 @@
+"""`bessai-run` end to end: three real processes on the real clock.
+
+The simulator over TCP (``python -m bessai.sim``), Google's Pub/Sub emulator (session fixture)
+and ``python -m bessai.cli.run --no-screen`` configured through the environment. What an operator
+relies on: readings arrive in Pub/Sub with the contract's attributes, /healthz and `bessai
+health` tell the truth, SIGTERM drains and exits 0 within SHUTDOWN_DEADLINE_S, a restart
+continues ``seq`` without a hole, a second signal forces exit 130, a low SOC is blocked within
+one poll, dispatch commands are applied or rejected, SIGHUP switches the log level, a bad
+config exits 2 listing every bad value, and an unreachable inverter is a state, not a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest_pubsub import PubsubTopic, make_topic
+from tests.e2e.procs import Proc, free_port, logfmt_ts, run_cli, start_gateway, start_sim
+
+pytestmark = [pytest.mark.e2e, pytest.mark.emulator]
+
+ATTRIBUTES = {"msg_id", "seq", "site_id", "device_id", "kind", "schema", "event_time"}
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """Every process a test starts; killed at teardown whatever happened."""
+    started: list[Proc] = []
+    yield started
+    for proc in reversed(started):
+        proc.kill()
+
+
+@pytest.fixture
+def telemetry_topic(pubsub_emulator) -> PubsubTopic:
+    return make_topic(pubsub_emulator)
+
+
+@pytest.fixture
+def commands_topic(pubsub_emulator) -> PubsubTopic:
+    return make_topic(pubsub_emulator)
+
+
+def gateway_env(tmp_path: Path, sim_port: int, telemetry: PubsubTopic | None = None,
+                commands: PubsubTopic | None = None, **extra: str) -> dict[str, str]:
+    env = {
+        "SITE_ID": "e2e-site",
+        "INVERTER_IP": "127.0.0.1",
+        "INVERTER_PORT": str(sim_port),
+        "SPOOL_PATH": str(tmp_path / "spool.sqlite"),
+        "STATUS_BIND": f"127.0.0.1:{free_port()}",
+        "POLL_INTERVAL_S": "1",
+        "SHUTDOWN_DEADLINE_S": "5",
+    }
+    if telemetry is not None:
+        env.update(GCP_PROJECT_ID=telemetry.project, PUBSUB_EMULATOR_HOST=telemetry.emulator.host,
+                   PUBSUB_TOPIC=telemetry.topic)
+    if commands is not None:
+        env.update(PUBSUB_COMMANDS_SUBSCRIPTION=commands.subscription,
+                   PUBSUB_COMMANDS_TOPIC=commands.topic)
+    env.update(extra)
+    return env
+
+
+def status_url(env: dict[str, str]) -> str:
+    return f"http://{env['STATUS_BIND']}"
+
+
+def get(url: str) -> httpx.Response:
+    return httpx.get(url, timeout=5, trust_env=False)
+
+
+def wait_until(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        time.sleep(0.1)
+
+
+def pull_until(topic: PubsubTopic, predicate, timeout_s: float, what: str) -> list[dict]:
+    got: list[dict] = []
+
+    def check():
+        got.extend(topic.pull_all(idle_rounds=1))
+        return predicate(got)
+
+    wait_until(check, timeout_s, f"{what}; got {len(got)} messages")
+    return got
+
+
+def by_kind(messages: list[dict], kind: str) -> list[dict]:
+    return [m for m in messages if m["attributes"].get("kind") == kind]
+
+
+def event_names(messages: list[dict]) -> list[str]:
+    return [json.loads(m["data"])["name"] for m in by_kind(messages, "event")
+            + by_kind(messages, "command_result")]
+
+
+def stop(gateway: Proc, deadline_s: float) -> tuple[int, float]:
+    started = time.monotonic()
+    gateway.send(signal.SIGTERM)
+    rc = gateway.wait(deadline_s + 10)
+    return rc, time.monotonic() - started
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_readings_reach_pubsub_health_tells_truth_and_seq_continues_across_a_restart(
+        tmp_path, procs, telemetry_topic):
+    sim = start_sim(free_port(), "--multi-client")
+    procs.append(sim)
+    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    env = gateway_env(tmp_path, sim_port, telemetry_topic)
+    health_env = {"STATUS_BIND": env["STATUS_BIND"]}
+
+    gateway = start_gateway(env)
+    procs.append(gateway)
+    gateway.wait_for(r"event=GATEWAY_READY")
+    gateway.wait_for(r"event=DEVICE_LINK_UP", 10)
+    healthz = wait_until(lambda: (r := get(status_url(env) + "/healthz")).status_code == 200
+                         and r, 10, "/healthz 200")
+    assert healthz.status_code == 200
+    status = get(status_url(env) + "/status").json()
+    assert status["site"] == "e2e-site"
+    assert status["links"]["device:inv1"]["state"] == "up"
+    assert status["tree_running"] is True
+    assert status["sites"]["inv1"]["values"]["soc"] == pytest.approx(50.0, abs=1.0)
+    healthy = run_cli(["health"], health_env)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+
+    first = pull_until(telemetry_topic, lambda got: len(by_kind(got, "telemetry")) >= 2, 15,
+                       "two telemetry messages from the first run")
+    rc, took = stop(gateway, 5)
+    assert rc == 0, gateway.output()[-3000:]
+    assert took < 5 + 2  # SHUTDOWN_DEADLINE_S, plus the interpreter's own exit
+    gateway.wait_for(r"event=GATEWAY_STOPPED", 1)
+    down = run_cli(["health"], health_env)
+    assert down.returncode == 1, down.stdout + down.stderr
+    assert "unhealthy" in (down.stdout + down.stderr).lower() or "does not answer" in down.stderr
+
+    second_run = start_gateway(env)
+    procs.append(second_run)
+    second_run.wait_for(r"event=DEVICE_LINK_UP", 15)
+    messages = first + pull_until(
+        telemetry_topic, lambda got: len(by_kind(got, "telemetry")) >= 2, 15,
+        "telemetry from the second run")
+    rc, _ = stop(second_run, 5)
+    assert rc == 0, second_run.output()[-3000:]
+    messages += telemetry_topic.pull_all()
+
+    for m in messages:
+        assert ATTRIBUTES <= set(m["attributes"]), m["attributes"]
+        assert m["attributes"]["site_id"] == "e2e-site"
+        assert m["attributes"]["device_id"] == "inv1"
+    telemetry = by_kind(messages, "telemetry")
+    payload = json.loads(telemetry[0]["data"])
+    assert payload["site_id"] == "e2e-site" and payload["device_id"] == "inv1"
+    assert "soc" in json.dumps(payload)
+    seqs = sorted({int(m["attributes"]["seq"]) for m in messages
+                   if m["attributes"]["device_id"] == "inv1"})
+    assert seqs == list(range(1, len(seqs) + 1))  # from 1, no hole across both runs
+    assert len({m["attributes"]["msg_id"] for m in messages}) == len(seqs)
