@@ -59,6 +59,9 @@ log = structlog.get_logger("bessai.gateway")
 
 StreamFactory = Callable[[], Awaitable[trio.abc.Stream]]
 
+TELEMETRY_FLUSH_MAX_S = 5.0
+"""The longest the last OTel flush may take at shutdown (less when SHUTDOWN_DEADLINE_S is short)."""
+
 SNAPSHOT_RING_CAPACITY = 10_000
 """Snapshots waiting for the recorder. The recorder only waits on local disk, so the ring fills
 only if the disk stalls; then the oldest readings are dropped and counted, the poll never waits."""
@@ -136,8 +139,12 @@ class Gateway:
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
+        # Telemetry stops last and its flush is shielded: give it at most half the shutdown
+        # deadline (the uplink's drain has the other half), so a hung collector cannot hold
+        # the process past SHUTDOWN_DEADLINE_S.
         config = self.telemetry_config or TelemetryConfig(
-            endpoint=s.otel_exporter_otlp_endpoint, site_id=s.site_id, host_name=_host_name())
+            endpoint=s.otel_exporter_otlp_endpoint, site_id=s.site_id, host_name=_host_name(),
+            shutdown_deadline_s=min(TELEMETRY_FLUSH_MAX_S, s.shutdown_deadline_s / 2))
         self.telemetry = TelemetryActor(config)
         sink = self.telemetry.sink
         self.spool = Spool(Path(s.spool_path), max_bytes=s.spool_max_bytes,

@@ -56,6 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_now(code: int) -> None:
+    """Leave at once: the operator asked twice. Shielded clean-up (the telemetry flush, a
+    Modbus close) is abandoned; what the spool committed is on disk (WAL, synchronous=FULL),
+    exactly as after a SIGKILL."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
+force_exit = _exit_now
+"""How a second signal ends the process (a seam for in-process tests)."""
+
+
 async def _watch_signals(gateway: Any, deadline_s: float, cancel: trio.CancelScope,
                          state: dict[str, Any]) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -64,6 +80,7 @@ async def _watch_signals(gateway: Any, deadline_s: float, cancel: trio.CancelSco
                 log.warning("SHUTDOWN_FORCED", signal=signal.Signals(signum).name)
                 state["forced"] = True
                 cancel.cancel()
+                force_exit(EXIT_FORCED)
                 return
             state["stopping"] = True
             log.warning("SHUTDOWN_REQUESTED", signal=signal.Signals(signum).name,

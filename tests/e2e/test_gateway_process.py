@@ -173,3 +173,52 @@ def test_readings_reach_pubsub_health_tells_truth_and_seq_continues_across_a_res
                    if m["attributes"]["device_id"] == "inv1"})
     assert seqs == list(range(1, len(seqs) + 1))  # from 1, no hole across both runs
     assert len({m["attributes"]["msg_id"] for m in messages}) == len(seqs)
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """An OTLP endpoint that accepts connections and never answers (a hung collector)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+def test_sigterm_exits_0_within_shutdown_deadline_even_with_a_hung_collector(
+        tmp_path, procs, black_hole):
+    sim = start_sim(0)
+    procs.append(sim)
+    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    env = gateway_env(tmp_path, sim_port, OTEL_EXPORTER_OTLP_ENDPOINT=black_hole,
+                      SHUTDOWN_DEADLINE_S="2")
+    gateway = start_gateway(env)
+    procs.append(gateway)
+    gateway.wait_for(r"event=DEVICE_LINK_UP", 15)
+    rc, took = stop(gateway, 2)
+    assert rc == 0, gateway.output()[-3000:]
+    # 2 s, plus the interpreter's exit; the OTel flush used to take its own fixed 5 s deadline
+    assert took < 2 + 0.75, f"took {took:.2f} s with SHUTDOWN_DEADLINE_S=2"
+    assert not gateway.matching(r"SHUTDOWN_DEADLINE_EXCEEDED")
+    assert gateway.matching(r"event=GATEWAY_STOPPED")
+
+
+def test_second_signal_during_a_slow_shutdown_forces_exit_130(tmp_path, procs, black_hole):
+    sim = start_sim(0)
+    procs.append(sim)
+    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    env = gateway_env(tmp_path, sim_port, OTEL_EXPORTER_OTLP_ENDPOINT=black_hole,
+                      SHUTDOWN_DEADLINE_S="20")
+    gateway = start_gateway(env)
+    procs.append(gateway)
+    gateway.wait_for(r"event=DEVICE_LINK_UP", 15)
+    mark = gateway.mark()
+    gateway.send(signal.SIGTERM)
+    gateway.wait_for(r"event=SHUTDOWN_REQUESTED", 5, after=mark)
+    time.sleep(0.5)
+    assert gateway.popen.poll() is None, "the shutdown was not slow: nothing to force"
+    started = time.monotonic()
+    gateway.send(signal.SIGINT)
+    rc = gateway.wait(10)
+    assert rc == 130, gateway.output()[-3000:]
+    assert time.monotonic() - started < 1.5
+    assert gateway.matching(r"event=SHUTDOWN_FORCED", after=mark)
