@@ -222,3 +222,86 @@ def test_second_signal_during_a_slow_shutdown_forces_exit_130(tmp_path, procs, b
     assert rc == 130, gateway.output()[-3000:]
     assert time.monotonic() - started < 1.5
     assert gateway.matching(r"event=SHUTDOWN_FORCED", after=mark)
+
+
+def test_soc_below_min_is_blocked_within_one_poll_and_the_block_reaches_pubsub(
+        tmp_path, procs, telemetry_topic):
+    sim = start_sim(0, "--soc", "4")
+    procs.append(sim)
+    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    gateway = start_gateway(gateway_env(tmp_path, sim_port, telemetry_topic))
+    procs.append(gateway)
+    block = gateway.wait_for(r"level=CRITICAL event=SAFETY_BLOCK rule=soc_min", 15)
+    first_poll = gateway.wait_for(r"event=DEVICE_LINK_UP", 1)  # logged on the first poll back
+    assert "value=4" in block and "limit=5" in block, block
+    delay_s = logfmt_ts(block) - logfmt_ts(first_poll)
+    assert -0.05 <= delay_s <= 1.0, f"SAFETY_BLOCK {delay_s:.3f} s after the first poll"
+    print(f"SAFETY_BLOCK {delay_s * 1000:.0f} ms after the first successful poll")
+    messages = pull_until(telemetry_topic, lambda got: "SAFETY_BLOCK" in event_names(got), 15,
+                          "the SAFETY_BLOCK event in Pub/Sub")
+    body = next(json.loads(m["data"]) for m in by_kind(messages, "event")
+                if json.loads(m["data"])["name"] == "SAFETY_BLOCK")
+    assert body["device_id"] == "inv1" and body["body"]["rule"] == "soc_min"
+    assert by_kind(messages, "telemetry"), "telemetry stops flowing during a block"
+    rc, _ = stop(gateway, 5)
+    assert rc == 0
+
+
+def publish_command(topic: PubsubTopic, *, action: str, power_w: float, issued_at: float,
+                    ttl_s: float) -> str:
+    """A dispatch command as `bessai command` sends it, with a chosen issue time."""
+    import uuid
+
+    from bessai.cli.command_cmd import command_message
+    from bessai.model import Action, Command
+
+    command = Command(id=str(uuid.uuid4()), site_id="e2e-site", device_id="inv1",
+                      action=Action(action), power_w=power_w, issued_at=issued_at,
+                      expires_at=issued_at + ttl_s)
+    r = httpx.post(f"{topic.emulator.base_url}/v1/{topic.topic_path}:publish",
+                   json={"messages": [command_message(command)]}, timeout=10, trust_env=False)
+    r.raise_for_status()
+    return command.id
+
+
+def test_dispatch_command_is_applied_and_an_expired_one_rejected(
+        tmp_path, procs, telemetry_topic, commands_topic):
+    sim = start_sim(0)
+    procs.append(sim)
+    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    env = gateway_env(tmp_path, sim_port, telemetry_topic, commands_topic)
+    gateway = start_gateway(env)
+    procs.append(gateway)
+    gateway.wait_for(r"event=DEVICE_LINK_UP", 15)
+
+    sent = run_cli(["command", "discharge", "--power-w", "2000", "--ttl-s", "60"], env)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    gateway.wait_for(r"event=COMMAND_ACCEPTED", 15)
+
+    def battery_power() -> float | None:
+        values = get(status_url(env) + "/status").json()["sites"]["inv1"]["values"] or {}
+        power = values.get("battery_power")
+        return power if power is not None and power < 0 else None
+
+    power = wait_until(battery_power, 10, "battery power negative (discharging)")
+    assert power == pytest.approx(-2000, rel=0.1)
+    print(f"battery power after `bessai command discharge --power-w 2000`: {power} W")
+
+    expired_id = publish_command(commands_topic, action="charge", power_w=1000,
+                                 issued_at=time.time() - 120, ttl_s=60)
+    rejected = gateway.wait_for(r"event=COMMAND_REJECTED", 15)
+    assert expired_id in rejected or "expire" in rejected, rejected
+
+    def results(got):
+        names = [json.loads(m["data"]) for m in by_kind(got, "command_result")]
+        return {n["name"] for n in names} >= {"COMMAND_ACCEPTED", "COMMAND_REJECTED"} and names
+
+    messages = pull_until(telemetry_topic, results, 15, "both command results in Pub/Sub")
+    outcomes = {json.loads(m["data"])["body"]["command_id"]: json.loads(m["data"])
+                for m in by_kind(messages, "command_result")}
+    assert outcomes[expired_id]["name"] == "COMMAND_REJECTED"
+    assert "expire" in json.dumps(outcomes[expired_id]["body"]).lower()
+    accepted = [o for o in outcomes.values() if o["name"] == "COMMAND_ACCEPTED"]
+    assert accepted[0]["body"]["action"] == "discharge"
+    rc, _ = stop(gateway, 5)
+    assert rc == 0
