@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,17 @@ import httpx
 import pytest
 
 from tests.conftest_pubsub import PubsubTopic, make_topic
-from tests.e2e.procs import Proc, free_port, logfmt_ts, run_cli, start_gateway, start_sim
+from tests.e2e.procs import (
+    PYTHON,
+    ROOT,
+    Proc,
+    base_env,
+    free_port,
+    logfmt_ts,
+    run_cli,
+    start_gateway,
+    start_sim,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.emulator]
 
@@ -162,12 +173,13 @@ def test_readings_reach_pubsub_health_tells_truth_and_seq_continues_across_a_res
     messages += telemetry_topic.pull_all()
 
     for m in messages:
-        assert ATTRIBUTES <= set(m["attributes"]), m["attributes"]
+        assert set(m["attributes"]) >= ATTRIBUTES, m["attributes"]
         assert m["attributes"]["site_id"] == "e2e-site"
         assert m["attributes"]["device_id"] == "inv1"
     telemetry = by_kind(messages, "telemetry")
     payload = json.loads(telemetry[0]["data"])
-    assert payload["site_id"] == "e2e-site" and payload["device_id"] == "inv1"
+    assert payload["site_id"] == "e2e-site"
+    assert payload["device_id"] == "inv1"
     assert "soc" in json.dumps(payload)
     seqs = sorted({int(m["attributes"]["seq"]) for m in messages
                    if m["attributes"]["device_id"] == "inv1"})
@@ -233,7 +245,8 @@ def test_soc_below_min_is_blocked_within_one_poll_and_the_block_reaches_pubsub(
     procs.append(gateway)
     block = gateway.wait_for(r"level=CRITICAL event=SAFETY_BLOCK rule=soc_min", 15)
     first_poll = gateway.wait_for(r"event=DEVICE_LINK_UP", 1)  # logged on the first poll back
-    assert "value=4" in block and "limit=5" in block, block
+    assert "value=4" in block, block
+    assert "limit=5" in block, block
     delay_s = logfmt_ts(block) - logfmt_ts(first_poll)
     assert -0.05 <= delay_s <= 1.0, f"SAFETY_BLOCK {delay_s:.3f} s after the first poll"
     print(f"SAFETY_BLOCK {delay_s * 1000:.0f} ms after the first successful poll")
@@ -241,7 +254,8 @@ def test_soc_below_min_is_blocked_within_one_poll_and_the_block_reaches_pubsub(
                           "the SAFETY_BLOCK event in Pub/Sub")
     body = next(json.loads(m["data"]) for m in by_kind(messages, "event")
                 if json.loads(m["data"])["name"] == "SAFETY_BLOCK")
-    assert body["device_id"] == "inv1" and body["body"]["rule"] == "soc_min"
+    assert body["device_id"] == "inv1"
+    assert body["body"]["rule"] == "soc_min"
     assert by_kind(messages, "telemetry"), "telemetry stops flowing during a block"
     rc, _ = stop(gateway, 5)
     assert rc == 0
@@ -303,5 +317,77 @@ def test_dispatch_command_is_applied_and_an_expired_one_rejected(
     assert "expire" in json.dumps(outcomes[expired_id]["body"]).lower()
     accepted = [o for o in outcomes.values() if o["name"] == "COMMAND_ACCEPTED"]
     assert accepted[0]["body"]["action"] == "discharge"
+    rc, _ = stop(gateway, 5)
+    assert rc == 0
+
+
+def poke_status_with_garbage(env: dict[str, str]) -> bytes:
+    """A request that is not HTTP: the status server answers 400 and logs it at debug."""
+    host, port = env["STATUS_BIND"].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(b"\x16\x03\x01 not http\r\n\r\n")
+        return conn.recv(200)
+
+
+def test_sighup_applies_the_log_level_from_the_env_file(tmp_path, procs):
+    sim = start_sim(0)
+    procs.append(sim)
+    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    env_file = tmp_path / "gateway.env"
+    env_file.write_text("LOG_LEVEL=INFO\n")
+    env = gateway_env(tmp_path, sim_port)
+    gateway = start_gateway(env, "--env-file", str(env_file))
+    procs.append(gateway)
+    gateway.wait_for(r"event=GATEWAY_READY", 15)
+    assert not gateway.matching(r"level=DEBUG")
+
+    for level, debug_expected in (("DEBUG", True), ("INFO", False)):
+        env_file.write_text(f"LOG_LEVEL={level}\n")
+        mark = gateway.mark()
+        gateway.send(signal.SIGHUP)
+        gateway.wait_for(rf"event=CONFIG_RELOADED log_level={level}", 5, after=mark)
+        assert poke_status_with_garbage(env).startswith(b"HTTP/1.1 400")
+        if debug_expected:
+            gateway.wait_for(r"level=DEBUG event=status_bad_request", 5, after=mark)
+        else:
+            time.sleep(0.5)  # the 400 was sent: its debug line would be written by now
+            assert not gateway.matching(r"level=DEBUG", after=mark)
+    rc, _ = stop(gateway, 5)
+    assert rc == 0
+
+
+def test_bad_config_exits_2_listing_every_bad_value(tmp_path):
+    env = {"SITE_ID": "e2e-site", "INVERTER_IP": "999.1.1.1", "POLL_INTERVAL_S": "-1",
+           "SOC_MIN_PCT": "120", "STATUS_BIND": "nowhere", "SPOOL_PATH": str(tmp_path / "s.db")}
+    done = subprocess.run([PYTHON, "-m", "bessai.cli.run", "--no-screen", "--env-file",
+                           str(tmp_path / "none.env")], cwd=ROOT, env=base_env(env),
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    for key, value in (("INVERTER_IP", "999.1.1.1"), ("POLL_INTERVAL_S", "-1"),
+                       ("SOC_MIN_PCT", "120"), ("STATUS_BIND", "nowhere")):
+        assert f"{key}='{value}'" in done.stderr, (key, done.stderr)
+    assert "Traceback" not in done.stderr
+
+
+def test_unreachable_inverter_is_a_503_state_and_recovers_when_the_simulator_appears(
+        tmp_path, procs):
+    sim_port = free_port()
+    env = gateway_env(tmp_path, sim_port)
+    gateway = start_gateway(env)
+    procs.append(gateway)
+    gateway.wait_for(r"event=GATEWAY_READY", 15)
+    gateway.wait_for(r"event=DEVICE_LINK_DOWN", 10)
+    health = get(status_url(env) + "/healthz")
+    assert health.status_code == 503
+    assert "inv1" in health.text, health.text
+    assert "down" in health.text.lower(), health.text
+    unhealthy = run_cli(["health"], {"STATUS_BIND": env["STATUS_BIND"]})
+    assert unhealthy.returncode == 1
+    assert gateway.popen.poll() is None
+
+    mark = gateway.mark()
+    procs.append(start_sim(sim_port))
+    gateway.wait_for(r"event=DEVICE_LINK_UP", 20, after=mark)
+    wait_until(lambda: get(status_url(env) + "/healthz").status_code == 200, 5, "/healthz 200")
     rc, _ = stop(gateway, 5)
     assert rc == 0
