@@ -391,3 +391,18 @@ def test_unreachable_inverter_is_a_503_state_and_recovers_when_the_simulator_app
     wait_until(lambda: get(status_url(env) + "/healthz").status_code == 200, 5, "/healthz 200")
     rc, _ = stop(gateway, 5)
     assert rc == 0
+
+
+def test_missing_device_profile_exits_2_with_the_path_to_fix(tmp_path):
+    env = {"SITE_ID": "e2e-site", "INVERTER_IP": "127.0.0.1",
+           "SPOOL_PATH": str(tmp_path / "s.db"), "STATUS_BIND": f"127.0.0.1:{free_port()}"}
+    done = subprocess.run([PYTHON, "-m", "bessai.cli.run", "--no-screen", "--env-file",
+                           str(tmp_path / "none.env")], cwd=tmp_path,  # not the repo root
+                          env=base_env(env), capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(
+        "error: DEVICE_PROFILE='profiles/huawei_sun2000.json' not found"), done.stderr
+    assert "absolute path" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "ExceptionGroup" not in done.stderr + done.stdout
