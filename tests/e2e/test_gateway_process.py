@@ -17,6 +17,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -177,10 +178,18 @@ def test_readings_reach_pubsub_health_tells_truth_and_seq_continues_across_a_res
         assert m["attributes"]["site_id"] == "e2e-site"
         assert m["attributes"]["device_id"] == "inv1"
     telemetry = by_kind(messages, "telemetry")
-    payload = json.loads(telemetry[0]["data"])
-    assert payload["site_id"] == "e2e-site"
-    assert payload["device_id"] == "inv1"
-    assert "soc" in json.dumps(payload)
+    for m in telemetry:
+        a = m["attributes"]
+        assert a["schema"] == "bessai.telemetry.v1"
+        payload = json.loads(m["data"])
+        assert payload["site_id"] == "e2e-site"
+        assert payload["device_id"] == "inv1"
+        assert payload["values"]["soc"] == pytest.approx(50.0, abs=1.0)
+        assert -30_000 <= payload["values"]["battery_power"] <= 30_000
+        # event_time is the reading's own time, RFC 3339 UTC, within this test's run
+        event_time = datetime.fromisoformat(a["event_time"].replace("Z", "+00:00"))
+        assert abs(event_time.timestamp() - payload["ts"]) < 0.001
+        assert abs(event_time.timestamp() - time.time()) < 120
     seqs = sorted({int(m["attributes"]["seq"]) for m in messages
                    if m["attributes"]["device_id"] == "inv1"})
     assert seqs == list(range(1, len(seqs) + 1))  # from 1, no hole across both runs
