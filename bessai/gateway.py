@@ -120,6 +120,8 @@ class Gateway:
     handle_sighup: bool = False
     status_server: bool = True
     telemetry_config: TelemetryConfig | None = None
+    event_hook: Callable[[SupervisorEvent], None] | None = None
+    """Also receives every supervisor event of the tree (gateway and sites), after telemetry."""
 
     telemetry: TelemetryActor = attrs.field(init=False)
     spool: Spool = attrs.field(init=False)
@@ -267,6 +269,8 @@ class Gateway:
 
     def _on_event(self, event: SupervisorEvent) -> None:
         self.telemetry.on_event(event)
+        if self.event_hook is not None:
+            self.event_hook(event)
 
     # ---- running --------------------------------------------------------------------------
 
