@@ -213,8 +213,20 @@ class Gateway:
         return Recorder(self.spool, snapshots=self.snapshots, sink=self.telemetry.sink)
 
     async def _record_event(self, event: Event) -> None:
-        """Deliver one critical event: returns once it is on disk (then the outbox forgets it)."""
-        await self.spool.append(record_from_event(event))
+        """Deliver one critical event: returns once it is on disk (then the outbox forgets it).
+
+        An event whose body JSON cannot carry (NaN, an object) is recorded with those values
+        as text rather than raised: raising would crash the ``events`` child on the same event
+        forever, and every critical event queued behind it would never reach the spool.
+        """
+        try:
+            record = record_from_event(event)
+        except (TypeError, ValueError) as error:
+            log.error("EVENT_BODY_NOT_JSON", name=event.name, device=event.device_id,
+                      error=str(error), hint="recorded with the offending values as text; "
+                      "report this as a bug")
+            record = record_from_event(attrs.evolve(event, body=_json_safe(event.body)))
+        await self.spool.append(record)
 
     def _uplink(self) -> _HttpActor:
         s = self.settings
@@ -343,6 +355,19 @@ def _link_view(link: Any, **extra: Any) -> dict[str, Any]:
     return {"state": str(link.state.value), "reason": link.reason,
             "down_for_s": None if link.down_since is None else round(now - link.down_since, 3),
             **extra}
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with everything strict JSON cannot hold (NaN, infinities, objects) as text."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return repr(value)
 
 
 def _host_name() -> str:

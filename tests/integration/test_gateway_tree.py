@@ -8,6 +8,7 @@ autojumps only after 50 ms of real idleness (not 0, which would jump while the t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,33 @@ async def test_stop_leaves_nothing_running(tmp_path):
     started = [e.child_id for e in events if e.kind is EventKind.STARTED]
     exited = [e.child_id for e in events if e.kind is EventKind.EXITED]
     assert sorted(started) == sorted(exited)
+
+
+async def test_an_event_json_cannot_carry_does_not_block_the_critical_events_behind_it(tmp_path):
+    from bessai.model import Event
+
+    events: list[SupervisorEvent] = []
+    async with trio.open_nursery() as nursery:
+        sim = Simulator()
+        await nursery.start(sim.run)
+        gw = gateway(tmp_path, sim, events)
+        await nursery.start(gw.run)
+        depth = gw.spool.stats().depth
+        gw.events.emit(Event(name="SAFETY_BLOCK", site_id="tree-site", device_id="inv1",
+                             ts=1.0, body={"rule": "soc_min", "value": float("nan"),
+                                           "source": object()}))
+        gw.events.emit(Event(name="SAFETY_BLOCK", site_id="tree-site", device_id="inv1",
+                             ts=2.0, body={"rule": "temp_max", "value": 46.0}))
+        await wait_for(lambda: gw.events.delivered >= 2 and not gw.events.pending, timeout_s=5,
+                       what="both events on disk")
+        rows = await gw.spool.lease(limit=1000)
+        bodies = [json.loads(r.data)["body"] for r in rows if r.kind == "event"]
+        assert {"rule": "temp_max", "value": 46.0} in bodies
+        poisoned = next(b for b in bodies if b["rule"] == "soc_min")
+        assert poisoned["value"] == "nan"
+        assert poisoned["source"].startswith("<object")
+        assert gw.spool.stats().depth >= depth + 2
+        assert gw.status()["actors"]["events"]["restarts"] == 0
+        gw.request_stop()
+        await gw.supervisor_done.wait()
+        nursery.cancel_scope.cancel()
