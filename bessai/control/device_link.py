@@ -143,6 +143,13 @@ def _driver_error(driver: Any) -> str | None:
     return None if error is None else f"{type(error).__name__}: {error}"
 
 
+def _poll_label(poll_class: Any) -> str:
+    """A poll class as a metric/span label: ``None`` (every readable tag) is ``all``."""
+    if poll_class is None:
+        return "all"
+    return str(getattr(poll_class, "value", poll_class))
+
+
 def _merge(previous: Snapshot | None, new: Snapshot) -> Snapshot:
     """The latest reading of every tag: ``new`` over ``previous`` (fast polls carry only fast
     tags; the safety guard and the gate want every tag's latest value)."""
@@ -357,7 +364,7 @@ class DeviceLink:
             request.done.set()
 
     async def _poll(self, poll_class: Any) -> None:
-        with self.tracer.span("poll_cycle", device=self.device_id, poll=str(poll_class),
+        with self.tracer.span("poll_cycle", device=self.device_id, poll=_poll_label(poll_class),
                               requests=self._planned_requests(poll_class)) as span:
             await self._poll_traced(poll_class, span)
 
@@ -383,10 +390,10 @@ class DeviceLink:
             self.metrics.count("bessai.device.poll_errors", device=self.device_id)
             span.set(outcome="failed", error_type=type(exc).__name__)
             log.warning("device_poll_failed", site=self.site_id, device=self.device_id,
-                        poll=str(poll_class), error=str(exc))
+                        poll=_poll_label(poll_class), error=str(exc))
             return
         self.metrics.record("bessai.device.poll_latency_s", trio.current_time() - started,
-                            poll=str(poll_class), device=self.device_id)
+                            poll=_poll_label(poll_class), device=self.device_id)
         ok = sum(1 for r in snapshot.readings.values() if r.valid)
         failed = len(snapshot.readings) - ok
         span.set(tags_ok=ok, tags_failed=failed, outcome="partial" if failed else "ok")
