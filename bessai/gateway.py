@@ -156,7 +156,8 @@ class Gateway:
         for device in s.devices:
             self.sites[device.id] = self._build_site(device)
         self.router = CommandRouter(s.site_id, {d: site.gate for d, site in self.sites.items()},
-                                    emit=self.events.emit, wall_clock=self.wall_clock)
+                                    emit=self.events.emit, wall_clock=self.wall_clock,
+                                    metrics=self.telemetry.sink)
         if s.uplink_mode != "off":
             self.endpoint = (Endpoint.for_emulator(s.pubsub_emulator_host)
                              if s.uplink_mode == "emulator" else Endpoint())
@@ -185,7 +186,16 @@ class Gateway:
                                    wall_clock=self.wall_clock, rng=self.rng)
 
         return build_site(config, driver, wall_clock=self.wall_clock, events=self.events,
-                          metrics=self.telemetry.sink, outputs=[self.snapshots.push])
+                          metrics=self.telemetry.sink, tracer=self.telemetry.tracer,
+                          outputs=[self._push_snapshot])
+
+    def _push_snapshot(self, snapshot: Snapshot) -> None:
+        """Into the recorder's ring; a reading the full ring pushed out is counted as a drop."""
+        before = self.snapshots.dropped
+        self.snapshots.push(snapshot)
+        if self.snapshots.dropped != before:
+            self.telemetry.sink.count("bessai.spool.drops", self.snapshots.dropped - before,
+                                      reason="ring_full")
 
     def _child_specs(self) -> list[ChildSpec]:
         s = self.settings
@@ -236,7 +246,8 @@ class Gateway:
             publisher = Publisher(client, s.gcp_project_id or "", s.pubsub_topic or "",
                                   endpoint=self.endpoint, credentials=self._credentials,
                                   wall_clock=self.wall_clock)
-            return Uplink(self.spool, publisher, sink=self.telemetry.sink, rng=self.rng)
+            return Uplink(self.spool, publisher, sink=self.telemetry.sink,
+                          tracer=self.telemetry.tracer, rng=self.rng)
 
         self.uplink_actor = _HttpActor(self.endpoint, self.http_transport, build)
         return self.uplink_actor

@@ -195,6 +195,9 @@ class Spool:
     commit_interval_s: float = 0.1
     commit_batch_rows: int = 1000
     age_check_interval_s: float = 60.0
+    gauge_interval_s: float = 5.0
+    """Idle refresh of the depth/bytes/oldest-age gauges, so the oldest row's age keeps rising
+    while nothing is committed (device and cloud both down)."""
     wall_clock: WallClock = system_wall_clock
     sink: MetricSink = NULL_SINK
     log: Any = attrs.field(factory=structlog.get_logger, repr=False)
@@ -238,7 +241,11 @@ class Spool:
         task_status.started()
         try:
             while True:
-                await self._wakeup.wait()
+                with trio.move_on_after(self.gauge_interval_s) as idle:
+                    await self._wakeup.wait()
+                if idle.cancelled_caught:
+                    self._report_gauges()
+                    continue
                 if self._pending_rows < self.commit_batch_rows:
                     await trio.sleep_until(self._last_commit + self.commit_interval_s)
                 await self._commit()

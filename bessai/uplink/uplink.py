@@ -27,6 +27,7 @@ import trio
 
 from bessai.model import Event, EventKind
 from bessai.observe.sink import NULL_SINK, MetricSink
+from bessai.observe.tracing import NULL_TRACER, Tracer
 from bessai.uplink.link import Link
 from bessai.uplink.message import (
     MAX_BATCH_BYTES,
@@ -62,6 +63,8 @@ class Uplink:
     spool: Spool
     publisher: Publisher
     sink: MetricSink = NULL_SINK
+    tracer: Tracer = attrs.field(default=NULL_TRACER, repr=False)
+    """One ``publish_batch`` span per publish request: messages, status, outcome."""
     rng: random.Random = attrs.field(factory=random.Random, repr=False)
     batch_max: int = attrs.field(default=MAX_BATCH_MESSAGES, validator=[
         attrs.validators.ge(1), attrs.validators.le(MAX_BATCH_MESSAGES)])
@@ -166,7 +169,9 @@ class Uplink:
 
     async def _send(self, rows: list[SpoolRow], *, refreshed: bool = False) -> list[_Failure]:
         started = trio.current_time()
-        result = await self.publisher.publish(rows)
+        with self.tracer.span("publish_batch", messages=len(rows), after_refresh=refreshed) as span:
+            result = await self.publisher.publish(rows)
+            span.set(status=result.status_label, outcome=result.outcome.value)
         self.sink.record("bessai.publish.latency_s", trio.current_time() - started)
         self.sink.count("bessai.publish.results", status=result.status_label)
         if result.outcome is Outcome.OK:
