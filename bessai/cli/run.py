@@ -27,13 +27,23 @@ import trio
 
 from actors import SupervisorEscalation
 from bessai.errors import BessaiError, ConfigError
-from bessai.settings import DEFAULT_ENV_FILE, get_settings
+from bessai.settings import DEFAULT_ENV_FILE, get_settings, load_env
 
 log = structlog.get_logger("bessai.run")
 
 EXIT_FORCED = 130
 
 SIMULATOR_DEFAULTS = {"SITE_ID": "demo-site", "INVERTER_IP": "127.0.0.1"}
+
+
+def simulator_defaults(env_file: str | None) -> dict[str, str]:
+    """SIMULATOR_DEFAULTS for the keys neither the environment nor ``env_file`` sets (a site's
+    own SITE_ID is kept; no INVERTER_IP is added beside DEVICES, which would be an error)."""
+    raw, _ = load_env(None, env_file)
+    defaults = {k: v for k, v in SIMULATOR_DEFAULTS.items() if k not in raw}
+    if "DEVICES" in raw:
+        defaults.pop("INVERTER_IP", None)
+    return defaults
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         env: dict[str, str] | None = None
         if args.simulator:
-            env = {**SIMULATOR_DEFAULTS, **os.environ}
+            env = {**simulator_defaults(args.env_file), **os.environ}
         settings = get_settings(env=env, env_file=args.env_file)
     except BessaiError as error:
         print(error.render(), file=sys.stderr)

@@ -74,8 +74,9 @@ def health_from_status(status: dict[str, Any]) -> tuple[bool, list[str]]:
         (reasons if name in device_links else warnings).append(text)
     spool = status.get("spool") or {}
     if warnings and spool.get("depth") is not None:
+        age = spool.get("oldest_pending_age_s")
         warnings.append(f"spool holds {spool['depth']} rows, oldest pending "
-                        f"{spool.get('oldest_pending_age_s', '?')} s")
+                        + (f"{round(age, 1)} s" if isinstance(age, int | float) else "?"))
     if reasons:
         return False, reasons
     return True, warnings

@@ -47,6 +47,7 @@ from bessai.uplink.spool import (
     SpoolError,
     SpoolStats,
     SpoolWriteError,
+    backup_spool,
     export_rows,
     read_stats,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "SpoolStats",
     "SpoolWriteError",
     "Uplink",
+    "backup_spool",
     "command_message",
     "credentials_for",
     "export_rows",

@@ -107,7 +107,7 @@ class Publisher:
         try:
             headers = await self.credentials.headers()
         except CredentialsError as exc:
-            return PublishResult(Outcome.RETRY, None, reason=f"credentials: {exc}")
+            return PublishResult(Outcome.RETRY, None, reason=f"credentials unavailable ({exc})")
         headers["content-type"] = "application/json"
         response = None
         # httpx's timeouts cover each read and write; this deadline also covers a peer (or an

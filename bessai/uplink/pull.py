@@ -117,7 +117,7 @@ class CommandSource:
         try:
             headers = await self.credentials.headers()
         except CredentialsError as exc:
-            raise _PullFailed(f"credentials: {exc}") from None
+            raise _PullFailed(f"credentials unavailable ({exc})") from None
         url = f"{self.endpoint.base_url}/v1/{self.subscription_path}:{verb}"
         response = None
         with trio.move_on_after(self.timeout_s * 2):  # a black-holed link ends as a timeout

@@ -197,7 +197,7 @@ class Uplink:
         self.log.error("PUBSUB_POISON_MESSAGE", msg_id=row.msg_id, seq=row.seq,
                        device=row.device_id, kind=row.kind, reason=result.reason,
                        action="moved to the spool's dead_letter table; inspect it with "
-                              "`bessai spool export --dead-letter`")
+                              "`bessai spool export --table dead_letter`")
         await self.spool.dead_letter(row, result.reason)
         if _is_poison_alert(row):
             return  # never alert about an alert: a rejected alert must not start a loop
