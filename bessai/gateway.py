@@ -59,6 +59,9 @@ log = structlog.get_logger("bessai.gateway")
 
 StreamFactory = Callable[[], Awaitable[trio.abc.Stream]]
 
+TELEMETRY_FLUSH_MAX_S = 5.0
+"""The longest the last OTel flush may take at shutdown (less when SHUTDOWN_DEADLINE_S is short)."""
+
 SNAPSHOT_RING_CAPACITY = 10_000
 """Snapshots waiting for the recorder. The recorder only waits on local disk, so the ring fills
 only if the disk stalls; then the oldest readings are dropped and counted, the poll never waits."""
@@ -122,6 +125,8 @@ class Gateway:
     handle_sighup: bool = False
     status_server: bool = True
     telemetry_config: TelemetryConfig | None = None
+    event_hook: Callable[[SupervisorEvent], None] | None = None
+    """Also receives every supervisor event of the tree (gateway and sites), after telemetry."""
 
     telemetry: TelemetryActor = attrs.field(init=False)
     spool: Spool = attrs.field(init=False)
@@ -141,8 +146,12 @@ class Gateway:
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
+        # Telemetry stops last and its flush is shielded: give it at most half the shutdown
+        # deadline (the uplink's drain has the other half), so a hung collector cannot hold
+        # the process past SHUTDOWN_DEADLINE_S.
         config = self.telemetry_config or TelemetryConfig(
-            endpoint=s.otel_exporter_otlp_endpoint, site_id=s.site_id, host_name=_host_name())
+            endpoint=s.otel_exporter_otlp_endpoint, site_id=s.site_id, host_name=_host_name(),
+            shutdown_deadline_s=min(TELEMETRY_FLUSH_MAX_S, s.shutdown_deadline_s / 2))
         self.telemetry = TelemetryActor(config)
         sink = self.telemetry.sink
         self.spool = Spool(Path(s.spool_path), max_bytes=s.spool_max_bytes,
@@ -152,7 +161,8 @@ class Gateway:
         for device in s.devices:
             self.sites[device.id] = self._build_site(device)
         self.router = CommandRouter(s.site_id, {d: site.gate for d, site in self.sites.items()},
-                                    emit=self.events.emit, wall_clock=self.wall_clock)
+                                    emit=self.events.emit, wall_clock=self.wall_clock,
+                                    metrics=self.telemetry.sink)
         if s.uplink_mode != "off":
             self.endpoint = (Endpoint.for_emulator(s.pubsub_emulator_host)
                              if s.uplink_mode == "emulator" else Endpoint())
@@ -181,7 +191,16 @@ class Gateway:
                                    wall_clock=self.wall_clock, rng=self.rng)
 
         return build_site(config, driver, wall_clock=self.wall_clock, events=self.events,
-                          metrics=self.telemetry.sink, outputs=[self.snapshots.push])
+                          metrics=self.telemetry.sink, tracer=self.telemetry.tracer,
+                          outputs=[self._push_snapshot])
+
+    def _push_snapshot(self, snapshot: Snapshot) -> None:
+        """Into the recorder's ring; a reading the full ring pushed out is counted as a drop."""
+        before = self.snapshots.dropped
+        self.snapshots.push(snapshot)
+        if self.snapshots.dropped != before:
+            self.telemetry.sink.count("bessai.spool.drops", self.snapshots.dropped - before,
+                                      reason="ring_full")
 
     def _child_specs(self) -> list[ChildSpec]:
         s = self.settings
@@ -209,8 +228,20 @@ class Gateway:
         return Recorder(self.spool, snapshots=self.snapshots, sink=self.telemetry.sink)
 
     async def _record_event(self, event: Event) -> None:
-        """Deliver one critical event: returns once it is on disk (then the outbox forgets it)."""
-        await self.spool.append(record_from_event(event))
+        """Deliver one critical event: returns once it is on disk (then the outbox forgets it).
+
+        An event whose body JSON cannot carry (NaN, an object) is recorded with those values
+        as text rather than raised: raising would crash the ``events`` child on the same event
+        forever, and every critical event queued behind it would never reach the spool.
+        """
+        try:
+            record = record_from_event(event)
+        except (TypeError, ValueError) as error:
+            log.error("EVENT_BODY_NOT_JSON", name=event.name, device=event.device_id,
+                      error=str(error), hint="recorded with the offending values as text; "
+                      "report this as a bug")
+            record = record_from_event(attrs.evolve(event, body=_json_safe(event.body)))
+        await self.spool.append(record)
 
     def _uplink(self) -> _HttpActor:
         s = self.settings
@@ -220,7 +251,8 @@ class Gateway:
             publisher = Publisher(client, s.gcp_project_id or "", s.pubsub_topic or "",
                                   endpoint=self.endpoint, credentials=self._credentials,
                                   wall_clock=self.wall_clock)
-            return Uplink(self.spool, publisher, sink=self.telemetry.sink, rng=self.rng)
+            return Uplink(self.spool, publisher, sink=self.telemetry.sink,
+                          tracer=self.telemetry.tracer, rng=self.rng)
 
         self.uplink_actor = _HttpActor(self.endpoint, self.http_transport, build)
         return self.uplink_actor
@@ -265,6 +297,8 @@ class Gateway:
 
     def _on_event(self, event: SupervisorEvent) -> None:
         self.telemetry.on_event(event)
+        if self.event_hook is not None:
+            self.event_hook(event)
 
     # ---- running --------------------------------------------------------------------------
 
@@ -337,6 +371,19 @@ def _link_view(link: Any, **extra: Any) -> dict[str, Any]:
     return {"state": str(link.state.value), "reason": link.reason,
             "down_for_s": None if link.down_since is None else round(now - link.down_since, 3),
             **extra}
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with everything strict JSON cannot hold (NaN, infinities, objects) as text."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return repr(value)
 
 
 def _host_name() -> str:

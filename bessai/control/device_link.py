@@ -44,6 +44,7 @@ from actors import Backoff
 from bessai.device.errors import ModbusProtocolError
 from bessai.model import Snapshot
 from bessai.observe.sink import NULL_SINK, MetricSink
+from bessai.observe.tracing import NULL_TRACER, Tracer
 
 log = structlog.get_logger("bessai.control.device_link")
 
@@ -142,6 +143,13 @@ def _driver_error(driver: Any) -> str | None:
     return None if error is None else f"{type(error).__name__}: {error}"
 
 
+def _poll_label(poll_class: Any) -> str:
+    """A poll class as a metric/span label: ``None`` (every readable tag) is ``all``."""
+    if poll_class is None:
+        return "all"
+    return str(getattr(poll_class, "value", poll_class))
+
+
 def _merge(previous: Snapshot | None, new: Snapshot) -> Snapshot:
     """The latest reading of every tag: ``new`` over ``previous`` (fast polls carry only fast
     tags; the safety guard and the gate want every tag's latest value)."""
@@ -170,6 +178,9 @@ class DeviceLink:
     latest_outputs: Sequence[Callable[[Snapshot], Any]] = ()
     backoff: Backoff = RECONNECT_BACKOFF
     metrics: MetricSink = NULL_SINK
+    tracer: Tracer = NULL_TRACER
+    """One ``poll_cycle`` span per poll: device, poll class, requests, tags_ok, tags_failed,
+    outcome (ok, partial, failed, link_fault)."""
     fast_poll: Any = "fast"
     slow_poll: Any = None
     call_timeout_s: float | None = None
@@ -299,13 +310,25 @@ class DeviceLink:
         # Not up yet: a device that accepts the connection but never answers (a hung SDongle)
         # must not flap up/down. The link is up once a poll came back on this connection.
 
-    def _deadline(self, what: str) -> Any:
+    def _deadline(self, what: str, requests: int = 1) -> Any:
         """A last-resort bound on one driver call (the driver has its own request timeout);
-        overrunning it is a link fault."""
+        overrunning it is a link fault. A poll is several requests, each allowed the bound:
+        a slow but answering device (Huawei: replies up to 10 s) is not a link fault."""
         if self.call_timeout_s is None:
             return contextlib.nullcontext()
-        return _fail_after(self.call_timeout_s, f"{what} took longer than "
-                           f"{self.call_timeout_s:g} s (device link's call_timeout_s)")
+        seconds = self.call_timeout_s * max(1, requests)
+        return _fail_after(seconds, f"{what} took longer than {seconds:g} s (device link's "
+                           f"call_timeout_s {self.call_timeout_s:g} s x {requests} requests)")
+
+    def _requests_in(self, poll_class: Any) -> int:
+        """How many requests a poll sends (the driver's read plan), 1 if the driver has none."""
+        plan = getattr(self.driver, "plan", None)
+        if plan is None:
+            return 1
+        try:
+            return len(plan(poll_class))
+        except Exception:  # a driver without a usable plan: the plain bound
+            return 1
 
     async def _serve(self) -> None:
         """Poll and write until a link fault (raised) or a stop request (returns)."""
@@ -353,25 +376,46 @@ class DeviceLink:
             request.done.set()
 
     async def _poll(self, poll_class: Any) -> None:
+        with self.tracer.span("poll_cycle", device=self.device_id, poll=_poll_label(poll_class),
+                              requests=self._planned_requests(poll_class)) as span:
+            await self._poll_traced(poll_class, span)
+
+    def _planned_requests(self, poll_class: Any) -> int | None:
+        """How many Modbus requests the driver's coalesced plan sends for this poll class."""
+        plan = getattr(self.driver, "plan", None)
+        if plan is None:
+            return None
+        try:
+            return len(plan(poll_class))
+        except Exception:
+            return None
+
+    async def _poll_traced(self, poll_class: Any, span: Any) -> None:
         started = trio.current_time()
         try:
-            with self._deadline("read"):
+            with self._deadline("read", self._requests_in(poll_class)):
                 snapshot = await self.driver.read_all(poll_class=poll_class)
         except LINK_FAULTS:
+            span.set(outcome="link_fault")
             raise
         except Exception as exc:  # e.g. a whole-poll exception response: the link is fine
             self.metrics.count("bessai.device.poll_errors", device=self.device_id)
+            span.set(outcome="failed", error_type=type(exc).__name__)
             log.warning("device_poll_failed", site=self.site_id, device=self.device_id,
-                        poll=str(poll_class), error=str(exc))
+                        poll=_poll_label(poll_class), error=str(exc))
             return
         self.metrics.record("bessai.device.poll_latency_s", trio.current_time() - started,
-                            poll=str(poll_class), device=self.device_id)
+                            poll=_poll_label(poll_class), device=self.device_id)
+        ok = sum(1 for r in snapshot.readings.values() if r.valid)
+        failed = len(snapshot.readings) - ok
+        span.set(tags_ok=ok, tags_failed=failed, outcome="partial" if failed else "ok")
         if not getattr(self.driver, "connected", True):
             # The driver marks each failed request's tags invalid rather than raising; if the
             # connection itself went away meanwhile, the link is down. Whatever was read before
             # it went is still published: invalid readings block, they are never skipped.
             if any(r.valid for r in snapshot.readings.values()):
                 self._publish_all(snapshot)
+            span.set(outcome="link_fault")
             raise ConnectionError(_driver_error(self.driver) or "connection lost during a poll")
         if not self.up:
             self._attempt = 0

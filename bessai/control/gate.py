@@ -253,6 +253,9 @@ class CommandRouter:
     gates: Mapping[str, CommandGate]
     emit: EventEmitter
     wall_clock: WallClock
+    metrics: MetricSink = NULL_SINK
+    """Rejections made here (malformed, other site, unknown device) count in
+    ``bessai.commands{decision=rejected, device="-"}``; a gate counts the rest."""
 
     async def handle_command_message(self, data: bytes, attributes: Mapping[str, str] | None
                                      = None) -> Outcome:
@@ -273,6 +276,7 @@ class CommandRouter:
                               f"{self.site_id!r}, devices {sorted(self.gates)}", None,
                               command_id=command.id)
         event = outcome_event(outcome, site_id=self.site_id, device_id="-", ts=self.wall_clock())
+        self.metrics.count("bessai.commands", decision=outcome.decision.value, device="-")
         log.warning(event.name, site=self.site_id,
                     **{k: v for k, v in event.body.items() if v is not None})
         self.emit(event)

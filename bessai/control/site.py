@@ -38,6 +38,7 @@ from bessai.control.limits import Limits, limits_from
 from bessai.control.watchdog import HeartbeatSpec, Watchdog
 from bessai.model import Snapshot
 from bessai.observe.sink import NULL_SINK, MetricSink
+from bessai.observe.tracing import NULL_TRACER, Tracer
 
 
 @attrs.frozen
@@ -90,6 +91,7 @@ class Site:
     outputs: Sequence[Callable[[Snapshot], Any]] = ()
     fast_poll: Any = "fast"
     slow_poll: Any = None
+    tracer: Tracer = NULL_TRACER
     last_link: DeviceLink | None = None
     last_guard: SafetyGuard | None = None
     last_watchdog: Watchdog | None = None
@@ -100,7 +102,8 @@ class Site:
             self.driver_factory(), c.site_id, c.device_id, fast_interval_s=c.fast_interval_s,
             slow_interval_s=c.slow_interval_s, outputs=self.outputs,
             latest_outputs=[self.ctx.snapshots.set], backoff=c.backoff,
-            metrics=self.ctx.metrics, call_timeout_s=c.call_timeout_s, handle=self.ctx.link,
+            metrics=self.ctx.metrics, tracer=self.tracer, call_timeout_s=c.call_timeout_s,
+            handle=self.ctx.link,
             fast_poll=self.fast_poll, slow_poll=self.slow_poll, write_path=c.write_path)
         return self.last_link
 
@@ -188,11 +191,13 @@ def build_site(config: SiteConfig, driver_factory: Callable[[], Driver], *,
                wall_clock: WallClock, events: EventOutbox | None = None,
                metrics: MetricSink = NULL_SINK,
                outputs: Sequence[Callable[[Snapshot], Any]] = (),
-               fast_poll: Any = "fast", slow_poll: Any = None) -> Site:
+               fast_poll: Any = "fast", slow_poll: Any = None,
+               tracer: Tracer = NULL_TRACER) -> Site:
     """Wire one device's control: context, dispatcher, gate and the children's factories.
 
     ``outputs`` receive every polled snapshot (the recorder's ring push); they must not block.
     ``events`` is where critical events go (the lead drains ``events.receive()`` into the spool).
+    ``metrics`` / ``tracer`` are the telemetry seams (the device link spans each poll cycle).
     """
     ctx = SiteContext(config.site_id, config.device_id, wall_clock,
                       events=events or EventOutbox(), metrics=metrics)
@@ -215,7 +220,7 @@ def build_site(config: SiteConfig, driver_factory: Callable[[], Driver], *,
                        discharge_tag_max_w=config.dispatch.discharge_power_max_w,
                        metrics=metrics)
     return Site(config, ctx, driver_factory, dispatcher, gate, outputs=outputs,
-                fast_poll=fast_poll, slow_poll=slow_poll)
+                fast_poll=fast_poll, slow_poll=slow_poll, tracer=tracer)
 
 
 LIMIT_SETTINGS = ("soc_min_pct", "soc_max_pct", "soc_hysteresis_pct", "temp_max_c",

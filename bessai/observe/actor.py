@@ -6,7 +6,8 @@ has built the exporters, to the live `Telemetry` while it runs, and back to NULL
 so a restart of this actor never leaves another actor holding a dead sink.
 
 `on_event` is the supervisor hook of the ``actors`` runtime: it logs every supervision event and
-counts restarts by child in ``bessai.actor.restarts`` (and in `restarts`, for the status page).
+counts restarts in ``bessai.actor.restarts{supervisor, child}`` (and in `restarts`, for the status
+page), nested supervisors included.
 It accepts any object with ``kind`` and ``child_id`` attributes and never raises.
 """
 
@@ -65,7 +66,11 @@ class TelemetryActor:
     sink: SwitchableSink = attrs.field(factory=SwitchableSink)
     tracer: SwitchableTracer = attrs.field(factory=SwitchableTracer)
     restarts: dict[str, int] = attrs.field(factory=dict)
+    """Restarts by child for the status page: ``child`` under the root supervisor,
+    ``supervisor/child`` under a nested one (``site:inv1/watchdog``)."""
     telemetry: Telemetry | None = None
+    root_supervisor: str = "gateway"
+    _seen_restarts: dict[tuple[str, str], int] = attrs.field(factory=dict, init=False)
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         telemetry = Telemetry(self.config)
@@ -98,15 +103,22 @@ class TelemetryActor:
                 "restarts": dict(self.restarts)}
 
     def on_event(self, event: Any) -> None:
-        """Supervisor hook: log the event; count it in ``bessai.actor.restarts`` if a restart.
+        """Supervisor hook: log the event; count restarts in ``bessai.actor.restarts``.
 
         Written against ``actors.SupervisorEvent`` (kind STARTED/RESTARTED/EXITED/ESCALATED,
         child_id, supervisor, restarts, reason, exception_repr) but reads every attribute
         defensively, so any object with ``kind`` and ``child_id`` works.
+
+        A restart is counted from the event's ``restarts`` (the child's count after the event),
+        not from RESTARTED alone: a restarted instance that crashes before reporting ready
+        never emits RESTARTED, yet it was restarted. Counts are kept per (supervisor, child),
+        so a nested site supervisor's ``watchdog`` is not confused with another site's, and a
+        fresh supervisor instance (its counts back at 0) is followed from its new numbers.
         """
         try:
             kind = _kind_name(getattr(event, "kind", "unknown")).lower()
             child = str(getattr(event, "child_id", None) or "-")
+            supervisor = str(getattr(event, "supervisor", None) or "-")
             reason = getattr(event, "reason", None)
             reason_name = _kind_name(reason).lower() if reason is not None else None
             fields: dict[str, Any] = {"child": child}
@@ -119,9 +131,8 @@ class TelemetryActor:
             error = getattr(event, "exception_repr", None)
             if error is not None:
                 fields["error"] = error
+            self._count_restarts(supervisor, child, kind, getattr(event, "restarts", None))
             if "restart" in kind:
-                self.restarts[child] = self.restarts.get(child, 0) + 1
-                self.sink.count("bessai.actor.restarts", child=child)
                 log.warning("ACTOR_RESTARTED", **fields)
             elif "escalat" in kind:
                 log.critical("ACTOR_ESCALATED", **fields)
@@ -131,3 +142,19 @@ class TelemetryActor:
                 log.info("actor_" + kind, **fields)
         except Exception:
             pass
+
+    def _count_restarts(self, supervisor: str, child: str, kind: str, restarts: Any) -> None:
+        key = (supervisor, child)
+        if not isinstance(restarts, int) or isinstance(restarts, bool):
+            new = 1 if "restart" in kind else 0  # an event without counts: one per RESTARTED
+        else:
+            seen = self._seen_restarts.get(key, 0)
+            if restarts < seen:  # a new supervisor instance: its counts start again
+                seen = 0
+            self._seen_restarts[key] = restarts
+            new = restarts - seen
+        if new <= 0:
+            return
+        label = child if supervisor in ("-", self.root_supervisor) else f"{supervisor}/{child}"
+        self.restarts[label] = self.restarts.get(label, 0) + new
+        self.sink.count("bessai.actor.restarts", new, supervisor=supervisor, child=child)

@@ -67,21 +67,30 @@ METRICS: tuple[MetricSpec, ...] = (
                ("device", "rule")),
     MetricSpec("bessai.safety.clears", _C, "{clear}",
                "SAFETY_CLEAR events (a block released past its hysteresis)", ("device", "rule")),
+    MetricSpec("bessai.safety.blocked", _G, "1",
+               "1 while a direction (charge, discharge) is blocked by any rule, else 0",
+               ("device", "direction")),
     MetricSpec("bessai.safety.stops", _C, "{stop}",
                "Forced commands stopped on the device because they worsened a block",
                ("device",)),
     MetricSpec("bessai.safety.stop_failures", _C, "{stop}",
                "Attempts to stop a forced command that failed", ("device",)),
     MetricSpec("bessai.commands", _C, "{command}",
-               "Dispatch commands by decision (accepted, clamped, rejected)",
+               "Dispatch commands by decision (accepted, clamped, rejected); device is `-` for a "
+               "command no device of this gateway could take (malformed, other site or device)",
                ("device", "decision")),
+    MetricSpec("bessai.commands.received", _C, "{message}",
+               "Command messages pulled from Pub/Sub and handled (then acknowledged)"),
+    MetricSpec("bessai.commands.handler_failures", _C, "{message}",
+               "Command messages whose handler raised (not acknowledged; Pub/Sub redelivers)"),
     # spool and uplink
     MetricSpec("bessai.spool.depth", _G, "{row}", "Rows waiting in the durable outbox"),
     MetricSpec("bessai.spool.bytes", _G, "By", "Bytes used by the durable outbox"),
     MetricSpec("bessai.spool.oldest_age_s", _G, "s",
                "Age of the oldest row not yet published (0 when empty)"),
     MetricSpec("bessai.spool.drops", _C, "{row}",
-               "Rows lost before publishing, by reason (budget, invalid, write_error...)",
+               "Readings lost before publishing, by reason (budget, invalid, write_error, "
+               "ring_full: the recorder fell behind the polls)",
                ("reason",)),
     MetricSpec("bessai.spool.dead_letters", _C, "{row}",
                "Poison messages moved to the dead-letter table"),
@@ -99,7 +108,8 @@ METRICS: tuple[MetricSpec, ...] = (
                "403/404 from Pub/Sub: a configuration fault an operator must fix"),
     # supervision and telemetry itself
     MetricSpec("bessai.actor.restarts", _C, "{restart}",
-               "Restarts of supervised children by child id", ("child",)),
+               "Restarts of supervised children by child id and supervisor (`gateway`, "
+               "`site:<device>` for a device's nested site supervisor)", ("supervisor", "child")),
     MetricSpec("bessai.telemetry.dropped", _C, "{item}",
                "Telemetry lost on the way to the collector, by signal (spans, metrics) and "
                "reason (queue_full, export_failed, sink_error, kind_conflict)",

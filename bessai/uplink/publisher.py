@@ -103,18 +103,25 @@ class Publisher:
             raise ValueError(f"a publish request holds 1..{MAX_BATCH_MESSAGES} messages, "
                              f"not {len(rows)}")
         body = json.dumps({"messages": [r.to_pubsub() for r in rows]},
-                          separators=(",", ":")).encode()
+                          separators=(",", ":"), ensure_ascii=False).encode()
         try:
             headers = await self.credentials.headers()
         except CredentialsError as exc:
             return PublishResult(Outcome.RETRY, None, reason=f"credentials unavailable ({exc})")
         headers["content-type"] = "application/json"
-        try:
-            response = await self.client.post(self.url, content=body, headers=headers,
-                                              timeout=self.timeout_s)
-        except (httpx.TransportError, trio.BrokenResourceError, OSError) as exc:
+        response = None
+        # httpx's timeouts cover each read and write; this deadline also covers a peer (or an
+        # injected transport) that trickles or black-holes the whole exchange
+        with trio.move_on_after(self.timeout_s * 2):
+            try:
+                response = await self.client.post(self.url, content=body, headers=headers,
+                                                  timeout=self.timeout_s)
+            except (httpx.TransportError, trio.BrokenResourceError, OSError) as exc:
+                return PublishResult(Outcome.RETRY, None,
+                                     reason=f"{type(exc).__name__}: {str(exc)[:120]}")
+        if response is None:
             return PublishResult(Outcome.RETRY, None,
-                                 reason=f"{type(exc).__name__}: {str(exc)[:120]}")
+                                 reason=f"Timeout: no answer within {self.timeout_s * 2:.0f} s")
         outcome = classify(response.status_code)
         retry_after = retry_after_from_headers(response.headers, self.wall_clock)
         if outcome is Outcome.OK:

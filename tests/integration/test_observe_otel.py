@@ -294,9 +294,10 @@ async def test_telemetry_actor_switches_sinks_and_flushes_when_stopped(
 
 
 class _Event:
-    def __init__(self, kind: str, child_id: str, reason: str | None = None) -> None:
+    def __init__(self, kind: str, child_id: str, reason: str | None = None,
+                 restarts: int = 0, supervisor: str = "gateway") -> None:
         self.kind, self.child_id, self.reason = kind, child_id, reason
-        self.supervisor, self.restarts, self.exception_repr = "gateway", 1, None
+        self.supervisor, self.restarts, self.exception_repr = supervisor, restarts, None
 
 
 def test_supervisor_hook_counts_restarts_by_child_and_logs_them() -> None:
@@ -304,12 +305,12 @@ def test_supervisor_hook_counts_restarts_by_child_and_logs_them() -> None:
     recorder = RecordingSink()
     actor.sink.target = recorder
     with structlog.testing.capture_logs() as logs:
-        actor.on_event(_Event("RESTARTED", "uplink"))
-        actor.on_event(_Event("restarted", "uplink"))
+        actor.on_event(_Event("RESTARTED", "uplink", restarts=1))
+        actor.on_event(_Event("restarted", "uplink", restarts=2))
         actor.on_event(_Event("EXITED", "device:inv1", reason="failed"))
         actor.on_event(_Event("STARTED", "spool"))
         actor.on_event(object())  # anything: never raises
-    assert recorder.total("bessai.actor.restarts", child="uplink") == 2
+    assert recorder.total("bessai.actor.restarts", child="uplink", supervisor="gateway") == 2
     assert recorder.total("bessai.actor.restarts") == 2
     assert actor.restarts == {"uplink": 2}
     assert actor.status() == {"enabled": False, "endpoint": None, "dropped": {},
