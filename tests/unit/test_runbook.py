@@ -203,7 +203,7 @@ def test_the_event_scan_finds_what_the_code_logs():
     emitted = _emitted_names()
     assert {"SAFETY_BLOCK", "COMMAND_ACCEPTED", "COMMAND_REJECTED", "LINK_DOWN",
             "ACTOR_ESCALATED", "CONFIG_RELOADED", "SAFETY_STOP"} <= emitted
-    assert "SUPERVISOR_ESCALATED" not in emitted
+    assert "SPOOL_GAP" not in emitted  # an event an old draft named, never emitted
 
 
 @pytest.mark.parametrize("runbook", RUNBOOKS, ids=lambda p: p.name)
