@@ -18,7 +18,6 @@ what the response means:
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +27,7 @@ import trio
 
 from bessai.clock import WallClock, system_wall_clock
 from bessai.uplink.credentials import Credentials, CredentialsError, Endpoint, NoAuth
-from bessai.uplink.message import MAX_BATCH_MESSAGES, SpoolRow
+from bessai.uplink.message import MAX_BATCH_MESSAGES, SpoolRow, encode_publish_body
 from bessai.uplink.retry import retry_after_from_headers
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -102,8 +101,7 @@ class Publisher:
         if not rows or len(rows) > MAX_BATCH_MESSAGES:
             raise ValueError(f"a publish request holds 1..{MAX_BATCH_MESSAGES} messages, "
                              f"not {len(rows)}")
-        body = json.dumps({"messages": [r.to_pubsub() for r in rows]},
-                          separators=(",", ":"), ensure_ascii=False).encode()
+        body = encode_publish_body(list(rows))
         try:
             headers = await self.credentials.headers()
         except CredentialsError as exc:
