@@ -59,6 +59,10 @@ log = structlog.get_logger("bessai.gateway")
 
 StreamFactory = Callable[[], Awaitable[trio.abc.Stream]]
 
+DRAIN_CHECK_S = 0.3
+"""At shutdown the uplink stops once nothing is left to publish on two checks this far apart
+(longer than the spool's group commit), or when its grace (SHUTDOWN_DEADLINE_S / 2) ends."""
+
 TELEMETRY_FLUSH_MAX_S = 5.0
 """The longest the last OTel flush may take at shutdown (less when SHUTDOWN_DEADLINE_S is short)."""
 
@@ -69,19 +73,45 @@ only if the disk stalls; then the oldest readings are dropped and counted, the p
 
 @attrs.define(eq=False)
 class _HttpActor:
-    """Runs an actor that needs an httpx client, and closes the client when the actor ends."""
+    """Runs an actor that needs an httpx client, and closes the client when the actor ends.
+
+    Graceful stop: without ``drained`` it ends at once; with it (the uplink) it keeps running
+    until ``drained()`` has held twice in a row `DRAIN_CHECK_S` apart (so a group the recorder
+    is committing right now is not missed), within the supervisor's grace, then it is cancelled.
+    """
 
     endpoint: Endpoint
     transport: httpx.AsyncBaseTransport | None
     build: Callable[[httpx.AsyncClient], Any]
     timeout_s: float = 30.0
+    drained: Callable[[], bool] | None = None
     current: Any = None
+    _stop: trio.Event = attrs.field(factory=trio.Event, init=False)
+
+    def request_stop(self) -> None:
+        self._stop.set()
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with make_client(self.endpoint, timeout_s=self.timeout_s,
                                transport=self.transport) as client:
             self.current = self.build(client)
-            await self.current.run(task_status=task_status)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._run_current, nursery.cancel_scope)
+                task_status.started()
+                nursery.start_soon(self._stop_when_drained, nursery.cancel_scope)
+
+    async def _run_current(self, scope: trio.CancelScope,
+                           task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        await self.current.run(task_status=task_status)
+        scope.cancel()  # it ended by itself: so does this actor (the supervisor decides)
+
+    async def _stop_when_drained(self, scope: trio.CancelScope) -> None:
+        await self._stop.wait()
+        streak = 0
+        while self.drained is not None and streak < 2:
+            streak = streak + 1 if self.drained() else 0
+            await trio.sleep(DRAIN_CHECK_S)
+        scope.cancel()
 
 
 @attrs.define(eq=False)
@@ -238,8 +268,14 @@ class Gateway:
                                   wall_clock=self.wall_clock)
             return Uplink(self.spool, publisher, sink=self.telemetry.sink, rng=self.rng)
 
-        self.uplink_actor = _HttpActor(self.endpoint, self.http_transport, build)
+        self.uplink_actor = _HttpActor(self.endpoint, self.http_transport, build,
+                                       drained=self._nothing_to_publish)
         return self.uplink_actor
+
+    def _nothing_to_publish(self) -> bool:
+        """True when every reading and event produced so far has left the spool for Pub/Sub."""
+        return (len(self.snapshots) == 0 and not self.events.pending
+                and self.spool.stats().depth == 0)
 
     def _commands(self) -> _HttpActor:
         from bessai.uplink.pull import CommandSource

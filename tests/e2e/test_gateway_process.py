@@ -171,6 +171,9 @@ def test_readings_reach_pubsub_health_tells_truth_and_seq_continues_across_a_res
         "telemetry from the second run")
     rc, _ = stop(second_run, 5)
     assert rc == 0, second_run.output()[-3000:]
+    stats = run_cli(["spool", "stats", "--json", "--path", env["SPOOL_PATH"]], env)
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["depth"] == 0, stats.stdout  # SIGTERM drained the spool
     messages += telemetry_topic.pull_all()
 
     for m in messages:
