@@ -418,3 +418,21 @@ def test_missing_device_profile_exits_2_with_the_path_to_fix(tmp_path):
     assert "absolute path" in done.stderr
     assert "Traceback" not in done.stderr
     assert "ExceptionGroup" not in done.stderr + done.stdout
+
+
+def test_status_bind_in_use_exits_1_at_once_naming_it(tmp_path):
+    """Most often another gateway is running: two would fight over the inverter's one
+    Modbus connection, so the second refuses to start instead of crash-looping its status."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        bind = f"127.0.0.1:{taken.getsockname()[1]}"
+        env = {"SITE_ID": "e2e-site", "INVERTER_IP": "127.0.0.1",
+               "SPOOL_PATH": str(tmp_path / "s.db"), "STATUS_BIND": bind}
+        done = subprocess.run([PYTHON, "-m", "bessai.cli.run", "--no-screen", "--env-file",
+                               str(tmp_path / "none.env")], cwd=ROOT, env=base_env(env),
+                              capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.startswith(f"error: STATUS_BIND='{bind}' cannot be bound"), done.stderr
+    assert "another gateway" in done.stderr
+    assert not (tmp_path / "s.db").exists()  # nothing started
