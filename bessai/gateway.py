@@ -46,8 +46,8 @@ from bessai.control import CommandRouter, EventOutbox, Site, SiteConfig, build_s
 from bessai.device import UniversalDriver, load_profile
 from bessai.model import Event, Snapshot
 from bessai.observe import StatusServer, TelemetryActor, TelemetryConfig, health_from_status
-from bessai.observe.logs import set_log_level
-from bessai.settings import DeviceSpec, Settings, read_log_level
+from bessai.observe.logs import get_log_level, set_log_level
+from bessai.settings import DeviceSpec, Settings, SettingsError, read_log_level
 from bessai.uplink.credentials import Endpoint, credentials_for, make_client
 from bessai.uplink.message import record_from_event
 from bessai.uplink.publisher import Publisher
@@ -126,9 +126,16 @@ class _SighupReloader:
         with trio.open_signal_receiver(signal.SIGHUP) as signals:
             task_status.started()
             async for _ in signals:
-                level = read_log_level(None, self.env_file or "config/.env")
-                set_log_level(level)
                 self.on_reload()
+                try:
+                    level = read_log_level(None, self.env_file or "config/.env")
+                except SettingsError as error:
+                    # A typo in the file must not crash this child: while it restarted, no
+                    # handler would be installed and the next SIGHUP would kill the process.
+                    log.error("CONFIG_RELOAD_FAILED", error="; ".join(error.errors),
+                              kept=get_log_level(), hint=error.hint)
+                    continue
+                set_log_level(level)
                 log.warning("CONFIG_RELOADED", log_level=level)
 
 

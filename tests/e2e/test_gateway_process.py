@@ -436,3 +436,28 @@ def test_status_bind_in_use_exits_1_at_once_naming_it(tmp_path):
     assert done.stderr.startswith(f"error: STATUS_BIND='{bind}' cannot be bound"), done.stderr
     assert "another gateway" in done.stderr
     assert not (tmp_path / "s.db").exists()  # nothing started
+
+
+def test_sighup_with_a_bad_log_level_keeps_the_level_and_the_gateway_running(tmp_path, procs):
+    sim = start_sim(0)
+    procs.append(sim)
+    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    env_file = tmp_path / "gateway.env"
+    env_file.write_text("LOG_LEVEL=DEBUG\n")
+    env = gateway_env(tmp_path, sim_port)
+    gateway = start_gateway(env, "--env-file", str(env_file))
+    procs.append(gateway)
+    gateway.wait_for(r"event=GATEWAY_READY", 15)
+    env_file.write_text("LOG_LEVEL=LOUD\n")
+    for _ in range(2):  # the second one finds the handler in place (no crash, no restart)
+        mark = gateway.mark()
+        gateway.send(signal.SIGHUP)
+        failed = gateway.wait_for(r"event=CONFIG_RELOAD_FAILED", 5, after=mark)
+        assert "LOG_LEVEL='LOUD'" in failed, failed
+        time.sleep(0.3)
+        assert gateway.popen.poll() is None, gateway.output()[-2000:]
+    assert not gateway.matching(r"ACTOR_CRASHED")
+    assert poke_status_with_garbage(env).startswith(b"HTTP/1.1 400")
+    gateway.wait_for(r"level=DEBUG event=status_bad_request", 5)  # DEBUG kept
+    rc, _ = stop(gateway, 5)
+    assert rc == 0
