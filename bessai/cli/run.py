@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ import structlog
 import trio
 
 from actors import SupervisorEscalation
-from bessai.errors import BessaiError, ConfigError
+from bessai.errors import BessaiError, ConfigError, OperationFailedError
 from bessai.settings import DEFAULT_ENV_FILE, get_settings, load_env
 
 log = structlog.get_logger("bessai.run")
@@ -135,8 +136,9 @@ async def run_gateway(args: argparse.Namespace, settings: Any, tail: Any | None)
                     nursery.start_soon(_stop_after, gateway, args.duration,
                                        settings.shutdown_deadline_s, cancel, state)
                 await nursery.start(gateway.run)
-                log.info("GATEWAY_READY", site=settings.site_id,
-                         status=f"http://{settings.status_bind}/status")
+                if not gateway.supervisor_done.is_set():
+                    log.info("GATEWAY_READY", site=settings.site_id,
+                             status=f"http://{settings.status_bind}/status")
                 if tail is not None:
                     nursery.start_soon(show, gateway.status, sys.stdout, tail)
                 await gateway.supervisor_done.wait()
@@ -164,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     try:
         check_profiles(settings, env_file=args.env_file)
+        check_status_bind(settings)
     except BessaiError as error:
         print(error.render(), file=sys.stderr)
         return error.exit_code
@@ -208,6 +211,23 @@ def check_profiles(settings: Any, *, env_file: str | None = None) -> None:
         except ProfileError as error:
             raise ConfigError(str(error), hint=f"fix the profile, or point {key} in {where} "
                               "at a valid one (`bessai profile validate PATH`)") from None
+
+
+def check_status_bind(settings: Any) -> None:
+    """Fail fast when STATUS_BIND cannot be bound: most often another gateway is already
+    running here, and two gateways would fight over the inverter's only Modbus connection."""
+    bind = settings.status_bind
+    family = socket.AF_INET6 if ":" in bind.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+        try:
+            probe.bind((bind.host, bind.port))
+        except OSError as error:
+            raise OperationFailedError(
+                f"STATUS_BIND={str(bind)!r} cannot be bound ({error.strerror or error}) — is "
+                "another gateway already running on this host?",
+                hint="stop the other instance (`systemctl status bessai-gateway` / `docker "
+                     "compose ps`), or set STATUS_BIND to a free HOST:PORT") from None
 
 
 def _leaves(error: BaseException) -> list[BaseException]:

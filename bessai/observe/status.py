@@ -149,7 +149,7 @@ class StatusServer:
             raise OSError(
                 error.errno,
                 f"status endpoint cannot listen on {self.host}:{self.port} ({error.strerror}) "
-                "— set STATUS_PORT to a free port, or stop what holds this one",
+                "— set STATUS_BIND to a free HOST:PORT, or stop what holds this one",
             ) from error
         self.bound_port = listeners[0].socket.getsockname()[1]
         log.info("STATUS_ENDPOINT_LISTENING", host=self.host, port=self.bound_port)

@@ -171,6 +171,9 @@ def test_readings_reach_pubsub_health_tells_truth_and_seq_continues_across_a_res
         "telemetry from the second run")
     rc, _ = stop(second_run, 5)
     assert rc == 0, second_run.output()[-3000:]
+    stats = run_cli(["spool", "stats", "--json", "--path", env["SPOOL_PATH"]], env)
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["depth"] == 0, stats.stdout  # SIGTERM drained the spool
     messages += telemetry_topic.pull_all()
 
     for m in messages:
@@ -415,3 +418,46 @@ def test_missing_device_profile_exits_2_with_the_path_to_fix(tmp_path):
     assert "absolute path" in done.stderr
     assert "Traceback" not in done.stderr
     assert "ExceptionGroup" not in done.stderr + done.stdout
+
+
+def test_status_bind_in_use_exits_1_at_once_naming_it(tmp_path):
+    """Most often another gateway is running: two would fight over the inverter's one
+    Modbus connection, so the second refuses to start instead of crash-looping its status."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        bind = f"127.0.0.1:{taken.getsockname()[1]}"
+        env = {"SITE_ID": "e2e-site", "INVERTER_IP": "127.0.0.1",
+               "SPOOL_PATH": str(tmp_path / "s.db"), "STATUS_BIND": bind}
+        done = subprocess.run([PYTHON, "-m", "bessai.cli.run", "--no-screen", "--env-file",
+                               str(tmp_path / "none.env")], cwd=ROOT, env=base_env(env),
+                              capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.startswith(f"error: STATUS_BIND='{bind}' cannot be bound"), done.stderr
+    assert "another gateway" in done.stderr
+    assert not (tmp_path / "s.db").exists()  # nothing started
+
+
+def test_sighup_with_a_bad_log_level_keeps_the_level_and_the_gateway_running(tmp_path, procs):
+    sim = start_sim(0)
+    procs.append(sim)
+    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    env_file = tmp_path / "gateway.env"
+    env_file.write_text("LOG_LEVEL=DEBUG\n")
+    env = gateway_env(tmp_path, sim_port)
+    gateway = start_gateway(env, "--env-file", str(env_file))
+    procs.append(gateway)
+    gateway.wait_for(r"event=GATEWAY_READY", 15)
+    env_file.write_text("LOG_LEVEL=LOUD\n")
+    for _ in range(2):  # the second one finds the handler in place (no crash, no restart)
+        mark = gateway.mark()
+        gateway.send(signal.SIGHUP)
+        failed = gateway.wait_for(r"event=LOG_LEVEL_RELOAD_FAILED", 5, after=mark)
+        assert "LOG_LEVEL='LOUD'" in failed, failed
+        time.sleep(0.3)
+        assert gateway.popen.poll() is None, gateway.output()[-2000:]
+    assert not gateway.matching(r"ACTOR_CRASHED")
+    assert poke_status_with_garbage(env).startswith(b"HTTP/1.1 400")
+    gateway.wait_for(r"level=DEBUG event=status_bad_request", 5)  # DEBUG kept
+    rc, _ = stop(gateway, 5)
+    assert rc == 0

@@ -9,6 +9,7 @@ autojumps only after 50 ms of real idleness (not 0, which would jump while the t
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -31,9 +32,10 @@ def clock() -> trio.testing.MockClock:
 
 
 def settings(tmp_path: Path, **extra) -> Settings:
-    return Settings(site_id="tree-site", devices=(DeviceSpec("inv1", "127.0.0.1"),),
-                    spool_path=tmp_path / "spool.sqlite",
-                    status_bind=BindAddress("127.0.0.1", 0), shutdown_deadline_s=5.0, **extra)
+    values = {"site_id": "tree-site", "devices": (DeviceSpec("inv1", "127.0.0.1"),),
+              "spool_path": tmp_path / "spool.sqlite",
+              "status_bind": BindAddress("127.0.0.1", 0), "shutdown_deadline_s": 5.0}
+    return Settings(**{**values, **extra})
 
 
 def gateway(tmp_path: Path, sim: Simulator, events: list[SupervisorEvent], **kwargs) -> Gateway:
@@ -170,3 +172,31 @@ async def test_an_event_json_cannot_carry_does_not_block_the_critical_events_beh
         gw.request_stop()
         await gw.supervisor_done.wait()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_stop_while_a_child_cannot_start_ends_the_run_cleanly(tmp_path):
+    """The status port is taken, so the tree never becomes ready; a stop must still end
+    `run` normally (it used to raise "child exited without calling task_status.started()")."""
+    events: list[SupervisorEvent] = []
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        sim = Simulator()
+        gw = Gateway(settings(tmp_path, status_bind=BindAddress("127.0.0.1", port)),
+                     wall_clock=trio_wall_clock(), stream_factories={"inv1": sim.stream_factory()},
+                     event_hook=events.append, env_file=None)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sim.run)
+
+            async def stop_soon() -> None:
+                await wait_for(lambda: gw.status()["actors"]["status"]["restarts"] >= 2,
+                               timeout_s=30, what="the status child failing to start")
+                gw.request_stop()
+
+            nursery.start_soon(stop_soon)
+            await nursery.start(gw.run)  # returns once the stop has ended the tree
+            assert gw.supervisor_done.is_set()
+            nursery.cancel_scope.cancel()
+    assert any(e.child_id == "status" and e.exception_repr and "in use" in e.exception_repr
+               for e in events)
