@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from bessai.settings import DEFAULT_ENV_FILE, get_settings, load_env
 log = structlog.get_logger("bessai.run")
 
 EXIT_FORCED = 130
+EXIT_DEADLINE = 1
 
 SIMULATOR_DEFAULTS = {"SITE_ID": "demo-site", "INVERTER_IP": "127.0.0.1"}
 
@@ -95,29 +97,58 @@ async def _watch_signals(gateway: Any, deadline_s: float, cancel: trio.CancelSco
                 cancel.cancel()
                 force_exit(EXIT_FORCED)
                 return
-            state["stopping"] = True
-            log.warning("SHUTDOWN_REQUESTED", signal=signal.Signals(signum).name,
-                        deadline_s=deadline_s)
-            gateway.request_stop()
-            cancel.deadline = trio.current_time() + deadline_s
+            _begin_stop(gateway, deadline_s, cancel, state, signal=signal.Signals(signum).name)
 
 
 async def _stop_after(gateway: Any, duration_s: float, deadline_s: float,
                       cancel: trio.CancelScope, state: dict[str, Any]) -> None:
     await trio.sleep(duration_s)
     if not state["stopping"]:
-        state["stopping"] = True
-        log.info("SHUTDOWN_REQUESTED", reason="duration elapsed", deadline_s=deadline_s)
-        gateway.request_stop()
-        cancel.deadline = trio.current_time() + deadline_s
+        _begin_stop(gateway, deadline_s, cancel, state, reason="duration elapsed")
+
+
+HARD_STOP_MARGIN_S = 5.0
+"""How long past SHUTDOWN_DEADLINE_S the process may take before it is ended regardless."""
+
+
+def _begin_stop(gateway: Any, deadline_s: float, cancel: trio.CancelScope,
+                state: dict[str, Any], **why: Any) -> None:
+    """Graceful stop within ``deadline_s``, then cancellation; and a hard stop behind both.
+
+    Cancellation cannot cut short clean-up that a supervisor shields (each child's grace), so a
+    timer thread ends the process ``HARD_STOP_MARGIN_S`` after the deadline: a service manager
+    waiting on the stop must never wait forever. What the spool committed is on disk."""
+    state["stopping"] = True
+    log.warning("SHUTDOWN_REQUESTED", deadline_s=deadline_s, **why)
+    gateway.request_stop()
+    cancel.deadline = trio.current_time() + deadline_s
+
+    def hard_stop() -> None:
+        log.critical("SHUTDOWN_DEADLINE_EXCEEDED", deadline_s=deadline_s, action="exit now")
+        force_exit(EXIT_DEADLINE)
+
+    timer = threading.Timer(deadline_s + HARD_STOP_MARGIN_S, hard_stop)
+    timer.daemon = True
+    timer.start()
+    state["hard_stop"] = timer
 
 
 async def run_gateway(args: argparse.Namespace, settings: Any, tail: Any | None) -> int:
+    state: dict[str, Any] = {"stopping": False, "forced": False}
+    try:
+        return await _run_until_stopped(args, settings, tail, state)
+    finally:
+        timer = state.get("hard_stop")
+        if timer is not None:
+            timer.cancel()
+
+
+async def _run_until_stopped(args: argparse.Namespace, settings: Any, tail: Any | None,
+                             state: dict[str, Any]) -> int:
     from bessai.cli.screen import show
     from bessai.gateway import Gateway
     from bessai.sim import Simulator
 
-    state = {"stopping": False, "forced": False}
     async with trio.open_nursery() as outer:
         factories = {}
         if args.simulator:
