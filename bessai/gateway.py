@@ -40,14 +40,22 @@ import httpx
 import structlog
 import trio
 
-from actors import ChildSpec, DropOldestRing, Restart, Strategy, Supervisor, SupervisorEvent
+from actors import (
+    Backoff,
+    ChildSpec,
+    DropOldestRing,
+    Restart,
+    Strategy,
+    Supervisor,
+    SupervisorEvent,
+)
 from bessai.clock import WallClock, system_wall_clock
 from bessai.control import CommandRouter, EventOutbox, Site, SiteConfig, build_site
 from bessai.device import UniversalDriver, load_profile
 from bessai.model import Event, Snapshot
 from bessai.observe import StatusServer, TelemetryActor, TelemetryConfig, health_from_status
-from bessai.observe.logs import set_log_level
-from bessai.settings import DeviceSpec, Settings, read_log_level
+from bessai.observe.logs import get_log_level, set_log_level
+from bessai.settings import DeviceSpec, Settings, SettingsError, read_log_level
 from bessai.uplink.credentials import Endpoint, credentials_for, make_client
 from bessai.uplink.message import record_from_event
 from bessai.uplink.publisher import Publisher
@@ -59,26 +67,69 @@ log = structlog.get_logger("bessai.gateway")
 
 StreamFactory = Callable[[], Awaitable[trio.abc.Stream]]
 
+DRAIN_CHECK_S = 0.3
+"""At shutdown the uplink stops once nothing is left to publish on two checks this far apart
+(longer than the spool's group commit), or when its grace (SHUTDOWN_DEADLINE_S / 2) ends."""
+
+TELEMETRY_FLUSH_MAX_S = 5.0
+"""The longest the last OTel flush may take at shutdown (less when SHUTDOWN_DEADLINE_S is short)."""
+
 SNAPSHOT_RING_CAPACITY = 10_000
 """Snapshots waiting for the recorder. The recorder only waits on local disk, so the ring fills
 only if the disk stalls; then the oldest readings are dropped and counted, the poll never waits."""
 
 
+GATEWAY_INTENSITY = 10
+GATEWAY_PERIOD_S = 60.0
+GATEWAY_BACKOFF = Backoff(initial_s=0.1, max_s=3.0, multiplier=2.0, jitter=0.2, reset_after_s=60.0)
+"""Restart policy of the top supervisor. Only bugs reach it (expected faults are states inside
+the actors). The backoff cap must stay well below ``GATEWAY_PERIOD_S / GATEWAY_INTENSITY``-ish
+spacing: with a 30 s cap a crash-looping child would restart every 30 s forever and never
+escalate; with 3 s it escalates within about half a minute, the process exits 1, and systemd or
+Docker restarts it clean — what an operator expects from a crash loop."""
+
+
 @attrs.define(eq=False)
 class _HttpActor:
-    """Runs an actor that needs an httpx client, and closes the client when the actor ends."""
+    """Runs an actor that needs an httpx client, and closes the client when the actor ends.
+
+    Graceful stop: without ``drained`` it ends at once; with it (the uplink) it keeps running
+    until ``drained()`` has held twice in a row `DRAIN_CHECK_S` apart (so a group the recorder
+    is committing right now is not missed), within the supervisor's grace, then it is cancelled.
+    """
 
     endpoint: Endpoint
     transport: httpx.AsyncBaseTransport | None
     build: Callable[[httpx.AsyncClient], Any]
     timeout_s: float = 30.0
+    drained: Callable[[], bool] | None = None
     current: Any = None
+    _stop: trio.Event = attrs.field(factory=trio.Event, init=False)
+
+    def request_stop(self) -> None:
+        self._stop.set()
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with make_client(self.endpoint, timeout_s=self.timeout_s,
                                transport=self.transport) as client:
             self.current = self.build(client)
-            await self.current.run(task_status=task_status)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._run_current, nursery.cancel_scope)
+                task_status.started()
+                nursery.start_soon(self._stop_when_drained, nursery.cancel_scope)
+
+    async def _run_current(self, scope: trio.CancelScope,
+                           task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        await self.current.run(task_status=task_status)
+        scope.cancel()  # it ended by itself: so does this actor (the supervisor decides)
+
+    async def _stop_when_drained(self, scope: trio.CancelScope) -> None:
+        await self._stop.wait()
+        streak = 0
+        while self.drained is not None and streak < 2:
+            streak = streak + 1 if self.drained() else 0
+            await trio.sleep(DRAIN_CHECK_S)
+        scope.cancel()
 
 
 @attrs.define(eq=False)
@@ -93,10 +144,30 @@ class _SighupReloader:
         with trio.open_signal_receiver(signal.SIGHUP) as signals:
             task_status.started()
             async for _ in signals:
-                level = read_log_level(None, self.env_file or "config/.env")
-                set_log_level(level)
+                level = get_log_level()
+                try:
+                    level = read_log_level(None, self.env_file or "config/.env")
+                except SettingsError as error:
+                    # A typo in the file must not crash this child: while it restarted, no
+                    # handler would be installed and the next SIGHUP would kill the process.
+                    # Keep the current level; still drop cached credentials.
+                    log.error("LOG_LEVEL_RELOAD_FAILED", error=str(error), kept=level)
+                else:
+                    set_log_level(level)
                 self.on_reload()
-                log.warning("CONFIG_RELOADED", log_level=level)
+                log.warning("CONFIG_RELOADED", log_level=level, service_account="re-read")
+
+
+@attrs.define(eq=False)
+class _ReadyFlag:
+    """Passes ``started()`` on and remembers that it was called."""
+
+    task_status: Any
+    called: bool = False
+
+    def started(self, value: Any = None) -> None:
+        self.called = True
+        self.task_status.started(value)
 
 
 @attrs.define(eq=False)
@@ -117,6 +188,8 @@ class Gateway:
     handle_sighup: bool = False
     status_server: bool = True
     telemetry_config: TelemetryConfig | None = None
+    event_hook: Callable[[SupervisorEvent], None] | None = None
+    """Also receives every supervisor event of the tree (gateway and sites), after telemetry."""
 
     telemetry: TelemetryActor = attrs.field(init=False)
     spool: Spool = attrs.field(init=False)
@@ -136,8 +209,12 @@ class Gateway:
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
+        # Telemetry stops last and its flush is shielded: give it at most half the shutdown
+        # deadline (the uplink's drain has the other half), so a hung collector cannot hold
+        # the process past SHUTDOWN_DEADLINE_S.
         config = self.telemetry_config or TelemetryConfig(
-            endpoint=s.otel_exporter_otlp_endpoint, site_id=s.site_id, host_name=_host_name())
+            endpoint=s.otel_exporter_otlp_endpoint, site_id=s.site_id, host_name=_host_name(),
+            shutdown_deadline_s=min(TELEMETRY_FLUSH_MAX_S, s.shutdown_deadline_s / 2))
         self.telemetry = TelemetryActor(config)
         sink = self.telemetry.sink
         self.spool = Spool(Path(s.spool_path), max_bytes=s.spool_max_bytes,
@@ -154,7 +231,8 @@ class Gateway:
                              if s.uplink_mode == "emulator" else Endpoint())
             self._credentials = credentials_for(self.endpoint, s.google_application_credentials)
         self.supervisor = Supervisor(children=self._child_specs(), strategy=Strategy.ONE_FOR_ONE,
-                                     intensity=10, period_s=60.0, name="gateway",
+                                     intensity=GATEWAY_INTENSITY, period_s=GATEWAY_PERIOD_S,
+                                     backoff=GATEWAY_BACKOFF, name="gateway",
                                      on_event=self._on_event, rng=self.rng)
 
     # ---- wiring ---------------------------------------------------------------------------
@@ -214,8 +292,20 @@ class Gateway:
         return Recorder(self.spool, snapshots=self.snapshots, sink=self.telemetry.sink)
 
     async def _record_event(self, event: Event) -> None:
-        """Deliver one critical event: returns once it is on disk (then the outbox forgets it)."""
-        await self.spool.append(record_from_event(event))
+        """Deliver one critical event: returns once it is on disk (then the outbox forgets it).
+
+        An event whose body JSON cannot carry (NaN, an object) is recorded with those values
+        as text rather than raised: raising would crash the ``events`` child on the same event
+        forever, and every critical event queued behind it would never reach the spool.
+        """
+        try:
+            record = record_from_event(event)
+        except (TypeError, ValueError) as error:
+            log.error("EVENT_BODY_NOT_JSON", name=event.name, device=event.device_id,
+                      error=str(error), hint="recorded with the offending values as text; "
+                      "report this as a bug")
+            record = record_from_event(attrs.evolve(event, body=_json_safe(event.body)))
+        await self.spool.append(record)
 
     def _uplink(self) -> _HttpActor:
         s = self.settings
@@ -228,8 +318,14 @@ class Gateway:
             return Uplink(self.spool, publisher, sink=self.telemetry.sink,
                           tracer=self.telemetry.tracer, rng=self.rng)
 
-        self.uplink_actor = _HttpActor(self.endpoint, self.http_transport, build)
+        self.uplink_actor = _HttpActor(self.endpoint, self.http_transport, build,
+                                       drained=self._nothing_to_publish)
         return self.uplink_actor
+
+    def _nothing_to_publish(self) -> bool:
+        """True when every reading and event produced so far has left the spool for Pub/Sub."""
+        return (len(self.snapshots) == 0 and not self.events.pending
+                and self.spool.stats().depth == 0)
 
     def _commands(self) -> _HttpActor:
         from bessai.uplink.pull import CommandSource
@@ -271,6 +367,8 @@ class Gateway:
 
     def _on_event(self, event: SupervisorEvent) -> None:
         self.telemetry.on_event(event)
+        if self.event_hook is not None:
+            self.event_hook(event)
 
     # ---- running --------------------------------------------------------------------------
 
@@ -279,10 +377,16 @@ class Gateway:
         log.info("gateway_starting", site=self.settings.site_id,
                  devices=",".join(str(d) for d in self.settings.devices),
                  uplink=self.settings.uplink_mode)
+        ready = _ReadyFlag(task_status)
         try:
-            await self.supervisor.run(task_status=task_status)
+            await self.supervisor.run(task_status=ready)
         finally:
             self.supervisor_done.set()
+        if not ready.called:
+            # Stopped before every child was ready (a stop request during start-up, e.g. while
+            # a child's first start kept failing): an ordinary end, not "exited without
+            # calling started()".
+            task_status.started()
 
     def request_stop(self) -> None:
         """Graceful stop: children stop in reverse order, each within its grace."""
@@ -343,6 +447,19 @@ def _link_view(link: Any, **extra: Any) -> dict[str, Any]:
     return {"state": str(link.state.value), "reason": link.reason,
             "down_for_s": None if link.down_since is None else round(now - link.down_since, 3),
             **extra}
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with everything strict JSON cannot hold (NaN, infinities, objects) as text."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return repr(value)
 
 
 def _host_name() -> str:

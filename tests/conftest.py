@@ -5,3 +5,17 @@ real sockets or threads use a MockClock with autojump_threshold around 0.05.
 """
 
 pytest_plugins = ("tests.conftest_pubsub",)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_logging():
+    """Every test starts and ends with structlog's defaults: a test that configures logging (the
+    gateway, the CLI in-process) must not filter another test's captured log lines."""
+    from bessai.observe.logs import reset_logging
+
+    reset_logging()
+    yield
+    reset_logging()

@@ -3,7 +3,8 @@
 The code under test is the code that ships: only the transport seam is wrapped. Faults are
 scheduled in Trio time (virtual under MockClock):
 
-- `cut(start, end)`: requests in the window fail with `httpx.ConnectError` (link down);
+- `cut(start, end)`: requests in the window fail with `httpx.ConnectError` (link down), or
+  hang forever if ``blackhole`` is set;
 - `storm(status, count, retry_after)`: the next ``count`` requests get ``status``;
 - `poison_marker`: a publish whose body contains the marker is answered 400 (as production
   would for a message the emulator does not check);
@@ -89,6 +90,8 @@ class FaultyTransport(httpx.AsyncBaseTransport):
     poison_marker: bytes | None = None
     unauthorized_left: int = 0
     lose_left: int = 0
+    blackhole: bool = False
+    """During a cut, hang (as a black-holed network does) instead of refusing the connection."""
     cut_after_loss: bool = False
     seen_tokens: list[str] = attrs.field(factory=list)
     calls: int = 0
@@ -126,6 +129,8 @@ class FaultyTransport(httpx.AsyncBaseTransport):
         if self._in_cut():
             self._was_cut = True
             self.failed += 1
+            if self.blackhole:
+                await trio.sleep_forever()  # packets vanish: only a deadline ends this
             raise httpx.ConnectError("injected: link cut", request=request)
         if self._was_cut:
             self._was_cut = False

@@ -18,21 +18,34 @@ import argparse
 import gc
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import structlog
 import trio
 
-from bessai.errors import BessaiError
-from bessai.settings import DEFAULT_ENV_FILE, get_settings
+from actors import SupervisorEscalation
+from bessai.errors import BessaiError, ConfigError, OperationFailedError
+from bessai.settings import DEFAULT_ENV_FILE, get_settings, load_env
 
 log = structlog.get_logger("bessai.run")
 
 EXIT_FORCED = 130
 
 SIMULATOR_DEFAULTS = {"SITE_ID": "demo-site", "INVERTER_IP": "127.0.0.1"}
+
+
+def simulator_defaults(env_file: str | None) -> dict[str, str]:
+    """SIMULATOR_DEFAULTS for the keys neither the environment nor ``env_file`` sets (a site's
+    own SITE_ID is kept; no INVERTER_IP is added beside DEVICES, which would be an error)."""
+    raw, _ = load_env(None, env_file)
+    defaults = {k: v for k, v in SIMULATOR_DEFAULTS.items() if k not in raw}
+    if "DEVICES" in raw:
+        defaults.pop("INVERTER_IP", None)
+    return defaults
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_now(code: int) -> None:
+    """Leave at once: the operator asked twice. Shielded clean-up (the telemetry flush, a
+    Modbus close) is abandoned; what the spool committed is on disk (WAL, synchronous=FULL),
+    exactly as after a SIGKILL."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
+force_exit = _exit_now
+"""How a second signal ends the process (a seam for in-process tests)."""
+
+
 async def _watch_signals(gateway: Any, deadline_s: float, cancel: trio.CancelScope,
                          state: dict[str, Any]) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -65,6 +94,7 @@ async def _watch_signals(gateway: Any, deadline_s: float, cancel: trio.CancelSco
                 log.warning("SHUTDOWN_FORCED", signal=signal.Signals(signum).name)
                 state["forced"] = True
                 cancel.cancel()
+                force_exit(EXIT_FORCED)
                 return
             state["stopping"] = True
             log.warning("SHUTDOWN_REQUESTED", signal=signal.Signals(signum).name,
@@ -107,12 +137,14 @@ async def run_gateway(args: argparse.Namespace, settings: Any, tail: Any | None)
                     nursery.start_soon(_stop_after, gateway, args.duration,
                                        settings.shutdown_deadline_s, cancel, state)
                 await nursery.start(gateway.run)
-                # Everything built at startup (modules, profiles, the tree, the OTel SDK: ~72k
-                # objects) moves to the permanent generation, so a full collection no longer
-                # walks it: 60-120 ms -> 0.04 ms per full pass here (bench/results/gc_freeze.md).
-                gc.freeze()
-                log.info("GATEWAY_READY", site=settings.site_id,
-                         status=f"http://{settings.status_bind}/status")
+                if not gateway.supervisor_done.is_set():
+                    # Everything built at startup (modules, profiles, the tree, the OTel SDK:
+                    # ~72k objects) moves to the permanent generation, so a full collection no
+                    # longer walks it: 60-120 ms -> 0.04 ms per full pass here
+                    # (bench/results/gc_freeze.md).
+                    gc.freeze()
+                    log.info("GATEWAY_READY", site=settings.site_id,
+                             status=f"http://{settings.status_bind}/status")
                 if tail is not None:
                     nursery.start_soon(show, gateway.status, sys.stdout, tail)
                 await gateway.supervisor_done.wait()
@@ -133,8 +165,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         env: dict[str, str] | None = None
         if args.simulator:
-            env = {**SIMULATOR_DEFAULTS, **os.environ}
+            env = {**simulator_defaults(args.env_file), **os.environ}
         settings = get_settings(env=env, env_file=args.env_file)
+    except BessaiError as error:
+        print(error.render(), file=sys.stderr)
+        return error.exit_code
+    try:
+        check_profiles(settings, env_file=args.env_file)
+        check_status_bind(settings)
     except BessaiError as error:
         print(error.render(), file=sys.stderr)
         return error.exit_code
@@ -151,16 +189,91 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("CONFIG_WARNING", detail=warning)
     try:
         return trio.run(run_gateway, args, settings, tail)
-    except BessaiError as error:
-        print(error.render(), file=sys.stderr)
-        return error.exit_code
     except Exception as error:  # the supervisor's escalation, a bind failure...
         if args.debug:
             raise
-        log.critical("GATEWAY_FAILED", error=f"{type(error).__name__}: {error}")
-        print(f"error: {type(error).__name__}: {error}\nhint: see the log lines above; "
-              "run with --debug for the traceback", file=sys.stderr)
+        return report_failure(error)
+
+
+def check_profiles(settings: Any, *, env_file: str | None = None) -> None:
+    """Load every device's profile before anything starts: a missing or broken profile is a
+    configuration error (exit 2) with the path to fix, not a traceback from inside the tree."""
+    from bessai.device import load_profile
+    from bessai.device.errors import ProfileError
+
+    where = env_file or DEFAULT_ENV_FILE
+    for device in settings.devices:
+        path = Path(device.profile)
+        key = "DEVICE_PROFILE" if path == Path(settings.device_profile) else "DEVICES"
+        if not path.is_file():
+            raise ConfigError(
+                f"{key}={str(path)!r} not found — looked in {path.resolve().parent} (a relative "
+                f"path is read from the working directory, {Path.cwd()})",
+                hint=f"set DEVICE_PROFILE in {where} to the profile's absolute path, e.g. "
+                     "/opt/bessai/profiles/huawei_sun2000.json, or run bessai-run from the "
+                     "directory that holds profiles/")
+        try:
+            load_profile(path)
+        except ProfileError as error:
+            raise ConfigError(str(error), hint=f"fix the profile, or point {key} in {where} "
+                              "at a valid one (`bessai profile validate PATH`)") from None
+
+
+def check_status_bind(settings: Any) -> None:
+    """Fail fast when STATUS_BIND cannot be bound: most often another gateway is already
+    running here, and two gateways would fight over the inverter's only Modbus connection."""
+    bind = settings.status_bind
+    family = socket.AF_INET6 if ":" in bind.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+        try:
+            probe.bind((bind.host, bind.port))
+        except OSError as error:
+            raise OperationFailedError(
+                f"STATUS_BIND={str(bind)!r} cannot be bound ({error.strerror or error}) — is "
+                "another gateway already running on this host?",
+                hint="stop the other instance (`systemctl status bessai-gateway` / `docker "
+                     "compose ps`), or set STATUS_BIND to a free HOST:PORT") from None
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, in order."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+def report_failure(error: BaseException) -> int:
+    """Log and print why the gateway ended on its own, in one line each; the exit code.
+
+    Trio wraps what escapes a nursery in an ExceptionGroup; an operator needs the leaf: the
+    supervisor's escalation (which child kept failing, and with what) or the one real error.
+    """
+    leaves = _leaves(error)
+    escalation = next((e for e in leaves if isinstance(e, SupervisorEscalation)), None)
+    if escalation is not None:
+        root = escalation.root_exception
+        child = "/".join(escalation.path)
+        failure = "it returned instead of running" if root is None else repr(root)
+        log.critical("SUPERVISOR_ESCALATED", supervisor=escalation.supervisor, child=child,
+                     error=failure, intensity=escalation.intensity,
+                     period_s=escalation.period_s)
+        print(f"error: the gateway stopped: supervisor {escalation.supervisor!r} gave up after "
+              f"more than {escalation.intensity} restarts within {escalation.period_s:g} s; "
+              f"failing: {child} (last: {failure}) — see the "
+              "ACTOR_CRASHED lines above for each failure; fix the cause and start it again "
+              "(run with --debug for the traceback)", file=sys.stderr)
         return 1
+    for leaf in leaves:
+        if isinstance(leaf, BessaiError):
+            print(leaf.render(), file=sys.stderr)
+            return leaf.exit_code
+    leaf = leaves[0] if leaves else error
+    text = " ".join(f"{type(leaf).__name__}: {leaf}".split())
+    log.critical("GATEWAY_FAILED", error=text)
+    print(f"error: {text} — see the log lines above; run with --debug for the traceback",
+          file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ terminal) there is no screen: the gateway logs instead.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from typing import Any, TextIO
 
@@ -22,6 +23,15 @@ def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}{unit}"
     return f"{value}{unit}"
+
+
+_LINE = re.compile(r"^ts=\S*T(\d\d:\d\d:\d\d)\S* level=(\w+) event=(.*)$")
+
+
+def _short(line: str) -> str:
+    """``ts=2026-...T09:58:55.611Z level=INFO event=X k=v`` → ``09:58:55 INFO X k=v``."""
+    match = _LINE.match(line)
+    return f"{match[1]} {match[2]} {match[3]}" if match else line
 
 
 def render(status: dict[str, Any], log_tail: list[str] | None = None, width: int = 100) -> str:
@@ -54,7 +64,7 @@ def render(status: dict[str, Any], log_tail: list[str] | None = None, width: int
                 if a.get("restarts")}
     lines.append(f"actor restarts: {restarts or 'none'}")
     if log_tail:
-        lines += ["", "recent log lines:"] + [line[:width] for line in log_tail]
+        lines += ["", "recent log lines:"] + [_short(line)[:width] for line in log_tail]
     lines += ["", "Ctrl-C stops gracefully (spool committed, Modbus closed); twice forces exit."]
     return "\n".join(lines) + "\n"
 

@@ -1,9 +1,11 @@
-"""``bessai spool stats`` / ``bessai spool export``: read the on-disk outbox (read-only, safe
+"""``bessai spool stats`` / ``export`` / ``backup``: read the on-disk outbox (read-only, safe
 while the gateway runs).
 
 ``stats`` prints the depth, size against the budget, the oldest pending age, drops by reason
 and dead letters (``--json`` for machines). ``export`` writes rows as JSON lines (``--table
-dead_letter`` for poison messages), e.g. to hand a backlog to engineering.
+dead_letter`` for poison messages), e.g. to hand a backlog to engineering. ``backup DEST``
+writes a consistent single-file copy with SQLite's online backup API (a plain ``cp`` of a live
+WAL database can miss committed rows).
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from pathlib import Path
 
 from bessai.cli._common import human_bytes, load_settings
 from bessai.cli._lazy import has_in_mro, load
-from bessai.errors import OperationFailedError
-from bessai.settings import SettingsError
+from bessai.errors import ConfigError, OperationFailedError
+from bessai.settings import DEFAULT_ENV_FILE, SettingsError, load_env
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -32,6 +34,11 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     export.add_argument("--table", choices=("outbox", "dead_letter"), default="outbox")
     export.add_argument("--output", "-o", type=Path, help="file to write (default stdout)")
     export.set_defaults(func=run_export)
+    backup = actions.add_parser("backup", parents=[common],
+                                help="consistent copy to a new file (safe while running)")
+    backup.add_argument("dest", type=Path, help="file to create (never overwritten)")
+    backup.add_argument("--path", type=Path, help="spool file (default SPOOL_PATH)")
+    backup.set_defaults(func=run_backup)
 
 
 def _spool_path(args: argparse.Namespace) -> tuple[Path, int | None]:
@@ -40,7 +47,14 @@ def _spool_path(args: argparse.Namespace) -> tuple[Path, int | None]:
             return args.path, load_settings(args).spool_max_bytes
         except SettingsError:
             return args.path, None
-    settings = load_settings(args)
+    try:
+        settings = load_settings(args)
+    except SettingsError:
+        # Reading the spool needs SPOOL_PATH alone: it must work while another setting is wrong.
+        raw, _ = load_env(env_file=args.env_file or DEFAULT_ENV_FILE)
+        if "SPOOL_PATH" not in raw:
+            raise
+        return Path(raw["SPOOL_PATH"]), None
     return settings.spool_path, settings.spool_max_bytes
 
 
@@ -90,4 +104,21 @@ def run_export(args: argparse.Namespace) -> int:
             raise _spool_failure(exc) from exc
         raise
     print(f"exported {count} rows from {args.table}", file=sys.stderr)
+    return 0
+
+
+def run_backup(args: argparse.Namespace) -> int:
+    path, _ = _spool_path(args)
+    if args.dest.exists():
+        raise ConfigError(f"{args.dest} already exists; a backup never overwrites a file",
+                          hint="give a new file name, e.g. spool-$(date +%Y%m%d-%H%M).sqlite")
+    backup_spool = load("bessai.uplink.spool", "backup_spool", command="spool backup")
+    try:
+        stats = backup_spool(path, args.dest)
+    except Exception as exc:
+        if has_in_mro(exc, "SpoolError") or isinstance(exc, OSError):
+            raise _spool_failure(exc) from exc
+        raise
+    print(f"backup of {path} written to {args.dest}: {stats.depth} pending, "
+          f"{stats.dead_letters} dead letters")
     return 0

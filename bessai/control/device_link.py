@@ -310,13 +310,25 @@ class DeviceLink:
         # Not up yet: a device that accepts the connection but never answers (a hung SDongle)
         # must not flap up/down. The link is up once a poll came back on this connection.
 
-    def _deadline(self, what: str) -> Any:
+    def _deadline(self, what: str, requests: int = 1) -> Any:
         """A last-resort bound on one driver call (the driver has its own request timeout);
-        overrunning it is a link fault."""
+        overrunning it is a link fault. A poll is several requests, each allowed the bound:
+        a slow but answering device (Huawei: replies up to 10 s) is not a link fault."""
         if self.call_timeout_s is None:
             return contextlib.nullcontext()
-        return _fail_after(self.call_timeout_s, f"{what} took longer than "
-                           f"{self.call_timeout_s:g} s (device link's call_timeout_s)")
+        seconds = self.call_timeout_s * max(1, requests)
+        return _fail_after(seconds, f"{what} took longer than {seconds:g} s (device link's "
+                           f"call_timeout_s {self.call_timeout_s:g} s x {requests} requests)")
+
+    def _requests_in(self, poll_class: Any) -> int:
+        """How many requests a poll sends (the driver's read plan), 1 if the driver has none."""
+        plan = getattr(self.driver, "plan", None)
+        if plan is None:
+            return 1
+        try:
+            return len(plan(poll_class))
+        except Exception:  # a driver without a usable plan: the plain bound
+            return 1
 
     async def _serve(self) -> None:
         """Poll and write until a link fault (raised) or a stop request (returns)."""
@@ -381,7 +393,7 @@ class DeviceLink:
     async def _poll_traced(self, poll_class: Any, span: Any) -> None:
         started = trio.current_time()
         try:
-            with self._deadline("read"):
+            with self._deadline("read", self._requests_in(poll_class)):
                 snapshot = await self.driver.read_all(poll_class=poll_class)
         except LINK_FAULTS:
             span.set(outcome="link_fault")

@@ -57,13 +57,18 @@ class SafetyGuard:
     _stop_done_at: float | None = None
     _stop_failing: bool = False
     _stop: trio.Event = attrs.field(factory=trio.Event)
+    _waiting: trio.CancelScope | None = None
 
     @property
     def state(self) -> SafetyState:
         return self.ctx.safety
 
     def request_stop(self) -> None:
+        """End `run` now: the wait for the next snapshot is cut short (the gateway stops its
+        sites one after another, so a wait here would be paid once per device)."""
         self._stop.set()
+        if self._waiting is not None:
+            self._waiting.cancel()
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         """Evaluate on every new snapshot and every tick until cancelled."""
@@ -75,8 +80,11 @@ class SafetyGuard:
         seen = 0
         task_status.started(self)
         while not self._stop.is_set():
-            with trio.move_on_after(self.tick_s):
+            with trio.move_on_after(self.tick_s) as self._waiting:
                 seen = (await cell.wait_newer(seen)).version
+            self._waiting = None
+            if self._stop.is_set():
+                break
             snapshot = self.ctx.latest()
             if snapshot is None and trio.current_time() < grace_until:
                 continue

@@ -14,6 +14,8 @@ Invariants:
   ``temp > temp_max_c``; the runbook's wording) and clears only once the reading is back past the
   limit by the hysteresis (``soc >= soc_min_pct + soc_hysteresis_pct`` ...), in the style of
   OpenEMS's ``LimitUsableCapacity``. A value oscillating inside the band never chatters.
+* **Data rules clear with a time hysteresis**: stale or invalid data clears only after the
+  data has been fresh and valid for ``data_hold_s`` (a slow device must not chatter).
 * **A rule's memory survives a data gap.** While the SOC is unreadable, ``soc_min`` stays as it
   was; when a valid reading returns inside the hysteresis band, the rule is still active.
 """
@@ -57,6 +59,8 @@ class Limits:
 
     ``stale_after_s`` is how old the last snapshot may be before the data counts as stale; the
     site supervisor sets it to a few poll periods (``stale_after(poll_interval_s, polls)``).
+    ``data_clear_hold_s`` (default: ``stale_after_s``) is the data rules' hysteresis: stale or
+    invalid data clears only once the data has been good that long.
     """
 
     soc_min_pct: float = attrs.field(default=5.0, validator=_non_negative)
@@ -65,8 +69,15 @@ class Limits:
     soc_hysteresis_pct: float = attrs.field(default=2.0, validator=_non_negative)
     temp_hysteresis_c: float = attrs.field(default=3.0, validator=_non_negative)
     stale_after_s: float = attrs.field(default=3.0, validator=_positive)
+    data_clear_hold_s: float | None = None
     soc_tag: str = "soc"
     temp_tags: tuple[str, ...] = attrs.field(default=("battery_temp",), converter=tuple)
+
+    @property
+    def data_hold_s(self) -> float:
+        """How long data must stay fresh and valid before a data rule clears (default: as long
+        as it takes to go stale) — the data rules' hysteresis."""
+        return self.stale_after_s if self.data_clear_hold_s is None else self.data_clear_hold_s
 
     def __attrs_post_init__(self) -> None:
         if self.soc_min_pct + self.soc_hysteresis_pct >= self.soc_max_pct - self.soc_hysteresis_pct:
@@ -99,6 +110,7 @@ class RuleHit:
     blocks_discharge: bool
     tag: str | None = None
     reason: str | None = None
+    ok_since: float | None = None  # data rules: when the data became good again (clearing)
 
 
 @attrs.frozen
@@ -219,6 +231,10 @@ def evaluate(snapshot: Snapshot | None, now: float, state: SafetyState = UNKNOWN
                                        reason=reason + more)
 
     prev = state.active
+    for rule in (STALE_DATA, INVALID_DATA):
+        held = _hold_data_rule(prev.get(rule), now, limits.data_hold_s)
+        if rule not in active and held is not None:
+            active[rule] = held
     for hit in (
         _hysteresis_low(SOC_MIN, limits.soc_tag, soc, limits.soc_min_pct,
                         limits.soc_hysteresis_pct, prev.get(SOC_MIN), (False, True)),
@@ -229,6 +245,18 @@ def evaluate(snapshot: Snapshot | None, now: float, state: SafetyState = UNKNOWN
         if hit is not None:
             active[hit.rule] = hit
     return SafetyState(active)
+
+
+def _hold_data_rule(was: RuleHit | None, now: float, hold_s: float) -> RuleHit | None:
+    """A data rule whose condition just went away stays active until the data has been good
+    for ``hold_s``: a device whose polls take longer than the staleness limit would otherwise
+    block and clear on every poll."""
+    if was is None:
+        return None
+    ok_since = was.ok_since if was.ok_since is not None else now
+    if now - ok_since > hold_s or hold_s == 0:
+        return None
+    return attrs.evolve(was, ok_since=ok_since)
 
 
 def _temp_rule(temps: list[tuple[str, float]], some_unreadable: bool, limits: Limits,

@@ -28,7 +28,7 @@ def check_health(url: str = DEFAULT_URL, timeout_s: float = 3.0,
         return 1
     except httpx.HTTPError as error:
         print(f"unhealthy: cannot reach {url} ({type(error).__name__}: {error}) — is the "
-              "gateway running, and is STATUS_PORT the same for both?", file=out)
+              "gateway running, and is STATUS_BIND the same for both?", file=out)
         return 1
     body = response.text.strip()
     if response.status_code == 200:

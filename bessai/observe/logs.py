@@ -28,6 +28,7 @@ are silenced: `bessai.observe.otel` replaces them with counted drops and one
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import sys
 import threading
@@ -49,6 +50,12 @@ _QUIET_LOGGERS = (
     "opentelemetry.exporter.otlp",       # per-attempt export errors: counted drops instead
     "opentelemetry.sdk._shared_internal",  # "Queue full, dropping Span": counted drops instead
 )
+_ERROR_ONLY_LOGGERS = (
+    "actors",  # child_failed warnings: the tree's event hook logs ACTOR_CRASHED/RESTARTED instead
+)
+_STDLIB_EVENT = re.compile(r"^([a-z][a-z0-9]*(?:_[a-z0-9]+)+) (\S+=.*)$", re.DOTALL)
+"""A stdlib message written as ``lower_snake_event key=value ...`` (the actors runtime's
+style): its first word becomes the event and the rest ``detail``, not one long event."""
 
 
 def _level_number(level: str | int) -> int:
@@ -94,12 +101,16 @@ class _LineSink(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            message = record.getMessage()
             event: dict[str, Any] = {
                 "ts": _iso_utc(self.wall_clock()),
                 "level": record.levelname,
-                "event": record.getMessage(),
-                "logger": record.name,
+                "event": message,
             }
+            split = _STDLIB_EVENT.match(message)
+            if split is not None:
+                event["event"], event["detail"] = split.groups()
+            event["logger"] = record.name
             if self.site_id is not None:
                 event["site"] = self.site_id
             if record.exc_info:
@@ -186,6 +197,8 @@ def configure_logging(
     root.addHandler(sink)
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    for name in _ERROR_ONLY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     logging.captureWarnings(True)
     structlog.configure(
         processors=[
@@ -212,7 +225,7 @@ def reset_logging() -> None:
         root.removeHandler(_State.sink)
         _State.sink = None
     root.setLevel(logging.WARNING)
-    for name in _QUIET_LOGGERS:
+    for name in (*_QUIET_LOGGERS, *_ERROR_ONLY_LOGGERS):
         logging.getLogger(name).setLevel(logging.NOTSET)
     logging.captureWarnings(False)
     _State.level = logging.INFO

@@ -74,8 +74,9 @@ def health_from_status(status: dict[str, Any]) -> tuple[bool, list[str]]:
         (reasons if name in device_links else warnings).append(text)
     spool = status.get("spool") or {}
     if warnings and spool.get("depth") is not None:
+        age = spool.get("oldest_pending_age_s")
         warnings.append(f"spool holds {spool['depth']} rows, oldest pending "
-                        f"{spool.get('oldest_pending_age_s', '?')} s")
+                        + (f"{round(age, 1)} s" if isinstance(age, int | float) else "?"))
     if reasons:
         return False, reasons
     return True, warnings
@@ -148,7 +149,7 @@ class StatusServer:
             raise OSError(
                 error.errno,
                 f"status endpoint cannot listen on {self.host}:{self.port} ({error.strerror}) "
-                "— set STATUS_PORT to a free port, or stop what holds this one",
+                "— set STATUS_BIND to a free HOST:PORT, or stop what holds this one",
             ) from error
         self.bound_port = listeners[0].socket.getsockname()[1]
         log.info("STATUS_ENDPOINT_LISTENING", host=self.host, port=self.bound_port)

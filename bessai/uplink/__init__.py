@@ -15,6 +15,14 @@ Wiring (done once, in the gateway tree)::
 Each of ``spool.run``, ``recorder.run``, ``uplink.run``, ``commands.run`` is an actor:
 ``async def run(task_status=trio.TASK_STATUS_IGNORED)``, ready after ``task_status.started()``.
 Start the spool first; stop it last.
+
+Operator events (UPPER_SNAKE, for ops/RUNBOOK.md): LINK_DOWN / LINK_UP /
+LINK_DOWN_REASON_CHANGED (link=pubsub|commands), SPOOL_BUDGET_WARN (80 %), SPOOL_BUDGET_FULL
+(dropping oldest telemetry, gap records sent), SPOOL_BUDGET_EXCEEDED (only critical rows left),
+SPOOL_BUDGET_OK, SPOOL_RECOVERED, SPOOL_CORRUPT (file moved aside, fresh spool),
+SPOOL_WRITE_FAILED, SPOOL_REJECTED, PUBSUB_POISON_MESSAGE, PUBSUB_CONFIG_FAULT /
+PUBSUB_CONFIG_OK, CREDENTIALS_KEY_READABLE, CREDENTIALS_KEY_RELOADED, COMMAND_HANDLER_FAILED,
+COMMAND_UNDECODABLE, COMMAND_ACK_FAILED, UPLINK_ALERT_NOT_SPOOLED.
 """
 
 from bessai.uplink.credentials import (
@@ -39,6 +47,7 @@ from bessai.uplink.spool import (
     SpoolError,
     SpoolStats,
     SpoolWriteError,
+    backup_spool,
     export_rows,
     read_stats,
 )
@@ -69,6 +78,7 @@ __all__ = [
     "SpoolStats",
     "SpoolWriteError",
     "Uplink",
+    "backup_spool",
     "command_message",
     "credentials_for",
     "export_rows",

@@ -60,6 +60,13 @@ class Link:
     def is_down(self) -> bool:
         return self.state in (LinkState.DOWN, LinkState.PROBING)
 
+    def status(self) -> dict[str, Any]:
+        """For the status endpoint: state, reason, how long it has been down, failures."""
+        down_for = (trio.current_time() - self.down_since) if self.down_since is not None else None
+        return {"link": self.name, "state": str(self.state), "reason": self.reason,
+                "down_for_s": None if down_for is None else round(down_for, 1),
+                "consecutive_failures": self.failures}
+
     def probing(self) -> None:
         """A probe is about to go out (only from down)."""
         if self.state == LinkState.DOWN:
@@ -67,7 +74,8 @@ class Link:
 
     def succeeded(self) -> None:
         if self.is_down:
-            down_for = trio.current_time() - (self.down_since or trio.current_time())
+            now = trio.current_time()
+            down_for = now - (self.down_since if self.down_since is not None else now)
             self.log.warning("LINK_UP", link=self.name, down_for_s=round(down_for, 1),
                              previous_reason=self.reason)
             self.down_since = None

@@ -18,7 +18,6 @@ what the response means:
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +27,7 @@ import trio
 
 from bessai.clock import WallClock, system_wall_clock
 from bessai.uplink.credentials import Credentials, CredentialsError, Endpoint, NoAuth
-from bessai.uplink.message import MAX_BATCH_MESSAGES, SpoolRow
+from bessai.uplink.message import MAX_BATCH_MESSAGES, SpoolRow, encode_publish_body
 from bessai.uplink.retry import retry_after_from_headers
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -102,19 +101,25 @@ class Publisher:
         if not rows or len(rows) > MAX_BATCH_MESSAGES:
             raise ValueError(f"a publish request holds 1..{MAX_BATCH_MESSAGES} messages, "
                              f"not {len(rows)}")
-        body = json.dumps({"messages": [r.to_pubsub() for r in rows]},
-                          separators=(",", ":")).encode()
+        body = encode_publish_body(list(rows))
         try:
             headers = await self.credentials.headers()
         except CredentialsError as exc:
-            return PublishResult(Outcome.RETRY, None, reason=f"credentials: {exc}")
+            return PublishResult(Outcome.RETRY, None, reason=f"credentials unavailable ({exc})")
         headers["content-type"] = "application/json"
-        try:
-            response = await self.client.post(self.url, content=body, headers=headers,
-                                              timeout=self.timeout_s)
-        except (httpx.TransportError, trio.BrokenResourceError, OSError) as exc:
+        response = None
+        # httpx's timeouts cover each read and write; this deadline also covers a peer (or an
+        # injected transport) that trickles or black-holes the whole exchange
+        with trio.move_on_after(self.timeout_s * 2):
+            try:
+                response = await self.client.post(self.url, content=body, headers=headers,
+                                                  timeout=self.timeout_s)
+            except (httpx.TransportError, trio.BrokenResourceError, OSError) as exc:
+                return PublishResult(Outcome.RETRY, None,
+                                     reason=f"{type(exc).__name__}: {str(exc)[:120]}")
+        if response is None:
             return PublishResult(Outcome.RETRY, None,
-                                 reason=f"{type(exc).__name__}: {str(exc)[:120]}")
+                                 reason=f"Timeout: no answer within {self.timeout_s * 2:.0f} s")
         outcome = classify(response.status_code)
         retry_after = retry_after_from_headers(response.headers, self.wall_clock)
         if outcome is Outcome.OK:

@@ -83,6 +83,11 @@ class CommandSource:
     def subscription_path(self) -> str:
         return f"projects/{self.project}/subscriptions/{self.subscription}"
 
+    def status(self) -> dict[str, Any]:
+        """For the status endpoint (call from inside the Trio run)."""
+        return {**self.link.status(), "subscription": self.subscription_path,
+                "handled": self.handled, "handler_failures": self.failed}
+
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
@@ -112,13 +117,17 @@ class CommandSource:
         try:
             headers = await self.credentials.headers()
         except CredentialsError as exc:
-            raise _PullFailed(f"credentials: {exc}") from None
+            raise _PullFailed(f"credentials unavailable ({exc})") from None
         url = f"{self.endpoint.base_url}/v1/{self.subscription_path}:{verb}"
-        try:
-            response = await self.client.post(url, json=dict(body), headers=headers,
-                                              timeout=self.timeout_s)
-        except (httpx.TransportError, OSError) as exc:
-            raise _PullFailed(f"{type(exc).__name__}: {str(exc)[:120]}") from None
+        response = None
+        with trio.move_on_after(self.timeout_s * 2):  # a black-holed link ends as a timeout
+            try:
+                response = await self.client.post(url, json=dict(body), headers=headers,
+                                                  timeout=self.timeout_s)
+            except (httpx.TransportError, OSError) as exc:
+                raise _PullFailed(f"{type(exc).__name__}: {str(exc)[:120]}") from None
+        if response is None:
+            raise _PullFailed(f"Timeout: no answer within {self.timeout_s * 2:.0f} s")
         if response.status_code == 200:
             return response
         if response.status_code == 401:

@@ -37,7 +37,7 @@ class Recorder:
     spool: Spool
     snapshots: trio.abc.ReceiveChannel[Snapshot] | None = None
     events: trio.abc.ReceiveChannel[Event] | None = None
-    max_batch: int = 1000
+    max_batch: int = 5000
     retry_s: float = 1.0
     sink: MetricSink = NULL_SINK
     log: Any = attrs.field(factory=structlog.get_logger, repr=False)

@@ -6,7 +6,9 @@ recovers the file, then commits groups.
 
 Invariants:
 - **Accepted means on disk.** `append` / `append_many` queue records in memory and return only
-  after the group holding them was committed (one fsync per group, every ``commit_interval_s``).
+  after the group holding them was committed (one fsync per group, every ``commit_interval_s``,
+  or at once when ``commit_batch_rows`` are already waiting: a full group gains nothing by
+  waiting).
   All SQLite work runs off the event loop (`trio.to_thread.run_sync`) on one dedicated
   connection, serialized by a capacity limiter of 1.
 - Each row is stamped at enqueue with ``seq`` (per device, +1 per row, persisted with the row in
@@ -32,7 +34,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import attrs
 import structlog
@@ -73,7 +75,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     enqueued_at REAL NOT NULL,
     size INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS outbox_priority ON outbox (priority, id);
+CREATE INDEX IF NOT EXISTS outbox_gaps ON outbox (device_id, id) WHERE kind = 'gap';
 CREATE TABLE IF NOT EXISTS seqs (device_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS drops (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letter (
@@ -102,9 +104,8 @@ class SpoolWriteError(SpoolError):
     """A group could not be committed (disk full, I/O error): its records were NOT accepted."""
 
 
-@attrs.frozen
-class Accepted:
-    """What the spool stamped on an accepted record."""
+class Accepted(NamedTuple):
+    """What the spool stamped on an accepted record (a tuple: cheap at 100,000 a second)."""
 
     device_id: str
     seq: int
@@ -159,6 +160,17 @@ class _Outcome:
     gap_rows: int
 
 
+def new_msg_ids(n: int) -> list[str]:
+    """``n`` random (version 4) UUID strings; one urandom call for the whole group."""
+    raw = os.urandom(16 * n).hex()
+    out = []
+    for i in range(0, 32 * n, 32):
+        h = raw[i:i + 32]
+        out.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-"
+                   f"{h[20:]}")
+    return out
+
+
 def _row(t: Sequence[Any]) -> SpoolRow:
     return SpoolRow(row_id=t[0], seq=t[1], msg_id=t[2], site_id=t[3], device_id=t[4], kind=t[5],
                     event_time=t[6], data=bytes(t[7]), priority=t[8], enqueued_at=t[9])
@@ -173,13 +185,15 @@ class Spool:
     """The outbox. Build one per gateway; run `run` as the ``spool`` actor.
 
     ``max_bytes`` bounds the estimated on-disk size (rows' data + `ROW_OVERHEAD_BYTES` each);
-    ``max_age_s`` optionally drops droppable rows older than that. Both record gap rows.
+    ``max_age_s`` optionally drops droppable rows that have waited longer than that in the
+    spool (by the time they were accepted, on the injected wall clock). Both record gap rows.
     """
 
     path: Path = attrs.field(converter=Path)
     max_bytes: int | None = None
     max_age_s: float | None = None
     commit_interval_s: float = 0.1
+    commit_batch_rows: int = 1000
     age_check_interval_s: float = 60.0
     gauge_interval_s: float = 5.0
     """Idle refresh of the depth/bytes/oldest-age gauges, so the oldest row's age keeps rising
@@ -194,6 +208,7 @@ class Spool:
 
     _conn: sqlite3.Connection | None = attrs.field(default=None, init=False, repr=False)
     _pending: list[_Waiter] = attrs.field(factory=list, init=False, repr=False)
+    _pending_rows: int = attrs.field(default=0, init=False, repr=False)
     _pending_deletes: list[int] = attrs.field(factory=list, init=False, repr=False)
     _pending_dead: list[tuple[int, str, trio.Event]] = attrs.field(
         factory=list, init=False, repr=False)
@@ -231,13 +246,15 @@ class Spool:
                 if idle.cancelled_caught:
                     self._report_gauges()
                     continue
-                await trio.sleep_until(self._last_commit + self.commit_interval_s)
+                if self._pending_rows < self.commit_batch_rows:
+                    await trio.sleep_until(self._last_commit + self.commit_interval_s)
                 await self._commit()
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                if self._pending or self._pending_deletes or self._pending_dead:
-                    await self._commit()
-            await self.aclose()
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(5):
+                    if self._pending or self._pending_deletes or self._pending_dead:
+                        await self._commit()
+                await self.aclose()
 
     async def open(self) -> None:
         """Open (or create) the file off the event loop; move a corrupt file aside."""
@@ -359,8 +376,9 @@ class Spool:
             record.validate()
         if not items:
             return []
-        waiter = _Waiter([(r, str(uuid.uuid4())) for r in items])
+        waiter = _Waiter(list(zip(items, new_msg_ids(len(items)), strict=True)))
         self._pending.append(waiter)
+        self._pending_rows += len(items)
         self._wakeup.set()
         await waiter.done.wait()
         if waiter.error is not None:
@@ -457,6 +475,7 @@ class Spool:
     async def _commit(self) -> None:
         self._wakeup = trio.Event()
         waiters, self._pending = self._pending, []
+        self._pending_rows = 0
         deletes, self._pending_deletes = self._pending_deletes, []
         dead, self._pending_dead = self._pending_dead, []
         if not (waiters or deletes or dead):
@@ -466,15 +485,19 @@ class Spool:
         seqs = dict(self._last_seq)
         inserts: list[tuple[Any, ...]] = []
         results: list[list[Accepted]] = []
+        add_insert = inserts.append  # the hot loop: ~100,000 rows a second
         for waiter in waiters:
-            accepted = []
+            accepted: list[Accepted] = []
+            add = accepted.append
             for record, msg_id in waiter.records:
-                seq = seqs.get(record.device_id, 0) + 1
-                seqs[record.device_id] = seq
-                inserts.append((seq, msg_id, record.site_id, record.device_id, str(record.kind),
-                                record.event_time, record.data, int(record.priority), now,
-                                len(record.data) + ROW_OVERHEAD_BYTES))
-                accepted.append(Accepted(record.device_id, seq, msg_id))
+                device = record.device_id
+                seq = seqs.get(device, 0) + 1
+                seqs[device] = seq
+                data = record.data
+                # StrEnum / IntEnum bind as TEXT / INTEGER as they are
+                add_insert((seq, msg_id, record.site_id, device, record.kind, record.event_time,
+                            data, record.priority, now, len(data) + ROW_OVERHEAD_BYTES))
+                add(Accepted(device, seq, msg_id))
             results.append(accepted)
         age_due = (self.max_age_s is not None
                    and trio.current_time() - self._last_age_check >= self.age_check_interval_s)
@@ -606,7 +629,7 @@ class Spool:
                                before: float) -> list[tuple[Any, ...]]:
         rows = conn.execute(
             "SELECT id, site_id, device_id, seq, event_time, size FROM outbox "
-            "WHERE priority > ? AND event_time < ? ORDER BY id",
+            "WHERE priority > ? AND enqueued_at < ? ORDER BY id",
             (int(Priority.CRITICAL), before)).fetchall()
         return [t for t in rows if t[0] not in leased]
 
@@ -758,3 +781,38 @@ def export_rows(path: str | Path, out: TextIO, *, table: str = "outbox") -> int:
         out.write(json.dumps(row.to_json(), separators=(",", ":")) + "\n")
         n += 1
     return n
+
+
+def backup_spool(path: str | Path, dest: str | Path) -> SpoolStats:
+    """Write a consistent single-file copy of the spool to ``dest``; safe while the gateway runs.
+
+    Uses SQLite's online backup API, so the copy holds every committed row, including those
+    still in the ``-wal`` file (a plain ``cp`` of ``outbox.sqlite`` alone can miss them or catch
+    a torn page). The copy is written beside ``dest`` and renamed into place, is in rollback
+    journal mode (one self-contained file) and passes ``PRAGMA integrity_check``. Never
+    overwrites ``dest``. Returns the copy's figures.
+    """
+    dest = Path(dest)
+    if dest.exists():
+        raise SpoolError(f"{dest} already exists — a backup never overwrites; choose a new name")
+    part = dest.with_name(dest.name + ".part")
+    src = _open_ro(Path(path))
+    try:
+        out = sqlite3.connect(part)
+        try:
+            src.backup(out)
+            out.execute("PRAGMA journal_mode=DELETE")
+            verdict = out.execute("PRAGMA integrity_check").fetchone()[0]
+        finally:
+            out.close()
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    finally:
+        src.close()
+    if verdict != "ok":
+        part.unlink(missing_ok=True)
+        raise SpoolError(f"the copy of {path} failed its integrity check ({verdict}); "
+                         "run the backup again, and check the disk")
+    os.replace(part, dest)
+    return read_stats(dest)

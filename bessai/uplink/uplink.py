@@ -29,7 +29,13 @@ from bessai.model import Event, EventKind
 from bessai.observe.sink import NULL_SINK, MetricSink
 from bessai.observe.tracing import NULL_TRACER, Tracer
 from bessai.uplink.link import Link
-from bessai.uplink.message import MAX_BATCH_MESSAGES, SpoolRow, record_from_event
+from bessai.uplink.message import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_MESSAGES,
+    SpoolRow,
+    record_from_event,
+    split_batches,
+)
 from bessai.uplink.publisher import Outcome, Publisher, PublishResult
 from bessai.uplink.retry import Backoff
 from bessai.uplink.spool import Spool
@@ -60,8 +66,9 @@ class Uplink:
     tracer: Tracer = attrs.field(default=NULL_TRACER, repr=False)
     """One ``publish_batch`` span per publish request: messages, status, outcome."""
     rng: random.Random = attrs.field(factory=random.Random, repr=False)
-    batch_max: int = MAX_BATCH_MESSAGES
-    concurrency: int = 4
+    batch_max: int = attrs.field(default=MAX_BATCH_MESSAGES, validator=[
+        attrs.validators.ge(1), attrs.validators.le(MAX_BATCH_MESSAGES)])
+    concurrency: int = attrs.field(default=4, validator=attrs.validators.ge(1))
     idle_poll_s: float = 1.0
     config_fault_retry_s: float = 60.0
     backoff_base_s: float = 0.5
@@ -78,6 +85,12 @@ class Uplink:
         self.link = Link(name="pubsub", down_after=self.down_after, sink=self.sink, log=self.log)
         self.backoff = Backoff(rng=self.rng, base_s=self.backoff_base_s, cap_s=self.backoff_cap_s)
 
+    def status(self) -> dict[str, Any]:
+        """For the status endpoint (call from inside the Trio run)."""
+        return {**self.link.status(), "topic": self.publisher.topic_path,
+                "published": self.published, "poisoned": self.poisoned,
+                "config_fault": self._config_fault, "spool": self.spool.stats().to_json()}
+
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self.spool.reset_leases()
         task_status.started()
@@ -90,12 +103,10 @@ class Uplink:
     # ---- one round: up to `concurrency` batches in flight ------------------------------------
 
     async def _round(self) -> None:
-        batches: list[list[SpoolRow]] = []
-        for _ in range(self.concurrency):
-            rows = await self.spool.lease(self.batch_max)
-            if not rows:
-                break
-            batches.append(rows)
+        # one lease (one trip to the SQLite thread) for the whole round, split into requests
+        rows = await self.spool.lease(self.batch_max * self.concurrency,
+                                      max_bytes=MAX_BATCH_BYTES * self.concurrency)
+        batches = split_batches(rows, max_messages=self.batch_max)
         if not batches:
             with trio.move_on_after(self.idle_poll_s):
                 await self.spool.wait_changed()
@@ -186,7 +197,7 @@ class Uplink:
         self.log.error("PUBSUB_POISON_MESSAGE", msg_id=row.msg_id, seq=row.seq,
                        device=row.device_id, kind=row.kind, reason=result.reason,
                        action="moved to the spool's dead_letter table; inspect it with "
-                              "`bessai spool export --dead-letter`")
+                              "`bessai spool export --table dead_letter`")
         await self.spool.dead_letter(row, result.reason)
         if _is_poison_alert(row):
             return  # never alert about an alert: a rejected alert must not start a loop

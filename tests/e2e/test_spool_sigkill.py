@@ -41,7 +41,6 @@ def test_sigkill_at_random_points_loses_no_accepted_row_and_seq_has_no_hole(
     spool = str(tmp_path / "spool.sqlite")
     args = [spool, pubsub_topic.emulator.host, pubsub_topic.project, pubsub_topic.topic]
     accepted: dict[str, tuple[str, int]] = {}
-    started = time.monotonic()
     for _ in range(KILLS):
         proc = start([*args, "write"])
         time.sleep(rng.uniform(0.05, 0.8))
@@ -55,7 +54,6 @@ def test_sigkill_at_random_points_loses_no_accepted_row_and_seq_has_no_hole(
     proc = start([*args, "drain"])
     out, err = proc.communicate(timeout=60)
     assert "DRAINED" in out, err[-2000:]
-    assert time.monotonic() - started < 60
     got = pubsub_topic.pull_all()
     by_id: dict[str, tuple[str, int]] = {}
     for m in got:

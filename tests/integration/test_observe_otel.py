@@ -184,10 +184,11 @@ async def test_dead_collector_for_30_virtual_minutes_costs_counted_drops_not_mem
     assert objects[-1] - objects[0] < 3000, objects
     durations.sort()
     p50, p99, worst = durations[1800], durations[3564], durations[-1]
-    # Typically p99 < 1 ms; the slack is GIL contention with export threads running every
-    # 100 ms on a shared 2-core machine. An export attempt itself never reaches the caller.
-    assert p99 < 0.02, f"p99 of a telemetry call is {p99 * 1000:.1f} ms"
-    assert worst < 0.2, f"a telemetry call blocked the caller for {worst * 1000:.1f} ms"
+    # Typically p99 < 1 ms (figures: bench/telemetry_sink.py). These bounds are not performance
+    # targets: they only catch a caller that waits on an export (its retries and backoff take
+    # seconds), with room for GIL contention and GC pauses on a loaded 2-core machine.
+    assert p99 < 0.1, f"p99 of a telemetry call is {p99 * 1000:.1f} ms"
+    assert worst < 1.0, f"a telemetry call blocked the caller for {worst * 1000:.1f} ms"
     print(f"\n30 virtual min, collector refused: spans dropped={telemetry.drops.total('spans')} "
           f"(queue_full={telemetry.drops.total('spans', 'queue_full')}, "
           f"export_failed={telemetry.drops.total('spans', 'export_failed')}), "

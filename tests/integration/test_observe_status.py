@@ -214,6 +214,6 @@ async def test_a_port_in_use_fails_with_what_to_do(clock: trio.testing.MockClock
     holder.bind(("127.0.0.1", 0))
     holder.listen(1)
     server = StatusServer(dict, port=holder.getsockname()[1])
-    with pytest.raises(OSError, match="set STATUS_PORT to a free port"):
+    with pytest.raises(OSError, match="set STATUS_BIND to a free HOST:PORT"):
         await server.run()
     holder.close()

@@ -72,15 +72,16 @@ async def start_stack(nursery: trio.Nursery, tmp_path: Path, topic: PubsubTopic,
                       wall: WallClock, max_bytes: int | None = None, seed: int = 1,
                       credentials: Credentials | None = None,
                       transport: FaultyTransport | None = None,
-                      spool_path: Path | None = None) -> Stack:
+                      spool_path: Path | None = None, timeout_s: float = 600) -> Stack:
     sink = RecordingSink()
     endpoint = Endpoint.for_emulator(topic.emulator.host)
     transport = transport or FaultyTransport(httpx.AsyncHTTPTransport())
-    client = httpx.AsyncClient(transport=transport, timeout=600)
+    client = httpx.AsyncClient(transport=transport, timeout=timeout_s)
     spool = Spool(spool_path or tmp_path / "spool.sqlite", max_bytes=max_bytes, wall_clock=wall,
                   sink=sink, limiter=FreezingLimiter())
     publisher = Publisher(client, topic.project, topic.topic, endpoint=endpoint,
-                          credentials=credentials or NoAuth(), timeout_s=600, wall_clock=wall)
+                          credentials=credentials or NoAuth(), timeout_s=timeout_s,
+                          wall_clock=wall)
     uplink = Uplink(spool, publisher, sink=sink, rng=random.Random(seed))
     snap_tx, snap_rx = trio.open_memory_channel(100_000)
     ev_tx, ev_rx = trio.open_memory_channel(10_000)

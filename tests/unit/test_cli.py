@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import structlog
 
 from bessai.cli import command_cmd, config_cmd, device_cmd, main
 from bessai.settings import DeviceSpec, get_settings
@@ -39,6 +40,13 @@ BLOCKER = textwrap.dedent(
     sys.meta_path.insert(0, _Hide())
     """
 )
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """`main()` run in-process configures structlog for a command; later tests need the default."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture

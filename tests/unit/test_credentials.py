@@ -98,3 +98,18 @@ def test_plain_http_is_refused_except_for_the_emulator():
 def test_emulator_needs_no_credentials_and_a_key_file_selects_jwt(tmp_path):
     assert isinstance(credentials_for(Endpoint.for_emulator("127.0.0.1:1"), "x.json"), NoAuth)
     assert isinstance(credentials_for(Endpoint(), tmp_path / "k.json"), ServiceAccountKey)
+
+
+async def test_missing_application_default_credentials_say_what_to_set(tmp_path, monkeypatch):
+    from bessai.uplink.credentials import DefaultCredentials
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "absent.json"))
+    with pytest.raises(CredentialsError, match="PUBSUB_EMULATOR_HOST"):
+        await DefaultCredentials().headers()
+
+
+def test_missing_gcloud_fails_with_the_install_command(monkeypatch):
+    from tests.pubsub_emulator import EmulatorUnavailable, running_emulator
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(EmulatorUnavailable, match="gcloud components install pubsub-emulator"), \
+            running_emulator():
+        pass

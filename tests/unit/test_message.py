@@ -80,3 +80,38 @@ def test_full_jitter_backoff_is_capped_and_honours_retry_after():
     assert backoff.next_delay(retry_after_s=45) >= 45
     backoff.reset()
     assert backoff.next_delay() <= 0.5
+
+
+def test_encoded_size_is_an_upper_bound_of_the_real_request_bytes():
+    import json as _json
+    r = SpoolRow(row_id=1, seq=123456789, msg_id="0" * 36, site_id="site-ñ" * 20,
+                 device_id="inv1" * 30, kind="command_result", event_time=1.7e9,
+                 data=b"y" * 301, priority=0, enqueued_at=0.0)
+    real = len(_json.dumps(r.to_pubsub(), separators=(",", ":"), ensure_ascii=False).encode()) + 1
+    assert real <= r.encoded_size() <= real + 120
+
+
+@pytest.mark.parametrize(("status", "outcome"), [
+    (200, "ok"), (408, "retry"), (429, "retry"), (500, "retry"), (502, "retry"),
+    (503, "retry"), (504, "retry"), (401, "unauthorized"), (400, "bad_request"),
+    (413, "bad_request"), (403, "config_fault"), (404, "config_fault"), (418, "retry")])
+def test_every_status_has_a_decided_outcome(status, outcome):
+    from bessai.uplink.publisher import classify
+    assert classify(status) == outcome
+
+
+def test_fast_publish_body_is_exactly_the_json_of_the_messages():
+    import json as _json
+
+    from bessai.uplink.message import encode_publish_body
+    rows = [SpoolRow(row_id=i, seq=i, msg_id=f"{i:08d}-0000-4000-8000-000000000000",
+                     site_id=site, device_id=device, kind=kind, event_time=1.7e9 + i / 7,
+                     data=data, priority=2, enqueued_at=0.0)
+            for i, (site, device, kind, data) in enumerate([
+                ("site1", "inv1", "telemetry", b'{"soc":55.5}'),
+                ('quo"te\\s', "tab\there", "event", b"\x00\xff binary"),
+                ("ñandú", "電池", "gap", b""),
+                ("s", "d", "command_result", b"x" * 1000)])]
+    expected = _json.dumps({"messages": [r.to_pubsub() for r in rows]}, separators=(",", ":"),
+                           ensure_ascii=False).encode()
+    assert encode_publish_body(rows) == expected

@@ -245,3 +245,35 @@ def test_every_soc_transition_is_justified_by_its_threshold(values):
         assert (SOC_MIN in state.active) or value >= LIMITS.soc_min_pct
         assert (SOC_MAX in state.active) or value <= LIMITS.soc_max_pct
         prev = state
+
+
+def test_stale_data_clears_only_after_the_data_stayed_fresh_for_the_hold():
+    stale = evaluate(snap(taken_at=0.0), 10.0, SafetyState(), LIMITS)
+    assert STALE_DATA in stale.active
+    back = evaluate(snap(taken_at=10.0), 10.1, stale, LIMITS)
+    assert STALE_DATA in back.active  # fresh, but not for long enough yet
+    later = evaluate(snap(taken_at=12.0), 12.5, back, LIMITS)
+    assert STALE_DATA in later.active
+    done = evaluate(snap(taken_at=13.0), 13.2, later, LIMITS)  # fresh 3.1 s > the 3 s hold
+    assert done.ok
+
+
+def test_a_device_slower_than_the_staleness_limit_stays_blocked_without_chattering():
+    state, changes = SafetyState(), 0
+    for poll in range(20):  # a snapshot every 5 s, evaluated every second: stale 3 s in 5
+        taken = poll * 5.0
+        for tick in range(5):
+            new = evaluate(snap(taken_at=taken), taken + tick, state, LIMITS)
+            changes += (STALE_DATA in new.active) != (STALE_DATA in state.active)
+            state = new
+    assert changes == 1  # blocked once, never cleared while the device stays this slow
+
+
+def test_invalid_data_clears_with_the_same_hold():
+    bad = evaluate(snap(soc=TagReading(None, valid=False)), 0.0, SafetyState(), LIMITS)
+    good = evaluate(snap(taken_at=1.0), 1.0, bad, LIMITS)
+    assert INVALID_DATA in good.active
+    assert INVALID_DATA in evaluate(snap(taken_at=4.0), 4.0, good, LIMITS).active  # 3 s
+    assert evaluate(snap(taken_at=4.1), 4.1, good, LIMITS).ok  # more than the 3 s hold
+    no_hold = Limits(data_clear_hold_s=0.0)
+    assert evaluate(snap(taken_at=1.0), 1.0, bad, no_hold).ok

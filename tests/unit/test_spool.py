@@ -241,3 +241,14 @@ async def test_cli_stats_and_export_read_the_file(tmp_path, autojump_clock):
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [ln["kind"] for ln in lines] == ["telemetry", "event"]
     assert lines[1]["data"]["name"] == "SAFETY_BLOCK"
+
+
+def test_msg_ids_are_version_4_uuids_and_unique():
+    import uuid
+    ids = spool_mod.new_msg_ids(10_000)
+    assert len(set(ids)) == 10_000
+    for text in ids[:200]:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        assert str(parsed) == text

@@ -1,0 +1,162 @@
+"""``python -m bench.chaos`` (``make chaos``): every chaos scenario, figures and verdicts in
+bench/CHAOS.md.
+
+Options: ``--only NAME`` (repeatable), ``--seed N`` (default 20261127), ``--ci`` (only the CI
+share), ``--no-write`` (print, do not touch bench/CHAOS.md). Exit status 1 if any scenario
+failed; each failure prints its seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+from trio.testing import MockClock
+
+from bench.chaos.rig import Result
+from bench.chaos.scenarios import SCENARIOS, Scenario, run_scenario, run_standalone
+from bessai.observe.logs import configure_logging
+from bessai.sim.pubsub_emulator import PubSubEmulator
+
+DEFAULT_SEED = 20261127
+OUT = Path(__file__).resolve().parents[1] / "CHAOS.md"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return (f"{platform.machine()}, {os.cpu_count()} cores, {cpu}, "
+            f"Python {platform.python_version()}")
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def table(results: list[tuple[Scenario, Result]]) -> str:
+    head = ("| scenario | poll s | virtual s | real s | produced | delivered | dup | dropped "
+            "(gaps) | on disk at stop | lost | max HB gap s | safety latency s | restarts "
+            "| drain s | peak spool rows / KiB | peak RSS MiB | verdict |")
+    lines = [head, "|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|"]
+    for s, r in results:
+        restarts = ", ".join(f"{k}={v}" for k, v in sorted(r.restarts.items()) if v) or "0"
+        verdict = "PASS" if r.passed else "**FAIL**: " + "; ".join(
+            f"{c.name} ({c.detail})" for c in r.failures())
+        lines.append(
+            f"| {s.name} | {_fmt(r.poll_interval_s)} | {_fmt(r.virtual_s)} | {_fmt(r.real_s)} "
+            f"| {r.produced} | {r.delivered} | {r.duplicates} | {r.dropped} ({r.gap_records}) "
+            f"| {r.pending_at_stop} | {r.lost} | {_fmt(r.max_heartbeat_gap_s)} "
+            f"| {_fmt(r.safety_latency_s)} | {restarts} | {_fmt(r.drain_s)} "
+            f"| {r.peak_spool_rows} / {r.peak_spool_bytes // 1024} | {_fmt(r.peak_rss_mb)} "
+            f"| {verdict} |")
+    return "\n".join(lines)
+
+
+def report(results: list[tuple[Scenario, Result]], seed: int) -> str:
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")  # wall-clock: report date
+    passed = sum(r.passed for _, r in results)
+    out = [
+        "# Chaos suite",
+        "",
+        f"{now} — {machine()} — seed {seed} — {passed}/{len(results)} scenarios passed.",
+        "",
+        "Produced by `make chaos` (`python -m bench.chaos`); the CI share runs as "
+        "`pytest tests/chaos`. The whole gateway (`bessai.gateway.Gateway`, every actor), the "
+        "in-process simulator and Google's Pub/Sub emulator behind a fault-injecting transport, "
+        "in virtual time (MockClock, autojump 0; real I/O freezes the clock while in flight).",
+        "",
+        "Columns: *produced* = snapshots polled + events emitted; *delivered* = unique msg_id "
+        "pulled back from the emulator; *dup* = extra copies (same msg_id); *dropped (gaps)* = "
+        "rows dropped by the disk budget and the gap records naming them; *on disk at stop* = "
+        "rows still spooled when the gateway was stopped (sent on the next start); *lost* = "
+        "accepted seqs in none of those (must be 0); *max HB gap* = largest interval between "
+        "heartbeat writes as the device saw them (limit: interval 10 s + one request timeout "
+        "10 s; comm loss at 60 s); *safety latency* = SOC register crossing → SAFETY_BLOCK; "
+        "*drain* = recovery → oldest pending row younger than 3 polls.",
+        "",
+        table(results),
+        "",
+    ]
+    notes = [(s, n) for s, r in results for n in [s.what, *r.notes] if n]
+    if notes:
+        out += ["## Scenarios and notes", ""]
+        for s, r in results:
+            extra = "; ".join(r.notes)
+            out.append(f"- **{s.name}** — {s.what}." + (f" {extra}." if extra else ""))
+        out.append("")
+    return "\n".join(out)
+
+
+async def _run_all(scenarios: list[Scenario], host: str, workdir: Path,
+                   seed: int) -> list[tuple[Scenario, Result]]:
+    results = []
+    for s in scenarios:
+        if s.standalone is not None:
+            continue
+        result = await run_scenario(s, host, workdir, seed)
+        print(result.summary(), flush=True)
+        results.append((s, result))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__)
+    parser.add_argument("--only", action="append", default=[], metavar="NAME")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--ci", action="store_true", help="only the scenarios CI runs")
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--log", default=str(Path(tempfile.gettempdir()) / "bessai-chaos.log"),
+                        help="the gateway's log lines (WARNING and up) go here "
+                             "(default %(default)s)")
+    args = parser.parse_args(argv)
+    log_file = open(args.log, "w")  # noqa: SIM115 - open for the whole run
+    configure_logging("WARNING", stream=log_file)
+    print(f"gateway log: {args.log}", flush=True)
+    chosen = [s for s in SCENARIOS if (not args.only or s.name in args.only)
+              and (s.ci or not args.ci)]
+    if not chosen:
+        parser.error(f"no scenario matches; known: {', '.join(s.name for s in SCENARIOS)}")
+    started = time.monotonic()  # wall-clock: total real time for the log line
+    with tempfile.TemporaryDirectory(prefix="bessai-chaos-") as tmp, PubSubEmulator() as emu:
+        virtual = trio.run(_run_all, chosen, emu.host, Path(tmp), args.seed,
+                           clock=MockClock(autojump_threshold=0))
+        real = []
+        for s in chosen:
+            if s.standalone is not None:
+                result = run_standalone(s, emu.host, Path(tmp), args.seed)
+                print(result.summary(), flush=True)
+                real.append((s, result))
+        order = {s.name: i for i, s in enumerate(chosen)}
+        results = sorted(virtual + real, key=lambda sr: order[sr[0].name])
+    print(f"{sum(r.passed for _, r in results)}/{len(results)} passed in "
+          f"{time.monotonic() - started:.0f} s real", flush=True)  # wall-clock
+    if not args.no_write:
+        OUT.write_text(report(results, args.seed))
+        print(f"wrote {OUT}")
+    failed = [r for _, r in results if not r.passed]
+    for r in failed:
+        print(f"FAILED {r.name} — re-run: python -m bench.chaos --only {r.name} --seed {r.seed}",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,419 @@
+"""The chaos scenarios: one fault script and one set of pass criteria each, shared by
+``python -m bench.chaos`` (all of them, table in bench/CHAOS.md) and tests/chaos (the CI share).
+
+Every scenario is seeded: the gateway's jitter, the simulator's curves, topic names and the
+fault script's random choices all come from the seed, and a failure prints it
+(`Result.summary`). Re-run one with ``python -m bench.chaos --only NAME --seed N``.
+
+Common criteria (`Rig.standard_checks`): zero loss (every accepted seq delivered, dropped with
+a gap record, or still on disk at stop), nothing lost before the spool, no drops unless the
+scenario documents them, duplicates only from re-sends, the largest heartbeat gap as the
+device saw it <= heartbeat interval + one request timeout, the device never in comm loss,
+restart counts exactly as the fault implies, the backlog drained after recovery.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import trio
+
+from bench.chaos.rig import DEVICE, Result, Rig, Script, request_timeout_s, run_rig
+
+
+@attrs.frozen
+class Scenario:
+    name: str
+    what: str
+    script: Script
+    checks: Callable[[Rig], None]
+    ci: bool = True
+    """Runs in CI (tests/chaos); the others are marked chaos_long."""
+    poll_interval_s: float = 1.0
+    spool_max_bytes: int | None = None
+    sim_soc_pct: float = 50.0
+    crash: tuple[str, float | None] | None = None
+    """(actor path, seconds after its start or None for a seeded random point): that actor
+    raises once."""
+    long_reason: str = ""
+    note: str = ""
+    standalone: Callable[[str, Path, int], Result] | None = None
+    """A real-clock scenario run outside virtual time: (emulator host, workdir, seed) → Result."""
+
+
+async def run_scenario(scenario: Scenario, emulator_host: str, workdir: Path,
+                       seed: int) -> Result:
+    """Run one scenario inside the current Trio run (its clock: MockClock, autojump 0)."""
+    if scenario.standalone is not None:
+        raise ValueError(f"{scenario.name} runs on the real clock: use run_standalone")
+    rig = Rig(scenario.name, seed, workdir, emulator_host,
+              poll_interval_s=scenario.poll_interval_s,
+              spool_max_bytes=scenario.spool_max_bytes, sim_soc_pct=scenario.sim_soc_pct,
+              crash=scenario.crash)
+    result = await run_rig(rig, scenario.script, scenario.checks)
+    if scenario.note:
+        result.notes.append(scenario.note)
+    return result
+
+
+def run_standalone(scenario: Scenario, emulator_host: str, workdir: Path, seed: int) -> Result:
+    """Run a real-clock scenario (synchronous, outside any Trio run)."""
+    assert scenario.standalone is not None
+    result = scenario.standalone(emulator_host, workdir, seed)
+    if scenario.note:
+        result.notes.append(scenario.note)
+    return result
+
+
+async def _no_script(rig: Rig) -> None:
+    raise AssertionError("a standalone scenario has no virtual-time script")
+
+
+def _no_checks(rig: Rig) -> None:
+    raise AssertionError("a standalone scenario checks its own result")
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+
+def _telemetry_gap_s(rig: Rig) -> float:
+    """Largest gap between consecutive delivered telemetry timestamps (the poll's continuity)."""
+    ts = sorted(rig.telemetry_ts)
+    return max((b - a for a, b in itertools.pairwise(ts)), default=0.0)
+
+
+async def _steady(rig: Rig, seconds: float) -> None:
+    await trio.sleep(seconds)
+
+
+# ---- cloud cuts -----------------------------------------------------------------------------
+
+
+def cloud_cut(minutes: float) -> Script:
+    async def script(rig: Rig) -> None:
+        await _steady(rig, 30)
+        _, end = rig.cut_cloud(minutes * 60)
+        await trio.sleep_until(end)
+        rig.mark_recovered(end)
+        await rig.wait_drained()
+        await _steady(rig, 30)
+
+    return script
+
+
+def cut_checks(minutes: float, *, expect_drops: bool = False) -> Callable[[Rig], None]:
+    def checks(rig: Rig) -> None:
+        r = rig.result
+        rig.standard_checks(expect_drops=expect_drops,
+                            drain_within_s=90 + 0.1 * minutes * 60)
+        backlog = minutes * 60 / rig.poll_interval_s
+        r.check("the cut held the backlog on disk",
+                r.peak_spool_rows >= 0.9 * backlog or expect_drops,
+                f"peak spool {r.peak_spool_rows} rows < 90 % of {backlog:.0f}")
+        r.check("the cut was felt", rig.faults.failed > 0, "no request failed")
+        r.check("polling went on", _telemetry_gap_s(rig) <= 2 * rig.poll_interval_s + 1,
+                f"telemetry gap {_telemetry_gap_s(rig):.1f} s")
+
+    return checks
+
+
+def flapping(up_s: float, down_s: float, hours: float) -> Script:
+    async def script(rig: Rig) -> None:
+        await _steady(rig, 30)
+        start = trio.current_time()
+        end = start + hours * 3600
+        t = start
+        while t < end:
+            rig.faults.cut(t, min(t + down_s, end))
+            t += down_s + up_s
+        await trio.sleep_until(end)
+        rig.mark_recovered(end)
+        await rig.wait_drained()
+        await _steady(rig, 60)
+
+    return script
+
+
+def flapping_checks(rig: Rig) -> None:
+    r = rig.result
+    rig.standard_checks(drain_within_s=120)
+    r.check("polling went on", _telemetry_gap_s(rig) <= 2 * rig.poll_interval_s + 1,
+            f"telemetry gap {_telemetry_gap_s(rig):.1f} s")
+    r.notes.append(f"{rig.faults.failed} requests failed, {rig.faults.forwarded} forwarded")
+
+
+async def storm_503(rig: Rig) -> None:
+    """A burst of 503 answers (with Retry-After) to every request, publishes and pulls alike."""
+    await _steady(rig, 30)
+    count = rig.rng.randint(150, 250)
+    rig.storm_count = count
+    rig.faults.storm(503, count, "2")
+    while rig.faults.storms:
+        await trio.sleep(1)
+    rig.mark_recovered()
+    await rig.wait_drained()
+    await _steady(rig, 30)
+
+
+def storm_checks(rig: Rig) -> None:
+    r = rig.result
+    rig.standard_checks(drain_within_s=120)
+    got = rig.faults.status_counts.get(503, 0)
+    r.check("every 503 was answered", got == rig.storm_count, f"{got} of {rig.storm_count}")
+    r.notes.append(f"{rig.storm_count} consecutive 503 answers with Retry-After: 2")
+
+
+async def device_lost_during_cut(rig: Rig) -> None:
+    """Cloud cut for 10 min; inside it the device drops the connection three times and then
+    stops answering for 25 s."""
+    await _steady(rig, 30)
+    _, end = rig.cut_cloud(10 * 60)
+    for _ in range(3):
+        await trio.sleep(rig.rng.uniform(30, 90))
+        rig.sim.drop_connections()
+    await trio.sleep(rig.rng.uniform(10, 30))
+    rig.sim.faults.silent = True
+    rig.hb_allowance_s = 25.0
+    await trio.sleep(rig.hb_allowance_s)
+    rig.sim.faults.silent = False
+    await trio.sleep_until(end)
+    rig.mark_recovered(end)
+    await rig.wait_drained()
+    await _steady(rig, 30)
+
+
+def device_lost_checks(rig: Rig) -> None:
+    r = rig.result
+    wd = rig.site.config.heartbeat
+    rig.standard_checks(hb_limit_s=rig.hb_allowance_s + wd.interval_s + request_timeout_s(rig),
+                        drain_within_s=150)
+    names = [e["name"] for e in rig.delivered_events]
+    r.check("stale data blocked and cleared, events delivered after the cut",
+            names.count("SAFETY_BLOCK") >= 1
+            and names.count("SAFETY_BLOCK") == names.count("SAFETY_CLEAR"),
+            f"events: {names}")
+    r.notes.append(f"device silent {rig.hb_allowance_s:g} s: heartbeat limit raised by that; "
+                   f"events delivered: {', '.join(names) or 'none'}")
+
+
+async def device_busy_then_slow(rig: Rig) -> None:
+    """Busy (exception 0x06) for 15 s, then replies delayed 3 s for 2 min, then 8 s for 1 min
+    (Huawei documents replies up to 10 s)."""
+    await _steady(rig, 30)
+    rig.sim.faults.busy = True
+    rig.hb_allowance_s = 15.0
+    await trio.sleep(rig.hb_allowance_s)
+    rig.sim.faults.busy = False
+    await _steady(rig, 30)
+    for delay_s, seconds in ((3.0, 120), (8.0, 60)):
+        start = trio.current_time()
+        rig.sim.faults.delay_s = delay_s
+        await trio.sleep(seconds)
+        rig.slow_phases.append((start, trio.current_time() + 2 * delay_s, delay_s))
+    rig.sim.faults.delay_s = 0.0
+    await _steady(rig, 60)
+
+
+def busy_checks(rig: Rig) -> None:
+    r = rig.result
+    wd = rig.site.config.heartbeat
+    rig.standard_checks(hb_limit_s=rig.hb_allowance_s + wd.interval_s + request_timeout_s(rig))
+    beats = rig.heartbeat_times()
+    worst_by_delay = []
+    for start, end, delay_s in rig.slow_phases:
+        gaps = [b - a for a, b in itertools.pairwise(beats) if start <= b <= end]
+        worst = max(gaps, default=0.0)
+        worst_by_delay.append(f"{worst:.1f} s at {delay_s:g} s replies")
+        # one serialized connection: a beat may wait for the reply in flight, then its own
+        limit = wd.interval_s + 2 * delay_s
+        r.check(f"replies {delay_s:g} s late: heartbeat gap <= interval + 2 replies",
+                worst <= limit, f"{worst:.1f} s > {limit:g} s")
+    names = [e["name"] for e in rig.delivered_events]
+    r.notes.append("busy 15 s (heartbeat limit raised by that); worst heartbeat gap "
+                   + ", ".join(worst_by_delay) + f"; events: {Counter(names)}")
+
+
+async def command_expires_during_cut(rig: Rig) -> None:
+    """The operator publishes a 2-minute discharge command while the site's link is cut for
+    10 minutes: when the link returns the command is pulled, expired."""
+    await _steady(rig, 20)
+    _, end = rig.cut_cloud(10 * 60)
+    await trio.sleep(rig.rng.uniform(5, 60))
+    rig.command_id = await rig.publish_command("discharge", 3000.0, ttl_s=120)
+    await trio.sleep_until(end)
+    rig.mark_recovered(end)
+    await rig.wait_drained()
+    await _steady(rig, 60)
+
+
+def expired_checks(rig: Rig) -> None:
+    r = rig.result
+    rig.standard_checks(drain_within_s=150)
+    results = [e for e in rig.delivered_events
+               if e.get("body", {}).get("command_id") == rig.command_id]
+    names = [e["name"] for e in results]
+    r.check("the expired command was rejected, and that was reported",
+            names == ["COMMAND_REJECTED"] and "expired" in results[0]["body"]["reason"],
+            f"events for the command: {names}")
+    mode_tag = rig.sim.inverter.roles.mode_tag
+    forced = [w for w in rig.sim.write_log if w.tag == mode_tag and int(w.value) != 0]
+    r.check("never applied late", not forced, f"forcing writes: {forced[:3]}")
+    if results:
+        r.notes.append(f"rejected: {results[0]['body']['reason']}")
+
+
+# ---- SOC crossing its limit during a cut ------------------------------------------------------
+
+
+async def soc_high_during_cut(rig: Rig) -> None:
+    """Forced charge (sent through Pub/Sub) from 97 %; the cloud is cut; SOC crosses 98 %."""
+    await _steady(rig, 10)
+    await rig.publish_command("charge", 5000.0, ttl_s=3600)
+    with trio.fail_after(60):
+        while rig.sim.state().forced_mode != 1:
+            await trio.sleep(0.5)
+    cut_start, cut_end = rig.cut_cloud(15 * 60)
+    limit = rig.site.config.limits.soc_max_pct
+    last_below = trio.current_time()
+    while True:  # sample the register the gateway reads, 20 times per poll period
+        soc = rig.sim.values()["soc"]
+        now = trio.current_time()
+        if soc is not None and soc > limit:
+            break
+        last_below = now
+        await trio.sleep(rig.poll_interval_s / 20)
+    rig.soc_crossed_at = last_below  # conservative: latency measured from the last sample below
+    await trio.sleep_until(cut_end)
+    rig.mark_recovered(cut_end)
+    await rig.wait_drained()
+    await _steady(rig, 30)
+    rig.cut_window = (cut_start, cut_end)
+
+
+def soc_checks(rig: Rig) -> None:
+    r = rig.result
+    rig.standard_checks()
+    blocks = [e for e in rig.delivered_events
+              if e["name"] == "SAFETY_BLOCK" and e["body"].get("rule") == "soc_max"]
+    stops = [e for e in rig.delivered_events if e["name"] == "SAFETY_STOP"]
+    r.check("SAFETY_BLOCK delivered after the cut", len(blocks) == 1,
+            f"{len(blocks)} soc_max SAFETY_BLOCK events delivered")
+    r.check("SAFETY_STOP delivered", len(stops) >= 1, "no SAFETY_STOP event")
+    mode_tag = rig.sim.inverter.roles.mode_tag
+    stop_writes = [w.at for w in rig.sim.write_log
+                   if w.tag == mode_tag and int(w.value) == 0 and w.at >= rig.soc_crossed_at]
+    crossed = rig.soc_crossed_at
+    if blocks:
+        block_at = blocks[0]["ts"] - rig.wall_offset
+        r.safety_latency_s = round(block_at - crossed, 3)
+        cut0, cut1 = rig.cut_window
+        r.check("the block happened during the cut", cut0 <= block_at < cut1,
+                f"block at {block_at:.1f}, cut {cut0:.1f}..{cut1:.1f}")
+    r.check("safety latency <= one poll period",
+            r.safety_latency_s is not None and r.safety_latency_s <= rig.poll_interval_s,
+            f"latency {r.safety_latency_s} s")
+    stop_latency = None if not stop_writes else stop_writes[0] - crossed
+    r.notes.append(f"forced charge stopped on the device {stop_latency:.3f} s after the crossing"
+                   if stop_latency is not None else "no stop write seen")
+    r.check("forced command stopped on the device",
+            stop_latency is not None and stop_latency <= rig.poll_interval_s
+            + request_timeout_s(rig) and rig.sim.state().forced_mode == 0,
+            f"stop latency {stop_latency}, forced_mode {rig.sim.state().forced_mode}")
+
+
+# ---- a crash of each actor -------------------------------------------------------------------
+
+CRASH_TARGETS = ("telemetry", "spool", "recorder", "events", "uplink", "commands",
+                 f"site_{DEVICE}", f"site_{DEVICE}/device_link", f"site_{DEVICE}/safety_guard",
+                 f"site_{DEVICE}/watchdog")
+
+
+def expected_restarts(target: str) -> dict[str, int]:
+    """one_for_one at the top; rest_for_one (link → guard → watchdog) inside a site."""
+    if "/" not in target:
+        return {target: 1}
+    site, child = target.split("/")
+    order = ["device_link", "safety_guard", "watchdog"]
+    return {f"{site}/{c}": 1 for c in order[order.index(child):]}
+
+
+def crash_checks(target: str) -> Callable[[Rig], None]:
+    def checks(rig: Rig) -> None:
+        r = rig.result
+        # a site restart reconnects: Huawei's quiet second after connect plus the backoff
+        local = "site" in target
+        rig.standard_checks(expected_restarts=expected_restarts(target))
+        gap = _telemetry_gap_s(rig)
+        limit = 2 * rig.poll_interval_s + (5.0 if local else 1.0)
+        r.check("polling went on", gap <= limit, f"telemetry gap {gap:.1f} s > {limit:.1f} s")
+        r.check("the crash fired", bool(rig.crashed_at), "no crash")
+
+    return checks
+
+
+def crash_scenario(target: str) -> Scenario:
+    slug = target.replace(f"site_{DEVICE}/", "").replace(f"site_{DEVICE}", "site")
+
+    async def script(rig: Rig) -> None:
+        await _steady(rig, 150)
+
+    return Scenario(f"crash-{slug}", f"crash of `{target}` at a seeded random point 10-60 s "
+                    "after it started", script, crash_checks(target), crash=(target, None))
+
+
+# ---- registry -------------------------------------------------------------------------------
+
+
+def _scenarios() -> list[Scenario]:
+    out = [
+        Scenario("cut-5min", "cloud cut for 5 minutes at 1 Hz", cloud_cut(5), cut_checks(5)),
+        Scenario("cut-30min", "cloud cut for 30 minutes at 1 Hz", cloud_cut(30),
+                 cut_checks(30)),
+        Scenario("soc-high-during-cut", "forced charge from 97 %, cloud cut, SOC crosses 98 %",
+                 soc_high_during_cut, soc_checks, sim_soc_pct=97.0),
+    ]
+    out += [crash_scenario(t) for t in CRASH_TARGETS]
+    out += [
+        Scenario("command-expires-during-cut", "a 2-min discharge command published while the "
+                 "site is cut off for 10 min", command_expires_during_cut, expired_checks),
+        Scenario("pubsub-503-storm", "150-250 consecutive 503 answers with Retry-After",
+                 storm_503, storm_checks),
+        Scenario("device-lost-during-cut", "10-min cloud cut; inside it the device drops the "
+                 "connection 3 times, then is silent for 25 s", device_lost_during_cut,
+                 device_lost_checks),
+        Scenario("device-busy-slow", "device busy (0x06) for 15 s, then replies 3 s late for "
+                 "2 min and 8 s late for 1 min", device_busy_then_slow, busy_checks),
+        Scenario("flapping-2h", "link flapping 30 s up / 30 s down for 2 hours at 1 Hz",
+                 flapping(30, 30, 2), flapping_checks, ci=False,
+                 long_reason="7,200 polls: about 2 minutes of real time"),
+        Scenario("cut-72h", "cloud cut for 72 hours with the default disk budget (1 GiB)",
+                 cloud_cut(72 * 60), cut_checks(72 * 60), ci=False, poll_interval_s=10.0,
+                 long_reason="26,000 polls and 26,000 heartbeats",
+                 note="poll interval 10 s instead of 1 s to keep the run to minutes; the "
+                      "heartbeat still every 10 s"),
+        Scenario("sigkill-restart", "SIGKILL of the real `bessai-run --simulator` process at "
+                 "random points, 6 times, then restart and drain (real clock, real processes)",
+                 _no_script, _no_checks, ci=False, standalone=_sigkill,
+                 long_reason="real processes on the real clock: about a minute"),
+    ]
+    return out
+
+
+def _sigkill(emulator_host: str, workdir: Path, seed: int) -> Result:
+    from bench.chaos.sigkill import run_sigkill
+
+    return run_sigkill(emulator_host, workdir, seed)
+
+
+SCENARIOS: list[Scenario] = _scenarios()
+
+
+def get(name: str) -> Scenario:
+    for s in SCENARIOS:
+        if s.name == name:
+            return s
+    raise KeyError(f"no scenario {name!r}; known: {', '.join(s.name for s in SCENARIOS)}")

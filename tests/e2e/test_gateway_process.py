@@ -1,0 +1,463 @@
+"""`bessai-run` end to end: three real processes on the real clock.
+
+The simulator over TCP (``python -m bessai.sim``), Google's Pub/Sub emulator (session fixture)
+and ``python -m bessai.cli.run --no-screen`` configured through the environment. What an operator
+relies on: readings arrive in Pub/Sub with the contract's attributes, /healthz and `bessai
+health` tell the truth, SIGTERM drains and exits 0 within SHUTDOWN_DEADLINE_S, a restart
+continues ``seq`` without a hole, a second signal forces exit 130, a low SOC is blocked within
+one poll, dispatch commands are applied or rejected, SIGHUP switches the log level, a bad
+config exits 2 listing every bad value, and an unreachable inverter is a state, not a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest_pubsub import PubsubTopic, make_topic
+from tests.e2e.procs import (
+    PYTHON,
+    ROOT,
+    Proc,
+    base_env,
+    free_port,
+    logfmt_ts,
+    run_cli,
+    start_gateway,
+    start_sim,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.emulator]
+
+ATTRIBUTES = {"msg_id", "seq", "site_id", "device_id", "kind", "schema", "event_time"}
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """Every process a test starts; killed at teardown whatever happened."""
+    started: list[Proc] = []
+    yield started
+    for proc in reversed(started):
+        proc.kill()
+
+
+@pytest.fixture
+def telemetry_topic(pubsub_emulator) -> PubsubTopic:
+    return make_topic(pubsub_emulator)
+
+
+@pytest.fixture
+def commands_topic(pubsub_emulator) -> PubsubTopic:
+    return make_topic(pubsub_emulator)
+
+
+def gateway_env(tmp_path: Path, sim_port: int, telemetry: PubsubTopic | None = None,
+                commands: PubsubTopic | None = None, **extra: str) -> dict[str, str]:
+    env = {
+        "SITE_ID": "e2e-site",
+        "INVERTER_IP": "127.0.0.1",
+        "INVERTER_PORT": str(sim_port),
+        "SPOOL_PATH": str(tmp_path / "spool.sqlite"),
+        "STATUS_BIND": f"127.0.0.1:{free_port()}",
+        "POLL_INTERVAL_S": "1",
+        "SHUTDOWN_DEADLINE_S": "5",
+    }
+    if telemetry is not None:
+        env.update(GCP_PROJECT_ID=telemetry.project, PUBSUB_EMULATOR_HOST=telemetry.emulator.host,
+                   PUBSUB_TOPIC=telemetry.topic)
+    if commands is not None:
+        env.update(PUBSUB_COMMANDS_SUBSCRIPTION=commands.subscription,
+                   PUBSUB_COMMANDS_TOPIC=commands.topic)
+    env.update(extra)
+    return env
+
+
+def status_url(env: dict[str, str]) -> str:
+    return f"http://{env['STATUS_BIND']}"
+
+
+def get(url: str) -> httpx.Response:
+    return httpx.get(url, timeout=5, trust_env=False)
+
+
+def wait_until(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        time.sleep(0.1)
+
+
+def pull_until(topic: PubsubTopic, predicate, timeout_s: float, what: str) -> list[dict]:
+    got: list[dict] = []
+
+    def check():
+        got.extend(topic.pull_all(idle_rounds=1))
+        return predicate(got)
+
+    wait_until(check, timeout_s, f"{what}; got {len(got)} messages")
+    return got
+
+
+def by_kind(messages: list[dict], kind: str) -> list[dict]:
+    return [m for m in messages if m["attributes"].get("kind") == kind]
+
+
+def event_names(messages: list[dict]) -> list[str]:
+    return [json.loads(m["data"])["name"] for m in by_kind(messages, "event")
+            + by_kind(messages, "command_result")]
+
+
+def stop(gateway: Proc, deadline_s: float) -> tuple[int, float]:
+    started = time.monotonic()
+    gateway.send(signal.SIGTERM)
+    rc = gateway.wait(deadline_s + 10)
+    return rc, time.monotonic() - started
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_readings_reach_pubsub_health_tells_truth_and_seq_continues_across_a_restart(
+        tmp_path, procs, telemetry_topic):
+    sim = start_sim(free_port(), "--multi-client")
+    procs.append(sim)
+    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    env = gateway_env(tmp_path, sim_port, telemetry_topic)
+    health_env = {"STATUS_BIND": env["STATUS_BIND"]}
+
+    gateway = start_gateway(env)
+    procs.append(gateway)
+    gateway.wait_for(r"event=GATEWAY_READY")
+    gateway.wait_for(r"event=DEVICE_LINK_UP", 10)
+    healthz = wait_until(lambda: (r := get(status_url(env) + "/healthz")).status_code == 200
+                         and r, 10, "/healthz 200")
+    assert healthz.status_code == 200
+    status = get(status_url(env) + "/status").json()
+    assert status["site"] == "e2e-site"
+    assert status["links"]["device:inv1"]["state"] == "up"
+    assert status["tree_running"] is True
+    assert status["sites"]["inv1"]["values"]["soc"] == pytest.approx(50.0, abs=1.0)
+    healthy = run_cli(["health"], health_env)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+
+    first = pull_until(telemetry_topic, lambda got: len(by_kind(got, "telemetry")) >= 2, 15,
+                       "two telemetry messages from the first run")
+    rc, took = stop(gateway, 5)
+    assert rc == 0, gateway.output()[-3000:]
+    assert took < 5 + 2  # SHUTDOWN_DEADLINE_S, plus the interpreter's own exit
+    gateway.wait_for(r"event=GATEWAY_STOPPED", 1)
+    down = run_cli(["health"], health_env)
+    assert down.returncode == 1, down.stdout + down.stderr
+    assert "unhealthy" in (down.stdout + down.stderr).lower() or "does not answer" in down.stderr
+
+    second_run = start_gateway(env)
+    procs.append(second_run)
+    second_run.wait_for(r"event=DEVICE_LINK_UP", 15)
+    messages = first + pull_until(
+        telemetry_topic, lambda got: len(by_kind(got, "telemetry")) >= 2, 15,
+        "telemetry from the second run")
+    rc, _ = stop(second_run, 5)
+    assert rc == 0, second_run.output()[-3000:]
+    stats = run_cli(["spool", "stats", "--json", "--path", env["SPOOL_PATH"]], env)
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["depth"] == 0, stats.stdout  # SIGTERM drained the spool
+    messages += telemetry_topic.pull_all()
+
+    for m in messages:
+        assert set(m["attributes"]) >= ATTRIBUTES, m["attributes"]
+        assert m["attributes"]["site_id"] == "e2e-site"
+        assert m["attributes"]["device_id"] == "inv1"
+    telemetry = by_kind(messages, "telemetry")
+    for m in telemetry:
+        a = m["attributes"]
+        assert a["schema"] == "bessai.telemetry.v1"
+        payload = json.loads(m["data"])
+        assert payload["site_id"] == "e2e-site"
+        assert payload["device_id"] == "inv1"
+        assert payload["values"]["soc"] == pytest.approx(50.0, abs=1.0)
+        assert -30_000 <= payload["values"]["battery_power"] <= 30_000
+        # event_time is the reading's own time, RFC 3339 UTC, within this test's run
+        event_time = datetime.fromisoformat(a["event_time"].replace("Z", "+00:00"))
+        assert abs(event_time.timestamp() - payload["ts"]) < 0.001
+        assert abs(event_time.timestamp() - time.time()) < 120
+    seqs = sorted({int(m["attributes"]["seq"]) for m in messages
+                   if m["attributes"]["device_id"] == "inv1"})
+    assert seqs == list(range(1, len(seqs) + 1))  # from 1, no hole across both runs
+    assert len({m["attributes"]["msg_id"] for m in messages}) == len(seqs)
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """An OTLP endpoint that accepts connections and never answers (a hung collector)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+def test_sigterm_exits_0_within_shutdown_deadline_even_with_a_hung_collector(
+        tmp_path, procs, black_hole):
+    sim = start_sim(0)
+    procs.append(sim)
+    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    env = gateway_env(tmp_path, sim_port, OTEL_EXPORTER_OTLP_ENDPOINT=black_hole,
+                      SHUTDOWN_DEADLINE_S="2")
+    gateway = start_gateway(env)
+    procs.append(gateway)
+    gateway.wait_for(r"event=DEVICE_LINK_UP", 15)
+    rc, took = stop(gateway, 2)
+    assert rc == 0, gateway.output()[-3000:]
+    # 2 s, plus the interpreter's exit; the OTel flush used to take its own fixed 5 s deadline
+    assert took < 2 + 0.75, f"took {took:.2f} s with SHUTDOWN_DEADLINE_S=2"
+    assert not gateway.matching(r"SHUTDOWN_DEADLINE_EXCEEDED")
+    assert gateway.matching(r"event=GATEWAY_STOPPED")
+
+
+def test_second_signal_during_a_slow_shutdown_forces_exit_130(tmp_path, procs, black_hole):
+    sim = start_sim(0)
+    procs.append(sim)
+    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    env = gateway_env(tmp_path, sim_port, OTEL_EXPORTER_OTLP_ENDPOINT=black_hole,
+                      SHUTDOWN_DEADLINE_S="20")
+    gateway = start_gateway(env)
+    procs.append(gateway)
+    gateway.wait_for(r"event=DEVICE_LINK_UP", 15)
+    mark = gateway.mark()
+    gateway.send(signal.SIGTERM)
+    gateway.wait_for(r"event=SHUTDOWN_REQUESTED", 5, after=mark)
+    time.sleep(0.5)
+    assert gateway.popen.poll() is None, "the shutdown was not slow: nothing to force"
+    started = time.monotonic()
+    gateway.send(signal.SIGINT)
+    rc = gateway.wait(10)
+    assert rc == 130, gateway.output()[-3000:]
+    assert time.monotonic() - started < 1.5
+    assert gateway.matching(r"event=SHUTDOWN_FORCED", after=mark)
+
+
+def test_soc_below_min_is_blocked_within_one_poll_and_the_block_reaches_pubsub(
+        tmp_path, procs, telemetry_topic):
+    sim = start_sim(0, "--soc", "4")
+    procs.append(sim)
+    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    gateway = start_gateway(gateway_env(tmp_path, sim_port, telemetry_topic))
+    procs.append(gateway)
+    block = gateway.wait_for(r"level=CRITICAL event=SAFETY_BLOCK rule=soc_min", 15)
+    first_poll = gateway.wait_for(r"event=DEVICE_LINK_UP", 1)  # logged on the first poll back
+    assert "value=4" in block, block
+    assert "limit=5" in block, block
+    delay_s = logfmt_ts(block) - logfmt_ts(first_poll)
+    assert -0.05 <= delay_s <= 1.0, f"SAFETY_BLOCK {delay_s:.3f} s after the first poll"
+    print(f"SAFETY_BLOCK {delay_s * 1000:.0f} ms after the first successful poll")
+    messages = pull_until(telemetry_topic, lambda got: "SAFETY_BLOCK" in event_names(got), 15,
+                          "the SAFETY_BLOCK event in Pub/Sub")
+    body = next(json.loads(m["data"]) for m in by_kind(messages, "event")
+                if json.loads(m["data"])["name"] == "SAFETY_BLOCK")
+    assert body["device_id"] == "inv1"
+    assert body["body"]["rule"] == "soc_min"
+    assert by_kind(messages, "telemetry"), "telemetry stops flowing during a block"
+    rc, _ = stop(gateway, 5)
+    assert rc == 0
+
+
+def publish_command(topic: PubsubTopic, *, action: str, power_w: float, issued_at: float,
+                    ttl_s: float) -> str:
+    """A dispatch command as `bessai command` sends it, with a chosen issue time."""
+    import uuid
+
+    from bessai.cli.command_cmd import command_message
+    from bessai.model import Action, Command
+
+    command = Command(id=str(uuid.uuid4()), site_id="e2e-site", device_id="inv1",
+                      action=Action(action), power_w=power_w, issued_at=issued_at,
+                      expires_at=issued_at + ttl_s)
+    r = httpx.post(f"{topic.emulator.base_url}/v1/{topic.topic_path}:publish",
+                   json={"messages": [command_message(command)]}, timeout=10, trust_env=False)
+    r.raise_for_status()
+    return command.id
+
+
+def test_dispatch_command_is_applied_and_an_expired_one_rejected(
+        tmp_path, procs, telemetry_topic, commands_topic):
+    sim = start_sim(0)
+    procs.append(sim)
+    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    env = gateway_env(tmp_path, sim_port, telemetry_topic, commands_topic)
+    gateway = start_gateway(env)
+    procs.append(gateway)
+    gateway.wait_for(r"event=DEVICE_LINK_UP", 15)
+
+    sent = run_cli(["command", "discharge", "--power-w", "2000", "--ttl-s", "60"], env)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    gateway.wait_for(r"event=COMMAND_ACCEPTED", 15)
+
+    def battery_power() -> float | None:
+        values = get(status_url(env) + "/status").json()["sites"]["inv1"]["values"] or {}
+        power = values.get("battery_power")
+        return power if power is not None and power < 0 else None
+
+    power = wait_until(battery_power, 10, "battery power negative (discharging)")
+    assert power == pytest.approx(-2000, rel=0.1)
+    print(f"battery power after `bessai command discharge --power-w 2000`: {power} W")
+
+    expired_id = publish_command(commands_topic, action="charge", power_w=1000,
+                                 issued_at=time.time() - 120, ttl_s=60)
+    rejected = gateway.wait_for(r"event=COMMAND_REJECTED", 15)
+    assert expired_id in rejected or "expire" in rejected, rejected
+
+    def results(got):
+        names = [json.loads(m["data"]) for m in by_kind(got, "command_result")]
+        return {n["name"] for n in names} >= {"COMMAND_ACCEPTED", "COMMAND_REJECTED"} and names
+
+    messages = pull_until(telemetry_topic, results, 15, "both command results in Pub/Sub")
+    outcomes = {json.loads(m["data"])["body"]["command_id"]: json.loads(m["data"])
+                for m in by_kind(messages, "command_result")}
+    assert outcomes[expired_id]["name"] == "COMMAND_REJECTED"
+    assert "expire" in json.dumps(outcomes[expired_id]["body"]).lower()
+    accepted = [o for o in outcomes.values() if o["name"] == "COMMAND_ACCEPTED"]
+    assert accepted[0]["body"]["action"] == "discharge"
+    rc, _ = stop(gateway, 5)
+    assert rc == 0
+
+
+def poke_status_with_garbage(env: dict[str, str]) -> bytes:
+    """A request that is not HTTP: the status server answers 400 and logs it at debug."""
+    host, port = env["STATUS_BIND"].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(b"\x16\x03\x01 not http\r\n\r\n")
+        return conn.recv(200)
+
+
+def test_sighup_applies_the_log_level_from_the_env_file(tmp_path, procs):
+    sim = start_sim(0)
+    procs.append(sim)
+    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    env_file = tmp_path / "gateway.env"
+    env_file.write_text("LOG_LEVEL=INFO\n")
+    env = gateway_env(tmp_path, sim_port)
+    gateway = start_gateway(env, "--env-file", str(env_file))
+    procs.append(gateway)
+    gateway.wait_for(r"event=GATEWAY_READY", 15)
+    assert not gateway.matching(r"level=DEBUG")
+
+    for level, debug_expected in (("DEBUG", True), ("INFO", False)):
+        env_file.write_text(f"LOG_LEVEL={level}\n")
+        mark = gateway.mark()
+        gateway.send(signal.SIGHUP)
+        gateway.wait_for(rf"event=CONFIG_RELOADED log_level={level}", 5, after=mark)
+        assert poke_status_with_garbage(env).startswith(b"HTTP/1.1 400")
+        if debug_expected:
+            gateway.wait_for(r"level=DEBUG event=status_bad_request", 5, after=mark)
+        else:
+            time.sleep(0.5)  # the 400 was sent: its debug line would be written by now
+            assert not gateway.matching(r"level=DEBUG", after=mark)
+    rc, _ = stop(gateway, 5)
+    assert rc == 0
+
+
+def test_bad_config_exits_2_listing_every_bad_value(tmp_path):
+    env = {"SITE_ID": "e2e-site", "INVERTER_IP": "999.1.1.1", "POLL_INTERVAL_S": "-1",
+           "SOC_MIN_PCT": "120", "STATUS_BIND": "nowhere", "SPOOL_PATH": str(tmp_path / "s.db")}
+    done = subprocess.run([PYTHON, "-m", "bessai.cli.run", "--no-screen", "--env-file",
+                           str(tmp_path / "none.env")], cwd=ROOT, env=base_env(env),
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    for key, value in (("INVERTER_IP", "999.1.1.1"), ("POLL_INTERVAL_S", "-1"),
+                       ("SOC_MIN_PCT", "120"), ("STATUS_BIND", "nowhere")):
+        assert f"{key}='{value}'" in done.stderr, (key, done.stderr)
+    assert "Traceback" not in done.stderr
+
+
+def test_unreachable_inverter_is_a_503_state_and_recovers_when_the_simulator_appears(
+        tmp_path, procs):
+    sim_port = free_port()
+    env = gateway_env(tmp_path, sim_port)
+    gateway = start_gateway(env)
+    procs.append(gateway)
+    gateway.wait_for(r"event=GATEWAY_READY", 15)
+    gateway.wait_for(r"event=DEVICE_LINK_DOWN", 10)
+    health = get(status_url(env) + "/healthz")
+    assert health.status_code == 503
+    assert "inv1" in health.text, health.text
+    assert "down" in health.text.lower(), health.text
+    unhealthy = run_cli(["health"], {"STATUS_BIND": env["STATUS_BIND"]})
+    assert unhealthy.returncode == 1
+    assert gateway.popen.poll() is None
+
+    mark = gateway.mark()
+    procs.append(start_sim(sim_port))
+    gateway.wait_for(r"event=DEVICE_LINK_UP", 20, after=mark)
+    wait_until(lambda: get(status_url(env) + "/healthz").status_code == 200, 5, "/healthz 200")
+    rc, _ = stop(gateway, 5)
+    assert rc == 0
+
+
+def test_missing_device_profile_exits_2_with_the_path_to_fix(tmp_path):
+    env = {"SITE_ID": "e2e-site", "INVERTER_IP": "127.0.0.1",
+           "SPOOL_PATH": str(tmp_path / "s.db"), "STATUS_BIND": f"127.0.0.1:{free_port()}"}
+    done = subprocess.run([PYTHON, "-m", "bessai.cli.run", "--no-screen", "--env-file",
+                           str(tmp_path / "none.env")], cwd=tmp_path,  # not the repo root
+                          env=base_env(env), capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(
+        "error: DEVICE_PROFILE='profiles/huawei_sun2000.json' not found"), done.stderr
+    assert "absolute path" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "ExceptionGroup" not in done.stderr + done.stdout
+
+
+def test_status_bind_in_use_exits_1_at_once_naming_it(tmp_path):
+    """Most often another gateway is running: two would fight over the inverter's one
+    Modbus connection, so the second refuses to start instead of crash-looping its status."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        bind = f"127.0.0.1:{taken.getsockname()[1]}"
+        env = {"SITE_ID": "e2e-site", "INVERTER_IP": "127.0.0.1",
+               "SPOOL_PATH": str(tmp_path / "s.db"), "STATUS_BIND": bind}
+        done = subprocess.run([PYTHON, "-m", "bessai.cli.run", "--no-screen", "--env-file",
+                               str(tmp_path / "none.env")], cwd=ROOT, env=base_env(env),
+                              capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.startswith(f"error: STATUS_BIND='{bind}' cannot be bound"), done.stderr
+    assert "another gateway" in done.stderr
+    assert not (tmp_path / "s.db").exists()  # nothing started
+
+
+def test_sighup_with_a_bad_log_level_keeps_the_level_and_the_gateway_running(tmp_path, procs):
+    sim = start_sim(0)
+    procs.append(sim)
+    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    env_file = tmp_path / "gateway.env"
+    env_file.write_text("LOG_LEVEL=DEBUG\n")
+    env = gateway_env(tmp_path, sim_port)
+    gateway = start_gateway(env, "--env-file", str(env_file))
+    procs.append(gateway)
+    gateway.wait_for(r"event=GATEWAY_READY", 15)
+    env_file.write_text("LOG_LEVEL=LOUD\n")
+    for _ in range(2):  # the second one finds the handler in place (no crash, no restart)
+        mark = gateway.mark()
+        gateway.send(signal.SIGHUP)
+        failed = gateway.wait_for(r"event=LOG_LEVEL_RELOAD_FAILED", 5, after=mark)
+        assert "LOG_LEVEL='LOUD'" in failed, failed
+        time.sleep(0.3)
+        assert gateway.popen.poll() is None, gateway.output()[-2000:]
+    assert not gateway.matching(r"ACTOR_CRASHED")
+    assert poke_status_with_garbage(env).startswith(b"HTTP/1.1 400")
+    gateway.wait_for(r"level=DEBUG event=status_bad_request", 5)  # DEBUG kept
+    rc, _ = stop(gateway, 5)
+    assert rc == 0

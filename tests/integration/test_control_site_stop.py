@@ -1,0 +1,58 @@
+"""A site's tree stops at once when asked: with 100 devices the gateway stops the sites one after
+another, so any per-site wait (e.g. a guard sleeping until the next snapshot) is paid 100 times
+and overruns SHUTDOWN_DEADLINE_S. Virtual time, in-process simulator."""
+
+import pytest
+import trio
+
+pytest.importorskip("bessai.sim", reason="needs bessai.sim and bessai.device")
+
+from bessai.clock import trio_wall_clock
+from bessai.control.site import SiteConfig, build_site
+from bessai.device import UniversalDriver
+from bessai.sim import Simulator
+
+SITE, DEVICE = "site1", "inv1"
+
+
+def make_site(sim):
+    wall = trio_wall_clock()
+    config = SiteConfig.from_profile(sim.profile, site_id=SITE, device_id=DEVICE)
+    return build_site(
+        config,
+        lambda: UniversalDriver(sim.profile, stream_factory=sim.stream_factory(),
+                                site_id=SITE, device_id=DEVICE, wall_clock=wall),
+        wall_clock=wall)
+
+
+async def test_a_stop_right_after_a_snapshot_does_not_wait_for_the_next_poll(autojump_clock):
+    async with Simulator(soc_pct=50) as sim:
+        site = make_site(sim)
+        sup = site.supervisor()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            await trio.sleep(10)
+            seen = site.ctx.snapshots.latest().version
+            await site.ctx.snapshots.wait_newer(seen)  # the next poll is ~1 s away
+            asked = trio.current_time()
+            await sup.stop()
+            took = trio.current_time() - asked
+        assert took < 0.1, f"the site took {took:.3f} s to stop"
+
+
+async def test_the_guard_ends_promptly_when_asked_to_stop_between_snapshots(autojump_clock):
+    async with Simulator(soc_pct=50) as sim:
+        site = make_site(sim)
+        guard = site.safety_guard()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(guard.run)
+            await trio.sleep(0.3)  # waiting: no snapshot will come (no device link runs)
+            asked = trio.current_time()
+            guard.request_stop()
+            with trio.fail_after(5):
+                while True:  # the nursery's only task ends when the guard returns
+                    await trio.sleep(0.001)
+                    if len(nursery.child_tasks) == 0:
+                        break
+            took = trio.current_time() - asked
+        assert took < 0.01, f"the guard took {took:.3f} s to end"
