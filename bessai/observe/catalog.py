@@ -37,7 +37,8 @@ _C, _H, _G = Kind.COUNTER, Kind.HISTOGRAM, Kind.GAUGE
 METRICS: tuple[MetricSpec, ...] = (
     # device link (one per device)
     MetricSpec("bessai.device.poll_latency_s", _H, "s",
-               "Time for one poll of a device (all coalesced reads of a poll class)",
+               "Time for one poll of a device: all coalesced reads of a poll class (poll: fast, "
+               "or all for the every-tag poll)",
                ("device", "poll"), _SECONDS_FAST),
     MetricSpec("bessai.device.write_latency_s", _H, "s",
                "Time for one write through the device link, by priority",

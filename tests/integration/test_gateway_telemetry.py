@@ -250,7 +250,9 @@ async def run_timed(settings: Any, *, duration_s: float, telemetry: dict[str, fl
 
 async def test_dead_collector_costs_the_poll_loop_and_heartbeat_nothing_and_drops_are_counted(
         tmp_path: Path, receiver: OtlpReceiver, black_hole: str) -> None:
-    fast = {"export_interval_s": 0.2, "schedule_delay_s": 0.05, "export_timeout_s": 0.5,
+    # Each export to the black hole hangs for export_timeout_s (1 s): if any of it ran on the
+    # event loop, polls and heartbeats would be a second late, far beyond the tolerance below.
+    fast = {"export_interval_s": 0.2, "schedule_delay_s": 0.05, "export_timeout_s": 1.0,
             "shutdown_deadline_s": 1.0}
     env = {"POLL_INTERVAL_S": str(POLL_S), "SHUTDOWN_DEADLINE_S": "1"}
     up, up_gap, _ = await run_timed(gateway_settings(tmp_path / "up", receiver.endpoint, **env),
@@ -264,9 +266,10 @@ async def test_dead_collector_costs_the_poll_loop_and_heartbeat_nothing_and_drop
     assert receiver.metric_names(), "the baseline run exported nothing: the receiver is broken"
     assert len(down) >= 0.8 * RUN_S / POLL_S, report
     assert abs(statistics.median(down) - POLL_S) < 0.02, report
-    assert max(down) < POLL_S + 0.25, report
-    assert down_gap < HEARTBEAT_S + 0.3, report
-    assert max(down) < max(up) + 0.2, report  # no worse than with a healthy collector
+    assert abs(statistics.median(down) - statistics.median(up)) < 0.02, report
+    # Tolerance for a shared 2-core machine's scheduling noise, well below one export timeout.
+    assert max(down) < POLL_S + 0.4, report
+    assert down_gap < HEARTBEAT_S + 0.4, report
     dropped = gw.telemetry.drops()
     assert dropped.get("metrics.export_failed", 0) > 0, dropped
     assert dropped.get("spans.export_failed", 0) + dropped.get("spans.queue_full", 0) > 0, dropped

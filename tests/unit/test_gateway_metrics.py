@@ -43,3 +43,33 @@ async def test_commands_the_router_rejects_are_counted_under_device_dash() -> No
          "issued_at": now, "expires_at": now + 60}).encode())
     assert sink.total("bessai.commands", device="-", decision="rejected") == 2
     assert len(emitted) == 2  # each rejection is also an event
+
+
+async def test_spool_oldest_age_gauge_keeps_rising_while_nothing_is_committed(
+        autojump_clock, tmp_path: Path) -> None:
+    """Device and cloud both down: no commits, yet the oldest row's age must keep growing."""
+    import trio
+
+    from bessai.model import TagReading
+    from bessai.uplink.message import record_from_snapshot
+    from bessai.uplink.spool import Spool
+    from tests.pubsub_faults import FreezingLimiter
+
+    sink = RecordingSink()
+    wall = trio_wall_clock()
+    spool = Spool(tmp_path / "outbox.sqlite", wall_clock=wall, sink=sink,
+                  limiter=FreezingLimiter(), gauge_interval_s=5.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(spool.run)
+        await spool.append(record_from_snapshot(Snapshot(
+            site_id="plant-7", device_id="inv1", ts=wall(), taken_at=trio.current_time(),
+            readings={"soc": TagReading(50.0)})))
+        ages = []
+        for _ in range(3):
+            await trio.sleep(60)
+            ages.append(sink.gauges[("bessai.spool.oldest_age_s", ())])
+        nursery.cancel_scope.cancel()
+    assert ages[0] >= 55
+    assert ages[1] - ages[0] >= 55
+    assert ages[2] - ages[1] >= 55
+    assert sink.gauges[("bessai.spool.depth", ())] == 1
