@@ -11,13 +11,13 @@ Run: ``/work/venv/bin/python -m bench``.
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench._machine import machine_description, utc_now, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -25,16 +25,6 @@ RESULTS_DIR = BENCH / "results"
 RESULTS = BENCH / "RESULTS.md"
 MODULES = ("actors_bench", "device_bench", "sim_bench", "uplink_bench", "telemetry_sink",
            "control_bench", "load")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run_all() -> list[tuple[str, int, float]]:
@@ -57,8 +47,7 @@ def assemble(outcomes: list[tuple[str, int, float]]) -> str:
     head = [
         "# BESSAI Edge Gateway: benchmark results",
         "",
-        f"Assembled {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
-        f"{os.cpu_count()} cores, {_cpu_model()}, Python {platform.python_version()}, by "
+        f"Assembled {utc_now()} on {machine_description()}, Python {platform.python_version()}, by "
         "`python -m bench` (each section below is one `bench/results/*.md`, written by its "
         "benchmark with its own date).",
         "",
@@ -74,7 +63,7 @@ def assemble(outcomes: list[tuple[str, int, float]]) -> str:
 
 def main() -> int:
     outcomes = run_all()
-    RESULTS.write_text(assemble(outcomes))
+    write_results(RESULTS, assemble(outcomes))
     print(f"wrote {RESULTS.relative_to(ROOT)}")
     return 1 if any(status != 0 for _, status, _ in outcomes) else 0
 

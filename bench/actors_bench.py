@@ -25,6 +25,7 @@ import time
 import trio
 
 from actors import Backoff, ChildSpec, DropOldestRing, LatestCell, Supervisor, open_mailbox
+from bench._machine import machine_description
 
 RESTARTS = 2000
 MESSAGES = 50_000
@@ -209,7 +210,7 @@ def main() -> None:
     header = ["| measurement | baseline (bare Trio) | actors | ratio | notes |",
               "|---|---|---|---|---|"]
     print(f"actors bench — python {platform.python_version()}, trio {trio.__version__}, "
-          f"{platform.machine()}, {os.cpu_count()} cpu, load {os.getloadavg()[0]:.1f}")
+          f"{machine_description()}, load {os.getloadavg()[0]:.1f}")
     print("\n".join(header + rows))
 
 

@@ -20,9 +20,6 @@ Run: ``/work/venv/bin/python -m bench.control_bench [--hours H]``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -32,6 +29,7 @@ import structlog
 import trio
 import trio.testing
 
+from bench._machine import machine_description, utc_now, write_results
 from bessai.clock import trio_wall_clock
 from bessai.control.site import SiteConfig, build_site
 from bessai.device import UniversalDriver
@@ -41,16 +39,6 @@ from bessai.sim import Simulator
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "control.md"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 @attrs.frozen
@@ -116,8 +104,8 @@ def main() -> None:
     lines = [
         "# Control loop: heartbeat write latency behind telemetry reads",
         "",
-        f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Machine: {platform.machine()}, "
-        f"{os.cpu_count()} cores, {_cpu_model()} (shared with other jobs: expect CPU noise).",
+        f"Date: {utc_now()}. Machine: {machine_description()} "
+        "(shared with other jobs: expect CPU noise).",
         f"Simulator in process, real UniversalDriver, virtual time; {args.hours:g} simulated "
         "hour(s) per case; fast poll 1 s, slow poll 30 s, heartbeat every 10 s, forced "
         "discharge held (lease renewed every 20 s). Latencies are virtual seconds, from "
@@ -146,7 +134,7 @@ def main() -> None:
     lines += ["", "Run: `/work/venv/bin/python -m bench.control_bench`."]
     text = "\n".join(lines) + "\n"
     print(text)
-    RESULTS.write_text(text)
+    write_results(RESULTS, text)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,6 @@ Run: ``/work/venv/bin/python -m bench.device_bench [--snapshots N]``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
 import platform
 import statistics
 import time
@@ -30,6 +28,7 @@ import attrs
 import structlog
 import trio
 
+from bench._machine import machine_description, utc_now, write_results
 from bessai.device import UniversalDriver, load_profile
 from bessai.device.planner import plan
 from bessai.device.profile import Profile
@@ -41,16 +40,6 @@ PROFILE = ROOT / "profiles" / "huawei_sun2000.json"
 
 VALUES = {"soc": 65.3, "battery_power": -1500, "battery_temp": 24.7, "grid_frequency": 50.0,
           "device_status": 0x0200, "battery_status": 2, "rated_capacity": 10000}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 async def _measure(profile: Profile, port: int, cooldown_s: float, snapshots: int,
@@ -119,8 +108,8 @@ def main() -> None:
     lines = [
         "# Device I/O: full Huawei snapshot, read planner vs one request per tag",
         "",
-        f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Machine: {platform.machine()}, "
-        f"{os.cpu_count()} cores, {_cpu_model()} (shared with other jobs: expect noise).",
+        f"Date: {utc_now()}. Machine: {machine_description()} "
+        "(shared with other jobs: expect noise).",
         f"Python {platform.python_version()}; peer: pymodbus ModbusTcpServer (asyncio, "
         "subprocess, loopback); client: UniversalDriver on Trio. Median per snapshot.",
         f"Profile limits: max_registers_per_read={c.max_registers_per_read}, "
@@ -141,8 +130,7 @@ def main() -> None:
     lines += ["", "Run: `/work/venv/bin/python -m bench.device_bench`."]
     text = "\n".join(lines) + "\n"
     print(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
+    write_results(RESULTS, text)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+
+from bench._machine import machine_description, utc_now, write_results
 
 ROOT = Path(__file__).parents[1]
 POLL_S = 0.5
@@ -109,13 +110,6 @@ def _ms(values: list[float]) -> str:
     return f"{max(values) * 1000:.2f}" if values else "-"
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -155,8 +149,8 @@ def main() -> None:
         rows.append(f"| {name} | {s['tracked']:.0f} | {s['frozen']:.0f} | {s['full_ms']:.2f} | "
                     f"{gens} | {s['late_p99_ms']:.1f} / {s['late_max_ms']:.1f} |")
     ratio = base["full_ms"] / frz["full_ms"] if frz["full_ms"] else float("inf")
-    text = (f"# gc_freeze\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
-            f"{os.cpu_count()} CPUs, {cpu_model()}, Python {platform.python_version()}\n\n"
+    text = (f"# gc_freeze\n\n{utc_now()}, {machine_description()}, "
+            f"Python {platform.python_version()}\n\n"
             f"The real gateway (simulator, fast poll every {POLL_S} s, telemetry exported every "
             f"1 s to a real OTLP receiver), {args.rounds} x {args.seconds:g} s per variant, "
             "each run in its own process, variants interleaved.\n\n"
@@ -168,7 +162,7 @@ def main() -> None:
             "objects survived, and then costs the full-collection column. Poll lateness on this "
             "shared 2-core machine is dominated by other load, not by GC.\n")
     print(text)
-    (ROOT / "bench" / "results" / "gc_freeze.md").write_text(text)
+    write_results(ROOT / "bench" / "results" / "gc_freeze.md", text)
 
 
 if __name__ == "__main__":

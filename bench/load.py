@@ -59,6 +59,7 @@ import attrs
 import httpx
 import psutil
 
+from bench._machine import machine_description, utc_now, write_results
 from bessai.sim.pubsub_emulator import EmulatorAdmin, PubSubEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,16 +92,6 @@ HISTORY = (
 )
 IDLE_CODE = ("import bessai.gateway, bessai.cli.run, trio; "
              "trio.run(trio.sleep, 3600)")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _free_port() -> int:
@@ -328,8 +319,8 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, emulator_s: 
     lines = [
         "# Load: one gateway process, N simulated inverters polled at 1 Hz",
         "",
-        f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Machine: {platform.machine()}, "
-        f"{os.cpu_count()} cores, {_cpu_model()} (shared with other jobs: expect noise).",
+        f"Date: {utc_now()}. Machine: {machine_description()} "
+        "(shared with other jobs: expect noise).",
         f"Python {platform.python_version()}. Gateway: `python -m bessai.cli.run --no-screen` "
         "(real clock, one process) with POLL_INTERVAL_S=1, SLOW_POLL_INTERVAL_S=30, the Huawei "
         "profile unchanged (post-connect delay 1 s, cooldown 0.05 s; fast poll 5 requests, "
@@ -409,8 +400,7 @@ def main() -> None:
     text = render(results, args, emulator_s, time.monotonic() - started)
     print(text)
     if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
+        write_results(RESULTS, text)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import os
 import platform
 import socket
@@ -26,6 +25,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench._machine import machine_description, utc_now, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "sim.md"
@@ -174,18 +175,6 @@ def _start(kind: str) -> tuple[subprocess.Popen[str], int]:
     return proc, int(line)
 
 
-def _machine() -> str:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.machine()}, {os.cpu_count()} cores, {cpu}"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=3_000)
@@ -218,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# bessai-sim throughput vs pymodbus's asyncio server",
         "",
-        f"Date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}. "
-        f"Machine: {_machine()} (shared with other jobs: expect noise).",
+        f"Date: {utc_now()}. "
+        f"Machine: {machine_description()} (shared with other jobs: expect noise).",
         f"Python {platform.python_version()}; sequential requests, one outstanding, loopback; "
         f"{args.requests} requests x {args.rounds} rounds per case, median shown.",
         "",
@@ -237,8 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | {base:,.0f} | {ours:,.0f} | {ours / base:.2f} | {echo:,.0f} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
+    write_results(RESULTS, text)
     return 0
 
 

@@ -11,19 +11,17 @@ Run: /work/venv/bin/python -m bench.telemetry_sink
 
 from __future__ import annotations
 
-import os
-import platform
 import socket
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "integration"))
 
 from _otlp_receiver import OtlpReceiver
 
+from bench._machine import machine_description, utc_now, write_results
 from bessai.observe.otel import Telemetry, TelemetryConfig
 from bessai.observe.sink import RecordingSink
 from bessai.observe.tracing import NULL_TRACER
@@ -70,16 +68,6 @@ def row(name: str, samples: list[float], base: float, note: str = "") -> str:
             f"{note} |")
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     baseline = cycles(RecordingSink(), NULL_TRACER)
     base = statistics.fmean(baseline)
@@ -99,8 +87,7 @@ def main() -> None:
         row("OtelSink + spans, collector refused", dead, base, str(dead_drops)),
         row("OtelSink + spans, collector black-holed", black, base, str(black_drops)),
     ]
-    header = (f"# telemetry_sink\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-              f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_model()}\n\n"
+    header = (f"# telemetry_sink\n\n{utc_now()}, {machine_description()}\n\n"
               f"One cycle = 1 span + 4 sink calls; {CYCLES} cycles per run, one every "
               f"{PACE_S * 1000:.0f} ms.\n\n")
     note = ("\nThe max column is dominated by CPython's cyclic GC (a generation-2 pass stops every "
@@ -109,8 +96,7 @@ def main() -> None:
             "(the black-holed collector holds each export for 1 s).\n")
     text = header + "\n".join(table) + "\n" + note
     print(text)
-    out = Path(__file__).parent / "results" / "telemetry_sink.md"
-    out.write_text(text)
+    write_results(Path(__file__).parent / "results" / "telemetry_sink.md", text)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ bench/results/uplink.md.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import platform
 import sqlite3
@@ -31,6 +30,7 @@ from pathlib import Path
 import httpx
 import trio
 
+from bench._machine import machine_description, utc_now, write_results
 from bessai.model import Snapshot, TagReading
 from bessai.uplink.credentials import Endpoint
 from bessai.uplink.message import Record, attributes_for, record_from_snapshot
@@ -185,18 +185,6 @@ def median_of(runs: int, fn, *args) -> float:
     return values[len(values) // 2]
 
 
-def machine() -> str:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=50_000)
@@ -248,7 +236,7 @@ def main() -> None:
     lines = [
         "# Durable uplink benchmark",
         "",
-        f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Machine: {machine()}. "
+        f"Date: {utc_now()}. Machine: {machine_description()}. "
         f"Python {platform.python_version()}. Peer: Google's Pub/Sub emulator (gcloud), "
         f"same host. Messages: telemetry JSON, {size:.0f} B of data + 7 attributes. "
         f"Each figure: median of {args.runs} runs. The machine is shared: 1-minute load "
@@ -261,10 +249,9 @@ def main() -> None:
     ]
     for name, base_name, base, ours, ratio, target in rows:
         lines.append(f"| {name} | {base_name} | {base} | {ours} | {ratio:.2f} | {target} |")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     existing = RESULTS.read_text() if RESULTS.exists() else ""
     notes = existing.split("<!-- notes -->", 1)[1] if "<!-- notes -->" in existing else "\n"
-    RESULTS.write_text("\n".join(lines) + "\n\n<!-- notes -->" + notes)
+    write_results(RESULTS, "\n".join(lines) + "\n\n<!-- notes -->" + notes)
     print(f"wrote {RESULTS}")
 
 
