@@ -9,30 +9,18 @@ skips, saying so.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _have(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
+from tests.integration.cli_harness import have, run_bessai
 
 
 @pytest.mark.emulator
 def test_command_is_published_to_the_commands_topic_in_the_gateways_wire_form(request, tmp_path):
-    if not _have("bessai.uplink.publisher"):
+    if not have("bessai.uplink.publisher"):
         pytest.skip("bessai.uplink.publisher lands with the uplink branch; runs after the merge")
     emulator = request.getfixturevalue("pubsub_emulator")
     project = "bessai-test"
@@ -43,20 +31,15 @@ def test_command_is_published_to_the_commands_topic_in_the_gateways_wire_form(re
                      json={"topic": f"projects/{project}/topics/{topic}"}).status_code == 200
     profile = tmp_path / "profile.json"
     profile.write_text("{}")
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "SITE_ID": "site-test-01",
-        "DEVICES": "inv1@127.0.0.1:5020/1,inv2@127.0.0.1:5021/1",
-        "DEVICE_PROFILE": str(profile),
-        "GCP_PROJECT_ID": project,
-        "PUBSUB_COMMANDS_TOPIC": topic,
-        "PUBSUB_EMULATOR_HOST": emulator.host,
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "bessai.cli.main", "command", "discharge", "--power-w", "3000",
-         "--ttl-s", "120", "--device", "inv2"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    result = run_bessai(
+        "command", "discharge", "--power-w", "3000", "--ttl-s", "120", "--device", "inv2",
+        HOME=str(tmp_path),
+        SITE_ID="site-test-01",
+        DEVICES="inv1@127.0.0.1:5020/1,inv2@127.0.0.1:5021/1",
+        DEVICE_PROFILE=str(profile),
+        GCP_PROJECT_ID=project,
+        PUBSUB_COMMANDS_TOPIC=topic,
+        PUBSUB_EMULATOR_HOST=emulator.host,
     )
     assert result.returncode == 0, result.stderr
     assert "action=discharge power_w=3000 site=site-test-01 device=inv2" in result.stdout
@@ -70,7 +53,7 @@ def test_command_is_published_to_the_commands_topic_in_the_gateways_wire_form(re
                                      "command_id": body["id"]}
     assert body["expires_at"] - body["issued_at"] == 120
     assert f"command id={body['id']} " in result.stdout
-    if _have("bessai.control.command"):
+    if have("bessai.control.command"):
         from bessai.control.command import parse_command
 
         command = parse_command(base64.b64decode(message["data"]), message["attributes"])

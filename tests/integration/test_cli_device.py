@@ -6,8 +6,6 @@ branch; until they are merged the tests skip, saying so.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
 import signal
 import socket
@@ -15,34 +13,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _have(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
+from tests.integration.cli_harness import ROOT, cli_env, have, run_bessai
 
 pytestmark = pytest.mark.skipif(
-    not (_have("bessai.device.driver") and _have("bessai.sim.cli")),
+    not (have("bessai.device.driver") and have("bessai.sim.cli")),
     reason="bessai.device.driver and bessai.sim land with the device branch; run after the merge",
 )
 
 
-def _env(**extra: str) -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp", "SITE_ID": "s1",
-            **extra}
-
-
 def _bessai(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bessai.cli.main", *args], cwd=ROOT,
-                          env=_env(**env), capture_output=True, text=True, timeout=60)
+    return run_bessai(*args, **{"SITE_ID": "s1", **env})
 
 
 @pytest.fixture
@@ -51,7 +34,8 @@ def simulator() -> Iterator[int]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "bessai.cli.main", "sim", "--host", "127.0.0.1", "--port", "0",
          "--soc", "51.2"],
-        cwd=ROOT, env=_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        cwd=ROOT, env=cli_env(SITE_ID="s1"), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30

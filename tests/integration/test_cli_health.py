@@ -6,29 +6,16 @@ saying so.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _have(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
+from tests.integration.cli_harness import have, run_bessai
 
 pytestmark = pytest.mark.skipif(
-    not _have("bessai.observe.health"),
+    not have("bessai.observe.health"),
     reason="bessai.observe.health lands with the observability branch; run after the merge",
 )
 
@@ -62,15 +49,9 @@ def status_server() -> Iterator[ThreadingHTTPServer]:
         thread.join(timeout=5)
 
 
-def _bessai(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp"}
-    return subprocess.run([sys.executable, "-m", "bessai.cli.main", *args], cwd=ROOT,
-                          env={**base, **env}, capture_output=True, text=True, timeout=60)
-
-
 def test_health_finds_the_endpoint_from_status_bind_and_exits_0(status_server):
     port = status_server.server_address[1]
-    result = _bessai("health", STATUS_BIND=f"0.0.0.0:{port}")  # wildcard bind → loopback
+    result = run_bessai("health", STATUS_BIND=f"0.0.0.0:{port}")  # wildcard bind → loopback
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"healthy: http://127.0.0.1:{port}/healthz"
 
@@ -78,7 +59,7 @@ def test_health_finds_the_endpoint_from_status_bind_and_exits_0(status_server):
 def test_unhealthy_gateway_exits_1_with_its_reasons(status_server):
     status_server.answer = (503, b"device inv1: link down\n")
     port = status_server.server_address[1]
-    result = _bessai("health", "--url", f"http://127.0.0.1:{port}/healthz")
+    result = run_bessai("health", "--url", f"http://127.0.0.1:{port}/healthz")
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: the gateway is unhealthy (http://127.0.0.1:{port}")
     assert "device inv1: link down" in result.stderr
@@ -89,7 +70,7 @@ def test_no_gateway_listening_exits_1(status_server):
     port = status_server.server_address[1]
     status_server.shutdown()
     status_server.server_close()
-    result = _bessai("health", "--timeout-s", "2", STATUS_BIND=f"127.0.0.1:{port}")
+    result = run_bessai("health", "--timeout-s", "2", STATUS_BIND=f"127.0.0.1:{port}")
     assert result.returncode == 1
     assert "error: the gateway is unhealthy" in result.stderr
     assert "hint: " in result.stderr

@@ -5,38 +5,19 @@ Needs bessai.uplink.spool from the uplink branch; until it is merged the tests s
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import trio
 
 from bessai.model import Event, Snapshot, TagReading
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _have(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
+from tests.integration.cli_harness import have, run_bessai
 
 pytestmark = pytest.mark.skipif(
-    not _have("bessai.uplink.spool"),
+    not have("bessai.uplink.spool"),
     reason="bessai.uplink.spool lands with the uplink branch; run after the merge",
 )
-
-
-def _bessai(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp"}
-    return subprocess.run([sys.executable, "-m", "bessai.cli.main", *args], cwd=ROOT,
-                          env={**base, **env}, capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture
@@ -67,7 +48,7 @@ def spool_file(tmp_path: Path) -> Path:
 
 
 def test_spool_stats_reports_depth_and_budget(spool_file):
-    result = _bessai("spool", "stats", SITE_ID="s1", INVERTER_IP="127.0.0.1",
+    result = run_bessai("spool", "stats", SITE_ID="s1", INVERTER_IP="127.0.0.1",
                      SPOOL_PATH=str(spool_file), SPOOL_MAX_BYTES="50MB")
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0]
@@ -77,7 +58,7 @@ def test_spool_stats_reports_depth_and_budget(spool_file):
 
 
 def test_spool_stats_json_without_settings_when_given_a_path(spool_file):
-    result = _bessai("spool", "stats", "--json", "--path", str(spool_file))
+    result = run_bessai("spool", "stats", "--json", "--path", str(spool_file))
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["depth"] == 4
@@ -86,7 +67,7 @@ def test_spool_stats_json_without_settings_when_given_a_path(spool_file):
 
 def test_spool_export_writes_every_row_as_json_lines(spool_file, tmp_path):
     out = tmp_path / "rows.jsonl"
-    result = _bessai("spool", "export", "--path", str(spool_file), "-o", str(out))
+    result = run_bessai("spool", "export", "--path", str(spool_file), "-o", str(out))
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4
@@ -94,7 +75,7 @@ def test_spool_export_writes_every_row_as_json_lines(spool_file, tmp_path):
 
 
 def test_spool_stats_of_a_missing_file_says_to_check_spool_path(tmp_path):
-    result = _bessai("spool", "stats", "--path", str(tmp_path / "nope.sqlite"))
+    result = run_bessai("spool", "stats", "--path", str(tmp_path / "nope.sqlite"))
     assert result.returncode == 1
     assert result.stderr.startswith("error: no spool at ")
     assert "hint: check SPOOL_PATH" in result.stderr

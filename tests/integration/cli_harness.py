@@ -1,0 +1,34 @@
+"""Run the ``bessai`` CLI as a real subprocess, the way the tests/integration/test_cli_*.py use it.
+
+The child gets a minimal environment (PATH, HOME=/tmp, plus what the test passes), so no setting
+leaks in from the developer's shell; cwd is the worktree root, so the worktree's code is run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def have(module: str) -> bool:
+    """True if ``module`` can be imported (for skip markers naming the branch that brings it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """PATH and HOME=/tmp, overridden and extended by ``extra``."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp", **extra}
+
+
+def run_bessai(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m bessai.cli.main *args`` with ``cli_env(**env)``; output captured, 60 s cap."""
+    return subprocess.run([sys.executable, "-m", "bessai.cli.main", *args], cwd=ROOT,
+                          env=cli_env(**env), capture_output=True, text=True, timeout=60)
