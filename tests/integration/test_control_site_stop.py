@@ -7,22 +7,8 @@ import trio
 
 pytest.importorskip("bessai.sim", reason="needs bessai.sim and bessai.device")
 
-from bessai.clock import trio_wall_clock
-from bessai.control.site import SiteConfig, build_site
-from bessai.device import UniversalDriver
 from bessai.sim import Simulator
-
-SITE, DEVICE = "site1", "inv1"
-
-
-def make_site(sim):
-    wall = trio_wall_clock()
-    config = SiteConfig.from_profile(sim.profile, site_id=SITE, device_id=DEVICE)
-    return build_site(
-        config,
-        lambda: UniversalDriver(sim.profile, stream_factory=sim.stream_factory(),
-                                site_id=SITE, device_id=DEVICE, wall_clock=wall),
-        wall_clock=wall)
+from tests.sites import make_site
 
 
 async def test_a_stop_right_after_a_snapshot_does_not_wait_for_the_next_poll(autojump_clock):

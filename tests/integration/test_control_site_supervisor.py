@@ -10,22 +10,9 @@ pytest.importorskip("bessai.sim", reason="needs bessai.sim and bessai.device (de
 from actors import ChildSpec, Supervisor
 from bessai.clock import trio_wall_clock
 from bessai.control.guard import SafetyGuard
-from bessai.control.site import SiteConfig, build_site
-from bessai.device import UniversalDriver
 from bessai.model import Action, Command
 from bessai.sim import Simulator
-
-SITE, DEVICE = "site1", "inv1"
-
-
-def make_site(sim):
-    wall = trio_wall_clock()
-    config = SiteConfig.from_profile(sim.profile, site_id=SITE, device_id=DEVICE)
-    return build_site(
-        config,
-        lambda: UniversalDriver(sim.profile, stream_factory=sim.stream_factory(),
-                                site_id=SITE, device_id=DEVICE, wall_clock=wall),
-        wall_clock=wall)
+from tests.sites import DEVICE, SITE, make_site
 
 
 def command(action, power_w=2000.0, ttl_s=3600.0):
