@@ -120,6 +120,33 @@ def event_names(messages: list[dict]) -> list[str]:
             + by_kind(messages, "command_result")]
 
 
+def started_sim(procs: list[Proc], port: int, *args: str) -> int:
+    """Start ``python -m bessai.sim`` on ``port`` (0: any), tracked in ``procs``; its port."""
+    sim = start_sim(port, *args)
+    procs.append(sim)
+    return int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+
+
+def ready_gateway_with_env_file(tmp_path: Path, procs: list[Proc], sim_port: int,
+                                log_level: str) -> tuple[Proc, dict[str, str], Path]:
+    """A gateway reading ``tmp_path/gateway.env`` (LOG_LEVEL=``log_level``), once READY."""
+    env_file = tmp_path / "gateway.env"
+    env_file.write_text(f"LOG_LEVEL={log_level}\n")
+    env = gateway_env(tmp_path, sim_port)
+    gateway = start_gateway(env, "--env-file", str(env_file))
+    procs.append(gateway)
+    gateway.wait_for(r"event=GATEWAY_READY", 15)
+    return gateway, env, env_file
+
+
+def run_gateway_to_exit(env: dict[str, str], tmp_path: Path,
+                        cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """`bessai-run --no-screen` with only ``env`` (no env file exists) that must exit by itself."""
+    return subprocess.run([PYTHON, "-m", "bessai.cli.run", "--no-screen", "--env-file",
+                           str(tmp_path / "none.env")], cwd=cwd, env=base_env(env),
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
 def stop(gateway: Proc, deadline_s: float) -> tuple[int, float]:
     started = time.monotonic()
     gateway.send(signal.SIGTERM)
@@ -132,9 +159,7 @@ def stop(gateway: Proc, deadline_s: float) -> tuple[int, float]:
 
 def test_readings_reach_pubsub_health_tells_truth_and_seq_continues_across_a_restart(
         tmp_path, procs, telemetry_topic):
-    sim = start_sim(free_port(), "--multi-client")
-    procs.append(sim)
-    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    sim_port = started_sim(procs, free_port(), "--multi-client")
     env = gateway_env(tmp_path, sim_port, telemetry_topic)
     health_env = {"STATUS_BIND": env["STATUS_BIND"]}
 
@@ -210,9 +235,7 @@ def black_hole() -> Iterator[str]:
 
 def test_sigterm_exits_0_within_shutdown_deadline_even_with_a_hung_collector(
         tmp_path, procs, black_hole):
-    sim = start_sim(0)
-    procs.append(sim)
-    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    sim_port = started_sim(procs, 0)
     env = gateway_env(tmp_path, sim_port, OTEL_EXPORTER_OTLP_ENDPOINT=black_hole,
                       SHUTDOWN_DEADLINE_S="2")
     gateway = start_gateway(env)
@@ -227,9 +250,7 @@ def test_sigterm_exits_0_within_shutdown_deadline_even_with_a_hung_collector(
 
 
 def test_second_signal_during_a_slow_shutdown_forces_exit_130(tmp_path, procs, black_hole):
-    sim = start_sim(0)
-    procs.append(sim)
-    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    sim_port = started_sim(procs, 0)
     env = gateway_env(tmp_path, sim_port, OTEL_EXPORTER_OTLP_ENDPOINT=black_hole,
                       SHUTDOWN_DEADLINE_S="20")
     gateway = start_gateway(env)
@@ -250,9 +271,7 @@ def test_second_signal_during_a_slow_shutdown_forces_exit_130(tmp_path, procs, b
 
 def test_soc_below_min_is_blocked_within_one_poll_and_the_block_reaches_pubsub(
         tmp_path, procs, telemetry_topic):
-    sim = start_sim(0, "--soc", "4")
-    procs.append(sim)
-    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    sim_port = started_sim(procs, 0, "--soc", "4")
     gateway = start_gateway(gateway_env(tmp_path, sim_port, telemetry_topic))
     procs.append(gateway)
     block = gateway.wait_for(r"level=CRITICAL event=SAFETY_BLOCK rule=soc_min", 15)
@@ -292,9 +311,7 @@ def publish_command(topic: PubsubTopic, *, action: str, power_w: float, issued_a
 
 def test_dispatch_command_is_applied_and_an_expired_one_rejected(
         tmp_path, procs, telemetry_topic, commands_topic):
-    sim = start_sim(0)
-    procs.append(sim)
-    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    sim_port = started_sim(procs, 0)
     env = gateway_env(tmp_path, sim_port, telemetry_topic, commands_topic)
     gateway = start_gateway(env)
     procs.append(gateway)
@@ -342,15 +359,8 @@ def poke_status_with_garbage(env: dict[str, str]) -> bytes:
 
 
 def test_sighup_applies_the_log_level_from_the_env_file(tmp_path, procs):
-    sim = start_sim(0)
-    procs.append(sim)
-    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
-    env_file = tmp_path / "gateway.env"
-    env_file.write_text("LOG_LEVEL=INFO\n")
-    env = gateway_env(tmp_path, sim_port)
-    gateway = start_gateway(env, "--env-file", str(env_file))
-    procs.append(gateway)
-    gateway.wait_for(r"event=GATEWAY_READY", 15)
+    sim_port = started_sim(procs, 0)
+    gateway, env, env_file = ready_gateway_with_env_file(tmp_path, procs, sim_port, "INFO")
     assert not gateway.matching(r"level=DEBUG")
 
     for level, debug_expected in (("DEBUG", True), ("INFO", False)):
@@ -371,9 +381,7 @@ def test_sighup_applies_the_log_level_from_the_env_file(tmp_path, procs):
 def test_bad_config_exits_2_listing_every_bad_value(tmp_path):
     env = {"SITE_ID": "e2e-site", "INVERTER_IP": "999.1.1.1", "POLL_INTERVAL_S": "-1",
            "SOC_MIN_PCT": "120", "STATUS_BIND": "nowhere", "SPOOL_PATH": str(tmp_path / "s.db")}
-    done = subprocess.run([PYTHON, "-m", "bessai.cli.run", "--no-screen", "--env-file",
-                           str(tmp_path / "none.env")], cwd=ROOT, env=base_env(env),
-                          capture_output=True, text=True, timeout=30, check=False)
+    done = run_gateway_to_exit(env, tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     for key, value in (("INVERTER_IP", "999.1.1.1"), ("POLL_INTERVAL_S", "-1"),
                        ("SOC_MIN_PCT", "120"), ("STATUS_BIND", "nowhere")):
@@ -408,10 +416,7 @@ def test_unreachable_inverter_is_a_503_state_and_recovers_when_the_simulator_app
 def test_missing_device_profile_exits_2_with_the_path_to_fix(tmp_path):
     env = {"SITE_ID": "e2e-site", "INVERTER_IP": "127.0.0.1",
            "SPOOL_PATH": str(tmp_path / "s.db"), "STATUS_BIND": f"127.0.0.1:{free_port()}"}
-    done = subprocess.run([PYTHON, "-m", "bessai.cli.run", "--no-screen", "--env-file",
-                           str(tmp_path / "none.env")], cwd=tmp_path,  # not the repo root
-                          env=base_env(env), capture_output=True, text=True, timeout=30,
-                          check=False)
+    done = run_gateway_to_exit(env, tmp_path, cwd=tmp_path)  # not the repo root
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.startswith(
         "error: DEVICE_PROFILE='profiles/huawei_sun2000.json' not found"), done.stderr
@@ -429,9 +434,7 @@ def test_status_bind_in_use_exits_1_at_once_naming_it(tmp_path):
         bind = f"127.0.0.1:{taken.getsockname()[1]}"
         env = {"SITE_ID": "e2e-site", "INVERTER_IP": "127.0.0.1",
                "SPOOL_PATH": str(tmp_path / "s.db"), "STATUS_BIND": bind}
-        done = subprocess.run([PYTHON, "-m", "bessai.cli.run", "--no-screen", "--env-file",
-                               str(tmp_path / "none.env")], cwd=ROOT, env=base_env(env),
-                              capture_output=True, text=True, timeout=30, check=False)
+        done = run_gateway_to_exit(env, tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stderr.startswith(f"error: STATUS_BIND='{bind}' cannot be bound"), done.stderr
     assert "another gateway" in done.stderr
@@ -439,15 +442,8 @@ def test_status_bind_in_use_exits_1_at_once_naming_it(tmp_path):
 
 
 def test_sighup_with_a_bad_log_level_keeps_the_level_and_the_gateway_running(tmp_path, procs):
-    sim = start_sim(0)
-    procs.append(sim)
-    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
-    env_file = tmp_path / "gateway.env"
-    env_file.write_text("LOG_LEVEL=DEBUG\n")
-    env = gateway_env(tmp_path, sim_port)
-    gateway = start_gateway(env, "--env-file", str(env_file))
-    procs.append(gateway)
-    gateway.wait_for(r"event=GATEWAY_READY", 15)
+    sim_port = started_sim(procs, 0)
+    gateway, env, env_file = ready_gateway_with_env_file(tmp_path, procs, sim_port, "DEBUG")
     env_file.write_text("LOG_LEVEL=LOUD\n")
     for _ in range(2):  # the second one finds the handler in place (no crash, no restart)
         mark = gateway.mark()
