@@ -297,28 +297,26 @@ class ModbusClient:
     async def read_registers(self, table: Table | str, address: int, count: int, *,
                              unit_id: int | None = None, tag: str | None = None,
                              priority: int = PRIORITY_READ) -> list[int]:
-        """Read ``count`` registers from ``table`` (holding or input)."""
-        if Table(table) is Table.INPUT:
-            return await self.read_input_registers(address, count, unit_id=unit_id, tag=tag,
-                                                   priority=priority)
-        return await self.read_holding_registers(address, count, unit_id=unit_id, tag=tag,
-                                                 priority=priority)
+        """Read ``count`` registers from ``table`` (holding: 0x03, input: 0x04)."""
+        _check_span(address, count, MAX_READ_COUNT)
+        request = (ReadInputRegistersRequest if Table(table) is Table.INPUT
+                   else ReadHoldingRegistersRequest)
+        reply = await self._execute(request(address=address, count=count), unit_id, tag, priority)
+        return list(reply.registers)
 
     async def read_holding_registers(self, address: int, count: int, *,
                                      unit_id: int | None = None, tag: str | None = None,
                                      priority: int = PRIORITY_READ) -> list[int]:
-        _check_span(address, count, MAX_READ_COUNT)
-        pdu = ReadHoldingRegistersRequest(address=address, count=count)
-        reply = await self._execute(pdu, unit_id, tag, priority)
-        return list(reply.registers)
+        """Function 0x03."""
+        return await self.read_registers(Table.HOLDING, address, count, unit_id=unit_id, tag=tag,
+                                         priority=priority)
 
     async def read_input_registers(self, address: int, count: int, *,
                                    unit_id: int | None = None, tag: str | None = None,
                                    priority: int = PRIORITY_READ) -> list[int]:
-        _check_span(address, count, MAX_READ_COUNT)
-        pdu = ReadInputRegistersRequest(address=address, count=count)
-        reply = await self._execute(pdu, unit_id, tag, priority)
-        return list(reply.registers)
+        """Function 0x04."""
+        return await self.read_registers(Table.INPUT, address, count, unit_id=unit_id, tag=tag,
+                                         priority=priority)
 
     async def write_register(self, address: int, value: int, *, unit_id: int | None = None,
                              tag: str | None = None, priority: int = PRIORITY_WRITE) -> None:
