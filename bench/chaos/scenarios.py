@@ -15,6 +15,7 @@ restart counts exactly as the fault implies, the backlog drained after recovery.
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -365,6 +366,38 @@ def crash_scenario(target: str) -> Scenario:
                     "after it started", script, crash_checks(target), crash=(target, None))
 
 
+def crash_during_drain(target: str) -> Scenario:
+    """Crash ``target`` while the backlog of a 5-minute cut is being published: the crash fires
+    as the first batch after the probe goes out."""
+
+    async def script(rig: Rig) -> None:
+        await _steady(rig, 30)
+        _, end = rig.cut_cloud(5 * 60)
+        await trio.sleep_until(end)
+
+        def on_publish(n: int) -> None:
+            if rig.transport.publishes_at_recovery and n == rig.transport.publishes_at_recovery + 2:
+                rig.fire_crash()
+
+        rig.transport.publishes_at_recovery = rig.transport.publishes
+        rig.transport.on_publish = on_publish
+        rig.mark_recovered(end)
+        await rig.wait_drained()
+        await _steady(rig, 60)
+
+    def checks(rig: Rig) -> None:
+        # an uplink that dies after Pub/Sub took its batch never acked it: the batch is sent
+        # again (same msg_ids). A spool restart must not cause any re-send.
+        rig.standard_checks(expected_restarts=expected_restarts(target), drain_within_s=150,
+                            max_duplicates=1000 if target == "uplink" else 0)
+        rig.result.check("the crash fired mid-drain", bool(rig.crashed_at), "no crash")
+
+    name = target.replace(f"site_{DEVICE}/", "")
+    return Scenario(f"crash-{name}-mid-drain", f"crash of `{target}` while the backlog of a "
+                    "5-min cut is in flight to Pub/Sub", script, checks,
+                    crash=(target, math.inf))
+
+
 # ---- registry -------------------------------------------------------------------------------
 
 
@@ -377,6 +410,7 @@ def _scenarios() -> list[Scenario]:
                  soc_high_during_cut, soc_checks, sim_soc_pct=97.0),
     ]
     out += [crash_scenario(t) for t in CRASH_TARGETS]
+    out += [crash_during_drain(t) for t in ("spool", "uplink")]
     out += [
         Scenario("command-expires-during-cut", "a 2-min discharge command published while the "
                  "site is cut off for 10 min", command_expires_during_cut, expired_checks),

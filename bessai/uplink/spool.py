@@ -199,6 +199,10 @@ class Spool:
     _ready: trio.Event = attrs.field(factory=trio.Event, init=False, repr=False)
     _leased: set[int] = attrs.field(factory=set, init=False, repr=False)
     _cursor: int = attrs.field(default=0, init=False, repr=False)
+    _leasable_version: int = attrs.field(default=0, init=False, repr=False)
+    """Bumped whenever rows may have become leasable (rows added, released, leases reset)."""
+    _exhausted_at: int | None = attrs.field(default=None, init=False, repr=False)
+    """`_leasable_version` when a lease last read to the end of the outbox, else None."""
     _last_seq: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
     _last_commit: float = attrs.field(default=float("-inf"), init=False, repr=False)
     _last_age_check: float = attrs.field(default=float("-inf"), init=False, repr=False)
@@ -238,6 +242,7 @@ class Spool:
             return
         self._leased.clear()
         self._cursor = 0
+        self._leasable_version += 1
         await trio.to_thread.run_sync(self._open_sync, self.wall_clock(), limiter=self._limiter)
         self._ready.set()
         self._report_gauges()
@@ -370,15 +375,22 @@ class Spool:
                     max_bytes: int = MAX_BATCH_BYTES) -> list[SpoolRow]:
         """The oldest pending rows not already leased (at most ``limit`` / ``max_bytes``).
 
-        Leased rows are the caller's until it calls `ack`, `release` or `dead_letter`.
+        Leased rows are the caller's until it calls `ack`, `release` or `dead_letter`. When a
+        lease already read to the end of the outbox and no row became leasable since, the answer
+        is empty without touching the file (an idle uplink asks after every commit).
         """
         while True:
             await self._ready.wait()
+            version = self._leasable_version
+            if self._exhausted_at == version:
+                return []
             leased = frozenset(self._leased)
-            rows = await trio.to_thread.run_sync(self._lease_sync, self._cursor, leased, limit,
-                                                 max_bytes, limiter=self._limiter)
-            if rows is not None:
+            result = await trio.to_thread.run_sync(self._lease_sync, self._cursor, leased, limit,
+                                                   max_bytes, limiter=self._limiter)
+            if result is not None:
                 break  # else the spool closed while we queued: wait for it to reopen
+        rows, exhausted = result
+        self._exhausted_at = version if exhausted else None
         for row in rows:
             self._leased.add(row.row_id)
         if rows:
@@ -386,7 +398,8 @@ class Spool:
         return rows
 
     def _lease_sync(self, cursor: int, leased: frozenset[int], limit: int,
-                    max_bytes: int) -> list[SpoolRow] | None:
+                    max_bytes: int) -> tuple[list[SpoolRow], bool] | None:
+        """The rows to lease, and whether the read reached the end of the outbox."""
         if self._conn is None:
             return None
         out: list[SpoolRow] = []
@@ -396,7 +409,7 @@ class Spool:
                 f"SELECT {_COLUMNS} FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
                 (cursor, max(limit - len(out), 64))).fetchall()
             if not chunk:
-                break
+                return out, True
             for t in chunk:
                 cursor = t[0]
                 if t[0] in leased:
@@ -404,12 +417,12 @@ class Spool:
                 row = _row(t)
                 row_size = row.encoded_size()
                 if out and size + row_size > max_bytes:
-                    return out
+                    return out, False
                 out.append(row)
                 size += row_size
                 if len(out) >= limit:
                     break
-        return out
+        return out, False
 
     def ack(self, rows: Iterable[SpoolRow]) -> None:
         """Pub/Sub returned ids for these rows: delete them at the next group commit.
@@ -428,11 +441,13 @@ class Spool:
             return
         self._leased.difference_update(ids)
         self._cursor = min(self._cursor, min(ids) - 1)
+        self._leasable_version += 1
 
     def reset_leases(self) -> None:
         """Forget every lease (an uplink instance starting fresh after a crash)."""
         self._leased.clear()
         self._cursor = 0
+        self._leasable_version += 1
 
     async def dead_letter(self, row: SpoolRow, reason: str) -> None:
         """Move a leased row to the dead-letter table (committed before this returns)."""
@@ -496,6 +511,8 @@ class Spool:
         self._leased.difference_update(deletes)
         self._leased.difference_update(row_id for row_id, _ in group.dead)
         self._depth, self._bytes = outcome.depth, outcome.bytes
+        if inserts or outcome.gap_rows or outcome.dropped:
+            self._leasable_version += 1
         self._oldest_enqueued_at = outcome.oldest_enqueued_at
         self._dead_letters += len(group.dead)
         for reason, n in outcome.dropped.items():
