@@ -42,9 +42,9 @@ from actors import ChildSpec
 from bessai.clock import WallClock, trio_wall_clock
 from bessai.control.site import Site
 from bessai.gateway import Gateway
-from bessai.settings import DeviceSpec, Settings
+from bessai.settings import BindAddress, DeviceSpec, Settings
 from bessai.sim import Simulator
-from bessai.sim.pubsub_emulator import EmulatorAdmin
+from bessai.sim.pubsub_emulator import EmulatorAdmin, free_port
 from tests.pubsub_faults import FaultyTransport, FreezingLimiter, frozen_virtual_time
 
 PROJECT = "bessai-chaos"
@@ -279,7 +279,11 @@ class Rig:
     storm_count: int = 0
     command_id: str = ""
     dup_mismatch: int = 0
+    events_delivered: int = 0
+    """Critical events delivered or still on disk at stop (they are never dropped)."""
     crash_trigger: trio.Event = attrs.field(factory=trio.Event)
+    status_port: int = attrs.field(factory=free_port)
+    """The status endpoint runs (so its actor is in the tree), on a free port."""
     cut_window: tuple[float, float] = (0.0, 0.0)
     delivered_events: list[dict[str, Any]] = attrs.field(factory=list)
     telemetry_ts: list[float] = attrs.field(factory=list)
@@ -318,6 +322,7 @@ class Rig:
             "pubsub_emulator_host": self.emulator_host,
             "spool_path": self.workdir / f"{self.name}-{self.seed}.sqlite",
             "shutdown_deadline_s": 10.0,
+            "status_bind": BindAddress("127.0.0.1", self.status_port),
         }
         if self.spool_max_bytes is not None:
             fields["spool_max_bytes"] = self.spool_max_bytes
@@ -338,7 +343,7 @@ class Rig:
         self.gw = Gateway(self.settings(), wall_clock=self.wall,
                           stream_factories={DEVICE: self.sim.stream_factory()},
                           http_transport=self.transport, rng=random.Random(self.seed),
-                          status_server=False, env_file=None)
+                          status_server=True, env_file=None)
         self.gw.spool.limiter = FreezingLimiter()
         if self.crash is not None:
             path, after_s = self.crash
@@ -474,6 +479,7 @@ class Rig:
             elif a["kind"] == "telemetry" and a["device_id"] == DEVICE:
                 self.telemetry_ts.append(json.loads(copies[0]["data"])["ts"])
         pending_kinds: Counter[str] = Counter()
+        self.events_delivered = kinds["event"] + kinds["command_result"]
         conn = sqlite3.connect(self.gw.spool.path)
         try:
             for device, seq, kind, data in conn.execute(
@@ -488,6 +494,7 @@ class Rig:
             last = dict(conn.execute("SELECT device_id, last_seq FROM seqs").fetchall())
         finally:
             conn.close()
+        self.events_delivered += pending_kinds["event"] + pending_kinds["command_result"]
         r.spooled = sum(last.values())
         r.lost = sum(len(set(range(1, n + 1)) - seqs[d]) for d, n in last.items())
         gap_rows = kinds["gap"] + pending_kinds["gap"]
@@ -510,6 +517,8 @@ class Rig:
                 self.gw.snapshots.dropped == 0 and not self.gw.events.pending,
                 f"unspooled={r.unspooled} ring_dropped={self.gw.snapshots.dropped} "
                 f"events_pending={len(self.gw.events.pending)}")
+        r.check("every critical event delivered", self.events_delivered == self.gw.events.emitted,
+                f"{self.events_delivered} of {self.gw.events.emitted} events emitted")
         if not expect_drops:
             r.check("no drops", r.dropped == 0, f"{r.dropped} rows dropped")
         r.check("duplicates are identical re-sends", self.dup_mismatch == 0,

@@ -6,10 +6,11 @@ fault script's random choices all come from the seed, and a failure prints it
 (`Result.summary`). Re-run one with ``python -m bench.chaos --only NAME --seed N``.
 
 Common criteria (`Rig.standard_checks`): zero loss (every accepted seq delivered, dropped with
-a gap record, or still on disk at stop), nothing lost before the spool, no drops unless the
-scenario documents them, duplicates only from re-sends, the largest heartbeat gap as the
-device saw it <= heartbeat interval + one request timeout, the device never in comm loss,
-restart counts exactly as the fault implies, the backlog drained after recovery.
+a gap record, or still on disk at stop), nothing lost before the spool, every critical event
+delivered, no drops unless the scenario documents them, duplicates identical to the first copy
+and none unless the fault implies re-sends, the largest heartbeat gap as the device saw it <=
+heartbeat interval + one request timeout, the device never in comm loss, restart counts exactly
+as the fault implies, the backlog drained after recovery.
 """
 
 from __future__ import annotations
@@ -267,6 +268,18 @@ def expired_checks(rig: Rig) -> None:
         r.notes.append(f"rejected: {results[0]['body']['reason']}")
 
 
+def budget_checks(rig: Rig) -> None:
+    r = rig.result
+    rig.standard_checks(expect_drops=True, drain_within_s=300)
+    r.check("the budget dropped telemetry, with gap records", r.dropped > 0 and r.gap_records > 0,
+            f"dropped {r.dropped}, gap records {r.gap_records}")
+    r.check("the spool stayed near its budget", r.peak_spool_bytes <= 1.05 * 1_000_000,
+            f"peak {r.peak_spool_bytes} bytes")
+    blocks = [e for e in rig.delivered_events if e["name"] == "SAFETY_BLOCK"]
+    r.check("safety events survived the budget", len(blocks) >= 1,
+            "no SAFETY_BLOCK delivered (SOC should cross 98 % during the cut)")
+
+
 # ---- SOC crossing its limit during a cut ------------------------------------------------------
 
 
@@ -328,7 +341,7 @@ def soc_checks(rig: Rig) -> None:
 
 # ---- a crash of each actor -------------------------------------------------------------------
 
-CRASH_TARGETS = ("telemetry", "spool", "recorder", "events", "uplink", "commands",
+CRASH_TARGETS = ("telemetry", "spool", "recorder", "events", "uplink", "commands", "status",
                  f"site_{DEVICE}", f"site_{DEVICE}/device_link", f"site_{DEVICE}/safety_guard",
                  f"site_{DEVICE}/watchdog")
 
@@ -429,6 +442,13 @@ def _scenarios() -> list[Scenario]:
                  long_reason="26,000 polls and 26,000 heartbeats",
                  note="poll interval 10 s instead of 1 s to keep the run to minutes; the "
                       "heartbeat still every 10 s"),
+        Scenario("cut-24h-small-budget", "cloud cut for 24 hours with SPOOL_MAX_BYTES=1 MB: "
+                 "the oldest telemetry is dropped with gap records, events never",
+                 cloud_cut(24 * 60), budget_checks, ci=False, poll_interval_s=10.0,
+                 spool_max_bytes=1_000_000, sim_soc_pct=90.0,
+                 long_reason="8,600 polls and a 1 MB budget overflowing",
+                 note="poll interval 10 s; SOC starts at 90 % so that PV charging crosses the "
+                      "98 % limit during the cut (critical events that must survive the budget)"),
         Scenario("sigkill-restart", "SIGKILL of the real `bessai-run --simulator` process at "
                  "random points, 6 times, then restart and drain (real clock, real processes)",
                  _no_script, _no_checks, ci=False, standalone=_sigkill,
