@@ -199,10 +199,6 @@ class Spool:
     _ready: trio.Event = attrs.field(factory=trio.Event, init=False, repr=False)
     _leased: set[int] = attrs.field(factory=set, init=False, repr=False)
     _cursor: int = attrs.field(default=0, init=False, repr=False)
-    _leasable_version: int = attrs.field(default=0, init=False, repr=False)
-    """Bumped whenever rows may have become leasable (rows added, released, leases reset)."""
-    _exhausted_at: int | None = attrs.field(default=None, init=False, repr=False)
-    """`_leasable_version` when a lease last read to the end of the outbox, else None."""
     _last_seq: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
     _last_commit: float = attrs.field(default=float("-inf"), init=False, repr=False)
     _last_age_check: float = attrs.field(default=float("-inf"), init=False, repr=False)
@@ -240,10 +236,16 @@ class Spool:
         """Open (or create) the file off the event loop; move a corrupt file aside."""
         if self._conn is not None:
             return
-        self._leased.clear()
+        # Leases survive a restart of the spool actor: the uplink that holds them still runs
+        # and will ack or release them (an uplink restart calls `reset_leases`). Forgetting
+        # them here re-sent every batch in flight (found by chaos crash-spool-mid-drain).
         self._cursor = 0
-        self._leasable_version += 1
+        moved_before = self._corrupt_moved_to
         await trio.to_thread.run_sync(self._open_sync, self.wall_clock(), limiter=self._limiter)
+        if self._corrupt_moved_to is not moved_before:
+            # a fresh file: row ids held by the uplink or queued for deletion mean nothing here
+            self._leased.clear()
+            self._pending_deletes.clear()
         self._ready.set()
         self._report_gauges()
 
@@ -375,22 +377,15 @@ class Spool:
                     max_bytes: int = MAX_BATCH_BYTES) -> list[SpoolRow]:
         """The oldest pending rows not already leased (at most ``limit`` / ``max_bytes``).
 
-        Leased rows are the caller's until it calls `ack`, `release` or `dead_letter`. When a
-        lease already read to the end of the outbox and no row became leasable since, the answer
-        is empty without touching the file (an idle uplink asks after every commit).
+        Leased rows are the caller's until it calls `ack`, `release` or `dead_letter`.
         """
         while True:
             await self._ready.wait()
-            version = self._leasable_version
-            if self._exhausted_at == version:
-                return []
             leased = frozenset(self._leased)
-            result = await trio.to_thread.run_sync(self._lease_sync, self._cursor, leased, limit,
-                                                   max_bytes, limiter=self._limiter)
-            if result is not None:
+            rows = await trio.to_thread.run_sync(self._lease_sync, self._cursor, leased, limit,
+                                                 max_bytes, limiter=self._limiter)
+            if rows is not None:
                 break  # else the spool closed while we queued: wait for it to reopen
-        rows, exhausted = result
-        self._exhausted_at = version if exhausted else None
         for row in rows:
             self._leased.add(row.row_id)
         if rows:
@@ -398,8 +393,7 @@ class Spool:
         return rows
 
     def _lease_sync(self, cursor: int, leased: frozenset[int], limit: int,
-                    max_bytes: int) -> tuple[list[SpoolRow], bool] | None:
-        """The rows to lease, and whether the read reached the end of the outbox."""
+                    max_bytes: int) -> list[SpoolRow] | None:
         if self._conn is None:
             return None
         out: list[SpoolRow] = []
@@ -409,7 +403,7 @@ class Spool:
                 f"SELECT {_COLUMNS} FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
                 (cursor, max(limit - len(out), 64))).fetchall()
             if not chunk:
-                return out, True
+                break
             for t in chunk:
                 cursor = t[0]
                 if t[0] in leased:
@@ -417,12 +411,12 @@ class Spool:
                 row = _row(t)
                 row_size = row.encoded_size()
                 if out and size + row_size > max_bytes:
-                    return out, False
+                    return out
                 out.append(row)
                 size += row_size
                 if len(out) >= limit:
                     break
-        return out, False
+        return out
 
     def ack(self, rows: Iterable[SpoolRow]) -> None:
         """Pub/Sub returned ids for these rows: delete them at the next group commit.
@@ -441,13 +435,11 @@ class Spool:
             return
         self._leased.difference_update(ids)
         self._cursor = min(self._cursor, min(ids) - 1)
-        self._leasable_version += 1
 
     def reset_leases(self) -> None:
         """Forget every lease (an uplink instance starting fresh after a crash)."""
         self._leased.clear()
         self._cursor = 0
-        self._leasable_version += 1
 
     async def dead_letter(self, row: SpoolRow, reason: str) -> None:
         """Move a leased row to the dead-letter table (committed before this returns)."""
@@ -511,8 +503,6 @@ class Spool:
         self._leased.difference_update(deletes)
         self._leased.difference_update(row_id for row_id, _ in group.dead)
         self._depth, self._bytes = outcome.depth, outcome.bytes
-        if inserts or outcome.gap_rows or outcome.dropped:
-            self._leasable_version += 1
         self._oldest_enqueued_at = outcome.oldest_enqueued_at
         self._dead_letters += len(group.dead)
         for reason, n in outcome.dropped.items():
