@@ -77,17 +77,22 @@ class ChaosTransport(httpx.AsyncBaseTransport):
     pulls: int = 0
     publishes: int = 0
     publishes_at_recovery: int = 0
-    on_publish: Callable[[int], None] | None = None
-    """Called with the publish's number once Pub/Sub answered, before the caller sees it."""
+    on_publish: Callable[[int, str], None] | None = None
+    """Called with the publish's number and ``"sending"`` (before it goes out) or
+    ``"answered"`` (Pub/Sub took it; the caller has not seen the answer yet)."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith(":publish"):
             self.publishes += 1
+            if self.on_publish is not None:
+                # before the batch goes out: a crash fired here lands while it is in flight
+                self.on_publish(self.publishes, "sending")
+                await trio.lowlevel.checkpoint()
             response = await self.faults.handle_async_request(request)
             if self.on_publish is not None:
                 # after Pub/Sub took the batch, before the caller sees the answer: a crash
                 # fired here lands while the batch is published but not yet acknowledged
-                self.on_publish(self.publishes)
+                self.on_publish(self.publishes, "answered")
                 await trio.lowlevel.checkpoint()
             return response
         if request.url.path.endswith(":pull"):

@@ -379,17 +379,18 @@ def crash_scenario(target: str) -> Scenario:
                     "after it started", script, crash_checks(target), crash=(target, None))
 
 
-def crash_during_drain(target: str) -> Scenario:
+def crash_during_drain(target: str, when: str) -> Scenario:
     """Crash ``target`` while the backlog of a 5-minute cut is being published: the crash fires
-    as the first batch after the probe goes out."""
+    as the first batch after the probe goes out (``when="sending"``) or once Pub/Sub took it but
+    before the uplink saw the answer (``"answered"``)."""
 
     async def script(rig: Rig) -> None:
         await _steady(rig, 30)
         _, end = rig.cut_cloud(5 * 60)
         await trio.sleep_until(end)
 
-        def on_publish(n: int) -> None:
-            if rig.transport.publishes_at_recovery and n == rig.transport.publishes_at_recovery + 2:
+        def on_publish(n: int, phase: str) -> None:
+            if n == rig.transport.publishes_at_recovery + 2 and phase == when:
                 rig.fire_crash()
 
         rig.transport.publishes_at_recovery = rig.transport.publishes
@@ -406,8 +407,10 @@ def crash_during_drain(target: str) -> Scenario:
         rig.result.check("the crash fired mid-drain", bool(rig.crashed_at), "no crash")
 
     name = target.replace(f"site_{DEVICE}/", "")
+    moment = ("while the batch is in flight" if when == "sending"
+              else "after Pub/Sub took the batch, before the answer was seen")
     return Scenario(f"crash-{name}-mid-drain", f"crash of `{target}` while the backlog of a "
-                    "5-min cut is in flight to Pub/Sub", script, checks,
+                    f"5-min cut is published, {moment}", script, checks,
                     crash=(target, math.inf))
 
 
@@ -423,7 +426,7 @@ def _scenarios() -> list[Scenario]:
                  soc_high_during_cut, soc_checks, sim_soc_pct=97.0),
     ]
     out += [crash_scenario(t) for t in CRASH_TARGETS]
-    out += [crash_during_drain(t) for t in ("spool", "uplink")]
+    out += [crash_during_drain("spool", "sending"), crash_during_drain("uplink", "answered")]
     out += [
         Scenario("command-expires-during-cut", "a 2-min discharge command published while the "
                  "site is cut off for 10 min", command_expires_during_cut, expired_checks),
