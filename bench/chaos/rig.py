@@ -145,10 +145,10 @@ class _CrashAfter:
 
 
 def _crash_once(spec: ChildSpec, after_s: float | trio.Event,
-                crashed_at: list[float]) -> ChildSpec:
+                crashed_at: list[float], times: int = 1) -> ChildSpec:
     def factory() -> Any:
         inner = spec.factory()
-        if crashed_at:  # once: the restarted instance runs unharmed
+        if len(crashed_at) >= times:  # the instances after the last crash run unharmed
             return inner
         return _CrashAfter(inner, after_s, crashed_at)
 
@@ -162,16 +162,19 @@ class _CrashingSite(Site):
     target: str = ""
     after_s: float | trio.Event = 0.0
     crashed_at: list[float] = attrs.field(factory=list)
+    times: int = 1
 
     def child_specs(self) -> list[ChildSpec]:
-        return [_crash_once(s, self.after_s, self.crashed_at) if s.id == self.target else s
+        return [_crash_once(s, self.after_s, self.crashed_at, self.times)
+                if s.id == self.target else s
                 for s in super().child_specs()]
 
 
-def crash_child(gw: Gateway, path: str, after_s: float | trio.Event) -> list[float]:
+def crash_child(gw: Gateway, path: str, after_s: float | trio.Event,
+                times: int = 1) -> list[float]:
     """Make the actor at ``path`` (``uplink``, ``site_inv1/watchdog``...) raise once, ``after_s``
     after it started (or when the event is set). Call before `Gateway.run`. Returns the list the
-    crash time is put in."""
+    crash time is put in. ``times``: that many successive instances crash the same way."""
     crashed_at: list[float] = []
     if "/" in path:
         site_id, child = path.split("/", 1)
@@ -179,9 +182,9 @@ def crash_child(gw: Gateway, path: str, after_s: float | trio.Event) -> list[flo
         site = gw.sites[device]
         fields = {a.name: getattr(site, a.name) for a in attrs.fields(Site) if a.init}
         gw.sites[device] = _CrashingSite(**fields, target=child, after_s=after_s,
-                                         crashed_at=crashed_at)
+                                         crashed_at=crashed_at, times=times)
         return crashed_at
-    specs = tuple(_crash_once(s, after_s, crashed_at) if s.id == path else s
+    specs = tuple(_crash_once(s, after_s, crashed_at, times) if s.id == path else s
                   for s in gw.supervisor.children)
     if all(s.id != path for s in specs):
         raise ValueError(f"no child {path!r}; the gateway has {[s.id for s in specs]}")
@@ -264,6 +267,7 @@ class Rig:
     settings_overrides: dict[str, Any] = attrs.field(factory=dict)
     crash: tuple[str, float | None] | None = None
     """(actor path, seconds after its start, None: random from the seed): raises once."""
+    crash_times: int = 1
     wall_offset: float = 1_767_225_600.0
     """Trio time 0 as wall time (`trio_wall_clock`'s epoch): event ts - offset = Trio time."""
     rng: random.Random = attrs.field(init=False)
@@ -300,7 +304,9 @@ class Rig:
     _nursery: trio.Nursery | None = None
 
     def __attrs_post_init__(self) -> None:
-        self.rng = random.Random(self.seed)
+        # the fault script's own stream: seed and scenario name, so that scenarios sharing a
+        # seed still differ (the gateway's jitter takes the bare seed)
+        self.rng = random.Random(f"{self.seed}:{self.name}")
         self.result = Result(self.name, self.seed, poll_interval_s=self.poll_interval_s)
         tag = uuid.UUID(int=self.rng.getrandbits(128)).hex[:8]
         self.topic = f"chaos-{tag}"
@@ -357,8 +363,10 @@ class Rig:
             if math.isinf(after_s):  # when the script calls fire_crash()
                 self.crashed_at = crash_child(self.gw, path, self.crash_trigger)
                 return
-            self.result.notes.append(f"crash injected {after_s:g} s after {path} started")
-            self.crashed_at = crash_child(self.gw, path, after_s)
+            self.result.notes.append(f"crash injected {after_s:g} s after {path} started"
+                                     + (f", {self.crash_times} times" if self.crash_times > 1
+                                        else ""))
+            self.crashed_at = crash_child(self.gw, path, after_s, self.crash_times)
 
     async def start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery

@@ -41,6 +41,7 @@ class Scenario:
     crash: tuple[str, float | None] | None = None
     """(actor path, seconds after its start or None for a seeded random point): that actor
     raises once."""
+    crash_times: int = 1
     long_reason: str = ""
     note: str = ""
     standalone: Callable[[str, Path, int], Result] | None = None
@@ -55,7 +56,7 @@ async def run_scenario(scenario: Scenario, emulator_host: str, workdir: Path,
     rig = Rig(scenario.name, seed, workdir, emulator_host,
               poll_interval_s=scenario.poll_interval_s,
               spool_max_bytes=scenario.spool_max_bytes, sim_soc_pct=scenario.sim_soc_pct,
-              crash=scenario.crash)
+              crash=scenario.crash, crash_times=scenario.crash_times)
     result = await run_rig(rig, scenario.script, scenario.checks)
     if scenario.note:
         result.notes.append(scenario.note)
@@ -414,6 +415,29 @@ def crash_during_drain(target: str, when: str) -> Scenario:
                     crash=(target, math.inf))
 
 
+def crash_loop_escalates() -> Scenario:
+    """The safety guard crashes 4 times in a row, 5 s after each start: past the site
+    supervisor's intensity (3 in 60 s) it escalates, and the gateway restarts the whole site."""
+    target = f"site_{DEVICE}/safety_guard"
+
+    async def script(rig: Rig) -> None:
+        await _steady(rig, 180)
+
+    def checks(rig: Rig) -> None:
+        r = rig.result
+        # the new site supervisor's children start fresh: their counts are 0 again
+        rig.standard_checks(expected_restarts={f"site_{DEVICE}": 1})
+        r.check("four crashes fired", len(rig.crashed_at) == 4, f"{len(rig.crashed_at)}")
+        gap = _telemetry_gap_s(rig)
+        r.check("polling went on", gap <= 2 * rig.poll_interval_s + 5,
+                f"telemetry gap {gap:.1f} s")
+        r.notes.append(f"crashes at {[round(t, 1) for t in rig.crashed_at]} s")
+
+    return Scenario("crash-loop-escalates", f"`{target}` crashes 4 times in a row, 5 s after "
+                    "each start: the site supervisor escalates, the gateway restarts the site",
+                    script, checks, crash=(target, 5.0), crash_times=4)
+
+
 # ---- registry -------------------------------------------------------------------------------
 
 
@@ -426,7 +450,8 @@ def _scenarios() -> list[Scenario]:
                  soc_high_during_cut, soc_checks, sim_soc_pct=97.0),
     ]
     out += [crash_scenario(t) for t in CRASH_TARGETS]
-    out += [crash_during_drain("spool", "sending"), crash_during_drain("uplink", "answered")]
+    out += [crash_loop_escalates(), crash_during_drain("spool", "sending"),
+            crash_during_drain("uplink", "answered")]
     out += [
         Scenario("command-expires-during-cut", "a 2-min discharge command published while the "
                  "site is cut off for 10 min", command_expires_during_cut, expired_checks),
