@@ -228,6 +228,8 @@ class Result:
     peak_spool_rows: int = 0
     peak_spool_bytes: int = 0
     peak_rss_mb: float = 0.0
+    rss_growth_mb: float = 0.0
+    """Peak RSS minus RSS when the scenario started (the process runs every scenario in turn)."""
     checks: list[Check] = attrs.field(factory=list)
     notes: list[str] = attrs.field(factory=list)
 
@@ -247,7 +249,8 @@ class Result:
         return (f"chaos {self.name} seed={self.seed}: {verdict} — produced={self.produced} "
                 f"delivered={self.delivered} dup={self.duplicates} dropped={self.dropped} "
                 f"lost={self.lost} hb_gap={self.max_heartbeat_gap_s:.1f}s "
-                f"restarts={self.restarts} drain={self.drain_s}s")
+                f"restarts={ {k: v for k, v in self.restarts.items() if v} } "
+                f"drain={self.drain_s}s peak_rss={self.peak_rss_mb}MiB real={self.real_s}s")
 
 
 # ---- the rig -------------------------------------------------------------------------------
@@ -301,6 +304,7 @@ class Rig:
     _peak_rows: int = 0
     _peak_bytes: int = 0
     _peak_rss: int = 0
+    _start_rss: int = attrs.field(factory=lambda: psutil.Process().memory_info().rss)
     _nursery: trio.Nursery | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -463,6 +467,7 @@ class Rig:
         r.peak_spool_rows = self._peak_rows
         r.peak_spool_bytes = self._peak_bytes
         r.peak_rss_mb = round(self._peak_rss / 2**20, 1)
+        r.rss_growth_mb = round(max(0, self._peak_rss - self._start_rss) / 2**20, 1)
         return r
 
     def _account(self, received: list[dict[str, Any]]) -> None:
