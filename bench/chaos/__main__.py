@@ -54,7 +54,7 @@ def _fmt(value: object) -> str:
 def table(results: list[tuple[Scenario, Result]]) -> str:
     head = ("| scenario | poll s | virtual s | real s | produced | delivered | dup | dropped "
             "(gaps) | on disk at stop | lost | max HB gap s | safety latency s | restarts "
-            "| drain s | peak spool rows / KiB | peak RSS MiB | verdict |")
+            "| drain s | peak spool rows / KiB | peak RSS MiB (+growth) | verdict |")
     lines = [head, "|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|"]
     for s, r in results:
         restarts = ", ".join(f"{k}={v}" for k, v in sorted(r.restarts.items()) if v) or "0"
@@ -65,7 +65,8 @@ def table(results: list[tuple[Scenario, Result]]) -> str:
             f"| {r.produced} | {r.delivered} | {r.duplicates} | {r.dropped} ({r.gap_records}) "
             f"| {r.pending_at_stop} | {r.lost} | {_fmt(r.max_heartbeat_gap_s)} "
             f"| {_fmt(r.safety_latency_s)} | {restarts} | {_fmt(r.drain_s)} "
-            f"| {r.peak_spool_rows} / {r.peak_spool_bytes // 1024} | {_fmt(r.peak_rss_mb)} "
+            f"| {r.peak_spool_rows} / {r.peak_spool_bytes // 1024} "
+            f"| {_fmt(r.peak_rss_mb)} (+{_fmt(r.rss_growth_mb)}) "
             f"| {verdict} |")
     return "\n".join(lines)
 
@@ -90,7 +91,9 @@ def report(results: list[tuple[Scenario, Result]], seed: int) -> str:
         "accepted seqs in none of those (must be 0); *max HB gap* = largest interval between "
         "heartbeat writes as the device saw them (limit: interval 10 s + one request timeout "
         "10 s; comm loss at 60 s); *safety latency* = SOC register crossing → SAFETY_BLOCK; "
-        "*drain* = recovery → oldest pending row younger than 3 polls.",
+        "*drain* = recovery → oldest pending row younger than 3 polls; *peak RSS* = the whole "
+        "runner process (every scenario runs in it, one after the other), *growth* = peak minus "
+        "RSS at the scenario's start; the SIGKILL row measures the gateway process itself.",
         "",
         table(results),
         "",

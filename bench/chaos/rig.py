@@ -42,9 +42,9 @@ from actors import ChildSpec
 from bessai.clock import WallClock, trio_wall_clock
 from bessai.control.site import Site
 from bessai.gateway import Gateway
-from bessai.settings import DeviceSpec, Settings
+from bessai.settings import BindAddress, DeviceSpec, Settings
 from bessai.sim import Simulator
-from bessai.sim.pubsub_emulator import EmulatorAdmin
+from bessai.sim.pubsub_emulator import EmulatorAdmin, free_port
 from tests.pubsub_faults import FaultyTransport, FreezingLimiter, frozen_virtual_time
 
 PROJECT = "bessai-chaos"
@@ -75,8 +75,26 @@ class ChaosTransport(httpx.AsyncBaseTransport):
     faults: FaultyTransport
     hold_s: float = 5.0
     pulls: int = 0
+    publishes: int = 0
+    publishes_at_recovery: int = 0
+    on_publish: Callable[[int, str], None] | None = None
+    """Called with the publish's number and ``"sending"`` (before it goes out) or
+    ``"answered"`` (Pub/Sub took it; the caller has not seen the answer yet)."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith(":publish"):
+            self.publishes += 1
+            if self.on_publish is not None:
+                # before the batch goes out: a crash fired here lands while it is in flight
+                self.on_publish(self.publishes, "sending")
+                await trio.lowlevel.checkpoint()
+            response = await self.faults.handle_async_request(request)
+            if self.on_publish is not None:
+                # after Pub/Sub took the batch, before the caller sees the answer: a crash
+                # fired here lands while the batch is published but not yet acknowledged
+                self.on_publish(self.publishes, "answered")
+                await trio.lowlevel.checkpoint()
+            return response
         if request.url.path.endswith(":pull"):
             body = json.loads(request.content or b"{}")
             if not body.get("returnImmediately"):
@@ -106,14 +124,17 @@ class _CrashAfter:
     """Runs the real actor and raises `InjectedCrash` from its task after ``after_s``."""
 
     inner: Any
-    after_s: float
+    after_s: float | trio.Event
     crashed_at: list[float]
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             value = await nursery.start(self.inner.run)
             task_status.started(value)
-            await trio.sleep(self.after_s)
+            if isinstance(self.after_s, trio.Event):
+                await self.after_s.wait()
+            else:
+                await trio.sleep(self.after_s)
             self.crashed_at.append(trio.current_time())
             raise InjectedCrash(f"injected crash of {type(self.inner).__name__}")
 
@@ -123,10 +144,11 @@ class _CrashAfter:
             stop()
 
 
-def _crash_once(spec: ChildSpec, after_s: float, crashed_at: list[float]) -> ChildSpec:
+def _crash_once(spec: ChildSpec, after_s: float | trio.Event,
+                crashed_at: list[float], times: int = 1) -> ChildSpec:
     def factory() -> Any:
         inner = spec.factory()
-        if crashed_at:  # once: the restarted instance runs unharmed
+        if len(crashed_at) >= times:  # the instances after the last crash run unharmed
             return inner
         return _CrashAfter(inner, after_s, crashed_at)
 
@@ -138,17 +160,21 @@ class _CrashingSite(Site):
     """A `Site` whose child ``target`` crashes once (its factories are otherwise the real ones)."""
 
     target: str = ""
-    after_s: float = 0.0
+    after_s: float | trio.Event = 0.0
     crashed_at: list[float] = attrs.field(factory=list)
+    times: int = 1
 
     def child_specs(self) -> list[ChildSpec]:
-        return [_crash_once(s, self.after_s, self.crashed_at) if s.id == self.target else s
+        return [_crash_once(s, self.after_s, self.crashed_at, self.times)
+                if s.id == self.target else s
                 for s in super().child_specs()]
 
 
-def crash_child(gw: Gateway, path: str, after_s: float) -> list[float]:
+def crash_child(gw: Gateway, path: str, after_s: float | trio.Event,
+                times: int = 1) -> list[float]:
     """Make the actor at ``path`` (``uplink``, ``site_inv1/watchdog``...) raise once, ``after_s``
-    after it started. Call before `Gateway.run`. Returns the list the crash time is put in."""
+    after it started (or when the event is set). Call before `Gateway.run`. Returns the list the
+    crash time is put in. ``times``: that many successive instances crash the same way."""
     crashed_at: list[float] = []
     if "/" in path:
         site_id, child = path.split("/", 1)
@@ -156,9 +182,9 @@ def crash_child(gw: Gateway, path: str, after_s: float) -> list[float]:
         site = gw.sites[device]
         fields = {a.name: getattr(site, a.name) for a in attrs.fields(Site) if a.init}
         gw.sites[device] = _CrashingSite(**fields, target=child, after_s=after_s,
-                                         crashed_at=crashed_at)
+                                         crashed_at=crashed_at, times=times)
         return crashed_at
-    specs = tuple(_crash_once(s, after_s, crashed_at) if s.id == path else s
+    specs = tuple(_crash_once(s, after_s, crashed_at, times) if s.id == path else s
                   for s in gw.supervisor.children)
     if all(s.id != path for s in specs):
         raise ValueError(f"no child {path!r}; the gateway has {[s.id for s in specs]}")
@@ -202,6 +228,8 @@ class Result:
     peak_spool_rows: int = 0
     peak_spool_bytes: int = 0
     peak_rss_mb: float = 0.0
+    rss_growth_mb: float = 0.0
+    """Peak RSS minus RSS when the scenario started (the process runs every scenario in turn)."""
     checks: list[Check] = attrs.field(factory=list)
     notes: list[str] = attrs.field(factory=list)
 
@@ -221,7 +249,8 @@ class Result:
         return (f"chaos {self.name} seed={self.seed}: {verdict} — produced={self.produced} "
                 f"delivered={self.delivered} dup={self.duplicates} dropped={self.dropped} "
                 f"lost={self.lost} hb_gap={self.max_heartbeat_gap_s:.1f}s "
-                f"restarts={self.restarts} drain={self.drain_s}s")
+                f"restarts={ {k: v for k, v in self.restarts.items() if v} } "
+                f"drain={self.drain_s}s peak_rss={self.peak_rss_mb}MiB real={self.real_s}s")
 
 
 # ---- the rig -------------------------------------------------------------------------------
@@ -241,6 +270,7 @@ class Rig:
     settings_overrides: dict[str, Any] = attrs.field(factory=dict)
     crash: tuple[str, float | None] | None = None
     """(actor path, seconds after its start, None: random from the seed): raises once."""
+    crash_times: int = 1
     wall_offset: float = 1_767_225_600.0
     """Trio time 0 as wall time (`trio_wall_clock`'s epoch): event ts - offset = Trio time."""
     rng: random.Random = attrs.field(init=False)
@@ -260,6 +290,12 @@ class Rig:
     slow_phases: list[tuple[float, float, float]] = attrs.field(factory=list)
     storm_count: int = 0
     command_id: str = ""
+    dup_mismatch: int = 0
+    events_delivered: int = 0
+    """Critical events delivered or still on disk at stop (they are never dropped)."""
+    crash_trigger: trio.Event = attrs.field(factory=trio.Event)
+    status_port: int = attrs.field(factory=free_port)
+    """The status endpoint runs (so its actor is in the tree), on a free port."""
     cut_window: tuple[float, float] = (0.0, 0.0)
     delivered_events: list[dict[str, Any]] = attrs.field(factory=list)
     telemetry_ts: list[float] = attrs.field(factory=list)
@@ -268,10 +304,13 @@ class Rig:
     _peak_rows: int = 0
     _peak_bytes: int = 0
     _peak_rss: int = 0
+    _start_rss: int = attrs.field(factory=lambda: psutil.Process().memory_info().rss)
     _nursery: trio.Nursery | None = None
 
     def __attrs_post_init__(self) -> None:
-        self.rng = random.Random(self.seed)
+        # the fault script's own stream: seed and scenario name, so that scenarios sharing a
+        # seed still differ (the gateway's jitter takes the bare seed)
+        self.rng = random.Random(f"{self.seed}:{self.name}")
         self.result = Result(self.name, self.seed, poll_interval_s=self.poll_interval_s)
         tag = uuid.UUID(int=self.rng.getrandbits(128)).hex[:8]
         self.topic = f"chaos-{tag}"
@@ -298,6 +337,7 @@ class Rig:
             "pubsub_emulator_host": self.emulator_host,
             "spool_path": self.workdir / f"{self.name}-{self.seed}.sqlite",
             "shutdown_deadline_s": 10.0,
+            "status_bind": BindAddress("127.0.0.1", self.status_port),
         }
         if self.spool_max_bytes is not None:
             fields["spool_max_bytes"] = self.spool_max_bytes
@@ -318,14 +358,19 @@ class Rig:
         self.gw = Gateway(self.settings(), wall_clock=self.wall,
                           stream_factories={DEVICE: self.sim.stream_factory()},
                           http_transport=self.transport, rng=random.Random(self.seed),
-                          status_server=False, env_file=None)
+                          status_server=True, env_file=None)
         self.gw.spool.limiter = FreezingLimiter()
         if self.crash is not None:
             path, after_s = self.crash
             if after_s is None:  # a random point, from the seed
                 after_s = round(self.rng.uniform(10.0, 60.0), 2)
-            self.result.notes.append(f"crash injected {after_s:g} s after {path} started")
-            self.crashed_at = crash_child(self.gw, path, after_s)
+            if math.isinf(after_s):  # when the script calls fire_crash()
+                self.crashed_at = crash_child(self.gw, path, self.crash_trigger)
+                return
+            self.result.notes.append(f"crash injected {after_s:g} s after {path} started"
+                                     + (f", {self.crash_times} times" if self.crash_times > 1
+                                        else ""))
+            self.crashed_at = crash_child(self.gw, path, after_s, self.crash_times)
 
     async def start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
@@ -344,6 +389,10 @@ class Rig:
         now = trio.current_time()
         self.faults.cut(now, now + duration_s)
         return now, now + duration_s
+
+    def fire_crash(self) -> None:
+        """Crash the actor named in ``crash=(path, math.inf)`` now."""
+        self.crash_trigger.set()
 
     def mark_recovered(self, at: float | None = None) -> None:
         self.recovered_at = trio.current_time() if at is None else at
@@ -418,6 +467,7 @@ class Rig:
         r.peak_spool_rows = self._peak_rows
         r.peak_spool_bytes = self._peak_bytes
         r.peak_rss_mb = round(self._peak_rss / 2**20, 1)
+        r.rss_growth_mb = round(max(0, self._peak_rss - self._start_rss) / 2**20, 1)
         return r
 
     def _account(self, received: list[dict[str, Any]]) -> None:
@@ -428,6 +478,9 @@ class Rig:
             by_id[m["attributes"]["msg_id"]].append(m)
         r.delivered = len(by_id)
         r.duplicates = len(received) - len(by_id)
+        self.dup_mismatch = sum(1 for copies in by_id.values() for c in copies[1:]
+                                if c["data"] != copies[0]["data"]
+                                or c["attributes"] != copies[0]["attributes"])
         seqs: dict[str, set[int]] = defaultdict(set)
         kinds: Counter[str] = Counter()
         for copies in by_id.values():
@@ -444,6 +497,7 @@ class Rig:
             elif a["kind"] == "telemetry" and a["device_id"] == DEVICE:
                 self.telemetry_ts.append(json.loads(copies[0]["data"])["ts"])
         pending_kinds: Counter[str] = Counter()
+        self.events_delivered = kinds["event"] + kinds["command_result"]
         conn = sqlite3.connect(self.gw.spool.path)
         try:
             for device, seq, kind, data in conn.execute(
@@ -458,6 +512,7 @@ class Rig:
             last = dict(conn.execute("SELECT device_id, last_seq FROM seqs").fetchall())
         finally:
             conn.close()
+        self.events_delivered += pending_kinds["event"] + pending_kinds["command_result"]
         r.spooled = sum(last.values())
         r.lost = sum(len(set(range(1, n + 1)) - seqs[d]) for d, n in last.items())
         gap_rows = kinds["gap"] + pending_kinds["gap"]
@@ -469,7 +524,8 @@ class Rig:
 
     def standard_checks(self, *, hb_limit_s: float | None = None,
                         expected_restarts: dict[str, int] | None = None,
-                        expect_drops: bool = False, drain_within_s: float | None = None) -> None:
+                        expect_drops: bool = False, drain_within_s: float | None = None,
+                        max_duplicates: int = 0) -> None:
         r = self.result
         wd = self.site.config.heartbeat
         limit = hb_limit_s if hb_limit_s is not None else wd.interval_s + request_timeout_s(self)
@@ -479,10 +535,14 @@ class Rig:
                 self.gw.snapshots.dropped == 0 and not self.gw.events.pending,
                 f"unspooled={r.unspooled} ring_dropped={self.gw.snapshots.dropped} "
                 f"events_pending={len(self.gw.events.pending)}")
+        r.check("every critical event delivered", self.events_delivered == self.gw.events.emitted,
+                f"{self.events_delivered} of {self.gw.events.emitted} events emitted")
         if not expect_drops:
             r.check("no drops", r.dropped == 0, f"{r.dropped} rows dropped")
-        r.check("duplicates only re-sends", r.duplicates <= max(4, r.delivered // 100),
-                f"{r.duplicates} duplicates")
+        r.check("duplicates are identical re-sends", self.dup_mismatch == 0,
+                f"{self.dup_mismatch} copies differ from the first under the same msg_id")
+        r.check("duplicates bounded", r.duplicates <= max_duplicates,
+                f"{r.duplicates} duplicates > {max_duplicates}")
         r.check("heartbeat gap", r.max_heartbeat_gap_s <= limit,
                 f"{r.max_heartbeat_gap_s:.1f} s > {limit:.1f} s")
         r.check("no comm loss", not r.comm_loss, "the device entered comm loss")

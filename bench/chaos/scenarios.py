@@ -6,15 +6,17 @@ fault script's random choices all come from the seed, and a failure prints it
 (`Result.summary`). Re-run one with ``python -m bench.chaos --only NAME --seed N``.
 
 Common criteria (`Rig.standard_checks`): zero loss (every accepted seq delivered, dropped with
-a gap record, or still on disk at stop), nothing lost before the spool, no drops unless the
-scenario documents them, duplicates only from re-sends, the largest heartbeat gap as the
-device saw it <= heartbeat interval + one request timeout, the device never in comm loss,
-restart counts exactly as the fault implies, the backlog drained after recovery.
+a gap record, or still on disk at stop), nothing lost before the spool, every critical event
+delivered, no drops unless the scenario documents them, duplicates identical to the first copy
+and none unless the fault implies re-sends, the largest heartbeat gap as the device saw it <=
+heartbeat interval + one request timeout, the device never in comm loss, restart counts exactly
+as the fault implies, the backlog drained after recovery.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +41,7 @@ class Scenario:
     crash: tuple[str, float | None] | None = None
     """(actor path, seconds after its start or None for a seeded random point): that actor
     raises once."""
+    crash_times: int = 1
     long_reason: str = ""
     note: str = ""
     standalone: Callable[[str, Path, int], Result] | None = None
@@ -53,7 +56,7 @@ async def run_scenario(scenario: Scenario, emulator_host: str, workdir: Path,
     rig = Rig(scenario.name, seed, workdir, emulator_host,
               poll_interval_s=scenario.poll_interval_s,
               spool_max_bytes=scenario.spool_max_bytes, sim_soc_pct=scenario.sim_soc_pct,
-              crash=scenario.crash)
+              crash=scenario.crash, crash_times=scenario.crash_times)
     result = await run_rig(rig, scenario.script, scenario.checks)
     if scenario.note:
         result.notes.append(scenario.note)
@@ -266,6 +269,18 @@ def expired_checks(rig: Rig) -> None:
         r.notes.append(f"rejected: {results[0]['body']['reason']}")
 
 
+def budget_checks(rig: Rig) -> None:
+    r = rig.result
+    rig.standard_checks(expect_drops=True, drain_within_s=300)
+    r.check("the budget dropped telemetry, with gap records", r.dropped > 0 and r.gap_records > 0,
+            f"dropped {r.dropped}, gap records {r.gap_records}")
+    r.check("the spool stayed near its budget", r.peak_spool_bytes <= 1.05 * 1_000_000,
+            f"peak {r.peak_spool_bytes} bytes")
+    blocks = [e for e in rig.delivered_events if e["name"] == "SAFETY_BLOCK"]
+    r.check("safety events survived the budget", len(blocks) >= 1,
+            "no SAFETY_BLOCK delivered (SOC should cross 98 % during the cut)")
+
+
 # ---- SOC crossing its limit during a cut ------------------------------------------------------
 
 
@@ -327,7 +342,7 @@ def soc_checks(rig: Rig) -> None:
 
 # ---- a crash of each actor -------------------------------------------------------------------
 
-CRASH_TARGETS = ("telemetry", "spool", "recorder", "events", "uplink", "commands",
+CRASH_TARGETS = ("telemetry", "spool", "recorder", "events", "uplink", "commands", "status",
                  f"site_{DEVICE}", f"site_{DEVICE}/device_link", f"site_{DEVICE}/safety_guard",
                  f"site_{DEVICE}/watchdog")
 
@@ -365,6 +380,64 @@ def crash_scenario(target: str) -> Scenario:
                     "after it started", script, crash_checks(target), crash=(target, None))
 
 
+def crash_during_drain(target: str, when: str) -> Scenario:
+    """Crash ``target`` while the backlog of a 5-minute cut is being published: the crash fires
+    as the first batch after the probe goes out (``when="sending"``) or once Pub/Sub took it but
+    before the uplink saw the answer (``"answered"``)."""
+
+    async def script(rig: Rig) -> None:
+        await _steady(rig, 30)
+        _, end = rig.cut_cloud(5 * 60)
+        await trio.sleep_until(end)
+
+        def on_publish(n: int, phase: str) -> None:
+            if n == rig.transport.publishes_at_recovery + 2 and phase == when:
+                rig.fire_crash()
+
+        rig.transport.publishes_at_recovery = rig.transport.publishes
+        rig.transport.on_publish = on_publish
+        rig.mark_recovered(end)
+        await rig.wait_drained()
+        await _steady(rig, 60)
+
+    def checks(rig: Rig) -> None:
+        # an uplink that dies after Pub/Sub took its batch never acked it: the batch is sent
+        # again (same msg_ids). A spool restart must not cause any re-send.
+        rig.standard_checks(expected_restarts=expected_restarts(target), drain_within_s=150,
+                            max_duplicates=1000 if target == "uplink" else 0)
+        rig.result.check("the crash fired mid-drain", bool(rig.crashed_at), "no crash")
+
+    name = target.replace(f"site_{DEVICE}/", "")
+    moment = ("while the batch is in flight" if when == "sending"
+              else "after Pub/Sub took the batch, before the answer was seen")
+    return Scenario(f"crash-{name}-mid-drain", f"crash of `{target}` while the backlog of a "
+                    f"5-min cut is published, {moment}", script, checks,
+                    crash=(target, math.inf))
+
+
+def crash_loop_escalates() -> Scenario:
+    """The safety guard crashes 4 times in a row, 5 s after each start: past the site
+    supervisor's intensity (3 in 60 s) it escalates, and the gateway restarts the whole site."""
+    target = f"site_{DEVICE}/safety_guard"
+
+    async def script(rig: Rig) -> None:
+        await _steady(rig, 180)
+
+    def checks(rig: Rig) -> None:
+        r = rig.result
+        # the new site supervisor's children start fresh: their counts are 0 again
+        rig.standard_checks(expected_restarts={f"site_{DEVICE}": 1})
+        r.check("four crashes fired", len(rig.crashed_at) == 4, f"{len(rig.crashed_at)}")
+        gap = _telemetry_gap_s(rig)
+        r.check("polling went on", gap <= 2 * rig.poll_interval_s + 5,
+                f"telemetry gap {gap:.1f} s")
+        r.notes.append(f"crashes at {[round(t, 1) for t in rig.crashed_at]} s")
+
+    return Scenario("crash-loop-escalates", f"`{target}` crashes 4 times in a row, 5 s after "
+                    "each start: the site supervisor escalates, the gateway restarts the site",
+                    script, checks, crash=(target, 5.0), crash_times=4)
+
+
 # ---- registry -------------------------------------------------------------------------------
 
 
@@ -377,6 +450,8 @@ def _scenarios() -> list[Scenario]:
                  soc_high_during_cut, soc_checks, sim_soc_pct=97.0),
     ]
     out += [crash_scenario(t) for t in CRASH_TARGETS]
+    out += [crash_loop_escalates(), crash_during_drain("spool", "sending"),
+            crash_during_drain("uplink", "answered")]
     out += [
         Scenario("command-expires-during-cut", "a 2-min discharge command published while the "
                  "site is cut off for 10 min", command_expires_during_cut, expired_checks),
@@ -395,6 +470,13 @@ def _scenarios() -> list[Scenario]:
                  long_reason="26,000 polls and 26,000 heartbeats",
                  note="poll interval 10 s instead of 1 s to keep the run to minutes; the "
                       "heartbeat still every 10 s"),
+        Scenario("cut-24h-small-budget", "cloud cut for 24 hours with SPOOL_MAX_BYTES=1 MB: "
+                 "the oldest telemetry is dropped with gap records, events never",
+                 cloud_cut(24 * 60), budget_checks, ci=False, poll_interval_s=10.0,
+                 spool_max_bytes=1_000_000, sim_soc_pct=90.0,
+                 long_reason="8,600 polls and a 1 MB budget overflowing",
+                 note="poll interval 10 s; SOC starts at 90 % so that PV charging crosses the "
+                      "98 % limit during the cut (critical events that must survive the budget)"),
         Scenario("sigkill-restart", "SIGKILL of the real `bessai-run --simulator` process at "
                  "random points, 6 times, then restart and drain (real clock, real processes)",
                  _no_script, _no_checks, ci=False, standalone=_sigkill,

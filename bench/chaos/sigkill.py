@@ -135,7 +135,7 @@ def run_sigkill(emulator_host: str, workdir: Path, seed: int, *, kills: int = 6)
                 watch(proc, rng.uniform(0.2, 3.0))
             else:
                 proc = start()
-                watch(proc, rng.uniform(0.5, 4.0))
+                watch(proc, rng.uniform(0.5, 8.0))
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
             accepted.update(_committed(spool))
@@ -196,7 +196,7 @@ def run_sigkill(emulator_host: str, workdir: Path, seed: int, *, kills: int = 6)
     r.check("rows were accepted before the kills", sum(accepted_seqs.values()) > kills,
             f"only {sum(accepted_seqs.values())} seqs")
     r.notes.append(f"{kills} SIGKILLs at random points ({early} during start-up, the rest "
-                   f"0.5-4 s after /status answered); {len(accepted)} unsent rows seen "
+                   f"0.5-8 s after /status answered); {len(accepted)} unsent rows seen "
                    f"committed at kill times; last seq per device "
                    f"{json.dumps(last)}; real clock, so heartbeat figures are not measured")
     return r

@@ -264,10 +264,17 @@ class Spool:
         """Open (or create) the file off the event loop; move a corrupt file aside."""
         if self._conn is not None:
             return
-        self._leased.clear()
+        # Leases survive a restart of the spool actor: the uplink that holds them still runs
+        # and will ack or release them (an uplink restart calls `reset_leases`). Forgetting
+        # them here re-sent every batch in flight (found by chaos crash-spool-mid-drain).
         self._cursor = 0
         self._leasable_version += 1
+        moved_before = self._corrupt_moved_to
         await trio.to_thread.run_sync(self._open_sync, self.wall_clock(), limiter=self._limiter)
+        if self._corrupt_moved_to is not moved_before:
+            # a fresh file: row ids held by the uplink or queued for deletion mean nothing here
+            self._leased.clear()
+            self._pending_deletes.clear()
         self._ready.set()
         self._report_gauges()
 

@@ -18,11 +18,13 @@ LONG = os.environ.get("BESSAI_CHAOS_LONG") == "1"
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if LONG:
         return
-    skip = pytest.mark.skip(reason="long chaos scenario: runs in `make chaos` "
-                                   "(python -m bench.chaos) or with BESSAI_CHAOS_LONG=1")
     for item in items:
         if "chaos_long" in item.keywords:
-            item.add_marker(skip)
+            scenario = getattr(item, "callspec", None) and item.callspec.params.get("scenario")
+            why = getattr(scenario, "long_reason", "") or "long"
+            item.add_marker(pytest.mark.skip(
+                reason=f"long chaos scenario ({why}): runs in `make chaos` "
+                       "(python -m bench.chaos) or with BESSAI_CHAOS_LONG=1"))
 
 
 @pytest.fixture

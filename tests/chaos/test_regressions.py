@@ -9,6 +9,7 @@ from bessai.clock import trio_wall_clock
 from bessai.control.site import SiteConfig, build_site
 from bessai.device import UniversalDriver
 from bessai.sim import Simulator
+from tests.pubsub_faults import FreezingLimiter
 
 SITE, DEVICE = "site1", "inv1"
 
@@ -42,3 +43,39 @@ async def test_a_slow_device_answering_within_its_timeout_keeps_the_link_up(auto
     assert "DEVICE_LINK_DOWN" not in events
     assert state.connections_total == 1  # never reconnected
     assert not state.comm_lost
+
+
+async def test_a_spool_actor_restart_keeps_the_live_uplinks_leases(autojump_clock, tmp_path):
+    """Found by chaos `crash-spool-mid-drain`: a restart of the spool actor (the Spool object
+    outlives it) forgot every lease, so the batch the uplink had in flight was leased and
+    published again — 313 duplicates after a 5-minute cut."""
+    from bessai.model import Snapshot, TagReading
+    from bessai.uplink.message import record_from_snapshot
+    from bessai.uplink.spool import Spool
+
+    wall = trio_wall_clock()
+    spool = Spool(tmp_path / "spool.sqlite", wall_clock=wall, limiter=FreezingLimiter())
+    records = [record_from_snapshot(Snapshot(site_id=SITE, device_id=DEVICE, ts=wall() + i,
+                                             taken_at=float(i),
+                                             readings={"soc": TagReading(50.0)}))
+               for i in range(10)]
+    async with trio.open_nursery() as nursery:
+        first = trio.CancelScope()
+
+        async def run_once(scope, task_status=trio.TASK_STATUS_IGNORED):
+            with scope:
+                await spool.run(task_status=task_status)
+
+        await nursery.start(run_once, first)
+        await spool.append_many(records)
+        in_flight = await spool.lease(1000)  # the uplink publishes these...
+        assert len(in_flight) == 10
+        first.cancel()  # ...while the spool actor crashes and is restarted
+        await trio.sleep(1)
+        await nursery.start(run_once, trio.CancelScope())
+        assert await spool.lease(1000) == []  # not leased a second time
+        spool.ack(in_flight)  # the publish returned: the rows go
+        await trio.sleep(1)
+        assert spool.stats().depth == 0
+        assert spool.stats().leased == 0
+        nursery.cancel_scope.cancel()
