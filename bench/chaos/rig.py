@@ -406,7 +406,8 @@ class Rig:
         command = {"id": f"cmd-{self.rng.getrandbits(32):08x}", "site_id": SITE,
                    "device_id": DEVICE, "action": action, "power_w": power_w,
                    "issued_at": now, "expires_at": now + ttl_s}
-        async with httpx.AsyncClient(transport=self.faults.inner) as client:
+        # the operator's own client: closing it must not close the gateway's shared transport
+        async with httpx.AsyncClient() as client:
             with frozen_virtual_time():
                 await publish_command(client, PROJECT, self.commands_topic, command,
                                       endpoint=Endpoint.for_emulator(self.emulator_host),
