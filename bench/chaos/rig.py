@@ -250,7 +250,8 @@ class Result:
                 f"delivered={self.delivered} dup={self.duplicates} dropped={self.dropped} "
                 f"lost={self.lost} hb_gap={self.max_heartbeat_gap_s:.1f}s "
                 f"restarts={ {k: v for k, v in self.restarts.items() if v} } "
-                f"drain={self.drain_s}s peak_rss={self.peak_rss_mb}MiB real={self.real_s}s")
+                f"drain={'-' if self.drain_s is None else f'{self.drain_s}s'} "
+                f"peak_rss={self.peak_rss_mb}MiB real={self.real_s}s")
 
 
 # ---- the rig -------------------------------------------------------------------------------
