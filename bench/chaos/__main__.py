@@ -114,7 +114,11 @@ async def _run_all(scenarios: list[Scenario], host: str, workdir: Path,
     for s in scenarios:
         if s.standalone is not None:
             continue
-        result = await run_scenario(s, host, workdir, seed)
+        try:
+            result = await run_scenario(s, host, workdir, seed)
+        except Exception as exc:  # one broken scenario must not hide the others' figures
+            result = Result(s.name, seed)
+            result.check("ran to the end", False, f"{type(exc).__name__}: {exc!r}"[:300])
         print(result.summary(), flush=True)
         results.append((s, result))
     return results
