@@ -195,10 +195,14 @@ def new_msg_ids(n: int) -> list[str]:
     One urandom call for the whole group, and no per-id Python for large groups: the version
     and variant bits are set with `bytes.translate` on strided slices, the hex digits are laid
     into ``8-4-4-4-12`` text (one line per id) with 32 strided slice assignments, and the text
-    is split into lines. About 0.15 us per id instead of 2.5 us for `uuid.uuid4`.
+    is split into lines. About 0.15 us per id (1,000 at a time) instead of 2.5 us for
+    `uuid.uuid4`.
     """
-    if n < 32:  # the strided path costs about 8 us whatever n is
-        return [str(uuid.UUID(bytes=os.urandom(16), version=4)) for _ in range(n)]
+    if n < 32:  # the strided path costs about 8 us whatever n is: format each id
+        h = os.urandom(16 * n).hex()
+        return [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-"
+                f"{'89ab'[int(h[i + 16], 16) & 3]}{h[i + 17:i + 20]}-{h[i + 20:i + 32]}"
+                for i in range(0, 32 * n, 32)]
     raw = bytearray(os.urandom(16 * n))
     raw[6::16] = raw[6::16].translate(_UUID_VERSION)
     raw[8::16] = raw[8::16].translate(_UUID_VARIANT)
