@@ -575,7 +575,9 @@ class Spool:
         seq_list = list(map(next, map(counters.__getitem__, devices)))
         for device, counter in counters.items():
             seqs[device] = next(counter) - 1
-        datas = list(map(_data_of, records))
+        # bytearray: sqlite3 binds an exact bytearray as a BLOB at once, while bytes goes through
+        # its adapter lookup (~0.3 us a row, with the GIL held); the stored BLOB is the same.
+        datas = list(map(bytearray, map(_data_of, records)))
         sizes = list(map(ROW_OVERHEAD_BYTES.__add__, map(len, datas)))
         inserts = list(zip(seq_list, msg_ids, map(_site_of, records), devices,
                            map(_KIND_TEXT, map(_kind_of, records)), map(_time_of, records),
