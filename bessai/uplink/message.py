@@ -20,6 +20,7 @@ import enum
 import functools
 import json
 import math
+import operator
 from collections.abc import Mapping
 from typing import Any
 
@@ -95,8 +96,20 @@ def validate_attributes(attributes: Mapping[str, str]) -> None:
                 f"{MAX_ATTRIBUTE_VALUE_BYTES} — shorten the site or device id")
 
 
+_encode_json = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False).encode
+"""One encoder for every payload (what `json.dumps` with these options would build per call)."""
+
+
 def _json(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
+    return _encode_json(obj).encode()
+
+
+def _as_kind(value: Any) -> EventKind:
+    return value if value.__class__ is EventKind else EventKind(value)
+
+
+def _as_priority(value: Any) -> Priority:
+    return value if value.__class__ is Priority else Priority(value)
 
 
 @attrs.frozen
@@ -105,10 +118,10 @@ class Record:
 
     site_id: str
     device_id: str
-    kind: EventKind = attrs.field(converter=EventKind)
+    kind: EventKind = attrs.field(converter=_as_kind)
     event_time: float
     data: bytes = attrs.field(repr=lambda d: f"<{len(d)} bytes>")
-    priority: Priority = attrs.field(converter=Priority)
+    priority: Priority = attrs.field(converter=_as_priority)
 
     @property
     def schema(self) -> str:
@@ -144,17 +157,20 @@ def attributes_for(record: Record | SpoolRow, *, seq: int, msg_id: str) -> dict[
     }
 
 
+_valid_of = operator.attrgetter("valid")
+
+
 def record_from_snapshot(snapshot: Snapshot) -> Record:
     """Telemetry: ``values`` by tag name; invalid readings are null with their reason kept."""
-    invalid = {name: r.reason for name, r in snapshot.readings.items() if not r.valid}
+    readings = snapshot.readings
     payload: dict[str, Any] = {
         "site_id": snapshot.site_id,
         "device_id": snapshot.device_id,
         "ts": snapshot.ts,
         "values": snapshot.values(),
     }
-    if invalid:
-        payload["invalid"] = invalid
+    if not all(map(_valid_of, readings.values())):
+        payload["invalid"] = {name: r.reason for name, r in readings.items() if not r.valid}
     return Record(site_id=snapshot.site_id, device_id=snapshot.device_id,
                   kind=EventKind.TELEMETRY, event_time=snapshot.ts, data=_json(payload),
                   priority=Priority.TELEMETRY)

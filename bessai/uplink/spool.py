@@ -27,7 +27,10 @@ Invariants:
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import itertools
 import json
+import operator
 import os
 import sqlite3
 import uuid
@@ -46,6 +49,7 @@ from bessai.observe.sink import NULL_SINK, MetricSink
 from bessai.uplink.message import (
     MAX_BATCH_BYTES,
     MAX_BATCH_MESSAGES,
+    MAX_MESSAGE_BYTES,
     Priority,
     Record,
     SpoolRow,
@@ -130,9 +134,24 @@ class SpoolStats:
         return attrs.asdict(self)
 
 
+_new_accepted = functools.partial(tuple.__new__, Accepted)
+"""`Accepted` from a ``(device_id, seq, msg_id)`` tuple without the Python-level ``__new__``."""
+_site_of = operator.attrgetter("site_id")
+_device_of = operator.attrgetter("device_id")
+_kind_of = operator.attrgetter("kind")
+_time_of = operator.attrgetter("event_time")
+_data_of = operator.attrgetter("data")
+_priority_of = operator.attrgetter("priority")
+_KIND_TEXT = {kind: str(kind) for kind in EventKind}.__getitem__
+"""A kind as a plain ``str``: sqlite3 binds exact ``str``/``int`` without its adapter lookup."""
+_PRIORITY_INT = {p: int(p) for p in Priority}.__getitem__
+_MAX_VALID_IDS = 4096
+
+
 @attrs.define
 class _Waiter:
-    records: list[tuple[Record, str]]
+    records: list[Record]
+    msg_ids: list[str]
     done: trio.Event = attrs.field(factory=trio.Event)
     result: list[Accepted] | None = None
     error: BaseException | None = None
@@ -147,6 +166,8 @@ class _Group:
     dead: list[tuple[int, str]]
     leased: frozenset[int]
     last_seq: dict[str, int]
+    insert_bytes: int = 0
+    insert_devices: set[str] = attrs.field(factory=set)
     gap_devices: set[str] = attrs.field(factory=set)
 
 
@@ -160,15 +181,38 @@ class _Outcome:
     gap_rows: int
 
 
+_UUID_VERSION = bytes((b & 0x0F) | 0x40 for b in range(256))
+"""Byte 6 of a UUID: high nibble 4 (version 4), low nibble random."""
+_UUID_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
+"""Byte 8 of a UUID: top bits 10 (the RFC 4122 variant), the rest random."""
+_UUID_HEX_AT = [j + (j >= 8) + (j >= 12) + (j >= 16) + (j >= 20) for j in range(32)]
+"""Where hex digit ``j`` of a UUID lands in its 36-character ``8-4-4-4-12`` text."""
+
+
 def new_msg_ids(n: int) -> list[str]:
-    """``n`` random (version 4) UUID strings; one urandom call for the whole group."""
-    raw = os.urandom(16 * n).hex()
-    out = []
-    for i in range(0, 32 * n, 32):
-        h = raw[i:i + 32]
-        out.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-"
-                   f"{h[20:]}")
-    return out
+    """``n`` random (version 4) UUID strings, as ``str(uuid.uuid4())`` gives them.
+
+    One urandom call for the whole group, and no per-id Python for large groups: the version
+    and variant bits are set with `bytes.translate` on strided slices, the hex digits are laid
+    into ``8-4-4-4-12`` text (one line per id) with 32 strided slice assignments, and the text
+    is split into lines. About 0.15 us per id (1,000 at a time) instead of 2.5 us for
+    `uuid.uuid4`.
+    """
+    if n < 32:  # the strided path costs about 8 us whatever n is: format each id
+        h = os.urandom(16 * n).hex()
+        return [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-"
+                f"{'89ab'[int(h[i + 16], 16) & 3]}{h[i + 17:i + 20]}-{h[i + 20:i + 32]}"
+                for i in range(0, 32 * n, 32)]
+    raw = bytearray(os.urandom(16 * n))
+    raw[6::16] = raw[6::16].translate(_UUID_VERSION)
+    raw[8::16] = raw[8::16].translate(_UUID_VARIANT)
+    digits = raw.hex().encode()
+    text = bytearray(b"-" * (37 * n))
+    text[36::37] = b"\n" * n
+    for j, at in enumerate(_UUID_HEX_AT):
+        text[at::37] = digits[j::32]
+    del text[-1]
+    return text.decode().split("\n")
 
 
 def _row(t: Sequence[Any]) -> SpoolRow:
@@ -222,6 +266,8 @@ class Spool:
     _exhausted_at: int | None = attrs.field(default=None, init=False, repr=False)
     """`_leasable_version` when a lease last read to the end of the outbox, else None."""
     _last_seq: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
+    _valid_ids: set[tuple[str, str]] = attrs.field(factory=set, init=False, repr=False)
+    """``(site_id, device_id)`` pairs already validated: their attributes cannot change."""
     _last_commit: float = attrs.field(default=float("-inf"), init=False, repr=False)
     _last_age_check: float = attrs.field(default=float("-inf"), init=False, repr=False)
     _depth: int = attrs.field(default=0, init=False)
@@ -384,11 +430,10 @@ class Spool:
         and `SpoolWriteError` if the group could not be committed.
         """
         items = list(records)
-        for record in items:
-            record.validate()
         if not items:
             return []
-        waiter = _Waiter(list(zip(items, new_msg_ids(len(items)), strict=True)))
+        self._validate(items)
+        waiter = _Waiter(items, new_msg_ids(len(items)))
         self._pending.append(waiter)
         self._pending_rows += len(items)
         self._wakeup.set()
@@ -400,6 +445,21 @@ class Spool:
                 "permissions; these records were not accepted") from waiter.error
         assert waiter.result is not None
         return waiter.result
+
+    def _validate(self, items: list[Record]) -> None:
+        """`Record.validate` for each record, in bulk: only the ids and the data length vary,
+        so a group whose ids were all seen before and whose data is within the limit passes
+        without per-record Python; any other group is checked record by record (raising for
+        the first record Pub/Sub would reject)."""
+        ids = set(zip(map(_site_of, items), map(_device_of, items), strict=True))
+        if (ids <= self._valid_ids
+                and max(map(len, map(_data_of, items))) <= MAX_MESSAGE_BYTES):
+            return
+        for record in items:
+            record.validate()
+        if len(self._valid_ids) + len(ids) > _MAX_VALID_IDS:
+            self._valid_ids.clear()
+        self._valid_ids |= ids
 
     # ---- the uplink's side ----------------------------------------------------------------
 
@@ -505,27 +565,37 @@ class Spool:
         await self._ready.wait()
         now = self.wall_clock()
         seqs = dict(self._last_seq)
-        inserts: list[tuple[Any, ...]] = []
+        # The hot path (100,000 rows a second): columns are built with map/zip over the whole
+        # group, so no Python runs per row.
+        records = list(itertools.chain.from_iterable(w.records for w in waiters))
+        msg_ids = list(itertools.chain.from_iterable(w.msg_ids for w in waiters))
+        devices = list(map(_device_of, records))
+        touched = set(devices)
+        counters = {d: itertools.count(seqs.get(d, 0) + 1) for d in touched}
+        seq_list = list(map(next, map(counters.__getitem__, devices)))
+        for device, counter in counters.items():
+            seqs[device] = next(counter) - 1
+        # bytearray: sqlite3 binds an exact bytearray as a BLOB at once, while bytes goes through
+        # its adapter lookup (~0.3 us a row, with the GIL held); the stored BLOB is the same.
+        datas = list(map(bytearray, map(_data_of, records)))
+        sizes = list(map(ROW_OVERHEAD_BYTES.__add__, map(len, datas)))
+        inserts = list(zip(seq_list, msg_ids, map(_site_of, records), devices,
+                           map(_KIND_TEXT, map(_kind_of, records)), map(_time_of, records),
+                           datas, map(_PRIORITY_INT, map(_priority_of, records)),
+                           itertools.repeat(now), sizes))
+        accepted_all = list(map(_new_accepted, zip(devices, seq_list, msg_ids, strict=True)))
         results: list[list[Accepted]] = []
-        add_insert = inserts.append  # the hot loop: ~100,000 rows a second
+        start = 0
         for waiter in waiters:
-            accepted: list[Accepted] = []
-            add = accepted.append
-            for record, msg_id in waiter.records:
-                device = record.device_id
-                seq = seqs.get(device, 0) + 1
-                seqs[device] = seq
-                data = record.data
-                # StrEnum / IntEnum bind as TEXT / INTEGER as they are
-                add_insert((seq, msg_id, record.site_id, device, record.kind, record.event_time,
-                            data, record.priority, now, len(data) + ROW_OVERHEAD_BYTES))
-                add(Accepted(device, seq, msg_id))
-            results.append(accepted)
+            end = start + len(waiter.records)
+            results.append(accepted_all[start:end])
+            start = end
         age_due = (self.max_age_s is not None
                    and trio.current_time() - self._last_age_check >= self.age_check_interval_s)
         group = _Group(inserts=inserts, deletes=deletes,
                        dead=[(row_id, reason) for row_id, reason, _ in dead],
-                       leased=frozenset(self._leased) - set(deletes), last_seq=seqs)
+                       leased=frozenset(self._leased) - set(deletes), last_seq=seqs,
+                       insert_bytes=sum(sizes), insert_devices=touched)
         try:
             outcome = await trio.to_thread.run_sync(self._write_sync, group, now, age_due,
                                                     limiter=self._limiter)
@@ -582,7 +652,7 @@ class Spool:
                     " priority, enqueued_at, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     group.inserts)
                 depth += len(group.inserts)
-                size += sum(t[-1] for t in group.inserts)
+                size += group.insert_bytes
             for row_id in group.deletes:
                 gone = conn.execute("DELETE FROM outbox WHERE id = ? RETURNING size",
                                     (row_id,)).fetchone()
@@ -611,9 +681,9 @@ class Spool:
                 depth, size, gap_rows = depth + d, size + s, gap_rows + g
                 if victims:
                     dropped["budget"] = len(victims)
-            touched = {t[3] for t in group.inserts}
             conn.executemany("INSERT OR REPLACE INTO seqs VALUES (?, ?)",
-                             [(d, group.last_seq[d]) for d in touched | group.gap_devices])
+                             [(d, group.last_seq[d])
+                              for d in group.insert_devices | group.gap_devices])
             for reason, n in dropped.items():
                 conn.execute("INSERT INTO drops VALUES (?, ?) ON CONFLICT(reason) DO UPDATE "
                              "SET count = count + excluded.count", (reason, n))

@@ -243,12 +243,56 @@ async def test_cli_stats_and_export_read_the_file(tmp_path, autojump_clock):
     assert lines[1]["data"]["name"] == "SAFETY_BLOCK"
 
 
-def test_msg_ids_are_version_4_uuids_and_unique():
+@pytest.mark.parametrize("n", [1, 31, 32, 5000])
+def test_msg_ids_are_version_4_uuids_and_unique(n):
     import uuid
-    ids = spool_mod.new_msg_ids(10_000)
-    assert len(set(ids)) == 10_000
-    for text in ids[:200]:
+    ids = spool_mod.new_msg_ids(n)
+    assert len(ids) == len(set(ids)) == n
+    for text in ids:
         parsed = uuid.UUID(text)
         assert parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
         assert str(parsed) == text
+
+
+async def test_one_group_of_several_appends_stamps_each_device_in_arrival_order(
+        tmp_path, autojump_clock):
+    path = tmp_path / "spool.sqlite"
+    async with trio.open_nursery() as n:
+        spool = await running(n, Spool(path, wall_clock=trio_wall_clock()))
+        await spool.append(snap("inv2", 0.0))
+        before = spool.stats().commits
+        results = {}
+
+        async def many(name, devices):
+            results[name] = await spool.append_many(
+                [snap(d, float(i)) for i, d in enumerate(devices)])
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(many, "a", ["inv1", "inv2", "inv1"])
+            await trio.sleep(0)
+            inner.start_soon(many, "b", ["inv2", "inv1"])
+        assert spool.stats().commits - before == 1
+        assert [(r.device_id, r.seq) for r in results["a"]] == [
+            ("inv1", 1), ("inv2", 2), ("inv1", 2)]
+        assert [(r.device_id, r.seq) for r in results["b"]] == [("inv2", 3), ("inv1", 3)]
+        on_disk = sqlite3.connect(path).execute(
+            "SELECT device_id, seq, msg_id, size - length(data) FROM outbox WHERE id > 1 "
+            "ORDER BY id").fetchall()
+        assert on_disk == [(r.device_id, r.seq, r.msg_id, spool_mod.ROW_OVERHEAD_BYTES)
+                           for r in results["a"] + results["b"]]
+        assert spool.last_seq == {"inv1": 3, "inv2": 3}
+        n.cancel_scope.cancel()
+
+
+async def test_an_oversized_record_among_known_ids_refuses_the_whole_group(
+        tmp_path, autojump_clock):
+    async with trio.open_nursery() as n:
+        spool = await running(n, Spool(tmp_path / "s.sqlite", wall_clock=trio_wall_clock()))
+        await spool.append_many([snap("inv1", 1.0)])  # (site1, inv1) is now known-good
+        big = Record(site_id="site1", device_id="inv1", kind="telemetry", event_time=2.0,
+                     data=b"x" * 10_000_001, priority=Priority.TELEMETRY)
+        with pytest.raises(MessageInvalid, match="Pub/Sub allows"):
+            await spool.append_many([snap("inv1", 2.0), big])
+        assert spool.stats().depth == 1
+        n.cancel_scope.cancel()
