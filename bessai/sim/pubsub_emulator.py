@@ -90,6 +90,7 @@ class PubSubEmulator:
             try:
                 answer = httpx.get(f"{self.base_url}/v1/projects/probe/topics", timeout=1)
                 if answer.status_code == 200:
+                    self._warm_up()
                     return self
             except httpx.TransportError:
                 pass
@@ -99,6 +100,18 @@ class PubSubEmulator:
                     f"the Pub/Sub emulator did not answer on {self.host} within "
                     f"{self.startup_timeout_s:.0f} s; see {self.log_path}")
             time.sleep(0.2)  # wall-clock: polling a real process before any Trio run
+
+    def _warm_up(self) -> None:
+        """One publish and pull on a scratch topic. The JVM answers its first publish slowly
+        (class loading, JIT); a caller under virtual time would see that as a timeout."""
+        admin = EmulatorAdmin(self.base_url, "warm-up")
+        admin.create_topic("warm-up")
+        admin.create_subscription("warm-up-sub", "warm-up")
+        for _ in range(3):
+            httpx.post(f"{self.base_url}/v1/projects/warm-up/topics/warm-up:publish",
+                       json={"messages": [{"data": "d2FybQ==", "attributes": {"k": "v"}}]},
+                       timeout=30).raise_for_status()
+        admin.pull_all("warm-up-sub", idle_rounds=1)
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None

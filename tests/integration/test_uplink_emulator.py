@@ -371,6 +371,11 @@ async def test_401_refreshes_credentials_once_then_backs_off(
     key = tmp_path / "sa.json"
     write_service_account_key(key)
     creds = ServiceAccountKey(key)
+    # Sign the first token before any timer exists: the first RSA signing (loading the key and
+    # the crypto backend, in a worker thread) can take longer than autojump's patience, and
+    # with the stack's timers armed the virtual clock would run past them meanwhile.
+    with frozen_virtual_time():
+        await creds.headers()
     transport = FaultyTransport(httpx.AsyncHTTPTransport())
     transport.unauthorized_left = rejections
     async with trio.open_nursery() as n:
