@@ -120,7 +120,7 @@ def _begin_stop(gateway: Any, deadline_s: float, cancel: trio.CancelScope,
     timer thread ends the process ``HARD_STOP_MARGIN_S`` after the deadline: a service manager
     waiting on the stop must never wait forever. What the spool committed is on disk."""
     state["stopping"] = True
-    log.warning("SHUTDOWN_REQUESTED", deadline_s=deadline_s, **why)
+    log.warning("SHUTDOWN_REQUESTED", **why, deadline_s=deadline_s)
     gateway.request_stop()
     cancel.deadline = trio.current_time() + deadline_s
 
