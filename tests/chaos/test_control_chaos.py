@@ -9,8 +9,6 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-pytest.importorskip("bessai.sim", reason="needs bessai.sim and bessai.device (device branch)")
-
 from bessai.clock import trio_wall_clock
 from bessai.control.limits import INVALID_DATA, NO_DATA, STALE_DATA
 from bessai.control.site import SiteConfig, build_site

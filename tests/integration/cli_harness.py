@@ -6,21 +6,12 @@ leaks in from the developer's shell; cwd is the worktree root, so the worktree's
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def have(module: str) -> bool:
-    """True if ``module`` can be imported (for skip markers naming the branch that brings it)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def cli_env(**extra: str) -> dict[str, str]:

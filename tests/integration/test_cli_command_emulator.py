@@ -1,9 +1,5 @@
 """``bessai command`` publishes a dispatch command that a real Pub/Sub (Google's emulator) holds
 and that the gateway's command parser accepts.
-
-Needs the uplink's one-shot publisher (bessai.uplink.publisher) and its ``pubsub_emulator``
-fixture (tests/conftest_pubsub.py), both from the uplink branch: until they are merged the test
-skips, saying so.
 """
 
 from __future__ import annotations
@@ -15,13 +11,12 @@ import uuid
 import httpx
 import pytest
 
-from tests.integration.cli_harness import have, run_bessai
+from bessai.control.command import parse_command
+from tests.integration.cli_harness import run_bessai
 
 
 @pytest.mark.emulator
 def test_command_is_published_to_the_commands_topic_in_the_gateways_wire_form(request, tmp_path):
-    if not have("bessai.uplink.publisher"):
-        pytest.skip("bessai.uplink.publisher lands with the uplink branch; runs after the merge")
     emulator = request.getfixturevalue("pubsub_emulator")
     project = "bessai-test"
     topic, sub = f"cmd-{uuid.uuid4().hex[:8]}", f"sub-{uuid.uuid4().hex[:8]}"
@@ -53,9 +48,5 @@ def test_command_is_published_to_the_commands_topic_in_the_gateways_wire_form(re
                                      "command_id": body["id"]}
     assert body["expires_at"] - body["issued_at"] == 120
     assert f"command id={body['id']} " in result.stdout
-    if have("bessai.control.command"):
-        from bessai.control.command import parse_command
-
-        command = parse_command(base64.b64decode(message["data"]), message["attributes"])
-        assert (command.action, command.power_w, command.device_id) == ("discharge", 3000.0,
-                                                                        "inv2")
+    command = parse_command(base64.b64decode(message["data"]), message["attributes"])
+    assert (command.action, command.power_w, command.device_id) == ("discharge", 3000.0, "inv2")

@@ -1,7 +1,4 @@
 """``bessai probe`` and ``bessai sim`` against each other: real processes, real sockets.
-
-Needs the device driver (bessai.device.driver) and the simulator (bessai.sim) from the device
-branch; until they are merged the tests skip, saying so.
 """
 
 from __future__ import annotations
@@ -16,12 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.cli_harness import ROOT, cli_env, have, run_bessai
-
-pytestmark = pytest.mark.skipif(
-    not (have("bessai.device.driver") and have("bessai.sim.cli")),
-    reason="bessai.device.driver and bessai.sim land with the device branch; run after the merge",
-)
+from tests.integration.cli_harness import ROOT, cli_env, run_bessai
 
 
 def _bessai(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -1,7 +1,4 @@
 """``bessai health`` against a real HTTP server answering like the gateway's status endpoint.
-
-Needs bessai.observe.health from the observability branch; until it is merged the tests skip,
-saying so.
 """
 
 from __future__ import annotations
@@ -12,12 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.integration.cli_harness import have, run_bessai
-
-pytestmark = pytest.mark.skipif(
-    not have("bessai.observe.health"),
-    reason="bessai.observe.health lands with the observability branch; run after the merge",
-)
+from tests.integration.cli_harness import run_bessai
 
 
 class _Status(BaseHTTPRequestHandler):

@@ -1,6 +1,4 @@
 """``bessai spool stats|export`` read a spool the uplink's `Spool` really wrote.
-
-Needs bessai.uplink.spool from the uplink branch; until it is merged the tests skip, saying so.
 """
 
 from __future__ import annotations
@@ -12,12 +10,7 @@ import pytest
 import trio
 
 from bessai.model import Event, Snapshot, TagReading
-from tests.integration.cli_harness import have, run_bessai
-
-pytestmark = pytest.mark.skipif(
-    not have("bessai.uplink.spool"),
-    reason="bessai.uplink.spool lands with the uplink branch; run after the merge",
-)
+from tests.integration.cli_harness import run_bessai
 
 
 @pytest.fixture

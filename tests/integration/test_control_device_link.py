@@ -5,8 +5,6 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-pytest.importorskip("bessai.sim", reason="needs bessai.sim and bessai.device (device branch)")
-
 from bessai.clock import trio_wall_clock
 from bessai.control.context import LinkHandle
 from bessai.control.device_link import DeviceLink, LinkDown, LinkState, Priority

@@ -5,11 +5,8 @@ import itertools
 import json
 from contextlib import asynccontextmanager
 
-import pytest
 import trio
 from structlog.testing import capture_logs
-
-pytest.importorskip("bessai.sim", reason="needs bessai.sim and bessai.device (device branch)")
 
 from actors import DropOldestRing
 from bessai.clock import trio_wall_clock

@@ -2,10 +2,7 @@
 another, so any per-site wait (e.g. a guard sleeping until the next snapshot) is paid 100 times
 and overruns SHUTDOWN_DEADLINE_S. Virtual time, in-process simulator."""
 
-import pytest
 import trio
-
-pytest.importorskip("bessai.sim", reason="needs bessai.sim and bessai.device")
 
 from bessai.sim import Simulator
 from tests.sites import make_site

@@ -2,10 +2,7 @@
 in-process simulator, in virtual time: crashes restart the right children, outages restart none,
 and a dead tree leaves the device to its own lease."""
 
-import pytest
 import trio
-
-pytest.importorskip("bessai.sim", reason="needs bessai.sim and bessai.device (device branch)")
 
 from actors import ChildSpec, Supervisor
 from bessai.clock import trio_wall_clock

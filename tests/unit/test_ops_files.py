@@ -251,8 +251,6 @@ def test_image_spool_path_is_the_compose_volume(compose):
     sorted({src for kw, rest in _instructions() if kw == "COPY" for src in rest.split()[:-1]}),
 )
 def test_every_copied_path_exists_in_the_repository(source):
-    if source == "profiles" and not (ROOT / source).exists():
-        pytest.skip("profiles/ lands with the device branch; checked again after the merge")
     assert (ROOT / source).exists()
 
 
