@@ -24,7 +24,8 @@ operator can act on and a ``code`` a program can):
    h. the device's last applied command is at least `CommandPolicy.min_interval_s` old
       (``rate_limited``; rejected, not coalesced: a held command would be applied late);
 
-4. **apply** through the Dispatcher (``apply_failed`` if the device write failed).
+4. **apply** through the Dispatcher (``apply_failed`` if the device write failed,
+   ``blocked_by_safety`` if a block arrived while it was being applied).
 
 Accepted outcomes have code ``ok`` or ``clamped``. A bug anywhere past parsing answers
 ``internal_error`` (with the traceback in the log), never an exception to the command source.
@@ -52,6 +53,7 @@ import trio
 from bessai.bounds import MAX_REASON_CHARS, clip
 from bessai.clock import WallClock
 from bessai.control.command import InvalidCommand, parse_command
+from bessai.control.dispatch import DispatchStopped
 from bessai.control.events import EventEmitter
 from bessai.control.limits import SafetyState
 from bessai.model import Action, Command, Event, EventKind, Snapshot
@@ -322,8 +324,9 @@ class CommandGate:
         except trio.Cancelled:
             raise
         except Exception as exc:
+            stopped = isinstance(exc, DispatchStopped)  # safety won while it was applied
             return attrs.evolve(outcome, decision=Decision.REJECTED, applied_power_w=None,
-                                code="apply_failed",
+                                code="blocked_by_safety" if stopped else "apply_failed",
                                 reason=f"could not apply on the device: {clip(exc)}")
         return outcome
 

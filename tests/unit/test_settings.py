@@ -318,3 +318,13 @@ def test_log_level_is_read_again_from_the_file_for_a_sighup_reload(tmp_path):
     env_file.write_text("LOG_LEVEL=chatty\n")
     with pytest.raises(SettingsError, match="LOG_LEVEL='chatty' is not a log level"):
         read_log_level({}, env_file)
+
+
+def test_command_bounds_out_of_range_are_listed_together():
+    env = {"SITE_ID": "s1", "INVERTER_IP": "192.168.1.50", "COMMAND_MAX_TTL_S": "10",
+           "COMMAND_MIN_POWER_W": "-1", "COMMAND_MIN_INTERVAL_S": "soon"}
+    with pytest.raises(SettingsError) as info:
+        get_settings(env, env_file=None)
+    assert [p.key for p in info.value.problems] == [
+        "COMMAND_MAX_TTL_S", "COMMAND_MIN_POWER_W", "COMMAND_MIN_INTERVAL_S"]
+    assert "seconds between 60 and 86400" in str(info.value)
