@@ -22,13 +22,15 @@ operator can act on and a ``code`` a program can):
       power tag's max, it is clamped (decision ``clamped``); a limit of 0 W, or one below the
       minimum power, rejects it (``no_power_allowed``);
    h. the device's last applied command is at least `CommandPolicy.min_interval_s` old
-      (``rate_limited``; rejected, not coalesced: a held command would be applied late);
+      (``rate_limited``; rejected, not coalesced: a held command would be applied late; the
+      sender retries with a new command id, as a redelivered id gets its first answer);
 
 4. **apply** through the Dispatcher (``apply_failed`` if the device write failed,
    ``blocked_by_safety`` if a block arrived while it was being applied).
 
-Accepted outcomes have code ``ok`` or ``clamped``. A bug anywhere past parsing answers
-``internal_error`` (with the traceback in the log), never an exception to the command source.
+Accepted outcomes have code ``ok``, ``clamped`` or ``end_forcing``. A bug anywhere past parsing
+answers ``internal_error`` (with the traceback in the log), never an exception to the command
+source.
 
 Invariants: `decide` is pure. `CommandGate.handle_command_message` and
 `CommandRouter.handle_command_message` never raise for any input — they return the Outcome, so
