@@ -31,6 +31,7 @@ import trio.testing
 
 from bench._machine import machine_description, utc_now, write_results
 from bessai.clock import trio_wall_clock
+from bessai.control.gate import CommandPolicy
 from bessai.control.site import SiteConfig, build_site
 from bessai.device import UniversalDriver
 from bessai.model import Action, Command
@@ -53,8 +54,10 @@ async def _run(write_path: str, delay_s: float, hours: float) -> Run:
     sim = Simulator(soc_pct=80)
     wall = trio_wall_clock()
     sink = RecordingSink()
+    # one forced command held for the whole run (renewed by the watchdog): allow its TTL
     config = SiteConfig.from_profile(sim.profile, site_id="site1", device_id="inv1",
-                                     write_path=write_path)
+                                     write_path=write_path,
+                                     command_policy=CommandPolicy(max_ttl_s=hours * 3600 + 600))
     async with sim:
         sim.faults.delay_s = delay_s
         site = build_site(config, lambda: UniversalDriver(

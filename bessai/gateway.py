@@ -51,6 +51,7 @@ from actors import (
 )
 from bessai.clock import WallClock, system_wall_clock
 from bessai.control import CommandRouter, EventOutbox, Site, SiteConfig, build_site
+from bessai.control.gate import CommandPolicy
 from bessai.device import UniversalDriver, load_profile
 from bessai.model import Event, Snapshot
 from bessai.observe import StatusServer, TelemetryActor, TelemetryConfig, health_from_status
@@ -245,7 +246,8 @@ class Gateway:
             limits={"soc_min_pct": s.soc_min_pct, "soc_max_pct": s.soc_max_pct,
                     "soc_hysteresis_pct": s.soc_hysteresis_pct, "temp_max_c": s.temp_max_c,
                     "temp_hysteresis_c": s.temp_hysteresis_c},
-            fast_interval_s=s.poll_interval_s, slow_interval_s=s.slow_poll_interval_s)
+            fast_interval_s=s.poll_interval_s, slow_interval_s=s.slow_poll_interval_s,
+            command_policy=CommandPolicy.from_settings(s))
         stream_factory = self.stream_factories.get(device.id)
 
         def driver() -> UniversalDriver:

@@ -178,6 +178,9 @@ class Settings:
     status_bind: BindAddress = BindAddress("127.0.0.1", 8080)
     log_level: str = "INFO"
     shutdown_deadline_s: float = 20.0
+    command_max_ttl_s: float = 3600.0
+    command_min_power_w: float = 100.0
+    command_min_interval_s: float = 5.0
     warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -439,6 +442,13 @@ _KEYS: tuple[_Key, ...] = (
         _float_in(1, 300, "seconds between 1 and 300 (below the stop timeout of Docker/systemd)"),
         20.0,
     ),
+    # Bounds on dispatch commands (the command gate, bessai.control.gate.CommandPolicy)
+    _Key("COMMAND_MAX_TTL_S", _float_in(60, 86400, "seconds between 60 and 86400, e.g. 3600"),
+         3600.0),
+    _Key("COMMAND_MIN_POWER_W", _float_in(0, 100000, "watts between 0 and 100000, e.g. 100"),
+         100.0),
+    _Key("COMMAND_MIN_INTERVAL_S", _float_in(0, 3600, "seconds between 0 and 3600, e.g. 5"),
+         5.0),
 )
 
 KNOWN_KEYS: tuple[str, ...] = tuple(k.name for k in _KEYS)

@@ -22,6 +22,7 @@ after recovery; peak spool size; peak process memory (RSS, psutil).
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import random
@@ -415,6 +416,19 @@ class Rig:
                                       endpoint=Endpoint.for_emulator(self.emulator_host),
                                       wall_clock=self.wall)
         return command["id"]
+
+    async def publish_raw(self, data: bytes, attributes: dict[str, str] | None = None) -> None:
+        """Publish any bytes as a command message (a hostile or broken sender's message)."""
+        from bessai.uplink.credentials import Endpoint
+        from bessai.uplink.publisher import publish_json
+
+        message = {"data": base64.b64encode(data).decode(),
+                   "attributes": attributes or {"kind": "command"}}
+        async with httpx.AsyncClient() as client:
+            with frozen_virtual_time():
+                await publish_json(client, Endpoint.for_emulator(self.emulator_host),
+                                   f"projects/{PROJECT}/topics/{self.commands_topic}", [message],
+                                   timeout_s=120.0)
 
     # ---- measuring --------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ as the fault implies, the backlog drained after recovery.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from bench.chaos.rig import DEVICE, Result, Rig, Script, request_timeout_s, run_rig
+from bench.chaos.rig import DEVICE, SITE, Result, Rig, Script, request_timeout_s, run_rig
 
 
 @attrs.frozen
@@ -438,6 +439,135 @@ def crash_loop_escalates() -> Scenario:
                     script, checks, crash=(target, 5.0), crash_times=4)
 
 
+# ---- hostile commands --------------------------------------------------------------------------
+
+
+def _command_json(rig: Rig, command_id: str, **fields: object) -> str:
+    """A command's JSON text with ``fields`` spliced in as raw JSON text (so a 400-digit
+    integer or NaN goes on the wire as written)."""
+    now = rig.wall()
+    values: dict[str, object] = {"id": json.dumps(command_id), "site_id": json.dumps(SITE),
+                                 "device_id": json.dumps(DEVICE), "action": '"discharge"',
+                                 "power_w": "2000", "issued_at": f"{now:.3f}",
+                                 "expires_at": f"{now + 600:.3f}"}
+    values.update(fields)
+    return "{" + ",".join(f'"{k}":{v}' for k, v in values.items()) + "}"
+
+
+HOSTILE_COMMANDS: dict[str, tuple[str, Callable[[Rig, str], bytes]]] = {
+    # name: (the rejection code expected, a builder of the message data from (rig, id))
+    "power-6MB-string": ("too_large", lambda rig, i: _command_json(
+        rig, i, power_w='"' + "9" * 6_000_000 + '"').encode()),
+    "nested-30000-deep": ("too_deep", lambda rig, i: (
+        '{"id":"' + i + '","x":' + "[" * 30_000 + "]" * 30_000 + "}").encode()),
+    "nested-1M-deep": ("too_large", lambda rig, i: b"[" * 1_000_000 + b"]" * 1_000_000),
+    "power-400-digits": ("malformed", lambda rig, i: _command_json(
+        rig, i, power_w="9" * 400).encode()),
+    "expiry-400-digits": ("malformed", lambda rig, i: _command_json(
+        rig, i, expires_at="9" * 400).encode()),
+    "power-5000-digits": ("malformed", lambda rig, i: _command_json(
+        rig, i, power_w="9" * 5000).encode()),
+    "power-nan": ("malformed", lambda rig, i: _command_json(rig, i, power_w="NaN").encode()),
+    "not-utf8": ("malformed", lambda rig, i: b"\xff\xfe" + _command_json(rig, i).encode()),
+    "lone-surrogate-id": ("malformed", lambda rig, i: _command_json(
+        rig, i, device_id='"\\ud800"').encode()),
+    "id-60000-chars": ("malformed", lambda rig, i: _command_json(
+        rig, "x" * 60_000).encode()),
+    "not-an-object": ("malformed", lambda rig, i: b"[1, 2, 3]"),
+    "expires-year-9999": ("ttl_too_long", lambda rig, i: _command_json(
+        rig, i, expires_at='"9999-12-31T00:00:00Z"').encode()),
+    "power-0.0001-W": ("below_min_power", lambda rig, i: _command_json(
+        rig, i, power_w="0.0001").encode()),
+}
+
+
+@attrs.define
+class _Hostile:
+    expected: Counter[str] = attrs.field(factory=Counter)
+    published: int = 0
+    burst: list[str] = attrs.field(factory=list)
+    burst_window: tuple[float, float] = (0.0, 0.0)
+    stop_id: str = ""
+
+
+def oversized_command_scenario() -> Scenario:
+    """A flood of hostile commands (6 MB fields, 30,000-deep and 1,000,000-deep nesting,
+    400- and 5,000-digit integers, NaN, bad UTF-8, lone surrogates, 60,000-character ids,
+    expiry in the year 9999, 0.0001 W) — every kind twice, in a seeded order — then 20
+    alternating charge/discharge commands 0.5 s apart and a stop, all while the gateway runs
+    normally with a discharge applied."""
+    state = _Hostile()
+
+    async def script(rig: Rig) -> None:
+        await _steady(rig, 20)
+        await rig.publish_command("discharge", 2000.0, ttl_s=900)
+        with trio.fail_after(150):
+            while rig.sim.state().forced_mode != 2:
+                await trio.sleep(0.5)
+        kinds = list(HOSTILE_COMMANDS) * 2
+        rig.rng.shuffle(kinds)
+        for n, kind in enumerate(kinds):
+            code, build = HOSTILE_COMMANDS[kind]
+            await rig.publish_raw(build(rig, f"hostile-{n}"))
+            state.expected[code] += 1
+            state.published += 1
+            await trio.sleep(rig.rng.uniform(0.2, 2.0))
+        await _steady(rig, 20)
+        start = trio.current_time()
+        for n in range(20):  # a sender that flips direction every half second
+            action = "charge" if n % 2 else "discharge"
+            state.burst.append(await rig.publish_command(action, 1500.0, ttl_s=300))
+            await trio.sleep(0.5)
+        state.stop_id = await rig.publish_command("stop", 0.0, ttl_s=300)
+        await _steady(rig, 30)
+        state.burst_window = (start, trio.current_time())
+        await _steady(rig, 30)
+
+    def checks(rig: Rig) -> None:
+        r = rig.result
+        rig.standard_checks()
+        events = rig.delivered_events
+        results = [e for e in events if e["name"] in ("COMMAND_REJECTED", "COMMAND_ACCEPTED")]
+        hostile = Counter(e["body"].get("code") for e in results
+                          if str(e["body"].get("command_id") or "").startswith("hostile-")
+                          or e["body"].get("command_id") is None)
+        r.check("every hostile command rejected once, with its reason",
+                hostile == state.expected, f"got {dict(hostile)}, expected {dict(state.expected)}")
+        source = rig.gw.commands_actor.current if rig.gw.commands_actor else None
+        failures = source.failed if source is not None else -1
+        r.check("every message acked, none failed the handler", failures == 0,
+                f"{failures} handler failures (redelivered)")
+        biggest = max((len(json.dumps(e, separators=(",", ":"))) for e in events), default=0)
+        r.check("every event bounded (<= 64 KiB)", biggest <= 65_536 + 1024,
+                f"largest event {biggest} bytes")
+        burst = [e for e in results if e["body"].get("command_id") in state.burst]
+        limited = [e for e in burst if e["body"].get("code") == "rate_limited"]
+        applied = [e for e in burst if e["name"] == "COMMAND_ACCEPTED"]
+        mode_tag = rig.sim.inverter.roles.mode_tag
+        t0, t1 = state.burst_window
+        flips = [w for w in rig.sim.write_log
+                 if w.tag == mode_tag and int(w.value) != 0 and t0 <= w.at <= t1]
+        allowed = math.ceil((t1 - t0) / rig.gw.settings.command_min_interval_s) + 1
+        r.check("the direction flood was rate-limited",
+                len(burst) == 20 and len(limited) >= 10 and len(flips) <= allowed,
+                f"{len(burst)} results, {len(limited)} rate_limited, {len(flips)} forcing "
+                f"writes (allowed {allowed})")
+        stops = [e for e in results if e["body"].get("command_id") == state.stop_id]
+        r.check("stop is never rate-limited",
+                [e["name"] for e in stops] == ["COMMAND_ACCEPTED"]
+                and rig.sim.state().forced_mode == 0,
+                f"stop results {[e['body'].get('code') for e in stops]}, forced_mode "
+                f"{rig.sim.state().forced_mode}")
+        r.notes.append(f"{state.published} hostile messages ({dict(state.expected)}); burst of "
+                       f"20: {len(applied)} applied, {len(limited)} rate_limited; largest event "
+                       f"{biggest} bytes")
+
+    return Scenario("oversized-command", "a flood of hostile commands (6 MB fields, deep "
+                    "nesting, 400/5,000-digit integers, bad encodings, year-9999 expiry, "
+                    "0.0001 W) and a direction flip every 0.5 s, during normal operation",
+                    script, checks)
+
+
 # ---- registry -------------------------------------------------------------------------------
 
 
@@ -455,6 +585,7 @@ def _scenarios() -> list[Scenario]:
     out += [
         Scenario("command-expires-during-cut", "a 2-min discharge command published while the "
                  "site is cut off for 10 min", command_expires_during_cut, expired_checks),
+        oversized_command_scenario(),
         Scenario("pubsub-503-storm", "150-250 consecutive 503 answers with Retry-After",
                  storm_503, storm_checks),
         Scenario("device-lost-during-cut", "10-min cloud cut; inside it the device drops the "

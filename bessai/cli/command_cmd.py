@@ -51,6 +51,19 @@ def build_command(settings: Settings, args: argparse.Namespace, now: float) -> C
     if not 5 <= args.ttl_s <= 86400:
         raise ConfigError(f"--ttl-s {args.ttl_s:g} is out of range",
                           hint="give 5 to 86400 seconds; the default is 300")
+    # the gateway would reject these (ttl_too_long, below_min_power): say so before sending
+    if action in (Action.CHARGE, Action.DISCHARGE):
+        if args.ttl_s > settings.command_max_ttl_s:
+            raise ConfigError(
+                f"--ttl-s {args.ttl_s:g} is longer than COMMAND_MAX_TTL_S="
+                f"{settings.command_max_ttl_s:g}: the gateway would reject it",
+                hint="send a shorter command and renew it")
+        if args.power_w < settings.command_min_power_w:
+            raise ConfigError(
+                f"--power-w {args.power_w:g} is below COMMAND_MIN_POWER_W="
+                f"{settings.command_min_power_w:g}: the gateway would reject it",
+                hint=f"bessai command stop, to stop; or at least "
+                     f"--power-w {settings.command_min_power_w:g}")
     if args.device:
         device = settings.device(args.device)
     elif len(settings.devices) == 1:

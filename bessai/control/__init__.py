@@ -19,6 +19,7 @@ from bessai.control.dispatch import Dispatcher, DispatchTags
 from bessai.control.events import EventOutbox
 from bessai.control.gate import (
     CommandGate,
+    CommandPolicy,
     CommandRouter,
     Decision,
     Outcome,
@@ -33,6 +34,7 @@ from bessai.control.watchdog import HeartbeatSpec, Watchdog
 
 __all__ = [
     "CommandGate",
+    "CommandPolicy",
     "CommandRouter",
     "Decision",
     "DeviceLink",

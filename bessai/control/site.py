@@ -32,7 +32,7 @@ from bessai.control.context import SiteContext
 from bessai.control.device_link import RECONNECT_BACKOFF, DeviceLink, Driver
 from bessai.control.dispatch import Dispatcher, DispatchTags
 from bessai.control.events import EventOutbox
-from bessai.control.gate import CommandGate
+from bessai.control.gate import CommandGate, CommandPolicy
 from bessai.control.guard import SafetyGuard
 from bessai.control.limits import Limits, limits_from
 from bessai.control.watchdog import HeartbeatSpec, Watchdog
@@ -57,6 +57,8 @@ class SiteConfig:
     call_timeout_s: float | None = None
     heartbeat_late_tolerance_s: float = 1.0
     write_path: str = "auto"  # DeviceLink.write_path: "auto", "direct" or "queue"
+    command_policy: CommandPolicy = attrs.field(factory=CommandPolicy)
+    """TTL, minimum power and rate bounds of the command gate (COMMAND_* settings)."""
 
     @classmethod
     def from_profile(cls, profile: Any, *, site_id: str, device_id: str,
@@ -218,7 +220,7 @@ def build_site(config: SiteConfig, driver_factory: Callable[[], Driver], *,
                        emit=ctx.events.emit, wall_clock=wall_clock, latest=ctx.latest,
                        charge_tag_max_w=config.dispatch.charge_power_max_w,
                        discharge_tag_max_w=config.dispatch.discharge_power_max_w,
-                       metrics=metrics)
+                       metrics=metrics, policy=config.command_policy)
     return Site(config, ctx, driver_factory, dispatcher, gate, outputs=outputs,
                 fast_poll=fast_poll, slow_poll=slow_poll, tracer=tracer)
 
@@ -244,7 +246,8 @@ def site_from_settings(settings: Any, device: Any, *, wall_clock: WallClock,
     config = SiteConfig.from_profile(
         profile, site_id=settings.site_id, device_id=device.id,
         limits={name: getattr(settings, name) for name in LIMIT_SETTINGS},
-        fast_interval_s=settings.poll_interval_s, slow_interval_s=settings.slow_poll_interval_s)
+        fast_interval_s=settings.poll_interval_s, slow_interval_s=settings.slow_poll_interval_s,
+        command_policy=CommandPolicy.from_settings(settings))
 
     def driver() -> UniversalDriver:
         if stream_factory is not None:

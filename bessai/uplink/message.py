@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 
+from bessai.bounds import bound_body, clip
 from bessai.model import Event, EventKind, Snapshot
 
 MAX_ATTRIBUTES = 100
@@ -177,13 +178,19 @@ def record_from_snapshot(snapshot: Snapshot) -> Record:
 
 
 def record_from_event(event: Event) -> Record:
-    """Events carry their name and body; ``critical`` events are never dropped by the budget."""
+    """Events carry their name and body; ``critical`` events are never dropped by the budget.
+
+    The body is bounded here, where every event becomes a message (`bessai.bounds.bound_body`):
+    one over `MAX_EVENT_BODY_BYTES` of JSON is replaced by a clipped copy marked ``truncated``,
+    so no event can exceed Pub/Sub's 10 MB and be refused by the spool — whatever an input put
+    in it. Never raises for the body's size.
+    """
     payload = {
         "site_id": event.site_id,
         "device_id": event.device_id,
         "ts": event.ts,
-        "name": event.name,
-        "body": dict(event.body),
+        "name": clip(event.name, 128),
+        "body": bound_body(event.body),
     }
     return Record(site_id=event.site_id, device_id=event.device_id, kind=event.kind,
                   event_time=event.ts, data=_json(payload),

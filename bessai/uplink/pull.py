@@ -28,6 +28,7 @@ import httpx
 import structlog
 import trio
 
+from bessai.bounds import clip
 from bessai.clock import WallClock, system_wall_clock
 from bessai.model import Command
 from bessai.observe.sink import NULL_SINK, MetricSink
@@ -149,24 +150,24 @@ class CommandSource:
         acks: list[str] = []
         nacks: list[str] = []
         for item in received:
-            ack_id = item.get("ackId", "")
-            message = item.get("message", {})
-            attributes = dict(message.get("attributes", {}))
-            try:
-                data = base64.b64decode(message.get("data", ""), validate=True)
-            except ValueError:
-                self.log.error("COMMAND_UNDECODABLE", message_id=message.get("messageId"),
-                               action="acknowledged and dropped: its data is not base64")
-                acks.append(ack_id)
+            ack_id, message_id, data, attributes, problem = _unpack(item)
+            if problem is not None:
+                self.log.error("COMMAND_UNDECODABLE", message_id=clip(message_id, 64),
+                               detail=problem,
+                               action="acknowledged and dropped: it is not a Pub/Sub message "
+                                      "with base64 data")
+                if ack_id:
+                    acks.append(ack_id)
                 continue
             try:
                 await self.handler(data, attributes)
             except Exception as exc:
                 self.failed += 1
                 self.sink.count("bessai.commands.handler_failures")
-                self.log.error("COMMAND_HANDLER_FAILED", message_id=message.get("messageId"),
-                               command_id=attributes.get("msg_id"), error=type(exc).__name__,
-                               detail=str(exc)[:200], redelivery_in_s=self.retry_delay_s)
+                self.log.error("COMMAND_HANDLER_FAILED", message_id=clip(message_id, 64),
+                               command_id=clip(attributes.get("msg_id"), 64),
+                               error=type(exc).__name__, detail=clip(exc),
+                               redelivery_in_s=self.retry_delay_s)
                 nacks.append(ack_id)
                 continue
             self.handled += 1
@@ -186,6 +187,34 @@ class CommandSource:
             # idempotent by command id)
             self.log.warning("COMMAND_ACK_FAILED", verb=verb, count=len(ids),
                              reason=failure.reason)
+
+
+def _unpack(item: Any) -> tuple[str, Any, bytes, dict[str, str], str | None]:
+    """(ack id, message id, data, attributes, problem) of one received message; never raises.
+
+    ``problem`` is None for a well-formed message. Only the envelope is checked here (Pub/Sub's
+    own JSON); what the data says is the handler's business (the gate checks its size first).
+    """
+    if not isinstance(item, Mapping):
+        return "", None, b"", {}, f"a received message is a {type(item).__name__}"
+    ack_id = item.get("ackId")
+    ack_id = ack_id if isinstance(ack_id, str) else ""
+    message = item.get("message")
+    if not isinstance(message, Mapping):
+        return ack_id, None, b"", {}, "no message object"
+    message_id = message.get("messageId")
+    raw_attributes = message.get("attributes") or {}
+    if not isinstance(raw_attributes, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in raw_attributes.items()):
+        return ack_id, message_id, b"", {}, "attributes are not a map of strings"
+    encoded = message.get("data", "")
+    if not isinstance(encoded, str):
+        return ack_id, message_id, b"", {}, "data is not a base64 string"
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except ValueError:
+        return ack_id, message_id, b"", {}, "data is not base64"
+    return ack_id, message_id, data, dict(raw_attributes), None
 
 
 def command_message(command: Command | Mapping[str, Any], *,

@@ -4,6 +4,7 @@ reach."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import time
@@ -139,3 +140,57 @@ async def test_command_source_backs_off_while_the_link_is_down_and_logs_once(
     events = [(e["event"], e.get("link")) for e in logs]
     assert events.count(("LINK_DOWN", "commands")) == 1
     assert events.count(("LINK_UP", "commands")) == 1
+
+
+async def test_overflowing_and_deep_commands_are_rejected_and_acked_never_redelivered(
+        clock, pubsub_topic):
+    """Issue 19, Why 3: a 400-digit power_w or expires_at (OverflowError) and deeply nested JSON
+    (RecursionError) escaped the parser: COMMAND_HANDLER_FAILED, nack, redelivery forever with
+    no rejection. Now each is one COMMAND_REJECTED result, and the message is acknowledged."""
+    from bessai.control.events import EventOutbox
+    from bessai.control.gate import CommandGate, Decision
+    from bessai.control.limits import SafetyState
+    from bessai.uplink.publisher import publish_json
+
+    valid = {"id": "c-1", "site_id": "site1", "device_id": "inv1", "action": "charge",
+             "power_w": 1000, "issued_at": 1_767_225_600, "expires_at": 1_767_225_900}
+    hostile = [
+        json.dumps(valid).replace('"power_w": 1000', '"power_w": ' + "9" * 400).encode(),
+        json.dumps(valid).replace("1767225900", "9" * 400).encode(),
+        b'{"id": "deep", "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+    ]
+    transport = FaultyTransport(httpx.AsyncHTTPTransport())
+    async with httpx.AsyncClient(transport=transport) as client:
+        await publish_json(client, Endpoint.for_emulator(pubsub_topic.emulator.host),
+                           pubsub_topic.topic_path,
+                           [{"data": base64.b64encode(d).decode()} for d in hostile])
+
+    class NeverApplied:
+        async def apply(self, command, power_w):
+            raise AssertionError(f"{command} must not reach the device")
+
+    outbox = EventOutbox()
+    gate = CommandGate("site1", "inv1", NeverApplied(), safety=SafetyState, emit=outbox.emit,
+                       wall_clock=trio_wall_clock())
+    calls: list[bytes] = []
+    outcomes = []
+
+    async def handler(data: bytes, attributes: dict) -> None:
+        calls.append(data)
+        outcomes.append(await gate.handle_command_message(data, attributes))
+
+    src = source(pubsub_topic, transport, handler)
+    with capture_logs() as logs:
+        async with trio.open_nursery() as n:
+            await n.start(src.run)
+            for _ in range(60):  # 3 s of real time: a nacked message is back after 1 s
+                await trio.sleep(0.5)
+                with frozen_virtual_time():
+                    await trio.to_thread.run_sync(time.sleep, 0.05)
+            n.cancel_scope.cancel()
+    assert sorted(calls) == sorted(hostile)  # each handled exactly once: none redelivered
+    assert all(o.decision is Decision.REJECTED and o.reason for o in outcomes)
+    assert [e.name for e in outbox.take_nowait()] == ["COMMAND_REJECTED"] * 3
+    assert "COMMAND_HANDLER_FAILED" not in [e["event"] for e in logs]
+    assert src.failed == 0
+    assert (await trio.to_thread.run_sync(pubsub_topic.pull_all)) == []

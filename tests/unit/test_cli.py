@@ -223,6 +223,10 @@ def test_command_sends_nothing_without_a_commands_topic(site):
         (["discharge", "--power-w", "-5"], "error: `discharge` needs a power"),
         (["stop", "--power-w", "100"], "error: `stop` takes no --power-w"),
         (["auto", "--ttl-s", "1"], "error: --ttl-s 1 is out of range"),
+        (["charge", "--power-w", "5000", "--ttl-s", "7200"],
+         "error: --ttl-s 7200 is longer than COMMAND_MAX_TTL_S=3600"),
+        (["discharge", "--power-w", "0.5"],
+         "error: --power-w 0.5 is below COMMAND_MIN_POWER_W=100"),
         (["stop", "--device", "inv9"], "error: no device 'inv9' at site site-test-01"),
     ],
 )

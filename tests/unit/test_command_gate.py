@@ -237,3 +237,139 @@ async def test_router_sends_each_command_to_its_device_and_rejects_unknown_devic
     garbage = await router.handle_command_message(b"{}")
     assert garbage.decision is Decision.REJECTED
     assert [e.name for e in outbox.take_nowait()] == ["COMMAND_REJECTED", "COMMAND_REJECTED"]
+
+
+# ---- issue 19: hostile commands are bounded rejections, never exceptions ------------------------
+
+
+async def test_a_6MB_field_is_rejected_with_a_bounded_reason_and_event():
+    """Why 1: a 6 MB power_w string used to come back twice, whole, in the reason (12 MB)."""
+    applier = RecordingApplier()
+    gate, events = make_gate(applier)
+    outcome = await gate.handle_command_message(body(power_w="9" * 6_000_000), {})
+    assert outcome.decision is Decision.REJECTED
+    assert len(outcome.reason) < 1100
+    [event] = events.take_nowait()
+    assert event.name == "COMMAND_REJECTED"
+    assert len(json.dumps(dict(event.body))) < 4096
+    assert applier.applied == []
+
+
+@pytest.mark.parametrize("data", [
+    pytest.param(body(power_w=10**400), id="power_w-400-digits"),
+    pytest.param(body(expires_at=10**400), id="expires_at-400-digits"),
+    pytest.param(body(issued_at=-(10**400)), id="issued_at-minus-400-digits"),
+    pytest.param(b'{"id": "c-1", "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+                 id="nested-50000-deep"),
+    pytest.param(b'{"id": "c-1", "x": ' + b'{"a":' * 5_000 + b"1" + b"}" * 5_000 + b"}",
+                 id="objects-5000-deep"),
+])
+async def test_overflowing_or_deep_commands_are_rejected_with_a_reason_not_raised(data):
+    """Why 3: OverflowError / RecursionError used to escape the parser, so the message was
+    nacked and redelivered forever with no command_result."""
+    applier = RecordingApplier()
+    gate, events = make_gate(applier)
+    outcome = await gate.handle_command_message(data, {})
+    assert outcome.decision is Decision.REJECTED
+    assert outcome.reason
+    [event] = events.take_nowait()
+    assert (event.name, event.kind) == ("COMMAND_REJECTED", EventKind.COMMAND_RESULT)
+    assert applier.applied == []
+
+
+async def test_the_router_never_raises_for_overflowing_or_deep_commands():
+    from bessai.control.gate import CommandRouter
+
+    gate, _ = make_gate(RecordingApplier())
+    outbox = EventOutbox()
+    router = CommandRouter("site1", {"inv1": gate}, outbox.emit, lambda: NOW)
+    for data in (body(power_w=10**400), b"[" * 100_000 + b"]" * 100_000):
+        assert (await router.handle_command_message(data)).decision is Decision.REJECTED
+    assert [e.name for e in outbox.take_nowait()] == ["COMMAND_REJECTED"] * 2
+
+
+@pytest.mark.parametrize(("data", "code"), [
+    (b"x" * 70_000, "too_large"),
+    (b'{"a":' + b"[" * 40 + b"]" * 40 + b"}", "too_deep"),
+    (b"\xc3\x28", "malformed"),
+])
+def test_size_is_checked_before_depth_and_depth_before_values(data, code):
+    with pytest.raises(InvalidCommand) as info:
+        parse_command(data)
+    assert info.value.code == code
+
+
+# ---- issue 19: bounds in time and rate (COMMAND_MAX_TTL_S, _MIN_POWER_W, _MIN_INTERVAL_S) -----
+
+
+async def test_a_command_expiring_in_the_year_9999_is_rejected_but_stop_is_not():
+    """Why 8: expires_at=9999-12-31 was accepted and its lease renewed indefinitely."""
+    applier = RecordingApplier()
+    gate, _ = make_gate(applier)
+    far = await gate.handle_command_message(body(expires_at="9999-12-31T00:00:00Z"), {})
+    assert far.decision is Decision.REJECTED
+    assert "COMMAND_MAX_TTL_S=3600" in far.reason
+    assert applier.applied == []
+    within = await gate.handle_command_message(body(id="c-2", expires_at=NOW + 3600), {})
+    assert within.accepted
+    stop = await gate.handle_command_message(
+        body(id="c-3", action="stop", expires_at="9999-12-31T00:00:00Z"), {})
+    assert stop.accepted
+
+
+async def test_a_power_below_the_minimum_is_rejected_not_applied():
+    """Why 8: a 0.0001 W command was "accepted"."""
+    applier = RecordingApplier()
+    gate, _ = make_gate(applier)
+    tiny = await gate.handle_command_message(body(power_w=0.0001), {})
+    assert tiny.decision is Decision.REJECTED
+    assert "COMMAND_MIN_POWER_W=100" in tiny.reason
+    assert applier.applied == []
+    assert (await gate.handle_command_message(body(id="c-2", power_w=100), {})).accepted
+
+
+async def test_a_thousand_direction_flips_are_rate_limited_but_stop_and_auto_never(
+        autojump_clock):
+    """Why 8: 1,000 alternating charge/discharge commands were all written to the inverter.
+    With COMMAND_MIN_INTERVAL_S=5, 1,000 flips 0.1 s apart (100 s) apply at most 21."""
+    applier = RecordingApplier()
+    gate, events = make_gate(applier)
+    start = trio.current_time()
+    outcomes = []
+    for n in range(1000):
+        action = "charge" if n % 2 else "discharge"
+        outcomes.append(await gate.handle_command_message(body(id=f"f-{n}", action=action), {}))
+        await trio.sleep(0.1)
+    elapsed = trio.current_time() - start
+    applied = [o for o in outcomes if o.accepted]
+    limited = [o for o in outcomes if "rate_limited" in o.reason]
+    assert 1 <= len(applied) <= elapsed / 5 + 1
+    assert len(applied) + len(limited) == 1000
+    assert len(applier.applied) == len(applied)
+    assert len(events.take_nowait()) == 1000  # every one answered, none silently dropped
+    # right after an applied change: stop and auto still go through at once
+    await trio.sleep(5)
+    assert (await gate.handle_command_message(body(id="go", action="charge"), {})).accepted
+    assert (await gate.handle_command_message(body(id="halt", action="stop"), {})).accepted
+    assert (await gate.handle_command_message(body(id="back", action="auto"), {})).accepted
+    assert [a for _, a, _ in applier.applied[-3:]] == [Action.CHARGE, Action.STOP, Action.AUTO]
+
+
+def test_decide_states_each_policy_bound_with_its_code():
+    from bessai.control.gate import CommandPolicy
+
+    policy = CommandPolicy(max_ttl_s=600, min_power_w=50, min_interval_s=10)
+
+    def check(cmd_body, limits=ROOMY, since=None):
+        return decide(parse_command(cmd_body), site_id="site1", device_id="inv1", now_wall=NOW,
+                      safety=OK, limits=limits, policy=policy, since_last_change_s=since)
+
+    assert check(body(expires_at=NOW + 601)).code == "ttl_too_long"
+    assert check(body(expires_at=NOW + 600)).code == "ok"
+    assert check(body(power_w=49.9)).code == "below_min_power"
+    assert check(body(power_w=3000), limits=PowerLimits(40, 40)).code == "no_power_allowed"
+    assert check(body(power_w=3000), limits=PowerLimits(60, 60)).code == "clamped"
+    assert check(body(), since=9.9).code == "rate_limited"
+    assert check(body(), since=10.0).code == "ok"
+    assert check(body(action="stop", expires_at=NOW + 10**6), since=0.0).code == "end_forcing"
+    assert check(body(action="auto"), since=0.0).code == "end_forcing"

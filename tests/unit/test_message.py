@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import attrs
 import pytest
 
 from bessai.uplink.message import (
@@ -115,3 +118,25 @@ def test_fast_publish_body_is_exactly_the_json_of_the_messages():
     expected = _json.dumps({"messages": [r.to_pubsub() for r in rows]}, separators=(",", ":"),
                            ensure_ascii=False).encode()
     assert encode_publish_body(rows) == expected
+
+
+def test_an_oversized_event_body_is_truncated_with_a_marker_and_fits_pubsub():
+    """Issue 19, Why 1: a 12 MB event body made the spool refuse the event (MessageInvalid)
+    and the events actor crash-loop. Bounded where the event becomes a message."""
+    from bessai.model import Event
+    from bessai.uplink.message import record_from_event
+
+    event = Event("COMMAND_REJECTED", "site1", "-", 1_767_225_600.0,
+                  body={"reason": "9" * 12_000_000, "code": "too_large", "n": 3,
+                        "errors": {"power_w": "9" * 6_000_000}})
+    record = record_from_event(event)
+    record.validate()
+    assert len(record.data) <= 65_536
+    body = json.loads(record.data)["body"]
+    assert body["code"] == "too_large"
+    assert body["n"] == 3
+    assert body["reason"].endswith("…[+11999800 chars]")
+    assert body["truncated"]["reason"] == "too large"
+    assert body["truncated"]["original_bytes"] > 18_000_000
+    small = record_from_event(attrs.evolve(event, body={"reason": "ok"}))
+    assert json.loads(small.data)["body"] == {"reason": "ok"}  # untouched below the bound

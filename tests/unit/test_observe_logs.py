@@ -189,3 +189,37 @@ async def test_sighup_reloads_the_level_and_a_bad_value_keeps_the_old_one(
     assert (events[0]["before"], events[0]["after"]) == ("INFO", "DEBUG")
     assert events[2]["kept"] == "DEBUG"
     assert get_log_level() == "DEBUG"
+
+
+# ---- issue 19: bounded lines ----------------------------------------------------------------
+
+LINE_LIMIT = 16384  # bessai.bounds.MAX_LOG_LINE_CHARS, stated in the runbook
+
+
+def test_a_12MB_field_becomes_one_bounded_line_with_a_marker(out: io.StringIO) -> None:
+    structlog.get_logger().warning("COMMAND_REJECTED", reason="9" * 12_000_000, code="x")
+    [line] = lines_of(out)
+    assert len(line) <= LINE_LIMIT
+    fields = dict(parse_logfmt(line))
+    assert fields["event"] == "COMMAND_REJECTED"
+    assert fields["reason"].endswith("…[+11998000 chars]")
+    assert fields["code"] == "x"
+
+
+def test_a_line_of_thousands_of_fields_keeps_its_head_and_counts_what_was_left_out(
+        out: io.StringIO) -> None:
+    structlog.get_logger().warning("MANY", **{f"k{i}": "\x00" * 100 for i in range(3000)})
+    [line] = lines_of(out)
+    assert len(line) <= LINE_LIMIT
+    fields = dict(parse_logfmt(line))
+    assert fields["event"] == "MANY"
+    assert fields["level"] == "WARNING"
+    assert fields["log_truncated"].endswith("_fields_left_out")
+
+
+def test_a_lone_surrogate_is_escaped_so_the_line_is_not_lost(out: io.StringIO) -> None:
+    structlog.get_logger().warning("COMMAND_REJECTED", command_id="a\ud800b")
+    [line] = lines_of(out)
+    line.encode("utf-8")
+    assert 'command_id="a\\ud800b"' in line
+    assert dict(parse_logfmt(line))["command_id"] == "a\ud800b"  # the parser unescapes it

@@ -47,6 +47,8 @@ def test_minimal_configuration_takes_documented_defaults():
     assert s.status_url == "http://127.0.0.1:8080"
     assert s.log_level == "INFO"
     assert s.shutdown_deadline_s == 20.0
+    assert (s.command_max_ttl_s, s.command_min_power_w, s.command_min_interval_s) == (
+        3600.0, 100.0, 5.0)
     assert s.uplink_mode == "off"
     assert s.devices == (DeviceSpec("inv1", "192.168.1.50", 502, 1, Path(s.device_profile)),)
 
@@ -78,6 +80,9 @@ def test_every_key_is_read_into_its_field(tmp_path):
         "STATUS_BIND": "0.0.0.0:9090",
         "LOG_LEVEL": "debug",
         "SHUTDOWN_DEADLINE_S": "25",
+        "COMMAND_MAX_TTL_S": "900",
+        "COMMAND_MIN_POWER_W": "50",
+        "COMMAND_MIN_INTERVAL_S": "10",
     }
     # Every key the module knows, except DEVICES (exclusive with INVERTER_IP, tested below).
     assert set(env) | {"DEVICES"} == set(KNOWN_KEYS)
@@ -98,6 +103,8 @@ def test_every_key_is_read_into_its_field(tmp_path):
     assert s.uplink_mode == "emulator"
     assert s.otel_exporter_otlp_endpoint == "http://otel-collector:4318"
     assert s.spool_path == Path("/var/lib/bessai/spool/outbox.sqlite")
+    assert (s.command_max_ttl_s, s.command_min_power_w, s.command_min_interval_s) == (
+        900.0, 50.0, 10.0)
     assert s.spool_max_bytes == 2 * 1024**3
     assert s.status_bind == BindAddress("0.0.0.0", 9090)
     assert s.status_url == "http://127.0.0.1:9090"  # a wildcard bind is reached on loopback
@@ -311,3 +318,13 @@ def test_log_level_is_read_again_from_the_file_for_a_sighup_reload(tmp_path):
     env_file.write_text("LOG_LEVEL=chatty\n")
     with pytest.raises(SettingsError, match="LOG_LEVEL='chatty' is not a log level"):
         read_log_level({}, env_file)
+
+
+def test_command_bounds_out_of_range_are_listed_together():
+    env = {"SITE_ID": "s1", "INVERTER_IP": "192.168.1.50", "COMMAND_MAX_TTL_S": "10",
+           "COMMAND_MIN_POWER_W": "-1", "COMMAND_MIN_INTERVAL_S": "soon"}
+    with pytest.raises(SettingsError) as info:
+        get_settings(env, env_file=None)
+    assert [p.key for p in info.value.problems] == [
+        "COMMAND_MAX_TTL_S", "COMMAND_MIN_POWER_W", "COMMAND_MIN_INTERVAL_S"]
+    assert "seconds between 60 and 86400" in str(info.value)
