@@ -300,8 +300,7 @@ def _float_in(low: float, high: float, what: str) -> Callable[[str], float]:
     def parse(raw: str) -> float:
         text = raw.strip()
         if not _FLOAT.fullmatch(text):
-            raise ValueError(f"is not a decimal number in ASCII digits (e.g. 2.5) — expected "
-                             f"{what}")
+            raise ValueError(f"is not a number in ASCII digits (e.g. 2.5) — expected {what}")
         value = float(text)
         if not math.isfinite(value) or not low <= value <= high:
             raise ValueError(f"is out of range — expected {what}")
