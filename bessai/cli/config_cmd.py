@@ -47,11 +47,19 @@ def _is_file(path: Path) -> bool:
         return False
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _profile_summary(path: Path, problems: list[SettingProblem], notes: list[str]) -> str:
     key = "DEVICE_PROFILE"
     if not _is_file(path):
+        what = "is not a regular file" if _exists(path) else "does not exist"
         problems.append(
-            SettingProblem(key, str(path), "does not exist — set the path of the device "
+            SettingProblem(key, str(path), f"{what} — set the path of the device "
                            "profile JSON, e.g. profiles/huawei_sun2000.json")
         )
         return str(path)
