@@ -11,7 +11,9 @@ it as two lines and exits with the error's ``exit_code``; it shows a traceback o
 Invariants: ``str(err)`` is the cause alone, without the hint (one line, except for errors that
 list several problems, such as `bessai.settings.SettingsError`); the hint is optional; exit
 codes are stable (documented in ops/RUNBOOK.md): 1 = the check or operation failed,
-2 = configuration or usage error, 3 = not in this build.
+2 = configuration or usage error, 3 = not in this build, 4 = no answer (the peer that would
+say whether it worked — e.g. the gateway's status endpoint for ``bessai health`` — could not be
+reached or gave no usable answer; nothing is known about its health).
 """
 
 from __future__ import annotations
@@ -19,16 +21,19 @@ from __future__ import annotations
 __all__ = [
     "EXIT_CONFIG",
     "EXIT_FAILED",
+    "EXIT_NO_ANSWER",
     "EXIT_UNAVAILABLE",
     "BessaiError",
     "ConfigError",
     "FeatureUnavailableError",
+    "NoAnswerError",
     "OperationFailedError",
 ]
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
+EXIT_NO_ANSWER = 4
 
 
 class BessaiError(Exception):
@@ -68,3 +73,10 @@ class FeatureUnavailableError(BessaiError):
     """The requested feature is not part of this build (a module or function is missing)."""
 
     exit_code = EXIT_UNAVAILABLE
+
+
+class NoAnswerError(BessaiError):
+    """The peer that would tell did not answer (refused, timed out, overloaded, not the gateway):
+    distinct from a failed check, so a monitor can tell "down" from "could not ask"."""
+
+    exit_code = EXIT_NO_ANSWER

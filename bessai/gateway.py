@@ -53,10 +53,11 @@ from bessai.clock import WallClock, system_wall_clock
 from bessai.control import CommandRouter, EventOutbox, Site, SiteConfig, build_site
 from bessai.control.gate import CommandPolicy
 from bessai.device import UniversalDriver, load_profile
+from bessai.errors import ConfigError
 from bessai.model import Event, Snapshot
 from bessai.observe import StatusServer, TelemetryActor, TelemetryConfig, health_from_status
 from bessai.observe.logs import get_log_level, set_log_level
-from bessai.settings import DeviceSpec, Settings, SettingsError, read_log_level
+from bessai.settings import DeviceSpec, Settings, read_log_level
 from bessai.uplink.credentials import Endpoint, credentials_for, make_client
 from bessai.uplink.message import record_from_event
 from bessai.uplink.publisher import Publisher
@@ -148,7 +149,7 @@ class _SighupReloader:
                 level = get_log_level()
                 try:
                     level = read_log_level(None, self.env_file or "config/.env")
-                except SettingsError as error:
+                except ConfigError as error:  # a bad value, or a file no longer UTF-8
                     # A typo in the file must not crash this child: while it restarted, no
                     # handler would be installed and the next SIGHUP would kill the process.
                     # Keep the current level; still drop cached credentials.

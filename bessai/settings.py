@@ -21,10 +21,12 @@ MODBUS_UNIT_ID, DEVICE_PROFILE). Without DEVICES there is one device, ``DEVICE_I
 from __future__ import annotations
 
 import difflib
+import io
 import ipaddress
 import math
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +35,7 @@ from urllib.parse import urlsplit
 import attrs
 from dotenv import dotenv_values
 
+from bessai.bounds import clip
 from bessai.errors import ConfigError
 
 __all__ = [
@@ -43,7 +46,9 @@ __all__ = [
     "DeviceSpec",
     "SettingProblem",
     "Settings",
+    "SettingsCheck",
     "SettingsError",
+    "check_settings",
     "get_settings",
     "load_env",
     "parse_bind",
@@ -108,8 +113,8 @@ class SettingProblem:
 
     def __str__(self) -> str:
         if self.value is None:
-            return f"{self.key} is not set — {self.expected}"
-        return f"{self.key}={self.value!r} {self.expected}"
+            return f"{clip(self.key)} is not set — {self.expected}"
+        return f"{clip(self.key)}={clip(self.value)!r} {self.expected}"
 
 
 class SettingsError(ConfigError):
@@ -231,7 +236,11 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _TOPIC = re.compile(r"^[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$")
 _PROJECT = re.compile(r"^([a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?$", re.IGNORECASE)
+_SIZE = re.compile(r"^([0-9]{1,15}(?:\.[0-9]{1,15})?) *([KMGT]i?B|B)?$", re.IGNORECASE)
+# Numbers are ASCII digits only: Python's int()/float() also take "٥٠٢", "5_0_2", "1e3", " 5 ",
+# "inf" and "nan", none of which an operator means when writing a port or a limit.
+_INT = re.compile(r"[+-]?[0-9]{1,18}")
+_FLOAT = re.compile(r"[+-]?(?:[0-9]{1,15}(?:\.[0-9]{0,15})?|\.[0-9]{1,15})")
 _SIZE_UNITS = {
     "B": 1,
     "KB": 1000,
@@ -279,10 +288,10 @@ def parse_host(raw: str) -> IPAddress | str:
 
 def _int_in(low: int, high: int, what: str) -> Callable[[str], int]:
     def parse(raw: str) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise ValueError(f"is not a whole number — expected {what}") from None
+        text = raw.strip()
+        if not _INT.fullmatch(text):
+            raise ValueError(f"is not a whole number in ASCII digits — expected {what}")
+        value = int(text)
         if not low <= value <= high:
             raise ValueError(f"is out of range — expected {what}")
         return value
@@ -292,10 +301,10 @@ def _int_in(low: int, high: int, what: str) -> Callable[[str], int]:
 
 def _float_in(low: float, high: float, what: str) -> Callable[[str], float]:
     def parse(raw: str) -> float:
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise ValueError(f"is not a number — expected {what}") from None
+        text = raw.strip()
+        if not _FLOAT.fullmatch(text):
+            raise ValueError(f"is not a number in ASCII digits (e.g. 2.5) — expected {what}")
+        value = float(text)
         if not math.isfinite(value) or not low <= value <= high:
             raise ValueError(f"is out of range — expected {what}")
         return value
@@ -326,14 +335,66 @@ def _topic(raw: str) -> str:
     return text
 
 
+NAME_MAX_BYTES = 255
+"""The longest file or directory name (one path component) on Linux file systems, in bytes."""
+PATH_MAX_BYTES = 4096
+"""The longest path the kernel accepts (PATH_MAX), in bytes."""
+SPOOL_SUFFIX_RESERVE_BYTES = 40
+"""Room the spool needs after its file name: ``-wal``, ``-shm`` and a corrupt file moved aside
+as ``<name>.corrupt-20260101T000000Z.9-wal``."""
+SPOOL_PATH_MAX_BYTES = 400
+"""SQLite's unix VFS refuses database paths over 512 bytes; the spool adds its suffixes to the
+absolute path."""
+
+
+def _path_problem(path: Path, max_bytes: int, name_max_bytes: int) -> str | None:
+    """Why ``path`` cannot be a file name on this system, or None."""
+    text = str(path)
+    if "\0" in text:
+        return "contains a NUL character — a path cannot"
+    try:
+        encoded = os.fsencode(text)
+    except UnicodeError:
+        return "cannot be encoded as a file name on this system"
+    if len(encoded) > max_bytes:
+        return f"is {len(encoded)} bytes long — the limit is {max_bytes} bytes"
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > name_max_bytes:
+            return (f"has a name of {size} bytes ({clip(part, 40)!r}) — one file or directory "
+                    f"name may be at most {name_max_bytes} bytes")
+    return None
+
+
 def _path(raw: str) -> Path:
-    return Path(raw.strip()).expanduser()
+    """A file path that the kernel can open: no NUL, at most PATH_MAX, names at most NAME_MAX."""
+    path = Path(raw.strip()).expanduser()
+    problem = _path_problem(path, PATH_MAX_BYTES, NAME_MAX_BYTES)
+    if problem:
+        raise ValueError(f"{problem} — set a shorter path")
+    return path
+
+
+def _spool_path(raw: str) -> Path:
+    """The spool's file: short enough for SQLite and for the names the spool derives from it."""
+    path = _path(raw)
+    if path.name in ("", ".", ".."):
+        raise ValueError("names no file — give the spool's file, e.g. var/spool/outbox.sqlite")
+    absolute = Path(os.path.abspath(path))
+    problem = _path_problem(absolute, SPOOL_PATH_MAX_BYTES,
+                            NAME_MAX_BYTES - SPOOL_SUFFIX_RESERVE_BYTES)
+    if problem:
+        raise ValueError(
+            f"{problem.replace('is ', 'is (as an absolute path) ', 1)} for the spool (SQLite "
+            f"and the spool's -wal/.corrupt-* files need the room) — set a shorter path, e.g. "
+            "/var/lib/bessai/outbox.sqlite")
+    return path
 
 
 def parse_bind(raw: str) -> BindAddress:
     """``HOST:PORT`` (``[::1]:8080`` for IPv6); used for STATUS_BIND and PUBSUB_EMULATOR_HOST."""
     text = raw.strip()
-    match = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]*):(\d+)", text)
+    match = re.fullmatch(r"\[([^\]]+)\]:([0-9]{1,5})|([^:\[\]]*):([0-9]{1,5})", text)
     expected = "expected HOST:PORT, e.g. 127.0.0.1:8080 (IPv6 as [::1]:8080)"
     if not match:
         raise ValueError(f"is not HOST:PORT — {expected}")
@@ -376,6 +437,8 @@ def parse_size(raw: str) -> int:
     value = int(float(number) * _SIZE_UNITS[(unit or "B").upper()])
     if value < 10 * 1000**2:
         raise ValueError(f"is too small — {expected}")
+    if value > 1000**5:
+        raise ValueError(f"is over 1 PB — {expected}")
     return value
 
 
@@ -433,7 +496,7 @@ _KEYS: tuple[_Key, ...] = (
     _Key("GOOGLE_APPLICATION_CREDENTIALS", _path),
     _Key("PUBSUB_EMULATOR_HOST", _emulator_host),
     _Key("OTEL_EXPORTER_OTLP_ENDPOINT", _url),
-    _Key("SPOOL_PATH", _path, Path("var/spool/outbox.sqlite")),
+    _Key("SPOOL_PATH", _spool_path, Path("var/spool/outbox.sqlite")),
     _Key("SPOOL_MAX_BYTES", parse_size, 1024**3),
     _Key("STATUS_BIND", parse_bind, BindAddress("127.0.0.1", 8080)),
     _Key("LOG_LEVEL", _log_level, "INFO"),
@@ -471,7 +534,7 @@ def _parse_devices(
     problems: list[str] = []
     entry_re = re.compile(
         r"^(?P<id>[^@\s]+)@(?P<host>\[[^\]]+\]|[^:/?\s]+)"
-        r"(?::(?P<port>\d+))?(?:/(?P<unit>\d+))?(?:\?profile=(?P<profile>\S+))?$"
+        r"(?::(?P<port>[0-9]{1,5}))?(?:/(?P<unit>[0-9]{1,3}))?(?:\?profile=(?P<profile>\S+))?$"
     )
     form = "ID@HOST[:PORT][/UNIT][?profile=PATH], e.g. inv1@192.168.1.50:502/1"
     for entry in (e.strip() for e in raw.split(",")):
@@ -479,23 +542,28 @@ def _parse_devices(
             continue
         match = entry_re.match(entry)
         if not match:
-            problems.append(f"entry {entry!r} is not {form}")
+            problems.append(f"entry {clip(entry)!r} is not {form}")
             continue
         dev_id = match["id"]
         if not _DEVICE_ID.match(dev_id):
-            problems.append(f"entry {entry!r}: id {dev_id!r} must be letters, digits, _ - (≤32)")
+            problems.append(f"entry {clip(entry)!r}: id {clip(dev_id, 40)!r} must be letters, "
+                            "digits, _ - (≤32)")
             continue
         try:
             host = str(parse_host(match["host"]))
         except ValueError as exc:
-            problems.append(f"entry {entry!r}: host {match['host']!r} {exc}")
+            problems.append(f"entry {clip(entry)!r}: host {clip(match['host'], 80)!r} {exc}")
             continue
         dev_port = int(match["port"]) if match["port"] else port
         dev_unit = int(match["unit"]) if match["unit"] else unit_id
         if not 1 <= dev_port <= 65535 or not 0 <= dev_unit <= 255:
-            problems.append(f"entry {entry!r}: port must be 1-65535 and unit 0-255")
+            problems.append(f"entry {clip(entry)!r}: port must be 1-65535 and unit 0-255")
             continue
-        dev_profile = _path(match["profile"]) if match["profile"] else profile
+        try:
+            dev_profile = _path(match["profile"]) if match["profile"] else profile
+        except ValueError as exc:
+            problems.append(f"entry {clip(entry)!r}: profile {exc}")
+            continue
         devices.append(DeviceSpec(dev_id, host, dev_port, dev_unit, dev_profile))
     if not devices and not problems:
         problems.append(f"lists no device — expected {form}")
@@ -582,21 +650,76 @@ def _consistency_problems(values: Mapping[str, Any]) -> list[SettingProblem]:
 # Loading
 
 
+MAX_ENV_FILE_BYTES = 1024 * 1024
+"""The largest settings file read (a real one is a few KiB); a bigger one is refused unread."""
+MAX_VALUE_CHARS = 16384
+"""The longest value of one key; a longer one is refused before any parser sees it."""
+
+
+def _read_env_file(path: Path) -> str:
+    """The file's text: a regular file of at most MAX_ENV_FILE_BYTES in UTF-8, else ConfigError.
+
+    Size first (a FIFO or a 2 GB file is never read whole), then the encoding: a stray Latin-1
+    byte is an operator's typo, reported with its line and column, not a traceback.
+    """
+    where = clip(str(path), 120)
+    hint = "fix the file (every key is documented in config/.env.example), or pass another " \
+           "with --env-file"
+    try:
+        with path.open("rb") as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigError(f"settings file {where} is not a regular file", hint=hint)
+            data = fh.read(MAX_ENV_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"settings file {where} cannot be read ({exc.strerror or exc})",
+                          hint="check the path and that this user may read it") from None
+    if len(data) > MAX_ENV_FILE_BYTES:
+        raise ConfigError(f"settings file {where} is over {MAX_ENV_FILE_BYTES} bytes — not a "
+                          "settings file?", hint=hint)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(
+            f"settings file {where} is not UTF-8 text: byte 0x{data[exc.start]:02X} at line "
+            f"{line}, column {column}",
+            hint="save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`), or replace the character "
+                 "with plain ASCII; " + hint) from None
+
+
 def load_env(
     env: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = DEFAULT_ENV_FILE
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Merge the file under the environment; returns (merged values, the file's own values).
 
-    A missing file is not an error (Docker's env_file and systemd pass the environment).
+    A missing file is not an error (Docker's env_file and systemd pass the environment); one
+    that exists but is unreadable, too big or not UTF-8 is a `ConfigError`.
     Empty values are dropped, in either place, so that ``KEY=`` means "not set here".
     """
     environ = dict(os.environ if env is None else env)
     file_values: dict[str, str] = {}
-    if env_file is not None and Path(env_file).is_file():
-        file_values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+    if env_file is not None and _exists(Path(env_file)):
+        text = _read_env_file(Path(env_file))
+        file_values = {
+            k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None
+        }
     merged = {k: v for k, v in file_values.items() if v.strip()}
     merged.update({k: v for k, v in environ.items() if v.strip()})
     return merged, file_values
+
+
+def _exists(path: Path) -> bool:
+    """Like ``path.exists()``, but a name too long or with a NUL is "exists" (so the read says
+    why) rather than an OSError or ValueError."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return True
+    return True
 
 
 def _unknown_key_warnings(file_values: Mapping[str, str], source: str) -> list[str]:
@@ -604,19 +727,51 @@ def _unknown_key_warnings(file_values: Mapping[str, str], source: str) -> list[s
     for key in file_values:
         if key in KNOWN_KEYS or key in _FOREIGN_KEYS or key.startswith(_FOREIGN_PREFIXES):
             continue
-        close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.6) if len(key) < 64 \
+            else []
         suggestion = f" (did you mean {close[0]}?)" if close else ""
-        warnings.append(f"{source}: unknown key {key} is ignored{suggestion}")
+        warnings.append(f"{source}: unknown key {clip(key, 80)} is ignored{suggestion}")
     return warnings
 
 
-def get_settings(
-    env: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = DEFAULT_ENV_FILE
-) -> Settings:
-    """Read, validate and return the settings; raise `SettingsError` listing every problem.
+@attrs.frozen
+class SettingsCheck:
+    """What one read of the settings found: every problem, and every value that did parse.
 
-    ``env`` defaults to ``os.environ``; ``env_file`` (default ``config/.env``, relative to the
-    working directory) is read if it exists, and the environment wins over it.
+    ``values`` holds the keys (lower case, as on `Settings`) whose value parsed or took its
+    default; a key whose value is wrong is absent. `bessai check-config` uses it to check the
+    files the good keys point at (profiles, credentials, spool directory) in the same run.
+    """
+
+    source: str
+    values: Mapping[str, Any]
+    devices: tuple[DeviceSpec, ...]
+    problems: tuple[SettingProblem, ...]
+    warnings: tuple[str, ...]
+
+    @property
+    def uplink_mode(self) -> UplinkMode | None:
+        """As `Settings.uplink_mode`, or None when PUBSUB_TOPIC itself is wrong."""
+        if "pubsub_topic" not in self.values:
+            return None
+        if self.values["pubsub_topic"] is None:
+            return "off"
+        return "emulator" if self.values.get("pubsub_emulator_host") else "cloud"
+
+    def settings(self) -> Settings:
+        """The validated `Settings`; `SettingsError` listing every problem otherwise."""
+        if self.problems:
+            raise SettingsError(list(self.problems), source=self.source)
+        return Settings(devices=self.devices, warnings=self.warnings, **self.values)
+
+
+def check_settings(
+    env: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = DEFAULT_ENV_FILE
+) -> SettingsCheck:
+    """Read and check every key; never raises for a bad value (see `SettingsCheck.problems`).
+
+    A settings file that cannot be read at all (not UTF-8, too big, unreadable) is the one
+    exception: a `ConfigError`, since no key can be trusted then.
     """
     raw, file_values = load_env(env, env_file)
     source = str(env_file) if env_file is not None else "the environment"
@@ -629,10 +784,16 @@ def get_settings(
                 problems.append(SettingProblem(key.name, None, key.required_hint))
             values[key.field] = key.default
             continue
+        shown = redact_url(text) if key.name == "OTEL_EXPORTER_OTLP_ENDPOINT" else text
+        if len(text) > MAX_VALUE_CHARS:
+            problems.append(SettingProblem(
+                key.name, shown, f"is {len(text)} characters long — the limit is "
+                f"{MAX_VALUE_CHARS}"))
+            values[key.field] = _INVALID
+            continue
         try:
             values[key.field] = key.parse(text)
         except ValueError as exc:
-            shown = redact_url(text) if key.name == "OTEL_EXPORTER_OTLP_ENDPOINT" else text
             problems.append(SettingProblem(key.name, shown, str(exc)))
             values[key.field] = _INVALID
 
@@ -640,7 +801,9 @@ def get_settings(
     devices: tuple[DeviceSpec, ...] = ()
     inherit = [values[k] for k in ("inverter_port", "modbus_unit_id", "device_profile")]
     inherit_ok = _INVALID not in inherit
-    if devices_raw is not None:
+    if devices_raw is _INVALID:
+        pass
+    elif devices_raw is not None:
         if "INVERTER_IP" in raw:
             problems.append(
                 SettingProblem(
@@ -665,13 +828,27 @@ def get_settings(
         )
 
     problems += _consistency_problems(values)
-    if problems:
-        raise SettingsError(problems, source=source)
-    return Settings(
+    if not problems and not devices:
+        problems.append(SettingProblem("DEVICES", None, "the gateway needs at least one inverter"))
+    return SettingsCheck(
+        source=source,
+        values={k: v for k, v in values.items() if v is not _INVALID},
         devices=devices,
+        problems=tuple(problems),
         warnings=tuple(_unknown_key_warnings(file_values, source)),
-        **values,
     )
+
+
+def get_settings(
+    env: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = DEFAULT_ENV_FILE
+) -> Settings:
+    """Read, validate and return the settings; raise `SettingsError` listing every problem.
+
+    ``env`` defaults to ``os.environ``; ``env_file`` (default ``config/.env``, relative to the
+    working directory) is read if it exists, and the environment wins over it. A file that
+    cannot be read as UTF-8 text is a `ConfigError` (exit 2), never a traceback.
+    """
+    return check_settings(env, env_file).settings()
 
 
 def read_log_level(

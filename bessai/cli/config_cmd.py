@@ -2,9 +2,11 @@
 
 Loads the settings, then checks what the settings point at — each device profile (through the
 profile loader when this build has it), the credentials key file (exists, readable, JSON; its
-contents are never printed) and the spool's directory (writable). Prints one summary line,
+contents are never printed) and the spool's directory (exists or can be created, writable, names
+within the file system's limits). Prints one summary line,
 ``Site: X, IP: Y, devices: ..., profile: ..., uplink: emulator|cloud|off``, then details, and
-exits 0; or prints every problem at once and exits 2.
+exits 0; or prints every problem at once and exits 2 — the files behind every key that did
+parse are checked in the same run, so one run lists everything to fix.
 """
 
 from __future__ import annotations
@@ -14,10 +16,18 @@ import json
 import os
 from pathlib import Path
 
+from bessai.bounds import clip
 from bessai.cli._common import human_bytes, load_settings
 from bessai.cli._lazy import load
 from bessai.errors import FeatureUnavailableError
-from bessai.settings import SettingProblem, Settings, SettingsError, redact_url
+from bessai.settings import (
+    SPOOL_SUFFIX_RESERVE_BYTES,
+    SettingProblem,
+    Settings,
+    SettingsError,
+    check_settings,
+    redact_url,
+)
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -30,11 +40,26 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     parser.set_defaults(func=run)
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for this file system, a NUL
+        return False
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _profile_summary(path: Path, problems: list[SettingProblem], notes: list[str]) -> str:
     key = "DEVICE_PROFILE"
-    if not path.is_file():
+    if not _is_file(path):
+        what = "is not a regular file" if _exists(path) else "does not exist"
         problems.append(
-            SettingProblem(key, str(path), "does not exist — set the path of the device "
+            SettingProblem(key, str(path), f"{what} — set the path of the device "
                            "profile JSON, e.g. profiles/huawei_sun2000.json")
         )
         return str(path)
@@ -46,8 +71,9 @@ def _profile_summary(path: Path, problems: list[SettingProblem], notes: list[str
         return str(path)
     try:
         profile = load_profile(path)
-    except Exception as exc:
-        problems.append(SettingProblem(key, str(path), f"is not a valid profile: {exc}"))
+    except Exception as exc:  # ProfileError lists every problem; anything else is shown too
+        problems.append(SettingProblem(key, str(path),
+                                       f"is not a valid profile: {clip(exc, 2000)}"))
         return str(path)
     device = getattr(profile, "device", None)
     model = " ".join(
@@ -61,24 +87,31 @@ def _profile_summary(path: Path, problems: list[SettingProblem], notes: list[str
     return f"{path} ({detail})" if detail else str(path)
 
 
-def _check_credentials(settings: Settings, problems: list[SettingProblem]) -> None:
+MAX_CREDENTIALS_BYTES = 64 * 1024
+"""A service-account key is about 2.3 KB; a bigger file is not one (and is not read whole)."""
+
+
+def _check_credentials(path: Path | None, uplink_mode: str | None,
+                       problems: list[SettingProblem]) -> None:
     """The key file must be readable JSON; its contents are never shown, even in errors."""
-    path = settings.google_application_credentials
-    if path is None or settings.uplink_mode != "cloud":
+    if path is None or uplink_mode != "cloud":
         return
     key = "GOOGLE_APPLICATION_CREDENTIALS"
-    if not path.is_file():
+    if not _is_file(path):
         problems.append(SettingProblem(key, str(path), "does not exist — set the path of the "
                                        "service-account key file (see ops/RUNBOOK.md, rotation)"))
         return
     try:
         with path.open("rb") as fh:
-            doc = json.load(fh)
+            data = fh.read(MAX_CREDENTIALS_BYTES + 1)
+        if len(data) > MAX_CREDENTIALS_BYTES:
+            raise ValueError("too big for a key file")
+        doc = json.loads(data)
     except PermissionError:
         problems.append(SettingProblem(key, str(path), "is not readable by this user — give the "
                                        "gateway's user read access (chmod 0640, group bessai)"))
         return
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         problems.append(SettingProblem(key, str(path), "is not a JSON key file — download the "
                                        "key again (gcloud iam service-accounts keys create)"))
         return
@@ -87,15 +120,55 @@ def _check_credentials(settings: Settings, problems: list[SettingProblem]) -> No
                                        "file (no 'type' field)"))
 
 
-def _check_spool_dir(settings: Settings, problems: list[SettingProblem]) -> None:
-    directory = settings.spool_path.parent
-    existing = directory
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        problems.append(SettingProblem("SPOOL_PATH", str(settings.spool_path),
-                                       f"cannot be created: {existing} is not a writable "
-                                       "directory — point it at a persistent, writable disk"))
+def _check_spool_dir(spool_path: Path, problems: list[SettingProblem]) -> None:
+    """The spool's directory exists or can be created, is writable, and takes its names.
+
+    The gateway creates missing directories at start; this checks the nearest existing one is a
+    writable directory, that the spool file (if present) is a file, and that every name to be
+    created fits the file system's NAME_MAX (the spool also needs room for ``-wal`` and
+    ``.corrupt-*`` names): a name the file system refuses would crash-loop the spool actor.
+    """
+    key = "SPOOL_PATH"
+    shown = str(spool_path)
+    absolute = Path(os.path.abspath(spool_path))
+    existing = absolute.parent
+    to_create: list[str] = []
+    try:
+        while not existing.exists() and existing != existing.parent:
+            to_create.insert(0, existing.name)
+            existing = existing.parent
+        if not existing.is_dir():
+            problems.append(SettingProblem(key, shown, f"cannot be created: {existing} is a file, "
+                                           "not a directory — point it at a directory on a "
+                                           "persistent, writable disk"))
+            return
+        if not os.access(existing, os.W_OK | os.X_OK):
+            problems.append(SettingProblem(key, shown, f"cannot be created: {existing} is not "
+                                           "writable by this user — point it at a persistent, "
+                                           "writable disk, or give the gateway's user access"))
+            return
+        if absolute.exists() and not absolute.is_file():
+            problems.append(SettingProblem(key, shown, "exists and is not a file (a directory?) "
+                                           "— give the spool's file, e.g. "
+                                           "/var/lib/bessai/outbox.sqlite"))
+            return
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+    except OSError as exc:
+        problems.append(SettingProblem(key, shown, f"cannot be checked ({exc.strerror or exc})"))
+        return
+    for name in to_create:
+        if len(os.fsencode(name)) > name_max:
+            problems.append(SettingProblem(key, shown, f"needs a directory name of "
+                                           f"{len(os.fsencode(name))} bytes — {existing} takes "
+                                           f"at most {name_max}"))
+            return
+    room = name_max - SPOOL_SUFFIX_RESERVE_BYTES
+    if len(os.fsencode(absolute.name)) > room:
+        problems.append(SettingProblem(key, shown, f"has a file name of "
+                                       f"{len(os.fsencode(absolute.name))} bytes — this file "
+                                       f"system takes {name_max}, and the spool needs "
+                                       f"{SPOOL_SUFFIX_RESERVE_BYTES} of them for its -wal and "
+                                       f".corrupt-* files: use at most {room}"))
 
 
 def _uplink_detail(settings: Settings) -> str:
@@ -111,17 +184,27 @@ def _uplink_detail(settings: Settings) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load_settings(args)
-    problems: list[SettingProblem] = []
+    env_file = getattr(args, "env_file", None)
+    if env_file is not None and not _is_file(Path(env_file)):
+        load_settings(args)  # raises the ConfigError that says the file does not exist
+    check = check_settings(env_file=env_file or "config/.env")
+    problems: list[SettingProblem] = list(check.problems)
     notes: list[str] = []
+    # Check what every key that parsed points at, even when other keys are wrong: one run
+    # lists every problem (a wrong profile path is not hidden behind a wrong INVERTER_IP).
+    profile_paths = [d.profile for d in check.devices]
+    if not profile_paths and "device_profile" in check.values:
+        profile_paths = [check.values["device_profile"]]
     profiles = {
-        path: _profile_summary(path, problems, notes)
-        for path in dict.fromkeys(d.profile for d in settings.devices)
+        path: _profile_summary(path, problems, notes) for path in dict.fromkeys(profile_paths)
     }
-    _check_credentials(settings, problems)
-    _check_spool_dir(settings, problems)
+    _check_credentials(check.values.get("google_application_credentials"), check.uplink_mode,
+                       problems)
+    if "spool_path" in check.values:
+        _check_spool_dir(check.values["spool_path"], problems)
     if problems:
-        raise SettingsError(problems, source=args.env_file or "config/.env")
+        raise SettingsError(problems, source=check.source)
+    settings: Settings = check.settings()
 
     devices = ", ".join(str(d) for d in settings.devices)
     print(

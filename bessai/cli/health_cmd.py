@@ -1,9 +1,10 @@
 """``bessai health``: ask the running gateway's status endpoint whether it is healthy.
 
-Used by Docker's HEALTHCHECK and by operators. Exits 0 when ``/healthz`` says healthy, 1 when it
-answers unhealthy or does not answer. The URL comes from ``--url`` or STATUS_BIND (a wildcard bind
-such as 0.0.0.0 is reached on loopback); it reads STATUS_BIND alone, so a health check still works
-when another setting is wrong.
+Used by Docker's HEALTHCHECK and by operators. Exits 0 when ``/healthz`` says healthy, 1 when the
+gateway answers that it is unhealthy (with its reasons), 4 when no answer could be had (nothing
+listens, a timeout, an overloaded or foreign endpoint). The URL comes from ``--url`` or
+STATUS_BIND (a wildcard bind such as 0.0.0.0 is reached on loopback); it reads STATUS_BIND alone,
+so a health check still works when another setting is wrong.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import trio
 
 from bessai.cli._lazy import load
-from bessai.errors import ConfigError, OperationFailedError
+from bessai.errors import EXIT_NO_ANSWER, ConfigError, NoAnswerError, OperationFailedError
 from bessai.settings import DEFAULT_ENV_FILE, load_env, parse_bind
 
 _HINT = (
@@ -30,7 +31,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     parser = commands.add_parser(
         "health",
         parents=[common],
-        help="check the running gateway's /healthz (exit 0 healthy, 1 not)",
+        help="check the running gateway's /healthz (exit 0 healthy, 1 unhealthy, 4 no answer)",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
     )
     parser.add_argument("--url", help="health URL (default http://<STATUS_BIND>/healthz)")
@@ -76,11 +77,17 @@ def run(args: argparse.Namespace) -> int:
         else:
             result = check_health(url, args.timeout_s, **kwargs)
     except OSError as exc:
-        raise OperationFailedError(
+        raise NoAnswerError(
             f"the gateway's status endpoint at {url} does not answer: {exc}",
             hint=_HINT,
         ) from exc
     ok, detail = _verdict(result, buffer.getvalue().strip())
+    if result == EXIT_NO_ANSWER and not isinstance(result, bool):
+        raise NoAnswerError(
+            f"no answer from the gateway ({url}); its health is unknown"
+            + (":\n  " + detail.replace("\n", "\n  ") if detail else ""),
+            hint=_HINT,
+        )
     if not ok:
         raise OperationFailedError(
             f"the gateway is unhealthy ({url})"

@@ -4,7 +4,8 @@ inspect profiles and the spool, send a dispatch command, run the simulator.
 Invariants:
 - A failure prints ``error: <cause>`` and ``hint: <what to do next>`` on stderr and exits
   non-zero (1 = the check or operation failed, 2 = configuration or usage error, 3 = not in
-  this build, 130 = interrupted). A traceback appears only with ``--debug``.
+  this build, 4 = no answer from the peer that would tell, e.g. `bessai health` with no
+  gateway listening, 130 = interrupted). A traceback appears only with ``--debug``.
 - Command implementations are imported lazily: ``bessai --help`` and ``check-config`` work even
   when a part of the gateway is missing from the build.
 """

@@ -29,6 +29,7 @@ import structlog
 import trio
 
 from actors import SupervisorEscalation
+from bessai.bounds import clip
 from bessai.errors import BessaiError, ConfigError, OperationFailedError
 from bessai.settings import DEFAULT_ENV_FILE, get_settings, load_env
 
@@ -236,10 +237,15 @@ def check_profiles(settings: Any, *, env_file: str | None = None) -> None:
     for device in settings.devices:
         path = Path(device.profile)
         key = "DEVICE_PROFILE" if path == Path(settings.device_profile) else "DEVICES"
-        if not path.is_file():
+        try:
+            exists = path.is_file()
+        except (OSError, ValueError):  # settings bound the length; a file system may be stricter
+            exists = False
+        if not exists:
             raise ConfigError(
-                f"{key}={str(path)!r} not found — looked in {path.resolve().parent} (a relative "
-                f"path is read from the working directory, {Path.cwd()})",
+                f"{key}={clip(str(path))!r} not found — looked in "
+                f"{clip(str(path.absolute().parent))} (a relative path is read from the working "
+                f"directory, {Path.cwd()})",
                 hint=f"set DEVICE_PROFILE in {where} to the profile's absolute path, e.g. "
                      "/opt/bessai/profiles/huawei_sun2000.json, or run bessai-run from the "
                      "directory that holds profiles/")

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
+from bessai.bounds import clip
 from bessai.cli._common import human_bytes, load_settings
 from bessai.cli._lazy import has_in_mro, load
 from bessai.errors import ConfigError, OperationFailedError
@@ -58,9 +60,20 @@ def _spool_path(args: argparse.Namespace) -> tuple[Path, int | None]:
     return settings.spool_path, settings.spool_max_bytes
 
 
-def _spool_failure(exc: Exception) -> OperationFailedError:
-    return OperationFailedError(str(exc), hint="check SPOOL_PATH (or --path) points at the "
-                                "gateway's spool file, and that this user can read it")
+def _spool_failure(exc: Exception, path: Path | None = None) -> OperationFailedError:
+    if isinstance(exc, sqlite3.DatabaseError):
+        # SQLite says the file is not a database, is damaged, or is locked: a listed failure,
+        # never "unexpected". The gateway moves a corrupt spool aside itself (SPOOL_CORRUPT).
+        return OperationFailedError(
+            f"{clip(str(path))} cannot be read as a spool database (SQLite: {clip(exc, 120)})",
+            hint="check SPOOL_PATH (or --path) points at the gateway's spool file; if it is "
+                 "damaged, see ops/RUNBOOK.md (SPOOL_CORRUPT) for the moved-aside copy")
+    return OperationFailedError(clip(str(exc), 400), hint="check SPOOL_PATH (or --path) points "
+                                "at the gateway's spool file, and that this user can read it")
+
+
+def _is_spool_failure(exc: Exception) -> bool:
+    return (has_in_mro(exc, "SpoolError") or isinstance(exc, OSError | sqlite3.DatabaseError))
 
 
 def run_stats(args: argparse.Namespace) -> int:
@@ -69,8 +82,8 @@ def run_stats(args: argparse.Namespace) -> int:
     try:
         stats = read_stats(path)
     except Exception as exc:
-        if has_in_mro(exc, "SpoolError") or isinstance(exc, OSError):
-            raise _spool_failure(exc) from exc
+        if _is_spool_failure(exc):
+            raise _spool_failure(exc, path) from exc
         raise
     data = stats.to_json() if hasattr(stats, "to_json") else dict(stats)
     if data.get("max_bytes") is None:
@@ -100,8 +113,8 @@ def run_export(args: argparse.Namespace) -> int:
             with args.output.open("w", encoding="utf-8") as out:
                 count = export_rows(path, out, table=args.table)
     except Exception as exc:
-        if has_in_mro(exc, "SpoolError") or isinstance(exc, OSError):
-            raise _spool_failure(exc) from exc
+        if _is_spool_failure(exc):
+            raise _spool_failure(exc, path) from exc
         raise
     print(f"exported {count} rows from {args.table}", file=sys.stderr)
     return 0
@@ -116,8 +129,8 @@ def run_backup(args: argparse.Namespace) -> int:
     try:
         stats = backup_spool(path, args.dest)
     except Exception as exc:
-        if has_in_mro(exc, "SpoolError") or isinstance(exc, OSError):
-            raise _spool_failure(exc) from exc
+        if _is_spool_failure(exc):
+            raise _spool_failure(exc, path) from exc
         raise
     print(f"backup of {path} written to {args.dest}: {stats.depth} pending, "
           f"{stats.dead_letters} dead letters")

@@ -25,6 +25,8 @@ from collections.abc import Iterable
 
 import attrs
 
+from bessai.bounds import clip
+
 # Modbus exception codes (function code | 0x80 replies) and what an operator should do.
 EXCEPTION_NAMES: dict[int, str] = {
     0x01: "illegal function",
@@ -87,7 +89,7 @@ class ProfileError(DeviceError):
         n = len(self.problems)
         lines = [f"{file}: {n} problem{'s' if n != 1 else ''} in device profile — fix them and "
                  "reload:"]
-        lines += [f"  {p.path}: {p.message}" for p in self.problems]
+        lines += [f"  {clip(p.path, 120)}: {clip(p.message, 400)}" for p in self.problems]
         super().__init__("\n".join(lines))
 
 

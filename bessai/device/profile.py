@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import enum
 import json
+import math
+import os
+import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,9 +28,16 @@ from typing import Any
 import attrs
 import jsonschema
 
+from bessai.bounds import clip
 from bessai.device.errors import ProfileError, ProfileProblem
 
 SCHEMA_FILENAME = "profile.schema.json"
+MAX_PROFILE_BYTES = 1024 * 1024
+"""The largest profile file read (the SUN2000 profile is about 9 KB); a bigger one is refused
+before it is read whole."""
+MAX_PROFILE_DEPTH = 16
+"""The deepest nesting of objects and arrays (a real profile is 5 deep); checked before parsing,
+so a deeply nested file is a listed problem, never a RecursionError."""
 _REPO_PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 
 
@@ -320,27 +330,114 @@ def _find_duplicates(node: Any, path: list[Any], out: list[tuple[str, str]]) -> 
 
 
 def load_profile(path: str | Path, *, schema_path: str | Path | None = None) -> Profile:
-    """Load and check a profile; raise :class:`ProfileError` listing every problem found."""
+    """Load and check a profile; raise :class:`ProfileError` listing every problem found.
+
+    Size first (a regular file of at most MAX_PROFILE_BYTES, never a FIFO or a device), then
+    the encoding (UTF-8), then structure and values in `parse_profile`.
+    """
     path = Path(path)
-    file = str(path)
+    file = clip(str(path), 120)
+
+    def refuse(message: str) -> ProfileError:
+        return ProfileError(file, [ProfileProblem(file, "$", message)])
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        problem = ProfileProblem(file, "$", f"cannot read the file ({exc.strerror or exc}); "
-                                 "check the path")
-        raise ProfileError(file, [problem]) from exc
+        with open(path, "rb") as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise refuse("is not a regular file; give the path of a profile JSON file")
+            data = fh.read(MAX_PROFILE_BYTES + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise refuse(f"cannot read the file ({clip(reason, 80)}); check the path") from None
+    if len(data) > MAX_PROFILE_BYTES:
+        raise refuse(f"is over {MAX_PROFILE_BYTES} bytes; a profile is a few KB of JSON")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise refuse(f"is not UTF-8 text (byte 0x{data[exc.start]:02X} on line {line}); save "
+                     "it as UTF-8") from None
     return parse_profile(text, file=file, schema_path=schema_path)
+
+
+def _nesting_depth(text: str, limit: int) -> int:
+    """How deep objects and arrays nest in JSON ``text``, counting at most to ``limit + 1``.
+
+    A linear scan that skips string contents; it needs no valid JSON (the parser judges that).
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return deepest
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+MAX_PROFILE_INT = 2**64
+"""The largest integer magnitude in a profile (a u64 sentinel is 2**64 - 1)."""
+
+
+def _number_problems(node: Any, path: list[Any], out: list[tuple[str, str]]) -> None:
+    """Numbers a register map can hold: integers within ±2**64, finite floats (``1e400``
+    parses as infinity)."""
+    if isinstance(node, bool):
+        return
+    if isinstance(node, int):
+        if abs(node) > MAX_PROFILE_INT:
+            out.append((_json_path(path), f"integer of {node.bit_length()} bits is out of range "
+                        "(at most 2**64)"))
+    elif isinstance(node, float):
+        if not math.isfinite(node):
+            out.append((_json_path(path), "number is out of range (not finite)"))
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            _number_problems(value, [*path, key], out)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _number_problems(value, [*path, i], out)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def parse_profile(text: str, *, file: str = "<string>",
                   schema_path: str | Path | None = None) -> Profile:
     """Check a profile given as JSON text (``file`` names it in errors)."""
+    file = clip(file, 120)
+    if len(text) > MAX_PROFILE_BYTES:
+        raise ProfileError(file, [ProfileProblem(
+            file, "$", f"is over {MAX_PROFILE_BYTES} characters; a profile is a few KB of JSON")])
+    if _nesting_depth(text, MAX_PROFILE_DEPTH) > MAX_PROFILE_DEPTH:
+        raise ProfileError(file, [ProfileProblem(
+            file, "$", f"objects and arrays nest more than {MAX_PROFILE_DEPTH} deep; a profile "
+            "is about 5 deep")])
     try:
-        doc = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+        doc = json.loads(text, object_pairs_hook=_reject_duplicate_keys,
+                         parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise ProfileError(file, [ProfileProblem(
             file, "$", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
         ) from exc
+    except (ValueError, RecursionError) as exc:  # NaN/Infinity; an integer over 4300 digits
+        raise ProfileError(file, [ProfileProblem(
+            file, "$", f"not valid JSON: {clip(exc, 120)}")]) from None
 
     problems: list[ProfileProblem] = []
 
@@ -351,6 +448,12 @@ def parse_profile(text: str, *, file: str = "<string>",
     _find_duplicates(doc, [], dups)
     for json_path, message in dups:
         add(json_path, message)
+    out_of_range: list[tuple[str, str]] = []
+    _number_problems(doc, [], out_of_range)
+    for json_path, message in out_of_range:
+        add(json_path, message)
+    if out_of_range:
+        raise ProfileError(file, problems)
 
     schema_file = Path(schema_path) if schema_path else default_schema_path(
         Path(file) if file != "<string>" else None)
@@ -378,8 +481,9 @@ def parse_profile(text: str, *, file: str = "<string>",
 
 def _schema_message(err: jsonschema.ValidationError) -> str:
     if err.validator == "oneOf" and err.context:
-        return f"{err.instance!r} is neither an integer >= 0 nor a hex string like \"0xFFFF\""
-    return err.message
+        return (f"{clip(repr(err.instance), 80)} is neither an integer >= 0 nor a hex string "
+                "like \"0xFFFF\"")
+    return clip(err.message, 300)
 
 
 def _build(doc: dict[str, Any], file: str) -> Profile:

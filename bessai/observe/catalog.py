@@ -107,6 +107,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("bessai.publish.retries", _C, "{message}", "Messages put back for a retry"),
     MetricSpec("bessai.publish.config_faults", _C, "{fault}",
                "403/404 from Pub/Sub: a configuration fault an operator must fix"),
+    MetricSpec("bessai.publish.all_rejected", _C, "{episode}",
+               "Times Pub/Sub rejected every message and the uplink began holding rows "
+               "(UPLINK_ALL_REJECTED)"),
     # supervision and telemetry itself
     MetricSpec("bessai.actor.restarts", _C, "{restart}",
                "Restarts of supervised children by child id and supervisor (`gateway`, "

@@ -11,7 +11,12 @@ Invariants, whatever a client sends:
 * binds 127.0.0.1 by default; one request per connection (``Connection: close``);
 * a request head larger than ``max_request_bytes``, or not HTTP, gets 400; an unknown path 404;
   a method other than GET/HEAD 405; a client that does not finish its request head within
-  ``request_timeout_s`` (slow loris) gets 408; more than ``max_connections`` at once get 503;
+  ``request_timeout_s`` (2 s: idle or slow loris) gets 408;
+* idle and slow clients cannot starve a real one: up to ``max_connections`` (256) are served at
+  once, and when all are taken the OLDEST connection still sending its request head is dropped
+  (408) to make room, so a newcomer that sends its request at once is answered; only when every
+  slot holds a request being answered does a newcomer get 503 ``too many connections`` (with
+  ``Retry-After``), which `bessai health` reports as "no answer", not "unhealthy";
 * every per-connection error stays in that connection's handler: the server keeps serving;
 * a provider that raises yields 500 (status) or 503 (health), logged, never a crash.
 """
@@ -92,11 +97,12 @@ def _response(status: int, body: bytes, content_type: str,
                         reason=_REASONS.get(status, b"")), body
 
 
-def _raw_response(status: int, text: str) -> bytes:
+def _raw_response(status: int, text: str, *, retry_after_s: int | None = None) -> bytes:
     body = (text + "\n").encode()
+    retry = b"retry-after: %d\r\n" % retry_after_s if retry_after_s is not None else b""
     return (b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n"
-            % (status, _REASONS.get(status, b""), len(body))) + body
+            b"content-length: %d\r\nconnection: close\r\n%s\r\n"
+            % (status, _REASONS.get(status, b""), len(body), retry)) + body
 
 
 async def _close_gracefully(stream: trio.SocketStream) -> None:
@@ -135,12 +141,16 @@ class StatusServer:
     health_provider: HealthProvider | None = None
     host: str = "127.0.0.1"
     port: int = 8080
-    request_timeout_s: float = 5.0
+    request_timeout_s: float = 2.0
     max_request_bytes: int = 8192
-    max_connections: int = 32
+    max_connections: int = 256
     bound_port: int | None = attrs.field(default=None, init=False)
     served: int = attrs.field(default=0, init=False)
     rejected: int = attrs.field(default=0, init=False)
+    evicted: int = attrs.field(default=0, init=False)
+    """Connections dropped while still sending their request head, to make room for a new one."""
+    _reading: dict[int, trio.CancelScope] = attrs.field(factory=dict, init=False, repr=False)
+    """Connections still receiving their request head, oldest first (insertion order)."""
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -161,14 +171,30 @@ class StatusServer:
 
     # --- one connection ---------------------------------------------------------------
 
+    async def _admit(self, limiter: trio.CapacityLimiter) -> bool:
+        """Take a connection slot; when all are taken, evict the oldest one still reading its
+        request head (an idle or slow-loris client) and wait briefly for its slot."""
+        try:
+            limiter.acquire_nowait()
+            return True
+        except trio.WouldBlock:
+            pass
+        if self._reading:
+            oldest = next(iter(self._reading))
+            self._reading.pop(oldest).cancel()
+            self.evicted += 1
+        with trio.move_on_after(min(1.0, self.request_timeout_s)):
+            await limiter.acquire()
+            return True
+        return False
+
     async def _connection(self, limiter: trio.CapacityLimiter, stream: trio.SocketStream) -> None:
         try:
-            try:
-                limiter.acquire_nowait()
-            except trio.WouldBlock:
+            if not await self._admit(limiter):
                 self.rejected += 1
                 with trio.move_on_after(self.request_timeout_s):
-                    await stream.send_all(_raw_response(503, "too many connections"))
+                    await stream.send_all(_raw_response(503, "too many connections",
+                                                        retry_after_s=1))
                 return
             try:
                 await self._serve_one(stream)
@@ -184,10 +210,14 @@ class StatusServer:
         request: h11.Request | None = None
         error: _BadRequest | None = None
         with trio.move_on_after(self.request_timeout_s) as timer:
+            key = id(timer)
+            self._reading[key] = timer
             try:
                 request = await self._read_head(stream, conn)
             except _BadRequest as bad:
                 error = bad
+            finally:
+                self._reading.pop(key, None)
         if timer.cancelled_caught:
             error = _BadRequest(408, f"request not received within {self.request_timeout_s} s")
         with trio.move_on_after(self.request_timeout_s):

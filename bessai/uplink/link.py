@@ -10,6 +10,8 @@ Invariants:
   are debug lines, never one warning per attempt.
 - While down, the uplink sends one probe message at a time, never a full batch.
 - A configuration fault (403/404) takes the link straight down; it is not a network blip.
+- A peer that answers but refuses every message (Pub/Sub answering 400 to all) is ``degraded``
+  with the reason (`rejecting`), never ``up``: reachable, but nothing gets through.
 """
 
 from __future__ import annotations
@@ -84,6 +86,13 @@ class Link:
         self.failures = 0
         self.reason = None
         self._set(LinkState.UP)
+
+    def rejecting(self, reason: str) -> None:
+        """The peer answers but refuses what is sent: degraded (not down: it is reachable, so
+        no probing), with the reason shown in /status until a message is accepted."""
+        if not self.is_down:
+            self._set(LinkState.DEGRADED)
+        self.reason = reason
 
     def failed(self, reason: str, retry_in_s: float, *, fatal: bool = False) -> None:
         """Record a failed attempt; ``fatal`` (config fault) takes the link down at once."""

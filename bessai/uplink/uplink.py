@@ -10,6 +10,13 @@ Invariants:
 - 401 refreshes credentials once, then backs off. 400 bisects the batch down to the poison
   message; the rest are published. 403/404 are configuration faults: ``PUBSUB_CONFIG_FAULT``
   is logged once (naming project/topic and what to check), the data is kept, retries are slow.
+- A Pub/Sub that rejects EVERY message is not a run of poison messages: after
+  ``all_rejected_after`` dead letters in a row with no message accepted in between, the uplink
+  stops dead-lettering. ``UPLINK_ALL_REJECTED`` is logged once, the link is ``degraded`` with
+  the reason, rows stay in the spool, and every backoff delay (at least
+  ``all_rejected_retry_s``) two of the oldest rows are offered one by one. The first one
+  accepted ends the state (``UPLINK_ALL_REJECTED_CLEARED``, once) and normal publishing —
+  including bisection of a genuine poison message — resumes.
 - While the link is down one message probes it; after ``LINK_UP`` the backlog drains oldest
   first with ``concurrency`` batches in flight while live rows keep being appended behind it.
 - All waits are on Trio's clock; jitter comes from the injected ``rng``.
@@ -25,6 +32,7 @@ import attrs
 import structlog
 import trio
 
+from bessai.bounds import clip
 from bessai.model import Event, EventKind
 from bessai.observe.sink import NULL_SINK, MetricSink
 from bessai.observe.tracing import NULL_TRACER, Tracer
@@ -74,12 +82,28 @@ class Uplink:
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 60.0
     down_after: int = 3
+    all_rejected_after: int = attrs.field(default=10, validator=attrs.validators.ge(1))
+    """Dead letters in a row (no message accepted between them) that mean "Pub/Sub rejects
+    everything": past it, rows are held in the spool, not dead-lettered."""
+    all_rejected_retry_s: float = 5.0
+    """Least delay between probes while every message is rejected (the backoff grows to
+    ``backoff_cap_s``)."""
     log: Any = attrs.field(factory=structlog.get_logger, repr=False)
     link: Link = attrs.field(init=False)
     backoff: Backoff = attrs.field(init=False)
     published: int = attrs.field(default=0, init=False)
     poisoned: int = attrs.field(default=0, init=False)
     _config_fault: bool = attrs.field(default=False, init=False, repr=False)
+    dead_in_row: int = attrs.field(default=0, init=False)
+    """Dead letters since the last message Pub/Sub accepted."""
+    _rejected_since: float | None = attrs.field(default=None, init=False, repr=False)
+    _rejected_reason: str | None = attrs.field(default=None, init=False, repr=False)
+    _rejected_probes: int = attrs.field(default=0, init=False, repr=False)
+
+    @property
+    def all_rejected(self) -> bool:
+        """True while Pub/Sub rejects every message and rows are held instead of dead-lettered."""
+        return self._rejected_since is not None
 
     def __attrs_post_init__(self) -> None:
         self.link = Link(name="pubsub", down_after=self.down_after, sink=self.sink, log=self.log)
@@ -89,7 +113,8 @@ class Uplink:
         """For the status endpoint (call from inside the Trio run)."""
         return {**self.link.status(), "topic": self.publisher.topic_path,
                 "published": self.published, "poisoned": self.poisoned,
-                "config_fault": self._config_fault, "spool": self.spool.stats().to_json()}
+                "config_fault": self._config_fault, "all_rejected": self.all_rejected,
+                "spool": self.spool.stats().to_json()}
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self.spool.reset_leases()
@@ -97,6 +122,8 @@ class Uplink:
         while True:
             if self.link.is_down:
                 await self._probe()
+            elif self.all_rejected:
+                await self._probe_rejected()
             else:
                 await self._round()
 
@@ -125,7 +152,7 @@ class Uplink:
                 for failure in failures:
                     self.spool.release(failure.rows)
         if failures:
-            await self._back_off(failures)
+            await self._after_failures(failures)
         else:
             self._succeeded()
 
@@ -139,12 +166,82 @@ class Uplink:
         failures = await self._send(rows)
         for failure in failures:
             self.spool.release(failure.rows)
+        if failures and self.all_rejected and all(
+                f.result.outcome is Outcome.BAD_REQUEST for f in failures):
+            # the network is back (Pub/Sub answered), but it still rejects every message
+            self.link.succeeded()
+            self.link.rejecting(f"Pub/Sub rejects every message "
+                                f"({clip(self._rejected_reason, 120)})")
         if failures:
-            await self._back_off(failures)
+            await self._after_failures(failures)
         else:
             self._succeeded()
 
+    async def _probe_rejected(self) -> None:
+        """Every message is being rejected: offer the two oldest rows, one at a time (two, so a
+        single genuine poison message at the head cannot keep the state on forever)."""
+        rows = await self.spool.lease(2)
+        if not rows:
+            with trio.move_on_after(self.idle_poll_s):
+                await self.spool.wait_changed()
+            return
+        self._rejected_probes += 1
+        failures: list[_Failure] = []
+        unsent: list[SpoolRow] = list(rows)
+        try:
+            while unsent and self.all_rejected:
+                row = unsent.pop(0)
+                failures.extend(await self._send([row]))
+        finally:
+            self.spool.release([r for f in failures for r in f.rows] + unsent)
+        if not self.all_rejected:
+            self._succeeded()
+            return
+        await self._after_failures(failures)
+
+    async def _after_failures(self, failures: list[_Failure]) -> None:
+        """Back off. Rows held because every message is rejected are not link failures (the
+        peer answered): they wait at least ``all_rejected_retry_s`` without touching the link's
+        failure count; any other failure goes through the link state machine."""
+        other = [f for f in failures if f.result.outcome is not Outcome.BAD_REQUEST]
+        if other or not self.all_rejected:
+            await self._back_off(other or failures)
+            return
+        delay = self.backoff.next_delay(None, floor_s=self.all_rejected_retry_s)
+        self.log.debug("uplink_all_rejected_probe", retry_in_s=round(delay, 1),
+                       probes=self._rejected_probes)
+        await trio.sleep(delay)
+
+    def _enter_all_rejected(self, result: PublishResult) -> None:
+        if self.all_rejected:
+            return
+        self._rejected_since = trio.current_time()
+        self._rejected_reason = result.reason
+        self._rejected_probes = 0
+        reason = f"Pub/Sub rejects every message ({clip(result.reason, 120)})"
+        self.link.rejecting(reason)
+        self.sink.count("bessai.publish.all_rejected")
+        self.log.error(
+            "UPLINK_ALL_REJECTED", topic=self.publisher.topic_path, reason=clip(result.reason),
+            dead_letters_in_row=self.dead_in_row,
+            action="stopped dead-lettering: rows are held in the spool and offered again with "
+                   "backoff; check the topic's schema/message limits and the gateway version")
+
+    def _accepted(self) -> None:
+        """Pub/Sub took a message: a run of dead letters (or the all-rejected state) ends."""
+        self.dead_in_row = 0
+        if self._rejected_since is None:
+            return
+        held_for = trio.current_time() - self._rejected_since
+        self.log.warning("UPLINK_ALL_REJECTED_CLEARED", topic=self.publisher.topic_path,
+                         held_for_s=round(held_for, 1), probes=self._rejected_probes,
+                         previous_reason=clip(self._rejected_reason))
+        self._rejected_since = None
+        self._rejected_reason = None
+
     def _succeeded(self) -> None:
+        if self.all_rejected:
+            return  # nothing failed this round, but nothing was accepted: still degraded
         if self._config_fault:
             self.log.warning("PUBSUB_CONFIG_OK", topic=self.publisher.topic_path)
             self._config_fault = False
@@ -176,6 +273,7 @@ class Uplink:
         self.sink.count("bessai.publish.results", status=result.status_label)
         if result.outcome is Outcome.OK:
             self.spool.ack(rows)
+            self._accepted()
             self.published += len(rows)
             self.sink.count("bessai.publish.messages", len(rows))
             return []
@@ -184,6 +282,8 @@ class Uplink:
             self.publisher.credentials.invalidate()
             return await self._send(rows, refreshed=True)
         if result.outcome is Outcome.BAD_REQUEST:
+            if self.all_rejected:  # hold: no bisection, no dead letters
+                return [_Failure(rows, result)]
             if len(rows) == 1:
                 await self._poison(rows[0], result)
                 return []
@@ -194,11 +294,14 @@ class Uplink:
 
     async def _poison(self, row: SpoolRow, result: PublishResult) -> None:
         self.poisoned += 1
+        self.dead_in_row += 1
         self.log.error("PUBSUB_POISON_MESSAGE", msg_id=row.msg_id, seq=row.seq,
                        device=row.device_id, kind=row.kind, reason=result.reason,
                        action="moved to the spool's dead_letter table; inspect it with "
                               "`bessai spool export --table dead_letter`")
         await self.spool.dead_letter(row, result.reason)
+        if self.dead_in_row >= self.all_rejected_after:
+            self._enter_all_rejected(result)
         if _is_poison_alert(row):
             return  # never alert about an alert: a rejected alert must not start a loop
         await self._alert(Event(

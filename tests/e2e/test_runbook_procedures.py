@@ -167,9 +167,9 @@ def test_gateway_answers_health_and_status_then_stops_on_sigterm_with_exit_0(sit
     assert json.loads(stats.stdout)["depth"] >= status["spool"]["depth"]
 
 
-def test_health_exits_1_with_a_hint_when_no_gateway_answers(site):
+def test_health_exits_4_with_a_hint_when_no_gateway_answers(site):
     result = bessai("health", "--timeout-s", "1", env_file=site.env_file)
-    assert result.returncode == 1
+    assert result.returncode == 4
     assert f"cannot reach http://127.0.0.1:{site.port}/healthz" in result.stderr
     assert "hint: is the gateway running?" in result.stderr
 

@@ -58,11 +58,23 @@ def test_unhealthy_gateway_exits_1_with_its_reasons(status_server):
     assert "\nhint: is the gateway running?" in result.stderr
 
 
-def test_no_gateway_listening_exits_1(status_server):
+def test_no_gateway_listening_exits_4_no_answer_not_unhealthy(status_server):
     port = status_server.server_address[1]
     status_server.shutdown()
     status_server.server_close()
     result = run_bessai("health", "--timeout-s", "2", STATUS_BIND=f"127.0.0.1:{port}")
-    assert result.returncode == 1
-    assert "error: the gateway is unhealthy" in result.stderr
+    assert result.returncode == 4
+    assert "error: no answer from the gateway" in result.stderr
+    assert "unhealthy" not in result.stderr
     assert "hint: " in result.stderr
+
+
+@pytest.mark.parametrize(("code", "body"), [(503, b"too many connections\n"),
+                                            (404, b"not found\n"), (500, b"oops\n")])
+def test_an_answer_that_is_not_a_health_verdict_exits_4(status_server, code, body):
+    status_server.answer = (code, body)
+    port = status_server.server_address[1]
+    result = run_bessai("health", "--url", f"http://127.0.0.1:{port}/healthz")
+    assert result.returncode == 4, result.stderr
+    assert f"answered HTTP {code}" in result.stderr
+    assert "is unhealthy" not in result.stderr

@@ -163,11 +163,17 @@ async def test_slow_loris_gets_408_and_never_delays_other_clients(harness: Harne
     assert trio.current_time() - started >= 5.0
 
 
-async def test_connections_beyond_the_limit_get_503_not_a_queue(harness: Harness) -> None:
+async def test_a_full_budget_of_idle_connections_sheds_the_oldest_not_the_newcomer(
+        harness: Harness) -> None:
     idle = [await trio.open_tcp_stream("127.0.0.1", harness.port) for _ in range(4)]
     await trio.sleep(0.01)
-    status, _, body = await harness.get("/healthz")
-    assert (status, body) == (503, b"too many connections\n")
+    status, _, body = await harness.get("/healthz")  # every slot is held by an idle client
+    assert (status, body) == (200, b"ok\n")
+    assert harness.server.evicted == 1
+    reply = b""
+    while chunk := await idle[0].receive_some(4096):  # the oldest idle one was dropped
+        reply += chunk
+    assert parse(reply)[0] == 408
     for stream in idle:
         await stream.aclose()
     await trio.sleep(0.01)
@@ -205,7 +211,7 @@ def test_check_health_fails_with_advice_when_nothing_listens() -> None:
     port = sock.getsockname()[1]
     sock.close()
     out = io.StringIO()
-    assert check_health(f"http://127.0.0.1:{port}/healthz", 1.0, out) == 1
+    assert check_health(f"http://127.0.0.1:{port}/healthz", 1.0, out) == 4  # no answer
     assert "is the gateway running" in out.getvalue()
 
 

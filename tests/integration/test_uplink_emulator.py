@@ -389,3 +389,79 @@ async def test_401_refreshes_credentials_once_then_backs_off(
     assert stack.sink.total("bessai.publish.retries") == backoffs
     assert all(t.startswith("Bearer ey") for t in transport.seen_tokens)
     assert len(await pull(pubsub_topic)) == 1
+
+
+async def test_a_pubsub_rejecting_everything_degrades_the_link_and_holds_rows(
+        clock, tmp_path, pubsub_topic):
+    """Pub/Sub answers 400 to every publish: not a run of poison messages. After
+    ``all_rejected_after`` dead letters in a row the uplink holds rows (no more dead letters),
+    the link is `degraded` with the reason — never `up` — and both events are logged once; when
+    Pub/Sub accepts again every held row arrives."""
+    wall = trio_wall_clock()
+    transport = FaultyTransport(httpx.AsyncHTTPTransport())
+    transport.storm(400, 10**9)  # every request, until cleared below
+    with capture_logs() as logs:
+        async with trio.open_nursery() as n:
+            stack = await start_stack(n, tmp_path, pubsub_topic, wall=wall, transport=transport)
+            uplink = stack.uplink
+            for i in range(200):
+                await stack.send_snapshot("inv1", soc=float(i))
+            await stack.wait_recorded()
+            with trio.fail_after(3600):
+                while not uplink.all_rejected:
+                    await trio.sleep(1)
+            await trio.sleep(1800)  # half an hour of 400s
+            stats = stack.spool.stats()
+            assert stats.dead_letters == uplink.all_rejected_after  # then it stopped
+            assert uplink.link.state == "degraded"
+            assert "rejects every message" in uplink.link.reason
+            assert "400" in uplink.link.reason
+            status = uplink.status()
+            assert (status["state"], status["all_rejected"]) == ("degraded", True)
+            held = stats.depth
+            assert held >= 200 - uplink.all_rejected_after  # the rest are held, not lost
+            requests_in_half_hour = transport.calls
+            transport.storms.clear()  # Pub/Sub accepts again
+            await stack.wait_drained()
+            assert uplink.link.state == "up"
+            assert not uplink.all_rejected
+            n.cancel_scope.cancel()
+    names = [e["event"] for e in logs]
+    assert names.count("UPLINK_ALL_REJECTED") == 1
+    assert names.count("UPLINK_ALL_REJECTED_CLEARED") == 1
+    entered = next(e for e in logs if e["event"] == "UPLINK_ALL_REJECTED")
+    assert entered["dead_letters_in_row"] == stack.uplink.all_rejected_after
+    assert names.count("LINK_DOWN") == 0  # Pub/Sub answered all along: degraded, not down
+    # backed off while held: probes (two requests each) at least all_rejected_retry_s apart,
+    # growing to the backoff cap — a few hundred requests in half an hour, not one per row
+    assert requests_in_half_hour < 400
+    got = await pull(pubsub_topic)
+    telemetry = got.of_kind("telemetry")
+    assert len(telemetry) == 200 - stack.uplink.all_rejected_after  # held rows all arrived
+    assert stack.spool.stats().dead_letters == stack.uplink.all_rejected_after
+
+
+async def test_a_genuine_poison_message_at_the_head_does_not_hold_the_rest(
+        clock, tmp_path, pubsub_topic):
+    """Ten poison messages in a row enter the all-rejected state; the probe offers two rows,
+    so a good row behind a poison one ends the state and the rest flow."""
+    wall = trio_wall_clock()
+    transport = FaultyTransport(httpx.AsyncHTTPTransport(), poison_marker=b'"note":"POISON"')
+    async with trio.open_nursery() as n:
+        stack = await start_stack(n, tmp_path, pubsub_topic, wall=wall, transport=transport)
+        stack.uplink.all_rejected_after = 3
+        transport.cut(trio.current_time(), math.inf)
+        for i in range(10):
+            await stack.send_snapshot("inv1", soc=float(i), note="POISON" if i < 4 else "ok")
+        await stack.wait_recorded()
+        transport.end_cuts()
+        with trio.fail_after(3600):
+            while stack.uplink.published < 6:
+                await trio.sleep(1)
+        assert not stack.uplink.all_rejected
+        assert stack.uplink.link.state == "up"
+        n.cancel_scope.cancel()
+    # 3 poison rows dead-lettered, then held; the 4th went out as a probe and was isolated
+    # once a good row proved Pub/Sub accepts messages
+    assert stack.spool.stats().dead_letters == 4
+    assert stack.uplink.published == 6 + 4  # the good rows and one alert per dead letter

@@ -113,7 +113,10 @@ def test_check_config_lists_every_problem_and_exits_2(site, tmp_path):
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.splitlines()
-    assert lines[0] == "error: 4 settings are wrong:"
+    # the 5th: the profile ("{}") is checked in the same run, not after the settings are fixed
+    assert lines[0] == "error: 5 settings are wrong:"
+    assert any(line.startswith("  DEVICE_PROFILE=") and "is not a valid profile" in line
+               for line in lines)
     assert (
         "  INVERTER_IP='999.1.1.1' is not an IP address — set it to the inverter's address, "
         "e.g. 192.168.1.50"
