@@ -51,8 +51,10 @@ class FunctionActor:
     cancelled when the supervisor stops it. ``ChildSpec.from_function`` builds the spec.
     """
 
-    fn: Callable[..., Awaitable[Any]]
+    fn: Callable[..., Awaitable[object]]
     args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = attrs.field(factory=dict)
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        await self.fn(*self.args, task_status=task_status)
+        """Await the function, handing it the supervisor's ``task_status``."""
+        await self.fn(*self.args, **self.kwargs, task_status=task_status)
