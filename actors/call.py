@@ -18,6 +18,7 @@ learns it by the timeout (OTP's call also links a monitor; Trio has no process t
 
 from __future__ import annotations
 
+import reprlib
 from typing import Generic, TypeVar
 
 import attrs
@@ -55,7 +56,8 @@ class Request(Generic[Q, R]):
 
     def _answer(self, answer: _Answer[R]) -> None:
         if self._answered:
-            raise RuntimeError(f"request {self.body!r} was already answered; answer once")
+            raise RuntimeError(
+                f"request {reprlib.repr(self.body)} was already answered; answer once")
         self._answered = True
         try:
             self._reply.send_nowait(answer)
@@ -79,9 +81,11 @@ async def call(mailbox: trio.MemorySendChannel[Request[Q, R]], body: Q, *,
         try:
             answer = await receive.receive()
         except trio.EndOfChannel:
-            raise RuntimeError(f"request {body!r} was closed without an answer") from None
+            raise RuntimeError(
+                f"request {reprlib.repr(body)} was closed without an answer") from None
         if answer.error is not None:
             raise answer.error
         return answer.value  # type: ignore[return-value]  # R may itself be Optional
     assert timer.cancelled_caught
-    raise CallTimeout(f"no reply to {body!r} within {timeout_s:g} s (server busy, slow or gone)")
+    raise CallTimeout(f"no reply to {reprlib.repr(body)} within {timeout_s:g} s "
+                      "(server busy, slow or gone)")

@@ -633,6 +633,11 @@ class Supervisor:
         members = [c for c in self._records if id(c) in restart_ids]
         for member in members:
             member.group = group
+        if not to_stop:  # nothing to stop first (ONE_FOR_ONE, or the group is down already)
+            for member in members:
+                member.group = None
+            self._schedule(members, group.due_s)
+            return
         child.state = ChildState.BACKOFF
         child.token = 0
         assert self._nursery is not None
@@ -869,14 +874,10 @@ class SupervisorRef:
         for depth, child_id in enumerate(self.path):
             child = sup._find(child_id)
             where = "/".join(self.path[:depth + 1])
+            if child.instance is None or not child.alive:
+                raise SupervisorNotRunning(f"{where!r} is not running ({child.state.value})")
             if not isinstance(child.instance, Supervisor):
-                if child.instance is None and child.state is not ChildState.STOPPED:
-                    raise SupervisorNotRunning(f"{where!r} is not running ({child.state.value})")
-                if child.instance is not None:
-                    raise TypeError(f"{where!r} is not a supervisor")
-                raise SupervisorNotRunning(f"{where!r} is not running ({child.state.value})")
-            if not child.alive:
-                raise SupervisorNotRunning(f"{where!r} is not running ({child.state.value})")
+                raise TypeError(f"{where!r} is not a supervisor")
             sup = child.instance
         return sup
 
