@@ -168,6 +168,29 @@ async def test_an_outer_cancellation_cuts_an_infinite_grace_that_the_child_ignor
     assert [(e.how, e.at_s) for e in world.entries("end")] == [("cancelled", 10.0)]
 
 
+async def test_a_deadline_after_request_stop_cuts_the_remaining_graces(autojump_clock):
+    """The gateway's shutdown: request_stop, then a deadline on the scope around the tree.
+    Past the deadline no child gets more grace: each is cancelled at once."""
+    world = World()
+    sup = Supervisor(children=[spec(world, "a", grace_s=20.0, stop_takes_s=15.0),
+                               spec(world, "b", grace_s=20.0, stop_takes_s=15.0)], name="app")
+    with trio.move_on_after(100) as deadline:
+        async with trio.open_nursery() as nursery:
+            await start(nursery, sup)
+            sup.request_stop()
+            deadline.deadline = trio.current_time() + 5.0
+    assert [(e.child, e.how, e.at_s) for e in world.entries("end")] == [
+        ("b", "cancelled", 5.0), ("a", "cancelled", 5.0)]
+
+
+async def test_a_first_outer_cancellation_still_gives_finite_graces(autojump_clock):
+    world = World()
+    sup = Supervisor(children=[spec(world, "a", grace_s=20.0, stop_takes_s=3.0)], name="app")
+    with trio.move_on_after(1):
+        await sup.run()
+    assert [(e.how, e.at_s) for e in world.entries("end")] == [("graceful", 4.0)]
+
+
 async def test_a_child_outliving_its_kill_timeout_is_reported_and_escalated(autojump_clock,
                                                                             caplog):
     ended = []
@@ -255,6 +278,50 @@ async def test_running_is_false_and_add_child_refused_from_the_moment_a_stop_is_
         with pytest.raises(SupervisorNotRunning, match="stopping"):
             await sup.add_child(spec(world, "late"))
     assert not sup.stopping
+
+
+async def test_add_child_interrupted_by_a_stop_raises_not_running(autojump_clock):
+    world = World()
+    sup = Supervisor(name="app")
+    async with trio.open_nursery() as nursery:
+        await start(nursery, sup)
+        nursery.start_soon(_stop_later, sup)
+        with pytest.raises(SupervisorNotRunning, match="while 'slow' was starting"):
+            await sup.add_child(spec(world, "slow", ready_after_s=10.0, grace_s=0))
+    assert world.live["slow"] == 0
+
+
+async def _stop_later(sup: Supervisor) -> None:
+    await trio.sleep(1)
+    sup.request_stop()
+
+
+async def test_a_nested_handle_refuses_while_the_nested_supervisor_is_down(autojump_clock):
+    world = World()
+    world.fail_next_starts["link"] = 1
+    top = Supervisor(children=[supervisor_spec("site", [spec(world, "link")], intensity=0)],
+                     backoff=Backoff(initial_s=5.0, jitter=0), name="app")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(top.run)
+        await trio.sleep(1)  # the site escalated at 0 s; its restart waits 5 s of backoff
+        with pytest.raises(SupervisorNotRunning):
+            top.nested("site").which_children()
+        assert top.nested("site").state is actors.SupervisorState.STOPPED
+        with pytest.raises(actors.UnknownChild):
+            top.nested("nope").resolve()
+        await top.wait_ready()
+        assert [c.id for c in top.nested("site").which_children()] == ["link"]
+        await top.stop()
+
+
+def test_from_function_passes_args_and_kwargs_and_refuses_task_status():
+    async def fn(a: int, *, b: str, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        pass
+
+    built = ChildSpec.from_function("f", fn, 1, b="x").factory()
+    assert (built.args, built.kwargs) == ((1,), {"b": "x"})
+    with pytest.raises(TypeError, match="task_status"):
+        ChildSpec.from_function("f", fn, 1, b="x", task_status=None)
 
 
 def test_child_failures_print_nothing_to_stderr_when_logging_is_unconfigured():
