@@ -4,8 +4,9 @@ A `Supervisor` runs children described by `ChildSpec` values: it starts them in 
 after the previous reported ready through ``task_status.started()``), restarts them by
 `Strategy` and `Restart` type with `Backoff` between restarts, gives up with one clear
 `SupervisorEscalation` when restarts exceed its intensity, and stops them in reverse order,
-each with its grace period, then cancellation. A supervisor is itself an actor, so trees nest,
-and it runs in any Trio nursery next to your own tasks::
+each with its grace period, then cancellation, then a kill timeout: a stop always has a
+bound. A supervisor is itself an actor, so trees nest, and it runs in any Trio nursery next to
+your own tasks::
 
     async with trio.open_nursery() as nursery:
         sup = actors.Supervisor(children=[actors.ChildSpec("poller", Poller)], name="app")
