@@ -82,8 +82,10 @@ class ChildSpec:
         default=Restart.PERMANENT, validator=attrs.validators.instance_of(Restart)
     )
     grace_s: float = attrs.field(default=5.0, converter=float, validator=_check_grace)
-    kill_timeout_s: float = attrs.field(default=5.0, converter=float,
+    kill_timeout_s: float = attrs.field(default=10.0, converter=float,
                                         validator=_check_kill_timeout)
+    """Generous by default: it catches a hung stop, not an actor's bounded, shielded clean-up
+    (a flush with its own deadline of a few seconds)."""
 
     @classmethod
     def from_function(
