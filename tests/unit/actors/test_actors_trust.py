@@ -191,6 +191,29 @@ async def test_a_first_outer_cancellation_still_gives_finite_graces(autojump_clo
     assert [(e.how, e.at_s) for e in world.entries("end")] == [("graceful", 4.0)]
 
 
+async def test_a_bounded_shielded_flush_after_cancellation_is_no_overrun(autojump_clock):
+    """The gateway's telemetry: cancelled at once (no request_stop), then a shielded flush with
+    its own 5 s deadline. The default kill timeout leaves room for it."""
+
+    async def telemetry(task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5.0):
+                await trio.sleep_forever()  # a collector that does not answer
+
+    events: list[SupervisorEvent] = []
+    sup = Supervisor(children=[ChildSpec.from_function("telemetry", telemetry)], name="app",
+                     on_event=events.append)
+    async with trio.open_nursery() as nursery:
+        running = await start(nursery, sup)
+        await sup.stop()
+    assert running.error is None
+    assert [e.reason for e in events if e.kind is EventKind.EXITED] == [ExitReason.STOPPED]
+    assert trio.current_time() == 5.0
+
+
 async def test_a_child_outliving_its_kill_timeout_is_reported_and_escalated(autojump_clock,
                                                                             caplog):
     ended = []
