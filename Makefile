@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m bessai.cli.demo
 
-## test: lint, then the whole test suite (unit, integration against real peers, chaos, end-to-end)
+## test: lint, type-check the actors runtime, then the whole test suite (unit, integration against
+## real peers, chaos, end-to-end; includes the OTP conformance suite and the isolated install)
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy --strict actors
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -36,4 +38,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info actors/build actors/*.egg-info

@@ -18,7 +18,7 @@ import random
 import attrs
 
 
-def _non_negative(_inst: object, attr: attrs.Attribute, value: float) -> None:
+def _non_negative(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
     if not value >= 0:
         raise ValueError(f"Backoff.{attr.name}={value!r} must be >= 0")
 
@@ -34,12 +34,12 @@ class Backoff:
     reset_after_s: float = attrs.field(default=60.0, converter=float, validator=_non_negative)
 
     @multiplier.validator
-    def _check_multiplier(self, _attr: attrs.Attribute, value: float) -> None:
+    def _check_multiplier(self, _attr: attrs.Attribute[float], value: float) -> None:
         if not value >= 1:
             raise ValueError(f"Backoff.multiplier={value!r} must be >= 1 (1 = constant delay)")
 
     @jitter.validator
-    def _check_jitter(self, _attr: attrs.Attribute, value: float) -> None:
+    def _check_jitter(self, _attr: attrs.Attribute[float], value: float) -> None:
         if not 0 <= value <= 1:
             raise ValueError(
                 f"Backoff.jitter={value!r} must be within [0, 1]: the largest fraction "

@@ -25,7 +25,9 @@ class EventKind(enum.Enum):
     EXITED = "exited"
     """A child instance ended: it returned, failed, or was stopped by its supervisor."""
     ESCALATED = "escalated"
-    """The supervisor exceeded its restart intensity and is giving up."""
+    """The supervisor exceeded its restart intensity (or a child overran its stop); it gives up."""
+    STOP_OVERRUN = "stop_overrun"
+    """A child was still running its kill timeout after it was cancelled (see `StopOverrun`)."""
 
 
 class ExitReason(enum.Enum):
@@ -37,6 +39,9 @@ class ExitReason(enum.Enum):
     """``run`` raised (before or after reporting ready)."""
     STOPPED = "stopped"
     """The supervisor stopped it (shutdown, removal, or a sibling's restart)."""
+    SHUTDOWN_ERROR = "shutdown_error"
+    """The supervisor was stopping it and ``run`` raised instead of ending cleanly (a final
+    flush that failed). Recorded as a failure, logged at ERROR; never restarted for it."""
 
 
 class ChildState(enum.Enum):
@@ -52,6 +57,22 @@ class ChildState(enum.Enum):
     """Not running; a (re)start is scheduled."""
     STOPPED = "stopped"
     """Not running and not scheduled (transient child that finished, or supervisor stopped)."""
+
+
+class SupervisorState(enum.Enum):
+    """Where a supervisor is in its life (``Supervisor.state``)."""
+
+    IDLE = "idle"
+    """Built, ``run`` not called yet."""
+    STARTING = "starting"
+    """``run`` is starting the children in order; not every child reported ready yet."""
+    RUNNING = "running"
+    """Every child reported ready once; the supervisor restarts what fails."""
+    STOPPING = "stopping"
+    """A stop was requested (or it escalates, or was cancelled): children are being stopped.
+    ``add_child`` is refused from the moment the stop is requested."""
+    STOPPED = "stopped"
+    """``run`` has ended."""
 
 
 @attrs.frozen
@@ -76,7 +97,9 @@ class SupervisorEvent:
     reason: ExitReason | None = None
     """For EXITED: how the instance ended."""
     exception_repr: str | None = None
-    """For EXITED with FAILED, and ESCALATED: the child's exception."""
+    """For EXITED with FAILED or SHUTDOWN_ERROR, STOP_OVERRUN and ESCALATED: the exception."""
+    exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)
+    """The exception itself (same cases as ``exception_repr``)."""
 
 
 EventHook = Callable[[SupervisorEvent], None]
@@ -95,3 +118,7 @@ class ChildInfo:
     last_failure: Failure | None
     since_s: float | None
     """When the child last reported ready (None if it never did, or is not running)."""
+    is_supervisor: bool = False
+    """Its current (or last) instance is a `Supervisor` (reach it with ``Supervisor.nested``)."""
+    children: tuple[ChildInfo, ...] = ()
+    """For a running nested supervisor, with ``which_children(recursive=True)``: its children."""

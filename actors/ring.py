@@ -33,7 +33,7 @@ class DropOldestRing(Generic[T]):
     _closed: bool = attrs.field(init=False, default=False)
 
     @capacity.validator
-    def _check_capacity(self, _attr: attrs.Attribute, value: int) -> None:
+    def _check_capacity(self, _attr: attrs.Attribute[int], value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"ring capacity={value!r} must be an int >= 1, e.g. 1024")
 

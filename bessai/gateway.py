@@ -161,18 +161,6 @@ class _SighupReloader:
 
 
 @attrs.define(eq=False)
-class _ReadyFlag:
-    """Passes ``started()`` on and remembers that it was called."""
-
-    task_status: Any
-    called: bool = False
-
-    def started(self, value: Any = None) -> None:
-        self.called = True
-        self.task_status.started(value)
-
-
-@attrs.define(eq=False)
 class Gateway:
     """Builds and runs the whole tree from `Settings`.
 
@@ -380,16 +368,11 @@ class Gateway:
         log.info("gateway_starting", site=self.settings.site_id,
                  devices=",".join(str(d) for d in self.settings.devices),
                  uplink=self.settings.uplink_mode)
-        ready = _ReadyFlag(task_status)
         try:
-            await self.supervisor.run(task_status=ready)
+            # A stop during start-up ends run normally (nursery.start returns): actors' contract.
+            await self.supervisor.run(task_status=task_status)
         finally:
             self.supervisor_done.set()
-        if not ready.called:
-            # Stopped before every child was ready (a stop request during start-up, e.g. while
-            # a child's first start kept failing): an ordinary end, not "exited without
-            # calling started()".
-            task_status.started()
 
     def request_stop(self) -> None:
         """Graceful stop: children stop in reverse order, each within its grace."""

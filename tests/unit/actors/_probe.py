@@ -64,6 +64,8 @@ class Probe:
     crash_after_s: float = math.inf
     stop_takes_s: float = 0.0
     honours_stop: bool = True
+    fails_on_stop: BaseException | None = None
+    """Raised from run after a stop request (a final flush that fails)."""
     instance: int = attrs.field(init=False, default=0)
     _wake: trio.Event = attrs.field(init=False, factory=trio.Event)
     _exc: BaseException | None = attrs.field(init=False, default=None)
@@ -101,6 +103,9 @@ class Probe:
                 if not self.honours_stop:
                     await trio.sleep_forever()
                 await trio.sleep(self.stop_takes_s)
+                if self.fails_on_stop is not None:
+                    how = "failed_on_stop"
+                    raise self.fails_on_stop
                 how = "graceful"
         except trio.Cancelled:
             how = "cancelled"
