@@ -178,6 +178,10 @@ class Settings:
     status_bind: BindAddress = BindAddress("127.0.0.1", 8080)
     log_level: str = "INFO"
     shutdown_deadline_s: float = 20.0
+    # -- command trust (issue 14) --
+    command_verify_keys: Path | None = None
+    clock_skew_max_s: float = 30.0
+    # --
     warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -438,6 +442,14 @@ _KEYS: tuple[_Key, ...] = (
         "SHUTDOWN_DEADLINE_S",
         _float_in(1, 300, "seconds between 1 and 300 (below the stop timeout of Docker/systemd)"),
         20.0,
+    ),
+    # -- command trust (issue 14): operator public keys, the clock skew a command may meet --
+    _Key("COMMAND_VERIFY_KEYS", _path),
+    _Key(
+        "CLOCK_SKEW_MAX_S",
+        _float_in(1, 86400, "seconds between 1 and 86400, e.g. 30 (skew from Pub/Sub's clock "
+                  "beyond which charge/discharge are refused)"),
+        30.0,
     ),
 )
 

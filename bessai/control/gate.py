@@ -16,6 +16,12 @@ Invariants: `decide` is pure. `CommandGate.handle_command_message` never raises 
 a failed device write — it returns the Outcome — and records exactly one critical
 COMMAND_ACCEPTED / COMMAND_REJECTED event per distinct command id (a redelivered id gets the
 first outcome back and is not applied twice).
+
+With a `Trust` (`bessai.trust.CommandTrust`): the signature is verified right after parsing,
+before any gate state is touched (a forged copy burns nothing); the gate then claims the id in
+the durable replay store (a copy after a restart is rejected ``replay``), judges expiry on
+server time while the local clock is untrusted, and refuses charge/discharge then
+(``clock_untrusted``).
 """
 
 from __future__ import annotations
@@ -128,6 +134,21 @@ class Applier(Protocol):
     async def apply(self, command: Command, power_w: float | None) -> None: ...
 
 
+class Trust(Protocol):
+    """Issue 14 (implemented by `bessai.trust.CommandTrust`): signatures, replay, clock trust.
+
+    Each returns a rejection reason (its first word names it) or None."""
+
+    def verify(self, data: bytes, attributes: Mapping[str, str],
+               command: Command) -> str | None: ...
+
+    async def admit(self, command: Command) -> str | None: ...
+
+    def expiry_now(self, local_wall: float) -> float: ...
+
+    def refuse_forcing(self, command: Command) -> str | None: ...
+
+
 def outcome_event(outcome: Outcome, *, site_id: str, device_id: str, ts: float) -> Event:
     """The critical COMMAND_ACCEPTED / COMMAND_REJECTED event for the uplink."""
     cmd = outcome.command
@@ -167,6 +188,8 @@ class CommandGate:
     discharge_tag_max_w: float | None = None
     metrics: MetricSink = NULL_SINK
     remember: int = 512
+    trust: Trust | None = None
+    """Signatures, durable replay, clock trust (bessai.trust); None: none of them."""
     _seen: OrderedDict[str, Outcome] = attrs.field(factory=OrderedDict)
     _lock: trio.Lock = attrs.field(factory=trio.Lock)
 
@@ -180,6 +203,12 @@ class CommandGate:
         except InvalidCommand as exc:
             outcome = Outcome(None, Decision.REJECTED, str(exc), None, errors=exc.errors,
                               command_id=exc.command_id)
+            self._record(outcome)
+            return outcome
+        refusal = (self.trust.verify(data, attributes or {}, command)  # issue 14: signature
+                   if self.trust is not None else None)
+        if refusal is not None:
+            outcome = Outcome(command, Decision.REJECTED, refusal, None, command_id=command.id)
             self._record(outcome)
             return outcome
         try:
@@ -206,8 +235,20 @@ class CommandGate:
             latest = self.latest()
             limits = power_limits(latest, charge_tag_max_w=self.charge_tag_max_w,
                                   discharge_tag_max_w=self.discharge_tag_max_w)
+            # -- issue 14: durable replay check (claims the id), expiry on a trusted clock --
+            now_wall = self.wall_clock()
+            refusal = None
+            if self.trust is not None:
+                refusal = await self.trust.admit(command)
+                now_wall = self.trust.expiry_now(now_wall)
             outcome = decide(command, site_id=self.site_id, device_id=self.device_id,
-                             now_wall=self.wall_clock(), safety=self.safety(), limits=limits)
+                             now_wall=now_wall, safety=self.safety(), limits=limits)
+            if refusal is None and outcome.accepted and self.trust is not None:
+                refusal = self.trust.refuse_forcing(command)
+            if refusal is not None:
+                outcome = Outcome(command, Decision.REJECTED, refusal, None,
+                                  command_id=command.id)
+            # -- end issue 14 --
             if outcome.accepted:
                 outcome = await self._apply(outcome)
             self._seen[command.id] = outcome
@@ -256,6 +297,8 @@ class CommandRouter:
     metrics: MetricSink = NULL_SINK
     """Rejections made here (malformed, other site, unknown device) count in
     ``bessai.commands{decision=rejected, device="-"}``; a gate counts the rest."""
+    trust: Trust | None = None
+    """Signature verification before any gate sees a command (bessai.trust); None: none."""
 
     async def handle_command_message(self, data: bytes, attributes: Mapping[str, str] | None
                                      = None) -> Outcome:
@@ -266,13 +309,15 @@ class CommandRouter:
             outcome = Outcome(None, Decision.REJECTED, str(exc), None, errors=exc.errors,
                               command_id=exc.command_id)
         else:
+            refusal = (self.trust.verify(data, attributes or {}, command)  # issue 14: signature
+                       if self.trust is not None else None)
             gate = self.gates.get(command.device_id)
-            if gate is not None and command.site_id == self.site_id:
+            if refusal is None and gate is not None and command.site_id == self.site_id:
                 return await gate.submit(command)
             where = (f"site {command.site_id!r}" if command.site_id != self.site_id
                      else f"device {command.device_id!r}")
             outcome = Outcome(command, Decision.REJECTED,
-                              f"command is for {where}; this gateway serves site "
+                              refusal or f"command is for {where}; this gateway serves site "
                               f"{self.site_id!r}, devices {sorted(self.gates)}", None,
                               command_id=command.id)
         event = outcome_event(outcome, site_id=self.site_id, device_id="-", ts=self.wall_clock())

@@ -47,6 +47,7 @@ def test_minimal_configuration_takes_documented_defaults():
     assert s.status_url == "http://127.0.0.1:8080"
     assert s.log_level == "INFO"
     assert s.shutdown_deadline_s == 20.0
+    assert (s.command_verify_keys, s.clock_skew_max_s) == (None, 30.0)
     assert s.uplink_mode == "off"
     assert s.devices == (DeviceSpec("inv1", "192.168.1.50", 502, 1, Path(s.device_profile)),)
 
@@ -78,6 +79,8 @@ def test_every_key_is_read_into_its_field(tmp_path):
         "STATUS_BIND": "0.0.0.0:9090",
         "LOG_LEVEL": "debug",
         "SHUTDOWN_DEADLINE_S": "25",
+        "COMMAND_VERIFY_KEYS": "/etc/bessai/command-keys",
+        "CLOCK_SKEW_MAX_S": "45",
     }
     # Every key the module knows, except DEVICES (exclusive with INVERTER_IP, tested below).
     assert set(env) | {"DEVICES"} == set(KNOWN_KEYS)
@@ -103,6 +106,8 @@ def test_every_key_is_read_into_its_field(tmp_path):
     assert s.status_url == "http://127.0.0.1:9090"  # a wildcard bind is reached on loopback
     assert s.log_level == "DEBUG"
     assert s.shutdown_deadline_s == 25.0
+    assert s.command_verify_keys == Path("/etc/bessai/command-keys")
+    assert s.clock_skew_max_s == 45.0
     assert [str(d) for d in s.devices] == ["luna-a@[fd00::50]:6607/0"]
 
 
