@@ -98,6 +98,32 @@ def _check_spool_dir(settings: Settings, problems: list[SettingProblem]) -> None
                                        "directory — point it at a persistent, writable disk"))
 
 
+def _commands_trust(settings: Settings, problems: list[SettingProblem],
+                    notes: list[str]) -> str:
+    """COMMAND_VERIFY_KEYS: every .pub file must load (key ids shown, never key material)."""
+    limit = f"clock skew limit {settings.clock_skew_max_s:g} s"
+    source = settings.command_verify_keys
+    if source is None:
+        if settings.pubsub_commands_subscription is not None:
+            notes.append("COMMANDS_UNAUTHENTICATED: COMMAND_VERIFY_KEYS is not set, so anyone "
+                         "who can publish to the commands topic can drive the battery — see "
+                         "ops/RUNBOOK.md, signed commands")
+        return f"NOT AUTHENTICATED (COMMAND_VERIFY_KEYS not set); {limit}"
+    try:
+        read_verify_keys = load("bessai.trust.keys", "read_verify_keys", command="check-config")
+    except FeatureUnavailableError as exc:
+        problems.append(SettingProblem("COMMAND_VERIFY_KEYS", str(source), str(exc)))
+        return str(source)
+    try:
+        keys = read_verify_keys(source)
+    except Exception as exc:  # KeyFileError: the message names the file, never its contents
+        problems.append(SettingProblem("COMMAND_VERIFY_KEYS", str(source),
+                                       f"cannot be used: {exc}"))
+        return str(source)
+    ids = ", ".join(sorted(keys))
+    return f"signed — {len(keys)} key{'s' if len(keys) != 1 else ''} ({ids}) from {source}; {limit}"
+
+
 def _uplink_detail(settings: Settings) -> str:
     if settings.uplink_mode == "off":
         return "off (no PUBSUB_TOPIC: readings are spooled on disk only)"
@@ -120,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
     }
     _check_credentials(settings, problems)
     _check_spool_dir(settings, problems)
+    commands_trust = _commands_trust(settings, problems, notes)
     if problems:
         raise SettingsError(problems, source=args.env_file or "config/.env")
 
@@ -136,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  polling:   fast tags every {settings.poll_interval_s:g} s, slow tags every "
           f"{settings.slow_poll_interval_s:g} s")
     print(f"  uplink:    {_uplink_detail(settings)}")
+    print(f"  commands:  {commands_trust}")
     endpoint = redact_url(settings.otel_exporter_otlp_endpoint)
     print(f"  telemetry: {f'OTLP {endpoint}' if endpoint else 'off'}")
     print(f"  spool:     {settings.spool_path} (budget {human_bytes(settings.spool_max_bytes)})")
