@@ -366,6 +366,8 @@ class Rig:
                           http_transport=self.transport, rng=random.Random(self.seed),
                           status_server=True, env_file=None)
         self.gw.spool.limiter = FreezingLimiter()
+        if self.gw.command_trust.replay is not None:  # its SQLite thread takes no virtual time
+            self.gw.command_trust.replay.limiter = FreezingLimiter()
         if self.crash is not None:
             path, after_s = self.crash
             if after_s is None:  # a random point, from the seed
