@@ -83,12 +83,12 @@ def verify_command(data: bytes, attributes: Mapping[str, str], keys: VerifyKeys,
     signature_text = attributes.get(SIGNATURE_ATTR)
     kid = attributes.get(KEY_ID_ATTR)
     if not signature_text or not kid:
-        missing = " and ".join(a for a, v in ((SIGNATURE_ATTR, signature_text),
-                                              (KEY_ID_ATTR, kid)) if not v)
+        missing = [a for a, v in ((SIGNATURE_ATTR, signature_text), (KEY_ID_ATTR, kid))
+                   if not v]
         return SignatureRejection(
             SignatureFault.MISSING,
-            f"no {missing} attribute — this gateway accepts only commands signed by an "
-            f"operator key (bessai command ... --sign-key PATH)")
+            f"no {' and no '.join(missing)} attribute — this gateway accepts only commands "
+            f"signed by an operator key (bessai command ... --sign-key PATH)")
     if not isinstance(kid, str) or len(kid) > MAX_KEY_ID_TEXT:
         return SignatureRejection(SignatureFault.UNKNOWN_KEY,
                                   f"key id {clip(kid, 32)!r} is not a key id")
