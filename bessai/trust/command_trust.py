@@ -86,6 +86,13 @@ class CommandTrust:
         """For SIGHUP: re-read COMMAND_VERIFY_KEYS (the old set stays if the new one is bad)."""
         return self.keys.reload()
 
+    def reconfigure(self, settings: Any) -> None:
+        """For a reload of the whole configuration (SIGHUP with new settings): the verify keys
+        from ``settings.command_verify_keys`` (a bad new set keeps the old one) and the clock
+        limit ``settings.clock_skew_max_s``. The replay store stays where it is."""
+        self.keys.reload(getattr(settings, "command_verify_keys", None))
+        self.clock.max_skew_s = getattr(settings, "clock_skew_max_s", self.clock.max_skew_s)
+
     # ---- the router: who signed it ---------------------------------------------------------
 
     def verify(self, data: bytes, attributes: Mapping[str, str], command: Command) -> str | None:

@@ -169,6 +169,13 @@ def read_verify_keys(source: Path) -> dict[str, Ed25519PublicKey]:
     return keys
 
 
+class _Unchanged:
+    """The default of `VerifyKeys.reload`: keep the configured source."""
+
+
+UNCHANGED = _Unchanged()
+
+
 @attrs.define(eq=False)
 class VerifyKeys:
     """The public keys this gateway accepts commands from; `reload` re-reads them (SIGHUP).
@@ -193,22 +200,29 @@ class VerifyKeys:
     def get(self, kid: str) -> Ed25519PublicKey | None:
         return self.keys.get(kid)
 
-    def reload(self) -> bool:
-        """Re-read ``source``; True if the set was replaced. On error the old set stays."""
-        if self.source is None:
+    def reload(self, source: Path | _Unchanged | None = UNCHANGED) -> bool:
+        """Re-read the keys (from a new ``source`` if one is given: a whole-configuration reload
+        on SIGHUP); True if the set was replaced. On error the old source and set stay."""
+        target = self.source if isinstance(source, _Unchanged) else source
+        if target is None:
+            if self.source is not None:  # the operator removed COMMAND_VERIFY_KEYS
+                self.source, self.keys, self.reload_error = None, {}, None
+                log.warning("COMMANDS_UNAUTHENTICATED", reason="COMMAND_VERIFY_KEYS was unset "
+                            "by a reload", risk="anyone who can publish to the commands "
+                            "topic can drive the battery")
+                return True
             return False
         try:
-            fresh = read_verify_keys(self.source)
+            fresh = read_verify_keys(target)
         except KeyFileError as exc:
             self.reload_error = str(exc)
-            log.error("COMMAND_KEYS_RELOAD_FAILED", source=str(self.source), error=str(exc),
-                      kept=",".join(sorted(self.keys)))
+            log.error("COMMAND_KEYS_RELOAD_FAILED", source=str(target), error=str(exc),
+                      kept=",".join(sorted(self.keys)) or "-")
             return False
         added = sorted(set(fresh) - set(self.keys))
         removed = sorted(set(self.keys) - set(fresh))
-        self.keys = fresh
-        self.reload_error = None
-        log.warning("COMMAND_KEYS_RELOADED", source=str(self.source), keys=len(fresh),
+        self.source, self.keys, self.reload_error = target, fresh, None
+        log.warning("COMMAND_KEYS_RELOADED", source=str(target), keys=len(fresh),
                     added=",".join(added) or "-", removed=",".join(removed) or "-")
         return True
 

@@ -118,6 +118,33 @@ def test_reload_swaps_the_whole_set_or_keeps_the_old_one(keydir, tmp_path, alice
     assert logs[0]["removed"] == sign_data(b"x", bob)[KEY_ID_ATTR]
 
 
+def test_a_whole_configuration_reload_can_switch_the_key_source_or_drop_it_loudly(
+        keydir, tmp_path):
+    from bessai.settings import DeviceSpec, Settings
+
+    trust = CommandTrust(keys=VerifyKeys(None), clock=SkewTracker())
+    settings = Settings(site_id="s1", devices=(DeviceSpec("inv1", "127.0.0.1"),),
+                        command_verify_keys=keydir / "alice.pub", clock_skew_max_s=45.0)
+    trust.reconfigure(settings)
+    assert trust.authenticated
+    assert trust.clock.max_skew_s == 45.0
+    broken = tmp_path / "broken.pub"
+    broken.write_text("junk")
+    with capture_logs() as logs:
+        trust.reconfigure(attrs_evolve_settings(settings, command_verify_keys=broken))
+        assert trust.keys.source == keydir / "alice.pub"  # a bad new source keeps the old
+        trust.reconfigure(attrs_evolve_settings(settings, command_verify_keys=None))
+    assert not trust.authenticated
+    assert [e["event"] for e in logs] == ["COMMAND_KEYS_RELOAD_FAILED",
+                                          "COMMANDS_UNAUTHENTICATED"]
+
+
+def attrs_evolve_settings(settings, **changes):
+    import attrs
+
+    return attrs.evolve(settings, **changes)
+
+
 # ---- the wire form -----------------------------------------------------------------------------
 
 
