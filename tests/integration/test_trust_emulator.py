@@ -11,6 +11,7 @@ time, or two days behind it), and SIGHUP is a real signal.
 from __future__ import annotations
 
 import base64
+import email.utils
 import json
 import os
 import signal
@@ -71,7 +72,7 @@ class TrustBench:
     sim: Simulator = attrs.field(factory=Simulator)
     tag: str = attrs.field(factory=lambda: uuid.uuid4().hex[:8])
     results: list[dict[str, Any]] = attrs.field(factory=list)
-    transport: ChaosTransport = attrs.field(
+    transport: httpx.AsyncBaseTransport = attrs.field(
         factory=lambda: ChaosTransport(FaultyTransport(httpx.AsyncHTTPTransport())))
 
     @property
@@ -165,6 +166,22 @@ class TrustBench:
         with trio.fail_after(timeout_s):
             while self.sim.state().forced_mode != mode:
                 await trio.sleep(0.5)
+
+
+@attrs.define
+class DateStamping(httpx.AsyncBaseTransport):
+    """Adds the HTTP ``Date`` header Google's front ends send (the emulator sends none), from
+    the real clock: the seam through which the gateway can see a clock that is AHEAD."""
+
+    inner: httpx.AsyncBaseTransport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        response.headers["date"] = email.utils.formatdate(time.time(), usegmt=True)  # wall-clock
+        return response
+
+    async def aclose(self) -> None:
+        """Shared by the uplink and commands clients, like the transport it wraps."""
 
 
 def tampered(message: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -283,6 +300,39 @@ async def test_a_command_is_refused_while_the_gateway_clock_is_two_days_behind(b
         clock_view = gw.status()["commands_trust"]["clock"]
         assert clock_view["trusted"] is False
         assert clock_view["skew_s"] == pytest.approx(TWO_DAYS_S, abs=600)
+        await bench.stop_gateway(gw)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_clock_an_hour_ahead_is_seen_from_the_date_header_and_fresh_commands_work(
+        pubsub_emulator, tmp_path):
+    """Only ``Date`` shows a clock that is ahead (publishTime is a lower bound). Fresh commands
+    would all look expired to that clock; judged on server time they are not."""
+    bench = TrustBench(pubsub_emulator.host, tmp_path, transport=DateStamping(
+        ChaosTransport(FaultyTransport(httpx.AsyncHTTPTransport()))))
+    async with trio.open_nursery() as nursery:
+        keys = await bench.setup(nursery, "alice")
+        ahead = anchored_wall(+3600)
+        with capture_logs() as logs:
+            gw = await bench.start_gateway(nursery, ahead)
+            with trio.fail_after(60):
+                while gw.command_trust.clock.trusted:
+                    await trio.sleep(1)
+            operator_now = time.time()  # wall-clock: the operator's clock is right
+            await bench.publish(
+                sign_message(bench.command(now=operator_now, cid="c-charge"), keys["alice"]),
+                sign_message(bench.command("stop", now=operator_now, cid="c-stop"),
+                             keys["alice"]))
+            results = await bench.wait_results(2)
+        by_id = {r["body"]["command_id"]: r for r in results}
+        assert reason_of(by_id["c-charge"]).startswith("clock_untrusted: ")
+        assert by_id["c-stop"]["name"] == "COMMAND_ACCEPTED"  # not "expired 3000 s ago"
+        skew = [e for e in logs if e["event"] == "CLOCK_SKEW"]
+        assert len(skew) == 1
+        assert skew[0]["local_clock"] == "ahead"
+        assert skew[0]["source"] == "date"
+        assert gw.status()["commands_trust"]["clock"]["skew_s"] == pytest.approx(-3600, abs=120)
+        assert bench.sim.state().forced_mode == 0
         await bench.stop_gateway(gw)
         nursery.cancel_scope.cancel()
 
