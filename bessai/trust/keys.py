@@ -148,6 +148,12 @@ def read_verify_keys(source: Path) -> dict[str, Ed25519PublicKey]:
     an operator who configured keys meant).
     """
     if source.is_dir():
+        private = sorted(p.name for p in source.iterdir() if p.name.endswith(PRIVATE_SUFFIX))
+        if private:
+            raise KeyFileError(f"{source} holds private key file(s) {', '.join(private)} — a "
+                               f"gateway needs only the public halves",
+                               hint="remove them from the gateway (keep them with whoever "
+                                    "signs commands); copy the .pub files instead")
         files = sorted(p for p in source.iterdir() if p.name.endswith(PUBLIC_SUFFIX))
         if len(files) > MAX_KEY_FILES:
             raise KeyFileError(f"{source} holds {len(files)} .pub files (at most "

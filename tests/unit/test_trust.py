@@ -99,6 +99,13 @@ def test_a_private_key_in_the_verify_set_is_refused_without_echoing_it(keydir, t
     assert secret not in (info.value.hint or "")
 
 
+def test_a_private_key_file_in_the_verify_directory_is_refused(keydir, tmp_path):
+    (tmp_path / "alice.pub").write_bytes((keydir / "alice.pub").read_bytes())
+    (tmp_path / "alice.key").write_bytes((keydir / "alice.key").read_bytes())
+    with pytest.raises(KeyFileError, match=r"private key file\(s\) alice.key"):
+        VerifyKeys.load(tmp_path)
+
+
 def test_reload_swaps_the_whole_set_or_keeps_the_old_one(keydir, tmp_path, alice, bob):
     for name in ("alice", "bob"):
         (tmp_path / f"{name}.pub").write_bytes((keydir / f"{name}.pub").read_bytes())
