@@ -24,7 +24,7 @@ BENCH = ROOT / "bench"
 RESULTS_DIR = BENCH / "results"
 RESULTS = BENCH / "RESULTS.md"
 MODULES = ("actors_bench", "device_bench", "sim_bench", "uplink_bench", "telemetry_sink",
-           "control_bench", "load", "status_bench")
+           "control_bench", "load", "status_bench", "trust_bench")
 
 
 def run_all() -> list[tuple[str, int, float]]:

@@ -14,7 +14,7 @@
     │   ├── safety_guard   limits, hysteresis, command gate, SAFETY_BLOCK
     │   └── watchdog       heartbeat + dispatch lease renewals, through the device link
     ├── status             /healthz and /status on STATUS_BIND (127.0.0.1 by default)
-    └── sighup             re-reads LOG_LEVEL and credentials on SIGHUP (when signals are ours)
+    └── sighup             re-reads LOG_LEVEL, credentials and COMMAND_VERIFY_KEYS on SIGHUP
 
 Why one_for_one at the top: the local control loop never waits on the cloud. A crash in the
 uplink, the recorder or telemetry restarts only that child; the device sites keep polling,
@@ -58,6 +58,7 @@ from bessai.model import Event, Snapshot
 from bessai.observe import StatusServer, TelemetryActor, TelemetryConfig, health_from_status
 from bessai.observe.logs import get_log_level, set_log_level
 from bessai.settings import DeviceSpec, Settings, read_log_level
+from bessai.trust import CommandTrust
 from bessai.uplink.credentials import Endpoint, credentials_for, make_client
 from bessai.uplink.message import record_from_event
 from bessai.uplink.publisher import Publisher
@@ -187,6 +188,8 @@ class Gateway:
     events: EventOutbox = attrs.field(init=False)
     sites: dict[str, Site] = attrs.field(init=False, factory=dict)
     router: CommandRouter = attrs.field(init=False)
+    command_trust: CommandTrust = attrs.field(init=False)
+    """Issue 14: verify keys, the durable replay store, the clock's trust (one per gateway)."""
     supervisor: Supervisor = attrs.field(init=False)
     endpoint: Endpoint | None = attrs.field(init=False, default=None)
     uplink_actor: _HttpActor | None = attrs.field(init=False, default=None)
@@ -211,11 +214,13 @@ class Gateway:
                            wall_clock=self.wall_clock, sink=sink)
         self.snapshots = DropOldestRing(SNAPSHOT_RING_CAPACITY)
         self.events = EventOutbox()
+        self.command_trust = CommandTrust.from_settings(s, wall_clock=self.wall_clock,
+                                                        sink=sink)
         for device in s.devices:
             self.sites[device.id] = self._build_site(device)
         self.router = CommandRouter(s.site_id, {d: site.gate for d, site in self.sites.items()},
                                     emit=self.events.emit, wall_clock=self.wall_clock,
-                                    metrics=self.telemetry.sink)
+                                    metrics=self.telemetry.sink, trust=self.command_trust)
         if s.uplink_mode != "off":
             self.endpoint = (Endpoint.for_emulator(s.pubsub_emulator_host)
                              if s.uplink_mode == "emulator" else Endpoint())
@@ -245,9 +250,17 @@ class Gateway:
                                    site_id=s.site_id, device_id=device.id,
                                    wall_clock=self.wall_clock, rng=self.rng)
 
-        return build_site(config, driver, wall_clock=self.wall_clock, events=self.events,
+        site = build_site(config, driver, wall_clock=self.wall_clock, events=self.events,
                           metrics=self.telemetry.sink, tracer=self.telemetry.tracer,
                           outputs=[self._push_snapshot])
+        # issue 14: the gate asks the trust layer; a forcing ends at its expiry on a clock the
+        # gateway trusts (server time while the local clock is off by more than the limit)
+        site.gate.trust = self.command_trust
+        site.dispatcher.wall_clock = self._expiry_clock
+        return site
+
+    def _expiry_clock(self) -> float:
+        return self.command_trust.expiry_now(self.wall_clock())
 
     def _push_snapshot(self, snapshot: Snapshot) -> None:
         """Into the recorder's ring; a reading the full ring pushed out is counted as a drop."""
@@ -329,7 +342,8 @@ class Gateway:
                                  s.pubsub_commands_subscription or "",
                                  self.router.handle_command_message, endpoint=self.endpoint,
                                  credentials=self._credentials, rng=self.rng,
-                                 wall_clock=self.wall_clock, sink=self.telemetry.sink)
+                                 wall_clock=self.wall_clock, sink=self.telemetry.sink,
+                                 observe=self.command_trust.clock.observe_response)
 
         self.commands_actor = _HttpActor(self.endpoint, self.http_transport, build)
         return self.commands_actor
@@ -353,6 +367,7 @@ class Gateway:
             invalidate = getattr(self._credentials, "invalidate", None)
             if invalidate is not None:
                 invalidate()
+            self.command_trust.reload_keys()  # issue 14: COMMAND_VERIFY_KEYS re-read
 
         return _SighupReloader(self.env_file, reload)
 
@@ -368,11 +383,16 @@ class Gateway:
         log.info("gateway_starting", site=self.settings.site_id,
                  devices=",".join(str(d) for d in self.settings.devices),
                  uplink=self.settings.uplink_mode)
+        self.command_trust.announce(
+            subscription=self.settings.pubsub_commands_subscription
+            if self.endpoint is not None else None)
         try:
             # A stop during start-up ends run normally (nursery.start returns): actors' contract.
             await self.supervisor.run(task_status=task_status)
         finally:
             self.supervisor_done.set()
+            if self.command_trust.replay is not None:
+                self.command_trust.replay.close()
 
     def request_stop(self) -> None:
         """Graceful stop: children stop in reverse order, each within its grace."""
@@ -417,6 +437,7 @@ class Gateway:
             "snapshots_dropped": self.snapshots.dropped,
             "telemetry": self.telemetry.status(),
             "uplink_mode": self.settings.uplink_mode,
+            "commands_trust": self.command_trust.status(),
         }
 
 

@@ -186,6 +186,10 @@ class Settings:
     command_max_ttl_s: float = 3600.0
     command_min_power_w: float = 100.0
     command_min_interval_s: float = 5.0
+    # -- command trust (issue 14) --
+    command_verify_keys: Path | None = None
+    clock_skew_max_s: float = 30.0
+    # --
     warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -512,6 +516,14 @@ _KEYS: tuple[_Key, ...] = (
          100.0),
     _Key("COMMAND_MIN_INTERVAL_S", _float_in(0, 3600, "seconds between 0 and 3600, e.g. 5"),
          5.0),
+    # -- command trust (issue 14): operator public keys, the clock skew a command may meet --
+    _Key("COMMAND_VERIFY_KEYS", _path),
+    _Key(
+        "CLOCK_SKEW_MAX_S",
+        _float_in(1, 86400, "seconds between 1 and 86400, e.g. 30 (skew from Pub/Sub's clock "
+                  "beyond which charge/discharge are refused)"),
+        30.0,
+    ),
 )
 
 KNOWN_KEYS: tuple[str, ...] = tuple(k.name for k in _KEYS)

@@ -341,6 +341,10 @@ class Rig:
             "spool_path": self.workdir / f"{self.name}-{self.seed}.sqlite",
             "shutdown_deadline_s": 10.0,
             "status_bind": BindAddress("127.0.0.1", self.status_port),
+            # The rig's wall clock follows virtual time from a fixed 2026 epoch while the
+            # emulator stamps publishTime with the real clock: their difference is not a skew
+            # of the gateway's clock (tests/integration/test_trust_emulator.py tests that).
+            "clock_skew_max_s": math.inf,
         }
         if self.spool_max_bytes is not None:
             fields["spool_max_bytes"] = self.spool_max_bytes
@@ -363,6 +367,8 @@ class Rig:
                           http_transport=self.transport, rng=random.Random(self.seed),
                           status_server=True, env_file=None)
         self.gw.spool.limiter = FreezingLimiter()
+        if self.gw.command_trust.replay is not None:  # its SQLite thread takes no virtual time
+            self.gw.command_trust.replay.limiter = FreezingLimiter()
         if self.crash is not None:
             path, after_s = self.crash
             if after_s is None:  # a random point, from the seed

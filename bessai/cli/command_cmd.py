@@ -3,7 +3,9 @@
 The command goes to PUBSUB_COMMANDS_TOPIC like any cloud dispatch, so it passes the same gate
 (safety limits, expiry): the gateway logs COMMAND_ACCEPTED or COMMAND_REJECTED. It carries an
 expiry (``--ttl-s``, default 300 s); a command that reaches the gateway late is rejected, never
-applied late. ``charge`` and ``discharge`` need ``--power-w``.
+applied late. ``charge`` and ``discharge`` need ``--power-w``. ``--sign-key PATH`` signs it with
+an operator key (``bessai keys generate``): a gateway with COMMAND_VERIFY_KEYS takes only signed
+commands.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import base64
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -36,6 +39,9 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     parser.add_argument("--ttl-s", type=float, default=300.0,
                         help="seconds until the command expires (default 300)")
     parser.add_argument("--device", metavar="ID", help="device id (needed with several)")
+    parser.add_argument("--sign-key", metavar="PATH", type=Path,
+                        help="sign with this operator private key (.key from `bessai keys "
+                             "generate`); needed when the gateway sets COMMAND_VERIFY_KEYS")
     parser.set_defaults(func=run)
 
 
@@ -117,8 +123,12 @@ def _publisher() -> tuple[Any, Any, Any, Any]:
     return publish_json, endpoint_cls, credentials_for, make_client
 
 
-async def _publish(settings: Settings, command: Command, timeout_s: float) -> str:
+async def _publish(settings: Settings, command: Command, timeout_s: float,
+                   sign_key: Any = None) -> str:
     publish_json, endpoint_cls, credentials_for, make_client = _publisher()
+    message = command_message(command)
+    if sign_key is not None:  # the signature covers the exact data bytes published
+        message = load("bessai.trust", "sign_message", command="command")(message, sign_key)
     if settings.pubsub_emulator_host:
         endpoint = endpoint_cls.for_emulator(settings.pubsub_emulator_host)
     else:
@@ -126,7 +136,7 @@ async def _publish(settings: Settings, command: Command, timeout_s: float) -> st
     credentials = credentials_for(endpoint, settings.google_application_credentials)
     topic_path = f"projects/{settings.gcp_project_id}/topics/{settings.pubsub_commands_topic}"
     async with make_client(endpoint, timeout_s=timeout_s) as client:
-        ids = await publish_json(client, endpoint, topic_path, [command_message(command)],
+        ids = await publish_json(client, endpoint, topic_path, [message],
                                  credentials=credentials, timeout_s=timeout_s)
     return ids[0] if ids else "?"
 
@@ -140,9 +150,12 @@ def run(args: argparse.Namespace) -> int:
             hint="set PUBSUB_COMMANDS_TOPIC (and GCP_PROJECT_ID) in config/.env",
         )
     _publisher()  # a build without the uplink fails here, before anything is attempted
+    sign_key = None
+    if args.sign_key is not None:  # a bad key file fails here, before anything is sent
+        sign_key = load("bessai.trust", "load_private_key", command="command")(args.sign_key)
     topic = settings.pubsub_commands_topic
     try:
-        message_id = trio.run(_publish, settings, command, 30.0)
+        message_id = trio.run(_publish, settings, command, 30.0, sign_key)
     except (OSError, RuntimeError) as exc:
         raise OperationFailedError(
             f"could not publish the command to {topic}: {exc}",
@@ -160,6 +173,11 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"sent command id={command.id} action={command.action}{power} site={command.site_id} "
         f"device={command.device_id} ttl_s={args.ttl_s:g} message_id={message_id}"
+        + (f" signed_by={_key_id(sign_key)}" if sign_key is not None else " unsigned")
     )
     print(f"watch for: event=COMMAND_ACCEPTED or event=COMMAND_REJECTED command_id={command.id}")
     return 0
+
+
+def _key_id(private_key: Any) -> str:
+    return str(load("bessai.trust", "key_id", command="command")(private_key.public_key()))

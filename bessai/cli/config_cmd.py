@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from bessai.bounds import clip
 from bessai.cli._common import human_bytes, load_settings
@@ -171,6 +173,34 @@ def _check_spool_dir(spool_path: Path, problems: list[SettingProblem]) -> None:
                                        f".corrupt-* files: use at most {room}"))
 
 
+def _commands_trust(values: Mapping[str, Any], problems: list[SettingProblem],
+                    notes: list[str]) -> str:
+    """COMMAND_VERIFY_KEYS: every .pub file must load (key ids shown, never key material).
+
+    Reads the values that parsed, so a key problem is listed with every other problem."""
+    limit = f"clock skew limit {values.get('clock_skew_max_s', 30.0):g} s"
+    source = values.get("command_verify_keys")
+    if source is None:
+        if values.get("pubsub_commands_subscription") is not None:
+            notes.append("COMMANDS_UNAUTHENTICATED: COMMAND_VERIFY_KEYS is not set, so anyone "
+                         "who can publish to the commands topic can drive the battery — see "
+                         "ops/RUNBOOK.md, signed commands")
+        return f"NOT AUTHENTICATED (COMMAND_VERIFY_KEYS not set); {limit}"
+    try:
+        read_verify_keys = load("bessai.trust.keys", "read_verify_keys", command="check-config")
+    except FeatureUnavailableError as exc:
+        problems.append(SettingProblem("COMMAND_VERIFY_KEYS", str(source), str(exc)))
+        return str(source)
+    try:
+        keys = read_verify_keys(source)
+    except Exception as exc:  # KeyFileError: the message names the file, never its contents
+        problems.append(SettingProblem("COMMAND_VERIFY_KEYS", str(source),
+                                       f"cannot be used: {exc}"))
+        return str(source)
+    ids = ", ".join(sorted(keys))
+    return f"signed — {len(keys)} key{'s' if len(keys) != 1 else ''} ({ids}) from {source}; {limit}"
+
+
 def _uplink_detail(settings: Settings) -> str:
     if settings.uplink_mode == "off":
         return "off (no PUBSUB_TOPIC: readings are spooled on disk only)"
@@ -202,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
                        problems)
     if "spool_path" in check.values:
         _check_spool_dir(check.values["spool_path"], problems)
+    commands_trust = _commands_trust(check.values, problems, notes)
     if problems:
         raise SettingsError(problems, source=check.source)
     settings: Settings = check.settings()
@@ -219,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  polling:   fast tags every {settings.poll_interval_s:g} s, slow tags every "
           f"{settings.slow_poll_interval_s:g} s")
     print(f"  uplink:    {_uplink_detail(settings)}")
+    print(f"  commands:  {commands_trust}")
     endpoint = redact_url(settings.otel_exporter_otlp_endpoint)
     print(f"  telemetry: {f'OTLP {endpoint}' if endpoint else 'off'}")
     print(f"  spool:     {settings.spool_path} (budget {human_bytes(settings.spool_max_bytes)})")

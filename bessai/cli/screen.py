@@ -60,6 +60,16 @@ def render(status: dict[str, Any], log_tail: list[str] | None = None, width: int
               f"cloud link {cloud.get('state', 'off')}   spool depth {_fmt(spool.get('depth'))}"
               f"   oldest pending {_fmt(spool.get('oldest_pending_age_s'), ' s')}"
               f"   dead letters {_fmt(spool.get('dead_letters'))}"]
+    trust = status.get("commands_trust")
+    if trust:
+        clock = trust.get("clock") or {}
+        keys = (trust.get("keys") or {}).get("key_ids") or []
+        signed = f"signed ({len(keys)} keys)" if trust.get("authenticated") else \
+            "NOT AUTHENTICATED"
+        untrusted = "" if clock.get("trusted", True) else \
+            "   CLOCK UNTRUSTED: charge/discharge refused"
+        lines.append(f"commands {signed}   clock skew {_fmt(clock.get('skew_s'), ' s')}"
+                     f"{untrusted}")
     restarts = {name: a["restarts"] for name, a in (status.get("actors") or {}).items()
                 if a.get("restarts")}
     lines.append(f"actor restarts: {restarts or 'none'}")

@@ -5,7 +5,7 @@ operator can act on and a ``code`` a program can):
 
 1. **parse** (`parse_message` → `parse_command`): size, encoding, depth, then every field —
    codes ``too_large``, ``too_deep``, ``malformed``;
-2. *(verify: signed commands, issue 14, slot in here — between parsing and the gate)*;
+2. **verify** (with a `Trust`: signatures, issue 14) — codes ``signature_*``;
 3. **gate** (`decide`, pure):
 
    a. it is for this site and this device (``wrong_site``, ``wrong_device``);
@@ -38,6 +38,12 @@ the Pub/Sub message is acknowledged and never redelivered forever — and record
 critical COMMAND_ACCEPTED / COMMAND_REJECTED event per distinct command id (a redelivered id
 gets the first outcome back and is not applied twice). Everything echoed from the command (its
 reason, its errors) is clipped (`bessai.bounds`).
+
+With a `Trust` (`bessai.trust.CommandTrust`): the signature is verified right after parsing,
+before any gate state is touched (a forged copy burns nothing); the gate then claims the id in
+the durable replay store (a copy after a restart is rejected ``replay``), judges expiry on
+server time while the local clock is untrusted, and refuses charge/discharge then
+(``clock_untrusted``).
 """
 
 from __future__ import annotations
@@ -220,6 +226,37 @@ class Applier(Protocol):
     async def apply(self, command: Command, power_w: float | None) -> None: ...
 
 
+class Trust(Protocol):
+    """Issue 14 (implemented by `bessai.trust.CommandTrust`): signatures, replay, clock trust.
+
+    Each returns a rejection reason (its first word names it) or None."""
+
+    def verify(self, data: bytes, attributes: Mapping[str, str],
+               command: Command) -> str | None: ...
+
+    async def admit(self, command: Command) -> str | None: ...
+
+    def expiry_now(self, local_wall: float) -> float: ...
+
+    def refuse_forcing(self, command: Command) -> str | None: ...
+
+
+def _refused(command: Command, refusal: str) -> Outcome:
+    """The rejection for a `Trust` refusal; its first word (before ``:``) is the code."""
+    code = refusal.split(":", 1)[0].strip() or "untrusted"
+    return Outcome(command, Decision.REJECTED, clip(refusal, MAX_REASON_CHARS), None,
+                   command_id=command.id, code=code)
+
+
+def _verify(trust: Trust | None, data: Any, attributes: Mapping[str, str] | None,
+            command: Command) -> Outcome | None:
+    """Step 2 of the pipeline: the rejection for a signature that does not hold, else None."""
+    if trust is None:
+        return None
+    refusal = trust.verify(data, attributes or {}, command)
+    return None if refusal is None else _refused(command, refusal)
+
+
 def outcome_event(outcome: Outcome, *, site_id: str, device_id: str, ts: float) -> Event:
     """The critical COMMAND_ACCEPTED / COMMAND_REJECTED event for the uplink."""
     cmd = outcome.command
@@ -262,6 +299,8 @@ class CommandGate:
     metrics: MetricSink = NULL_SINK
     policy: CommandPolicy = CommandPolicy()
     remember: int = 512
+    trust: Trust | None = None
+    """Signatures, durable replay, clock trust (bessai.trust); None: none of them."""
     _seen: OrderedDict[str, Outcome] = attrs.field(factory=OrderedDict)
     _lock: trio.Lock = attrs.field(factory=trio.Lock)
     _last_change_at: float | None = None
@@ -269,14 +308,17 @@ class CommandGate:
 
     async def handle_command_message(self, data: bytes, attributes: Mapping[str, str] | None
                                      = None) -> Outcome:
-        """The Pub/Sub handler: parse, (verify,) decide, apply, record. Never raises for bad
+        """The Pub/Sub handler: parse, verify, decide, apply, record. Never raises for bad
         input, nor for a bug past parsing (logged with its traceback, answered as rejected), so
         a message is always acknowledged and never redelivered forever."""
         parsed = parse_message(data, attributes)
         if isinstance(parsed, Outcome):
             self._record(parsed)
             return parsed
-        # issue 14 (signed commands): verify `parsed` against the message here.
+        refused = _verify(self.trust, data, attributes, parsed)
+        if refused is not None:
+            self._record(refused)
+            return refused
         return await self.submit_guarded(parsed)
 
     async def submit_guarded(self, command: Command) -> Outcome:
@@ -306,9 +348,20 @@ class CommandGate:
                                   discharge_tag_max_w=self.discharge_tag_max_w)
             now = trio.current_time()
             since = None if self._last_change_at is None else now - self._last_change_at
+            # -- issue 14: durable replay check (claims the id), expiry on a trusted clock --
+            now_wall = self.wall_clock()
+            refusal = None
+            if self.trust is not None:
+                refusal = await self.trust.admit(command)
+                now_wall = self.trust.expiry_now(now_wall)
             outcome = decide(command, site_id=self.site_id, device_id=self.device_id,
-                             now_wall=self.wall_clock(), safety=self.safety(), limits=limits,
+                             now_wall=now_wall, safety=self.safety(), limits=limits,
                              policy=self.policy, since_last_change_s=since)
+            if refusal is None and outcome.accepted and self.trust is not None:
+                refusal = self.trust.refuse_forcing(command)
+            if refusal is not None:
+                outcome = _refused(command, refusal)
+            # -- end issue 14 --
             if outcome.accepted:
                 outcome = await self._apply(outcome)
                 if outcome.accepted:
@@ -362,6 +415,8 @@ class CommandRouter:
     metrics: MetricSink = NULL_SINK
     """Rejections made here (malformed, other site, unknown device) count in
     ``bessai.commands{decision=rejected, device="-"}``; a gate counts the rest."""
+    trust: Trust | None = None
+    """Signature verification before any gate sees a command (bessai.trust); None: none."""
 
     async def handle_command_message(self, data: bytes, attributes: Mapping[str, str] | None
                                      = None) -> Outcome:
@@ -370,19 +425,22 @@ class CommandRouter:
         if isinstance(parsed, Outcome):
             outcome = parsed
         else:
-            # issue 14 (signed commands): verify `parsed` against the message here.
             command = parsed
-            gate = self.gates.get(command.device_id)
-            if gate is not None and command.site_id == self.site_id:
-                return await gate.submit_guarded(command)
-            where = (f"site {clip(command.site_id, 64)!r}" if command.site_id != self.site_id
-                     else f"device {clip(command.device_id, 64)!r}")
-            outcome = Outcome(command, Decision.REJECTED,
-                              f"command is for {where}; this gateway serves site "
-                              f"{self.site_id!r}, devices {sorted(self.gates)}", None,
-                              command_id=command.id,
-                              code="wrong_site" if command.site_id != self.site_id
-                              else "wrong_device")
+            refused = _verify(self.trust, data, attributes, command)
+            if refused is not None:
+                outcome = refused
+            else:
+                gate = self.gates.get(command.device_id)
+                if gate is not None and command.site_id == self.site_id:
+                    return await gate.submit_guarded(command)
+                where = (f"site {clip(command.site_id, 64)!r}" if command.site_id != self.site_id
+                         else f"device {clip(command.device_id, 64)!r}")
+                outcome = Outcome(command, Decision.REJECTED,
+                                  f"command is for {where}; this gateway serves site "
+                                  f"{self.site_id!r}, devices {sorted(self.gates)}", None,
+                                  command_id=command.id,
+                                  code="wrong_site" if command.site_id != self.site_id
+                                  else "wrong_device")
         event = outcome_event(outcome, site_id=self.site_id, device_id="-", ts=self.wall_clock())
         self.metrics.count("bessai.commands", decision=outcome.decision.value, device="-")
         log.warning(event.name, site=self.site_id,

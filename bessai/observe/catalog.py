@@ -84,6 +84,13 @@ METRICS: tuple[MetricSpec, ...] = (
                "Command messages pulled from Pub/Sub and handled (then acknowledged)"),
     MetricSpec("bessai.commands.handler_failures", _C, "{message}",
                "Command messages whose handler raised (not acknowledged; Pub/Sub redelivers)"),
+    MetricSpec("bessai.commands.signature_rejected", _C, "{command}",
+               "Commands refused for their signature (missing, unknown key, invalid, scope)",
+               ("fault",)),
+    MetricSpec("bessai.clock.skew_s", _G, "s",
+               "Pub/Sub's clock minus this host's, measured from pull answers (+: host behind)"),
+    MetricSpec("bessai.clock.untrusted", _G, "1",
+               "1 while the clock skew is over CLOCK_SKEW_MAX_S (charge/discharge refused)"),
     # spool and uplink
     MetricSpec("bessai.spool.depth", _G, "{row}", "Rows waiting in the durable outbox"),
     MetricSpec("bessai.spool.bytes", _G, "By", "Bytes used by the durable outbox"),

@@ -71,6 +71,9 @@ class CommandSource:
     wall_clock: WallClock = system_wall_clock
     sink: MetricSink = NULL_SINK
     log: Any = attrs.field(factory=structlog.get_logger, repr=False)
+    observe: Callable[[Mapping[str, str], list[dict[str, Any]]], None] | None = None
+    """Sees each pull answer's headers and messages before any handler runs (the clock skew
+    tracker reads ``Date`` and ``publishTime``: bessai.trust.SkewTracker.observe_response)."""
     link: Link = attrs.field(init=False)
     backoff: Backoff = attrs.field(init=False)
     handled: int = attrs.field(default=0, init=False)
@@ -142,9 +145,12 @@ class CommandSource:
         response = await self._post("pull", {"maxMessages": self.max_messages,
                                              "returnImmediately": self.return_immediately})
         try:
-            return list(response.json().get("receivedMessages", []))
+            received = list(response.json().get("receivedMessages", []))
         except ValueError:
             raise _PullFailed("pull answered 200 with a body that is not JSON") from None
+        if self.observe is not None:  # issue 14: clock skew from Date and publishTime
+            self.observe(response.headers, received)
+        return received
 
     async def _dispatch(self, received: list[dict[str, Any]]) -> None:
         acks: list[str] = []

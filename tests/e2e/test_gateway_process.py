@@ -350,6 +350,53 @@ def test_dispatch_command_is_applied_and_an_expired_one_rejected(
     assert rc == 0
 
 
+def test_a_gateway_with_verify_keys_applies_signed_commands_and_rejects_unsigned_ones(
+        tmp_path, procs, telemetry_topic, commands_topic):
+    """Issue 14 with real processes: `bessai keys generate`, COMMAND_VERIFY_KEYS, SIGHUP."""
+    made = run_cli(["keys", "generate", "--out", str(tmp_path / "operator"), "--name", "ops"],
+                   {})
+    assert made.returncode == 0, made.stderr
+    verify = tmp_path / "verify"
+    verify.mkdir()
+    (verify / "ops.pub").write_bytes((tmp_path / "operator" / "ops.pub").read_bytes())
+    sim_port = started_sim(procs, 0)
+    env = gateway_env(tmp_path, sim_port, telemetry_topic, commands_topic,
+                      COMMAND_VERIFY_KEYS=str(verify))
+    gateway = start_gateway(env)
+    procs.append(gateway)
+    gateway.wait_for(r"event=DEVICE_LINK_UP", 15)
+    assert gateway.matching(r"event=COMMANDS_UNAUTHENTICATED") == []
+    trust = get(status_url(env) + "/status").json()["commands_trust"]
+    assert trust["authenticated"] is True
+
+    unsigned = run_cli(["command", "charge", "--power-w", "1000"], env)
+    assert unsigned.returncode == 0, unsigned.stderr
+    gateway.wait_for(r"event=COMMAND_REJECTED .*reason=\"?signature_missing", 15)
+    mark = gateway.mark()
+    signed = run_cli(["command", "discharge", "--power-w", "2000", "--sign-key",
+                      str(tmp_path / "operator" / "ops.key")], env)
+    assert signed.returncode == 0, signed.stderr
+    assert "signed_by=" in signed.stdout
+    gateway.wait_for(r"event=COMMAND_ACCEPTED", 15, after=mark)
+
+    # rotation: a new key in, the old one out, SIGHUP; the old key's commands are refused
+    assert run_cli(["keys", "generate", "--out", str(tmp_path / "operator"), "--name", "next"],
+                   {}).returncode == 0
+    (verify / "next.pub").write_bytes((tmp_path / "operator" / "next.pub").read_bytes())
+    (verify / "ops.pub").unlink()
+    gateway.send(signal.SIGHUP)
+    gateway.wait_for(r"event=COMMAND_KEYS_RELOADED .*keys=1 ", 15)
+    mark = gateway.mark()
+    old_key = run_cli(["command", "stop", "--sign-key", str(tmp_path / "operator" / "ops.key")],
+                      env)
+    assert old_key.returncode == 0, old_key.stderr
+    gateway.wait_for(r"event=COMMAND_REJECTED .*reason=\"?signature_unknown_key", 15, after=mark)
+    secret = (tmp_path / "operator" / "ops.key").read_text().splitlines()[1]
+    assert secret not in gateway.output()
+    rc, _ = stop(gateway, 5)
+    assert rc == 0
+
+
 def poke_status_with_garbage(env: dict[str, str]) -> bytes:
     """A request that is not HTTP: the status server answers 400 and logs it at debug."""
     host, port = env["STATUS_BIND"].rsplit(":", 1)

@@ -88,7 +88,8 @@ UNIT = ROOT / "ops" / "systemd" / "bessai-gateway.service"
 LOG_METHODS = {"debug", "info", "warning", "error", "critical", "exception", "msg", "_emit"}
 UPPER_SNAKE = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$")
 EVENT_NAME = re.compile(r"^(?:[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[a-z][a-z0-9]*(?:_[a-z0-9]+)+)$")
-DEPLOYMENT_VARIABLES = {"BESSAI_IMAGE", "BESSAI_GCP_KEY_DIR", "OTELCOL_UPSTREAM_ENDPOINT"}
+DEPLOYMENT_VARIABLES = {"BESSAI_IMAGE", "BESSAI_GCP_KEY_DIR", "BESSAI_COMMAND_KEYS_DIR",
+                        "OTELCOL_UPSTREAM_ENDPOINT"}
 """Upper-case names in the runbooks that are neither events nor gateway settings: variables of
 the compose file (checked to be there by test_deployment_variables_named_exist)."""
 

@@ -33,3 +33,19 @@ def test_screen_shortens_log_lines_and_keeps_the_last_ones():
     assert "09:58:56 INFO A" in text
     assert "09:58:57 INFO B" in text
     assert "SAFETY_BLOCK" not in text
+
+
+def test_screen_says_when_commands_are_unauthenticated_or_the_clock_is_untrusted():
+    assert "commands" not in render(_status())  # an older status document: no line
+    status = _status()
+    status["commands_trust"] = {"authenticated": False, "keys": {"key_ids": []},
+                                "clock": {"skew_s": 172800.4, "trusted": False}}
+    text = render(status)
+    assert "commands NOT AUTHENTICATED" in text
+    assert "clock skew 172800.4 s" in text
+    assert "CLOCK UNTRUSTED" in text
+    status["commands_trust"] = {"authenticated": True, "keys": {"key_ids": ["a", "b"]},
+                                "clock": {"skew_s": 0.2, "trusted": True}}
+    text = render(status)
+    assert "commands signed (2 keys)" in text
+    assert "UNTRUSTED" not in text

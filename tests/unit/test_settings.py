@@ -49,6 +49,7 @@ def test_minimal_configuration_takes_documented_defaults():
     assert s.shutdown_deadline_s == 20.0
     assert (s.command_max_ttl_s, s.command_min_power_w, s.command_min_interval_s) == (
         3600.0, 100.0, 5.0)
+    assert (s.command_verify_keys, s.clock_skew_max_s) == (None, 30.0)
     assert s.uplink_mode == "off"
     assert s.devices == (DeviceSpec("inv1", "192.168.1.50", 502, 1, Path(s.device_profile)),)
 
@@ -83,6 +84,8 @@ def test_every_key_is_read_into_its_field(tmp_path):
         "COMMAND_MAX_TTL_S": "900",
         "COMMAND_MIN_POWER_W": "50",
         "COMMAND_MIN_INTERVAL_S": "10",
+        "COMMAND_VERIFY_KEYS": "/etc/bessai/command-keys",
+        "CLOCK_SKEW_MAX_S": "45",
     }
     # Every key the module knows, except DEVICES (exclusive with INVERTER_IP, tested below).
     assert set(env) | {"DEVICES"} == set(KNOWN_KEYS)
@@ -110,6 +113,8 @@ def test_every_key_is_read_into_its_field(tmp_path):
     assert s.status_url == "http://127.0.0.1:9090"  # a wildcard bind is reached on loopback
     assert s.log_level == "DEBUG"
     assert s.shutdown_deadline_s == 25.0
+    assert s.command_verify_keys == Path("/etc/bessai/command-keys")
+    assert s.clock_skew_max_s == 45.0
     assert [str(d) for d in s.devices] == ["luna-a@[fd00::50]:6607/0"]
 
 
