@@ -358,7 +358,7 @@ class Spool:
     _salvaged_top_id: int = attrs.field(default=0, init=False, repr=False)
     _file_id: tuple[int, int] | None = attrs.field(default=None, init=False, repr=False)
     _data_version: int | None = attrs.field(default=None, init=False, repr=False)
-    _recount: bool = attrs.field(default=False, init=False, repr=False)
+    _inflight: list[_Waiter] = attrs.field(factory=list, init=False, repr=False)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -771,6 +771,7 @@ class Spool:
                        leased=frozenset(self._leased) - set(deletes), last_seq=seqs,
                        insert_bytes=sum(sizes), insert_devices=touched | lost_devices,
                        lost_gaps=lost_gaps, lost_drops=dict(lost_drops))
+        self._inflight = waiters
         try:
             outcome = await trio.to_thread.run_sync(self._write_sync, group, now, age_due,
                                                     limiter=self._limiter)
@@ -785,6 +786,8 @@ class Spool:
             self._refuse_pending()
             self._last_commit = trio.current_time()
             return
+        finally:
+            self._inflight = []
         self._leave_fault()
         self._last_commit = trio.current_time()
         self._commits += 1
@@ -867,6 +870,8 @@ class Spool:
             waiter.done.set()
         self._pending = held
         self._pending_rows = sum(len(w.records) for w in held)
+        if held or self._pending_deletes or self._pending_dead or self._lost:
+            self._wakeup.set()  # try again at the next probe (`run` waits for it)
 
     def note_lost(self, site_id: str, device_id: str, count: int, first_ts: float,
                   last_ts: float, *, reason: str) -> None:
@@ -1192,7 +1197,9 @@ class Spool:
     @property
     def held(self) -> int:
         """Critical records waiting in memory while the disk is faulty."""
-        return sum(len(w.records) for w in self._pending) if self._fault is not None else 0
+        if self._fault is None:
+            return 0
+        return sum(len(w.records) for w in itertools.chain(self._pending, self._inflight))
 
     @property
     def fault(self) -> DiskFault | None:
