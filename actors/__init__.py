@@ -15,11 +15,15 @@ and it runs in any Trio nursery next to your own tasks::
 
 Mailboxes connect actors without coupling their lifetimes: `open_mailbox` (bounded,
 backpressure), `LatestCell` (newest value, writer never blocks), `DropOldestRing` (writer never
-blocks, drops and counts the oldest). This package never imports the gateway (``bessai``).
+blocks, drops and counts the oldest). An `IsolatedBranch` runs a nested supervisor whose
+escalation is absorbed (a degraded state, capped backoff) instead of ending its parent: for a
+subtree that depends on an outside resource. This package never imports the gateway
+(``bessai``).
 """
 
 from actors.actor import Actor, FunctionActor, Stoppable
 from actors.backoff import Backoff
+from actors.branch import BranchStateHook, IsolatedBranch
 from actors.cell import LatestCell, Versioned
 from actors.errors import SupervisorEscalation, SupervisorNotRunning, UnknownChild
 from actors.events import (
@@ -39,6 +43,7 @@ from actors.supervisor import ReturnedBeforeReady, Supervisor, supervisor_spec
 __all__ = [
     "Actor",
     "Backoff",
+    "BranchStateHook",
     "ChildInfo",
     "ChildSpec",
     "ChildState",
@@ -48,6 +53,7 @@ __all__ = [
     "ExitReason",
     "Failure",
     "FunctionActor",
+    "IsolatedBranch",
     "LatestCell",
     "Restart",
     "ReturnedBeforeReady",
