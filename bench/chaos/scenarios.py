@@ -342,14 +342,15 @@ def soc_checks(rig: Rig) -> None:
 
 # ---- a crash of each actor -------------------------------------------------------------------
 
-CRASH_TARGETS = ("telemetry", "spool", "recorder", "events", "uplink", "commands", "status",
-                 f"site_{DEVICE}", f"site_{DEVICE}/device_link", f"site_{DEVICE}/safety_guard",
-                 f"site_{DEVICE}/watchdog")
+CRASH_TARGETS = ("telemetry", "data/spool", "data/recorder", "data/events", "data/uplink",
+                 "data/commands", "status", f"site_{DEVICE}", f"site_{DEVICE}/device_link",
+                 f"site_{DEVICE}/safety_guard", f"site_{DEVICE}/watchdog")
 
 
 def expected_restarts(target: str) -> dict[str, int]:
-    """one_for_one at the top; rest_for_one (link → guard → watchdog) inside a site."""
-    if "/" not in target:
+    """one_for_one at the top and in the data branch; rest_for_one (link → guard → watchdog)
+    inside a site."""
+    if "/" not in target or target.startswith("data/"):
         return {target: 1}
     site, child = target.split("/")
     order = ["device_link", "safety_guard", "watchdog"]
@@ -371,7 +372,8 @@ def crash_checks(target: str) -> Callable[[Rig], None]:
 
 
 def crash_scenario(target: str) -> Scenario:
-    slug = target.replace(f"site_{DEVICE}/", "").replace(f"site_{DEVICE}", "site")
+    slug = (target.replace(f"site_{DEVICE}/", "").replace(f"site_{DEVICE}", "site")
+            .removeprefix("data/"))
 
     async def script(rig: Rig) -> None:
         await _steady(rig, 150)
@@ -404,10 +406,10 @@ def crash_during_drain(target: str, when: str) -> Scenario:
         # an uplink that dies after Pub/Sub took its batch never acked it: the batch is sent
         # again (same msg_ids). A spool restart must not cause any re-send.
         rig.standard_checks(expected_restarts=expected_restarts(target), drain_within_s=150,
-                            max_duplicates=1000 if target == "uplink" else 0)
+                            max_duplicates=1000 if target == "data/uplink" else 0)
         rig.result.check("the crash fired mid-drain", bool(rig.crashed_at), "no crash")
 
-    name = target.replace(f"site_{DEVICE}/", "")
+    name = target.replace(f"site_{DEVICE}/", "").removeprefix("data/")
     moment = ("while the batch is in flight" if when == "sending"
               else "after Pub/Sub took the batch, before the answer was seen")
     return Scenario(f"crash-{name}-mid-drain", f"crash of `{target}` while the backlog of a "
@@ -450,8 +452,8 @@ def _scenarios() -> list[Scenario]:
                  soc_high_during_cut, soc_checks, sim_soc_pct=97.0),
     ]
     out += [crash_scenario(t) for t in CRASH_TARGETS]
-    out += [crash_loop_escalates(), crash_during_drain("spool", "sending"),
-            crash_during_drain("uplink", "answered")]
+    out += [crash_loop_escalates(), crash_during_drain("data/spool", "sending"),
+            crash_during_drain("data/uplink", "answered")]
     out += [
         Scenario("command-expires-during-cut", "a 2-min discharge command published while the "
                  "site is cut off for 10 min", command_expires_during_cut, expired_checks),

@@ -8,6 +8,7 @@ the heartbeat keeps its interval, the process does not end, and there is one cle
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from pathlib import Path
@@ -23,7 +24,7 @@ from bessai.gateway import Gateway
 from bessai.model import Event
 from bessai.settings import BindAddress, DeviceSpec, Settings
 from bessai.sim import Simulator
-from tests.integration.disk_faults import DiskFiller, small_tmpfs
+from tests.disk_faults import DiskFiller, require_root, small_tmpfs
 from tests.pubsub_faults import FreezingLimiter
 
 
@@ -50,7 +51,7 @@ def heartbeats(sim: Simulator) -> list[float]:
 
 def max_gap(times: list[float], since: float, until: float = float("inf")) -> float:
     times = [t for t in times if since <= t <= until]
-    return max((b - a for a, b in zip(times, times[1:], strict=False)), default=float("inf"))
+    return max((b - a for a, b in itertools.pairwise(times)), default=float("inf"))
 
 
 async def wait_for(predicate, what: str, timeout_s: float = 120) -> None:
@@ -86,7 +87,8 @@ async def test_a_data_branch_that_always_crashes_never_stops_the_device_site(tmp
             assert status["actors"]["site_inv1"]["restarts"] == 0
             assert status["links"]["device:inv1"]["state"] == "up"
             snapshot = site.ctx.latest()
-            assert snapshot is not None and snapshot.ts >= gw.wall_clock() - 2 * 1.0
+            assert snapshot is not None
+            assert snapshot.ts >= gw.wall_clock() - 2 * 1.0
             # the guard still decides: a device gone silent is blocked within its staleness
             silent_at = trio.current_time()
             sim.faults.silent = True
@@ -94,19 +96,22 @@ async def test_a_data_branch_that_always_crashes_never_stops_the_device_site(tmp
             sim.faults.silent = False
             await wait_for(lambda: not site.ctx.safety.blocked_charge, "and clears it")
             ok, reasons = gw.health()
-            assert not ok and any("data branch degraded" in r for r in reasons), reasons
+            assert not ok
+            assert any("data branch degraded" in r for r in reasons), reasons
             gw.request_stop()
             await gw.supervisor_done.wait()
             n.cancel_scope.cancel()
     assert max_gap(heartbeats(sim), started, silent_at) <= interval + 1.0
     degraded = [e for e in logs if e["event"] == "DATA_BRANCH_DEGRADED"]
-    assert len(degraded) == 1 and degraded[0]["child"] == "events"
+    assert len(degraded) == 1
+    assert degraded[0]["child"] == "events"
     assert not [e for e in logs if e["event"] == "supervisor_escalated"
                 and e.get("supervisor") == "gateway"]
 
 
 async def test_a_full_disk_and_a_critical_event_keep_the_gateway_running_and_the_event_is_kept(
         tmp_path, clock):
+    require_root()
     with small_tmpfs(tmp_path / "disk", "3m") as disk, capture_logs() as logs:
         sim = Simulator(soc_pct=50.0)
         gw = gateway(disk / "spool.sqlite", sim)
@@ -126,7 +131,8 @@ async def test_a_full_disk_and_a_critical_event_keep_the_gateway_running_and_the
             assert status["spool"]["condition"] == "disk_full"
             assert status["spool"]["held"] + status["events_held"] >= 1
             ok, reasons = gw.health()
-            assert not ok and any("disk_full" in r for r in reasons), reasons
+            assert not ok
+            assert any("disk_full" in r for r in reasons), reasons
             assert status["actors"]["site_inv1"]["restarts"] == 0
             assert all(a["restarts"] == 0 for a in status["actors"].values())
             filler.free()
@@ -144,7 +150,8 @@ async def test_a_full_disk_and_a_critical_event_keep_the_gateway_running_and_the
     assert any(kind == "event" and body.get("body", {}).get("command_id") == "c-full-disk"
                for kind, body in stored)
     gaps = [body for kind, body in stored if kind == "gap"]
-    assert gaps and all(g["reason"] == "disk_fault" for g in gaps)
+    assert gaps
+    assert all(g["reason"] == "disk_fault" for g in gaps)
     assert [e["condition"] for e in logs if e["event"] == "SPOOL_DISK_FAULT"] == ["disk_full"]
     assert len([e for e in logs if e["event"] == "SPOOL_DISK_RECOVERED"]) == 1
     assert not [e for e in logs if e["event"] in ("SPOOL_WRITE_FAILED", "DATA_BRANCH_DEGRADED")]

@@ -66,10 +66,12 @@ async def test_a_branch_that_heals_reports_recovered_once(autojump_clock):
     async with trio.open_nursery() as n:
         await n.start(b.run)
         await trio.sleep(10)
-        assert b.degraded and states == [True]
+        assert b.degraded
+        assert states == [True]
         crashing[0] = False
         await trio.sleep(200)
-        assert not b.degraded and states == [True, False]
+        assert not b.degraded
+        assert states == [True, False]
         assert [c.state.value for c in b.which_children()] == ["running"]
         b.request_stop()
 

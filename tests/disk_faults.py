@@ -1,6 +1,8 @@
-"""Real filesystem faults for tests: a small tmpfs filled for real, read-only bind mounts.
+"""Real filesystem faults for tests and bench/chaos: a small tmpfs filled for real, read-only
+bind mounts, a filler file.
 
-Mounting needs root (CI runs as root); `require_root` skips with the reason otherwise.
+Mounting needs root (CI runs as root): tests call `require_root` (a skip with the reason);
+outside pytest the mount helpers raise `PermissionError` saying so.
 """
 
 from __future__ import annotations
@@ -11,15 +13,19 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+ROOT_REASON = "needs root to mount a tmpfs / a read-only bind mount (CI runs as root)"
 
 
 def require_root() -> None:
+    import pytest
+
     if os.geteuid() != 0:
-        pytest.skip("needs root to mount a tmpfs / a read-only bind mount (CI runs as root)")
+        pytest.skip(ROOT_REASON)
 
 
 def _mount(*args: str) -> None:
+    if os.geteuid() != 0:
+        raise PermissionError(ROOT_REASON)
     subprocess.run(["mount", *args], check=True, capture_output=True)
 
 
@@ -30,7 +36,6 @@ def _umount(path: Path) -> None:
 @contextlib.contextmanager
 def small_tmpfs(path: Path, size: str = "4m") -> Iterator[Path]:
     """A tmpfs of ``size`` mounted at ``path`` (created), unmounted afterwards."""
-    require_root()
     path.mkdir(parents=True, exist_ok=True)
     _mount("-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(path))
     try:
@@ -42,7 +47,6 @@ def small_tmpfs(path: Path, size: str = "4m") -> Iterator[Path]:
 @contextlib.contextmanager
 def read_only_view(source: Path, target: Path) -> Iterator[Path]:
     """``source`` bind-mounted read-only at ``target``; `make_writable` remounts it rw."""
-    require_root()
     target.mkdir(parents=True, exist_ok=True)
     _mount("--bind", str(source), str(target))
     try:
