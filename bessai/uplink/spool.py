@@ -141,6 +141,15 @@ class _FileLost(Exception):
     """The path no longer names the file the connection has open (deleted or replaced)."""
 
 
+class _SeqsMoved(Exception):
+    """Another process (``bessai spool import``) raised a device's seq above ours: the group
+    must be stamped again from the file's seqs."""
+
+    def __init__(self, seqs: dict[str, int]) -> None:
+        super().__init__(seqs)
+        self.seqs = seqs
+
+
 _REOPEN_ON = frozenset({DiskCondition.READ_ONLY, DiskCondition.PERMISSION_DENIED,
                         DiskCondition.IO_ERROR, DiskCondition.CORRUPT, DiskCondition.DELETED})
 """Conditions whose probe closes and re-opens the file (a full disk or a held lock is simply
@@ -779,6 +788,12 @@ class Spool:
             self._requeue(waiters, deletes, dead, lost)
             await self._recreate()
             return
+        except _SeqsMoved as moved:
+            self._requeue(waiters, deletes, dead, lost)
+            for device, n in moved.seqs.items():
+                self._last_seq[device] = max(n, self._last_seq.get(device, 0))
+            self._wakeup.set()  # stamp the group again at once
+            return
         except (sqlite3.Error, OSError) as exc:
             self._requeue(waiters, deletes, dead, lost)
             self._enter_fault(exc)
@@ -984,6 +999,9 @@ class Spool:
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         recount = version != self._data_version
         if recount:
+            on_file = dict(conn.execute("SELECT device_id, last_seq FROM seqs").fetchall())
+            if any(n > self._last_seq.get(d, 0) for d, n in on_file.items()):
+                raise _SeqsMoved(on_file)
             depth, size = conn.execute(
                 "SELECT count(*), coalesce(sum(size), 0) FROM outbox").fetchone()
         else:
@@ -1290,3 +1308,79 @@ def backup_spool(path: str | Path, dest: str | Path) -> SpoolStats:
                          "run the backup again, and check the disk")
     os.replace(part, dest)
     return read_stats(dest)
+
+
+@attrs.frozen
+class ImportResult:
+    """What ``bessai spool import`` did."""
+
+    imported: int
+    already_there: int
+    unreadable: str | None
+    """Why reading the source stopped early (a damaged page), or None if it was read whole."""
+
+
+IMPORT_CHUNK_ROWS = 1000
+"""Rows per transaction: the gateway's commits wait for the write lock at most one chunk."""
+
+
+def import_rows(source: str | Path, dest: str | Path, *,
+                busy_timeout_s: float = 30.0) -> ImportResult:
+    """Re-queue the pending rows of ``source`` (a spool moved aside as corrupt, or a backup)
+    into the spool ``dest``, with their original ``seq`` and ``msg_id``; safe while the gateway
+    runs (it notices the new rows through SQLite's ``data_version``).
+
+    Rows whose ``msg_id`` is already in ``dest`` are skipped, so an import can be repeated.
+    A damaged source is read up to its first unreadable page; the result says where it
+    stopped. ``dest``'s per-device seq counters are raised to at least the imported seqs, so
+    seq never goes back.
+    """
+    src = _open_ro(Path(source))
+    if not Path(dest).exists():
+        src.close()
+        raise SpoolError(f"no spool at {dest} — start the gateway once (it creates the spool), "
+                         "or check SPOOL_PATH")
+    out = sqlite3.connect(dest, isolation_level=None, timeout=busy_timeout_s)
+    imported = skipped = 0
+    unreadable: str | None = None
+    try:
+        known = {row[0] for row in out.execute("SELECT msg_id FROM outbox")}
+        top: dict[str, int] = {}
+        after = -1
+        while True:
+            try:
+                chunk = src.execute(
+                    f"SELECT {_COLUMNS}, size FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                    (after, IMPORT_CHUNK_ROWS)).fetchall()
+            except sqlite3.DatabaseError as exc:
+                unreadable = f"{getattr(exc, 'sqlite_errorname', type(exc).__name__)}: {exc}"
+                break
+            if not chunk:
+                break
+            after = chunk[-1][0]
+            fresh = [t for t in chunk if t[2] not in known]
+            skipped += len(chunk) - len(fresh)
+            if not fresh:
+                continue
+            out.execute("BEGIN IMMEDIATE")
+            try:
+                out.executemany(
+                    "INSERT INTO outbox (seq, msg_id, site_id, device_id, kind, event_time, data,"
+                    " priority, enqueued_at, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [t[1:] for t in fresh])
+                for t in fresh:
+                    top[t[4]] = max(top.get(t[4], 0), t[1])
+                out.executemany(
+                    "INSERT INTO seqs VALUES (?, ?) ON CONFLICT(device_id) DO UPDATE "
+                    "SET last_seq = max(last_seq, excluded.last_seq)", list(top.items()))
+                out.execute("COMMIT")
+            except BaseException:
+                if out.in_transaction:
+                    out.execute("ROLLBACK")
+                raise
+            known.update(t[2] for t in fresh)
+            imported += len(fresh)
+    finally:
+        src.close()
+        out.close()
+    return ImportResult(imported=imported, already_there=skipped, unreadable=unreadable)
