@@ -177,14 +177,6 @@ def crash_child(gw: Gateway, path: str, after_s: float | trio.Event,
     the list the crash time is put in. ``times``: that many successive instances crash the same
     way."""
     crashed_at: list[float] = []
-    if "/" in path:
-        site_id, child = path.split("/", 1)
-        device = site_id.removeprefix("site_")
-        site = gw.sites[device]
-        fields = {a.name: getattr(site, a.name) for a in attrs.fields(Site) if a.init}
-        gw.sites[device] = _CrashingSite(**fields, target=child, after_s=after_s,
-                                         crashed_at=crashed_at, times=times)
-        return crashed_at
     if path.startswith("data/"):  # a child of the data branch: each rebuild reads the specs
         child = path.removeprefix("data/")
         if all(s.id != child for s in gw.data_children):
@@ -192,6 +184,14 @@ def crash_child(gw: Gateway, path: str, after_s: float | trio.Event,
                              f"{[s.id for s in gw.data_children]}")
         gw.data_children = tuple(_crash_once(s, after_s, crashed_at, times) if s.id == child
                                  else s for s in gw.data_children)
+        return crashed_at
+    if "/" in path:
+        site_id, child = path.split("/", 1)
+        device = site_id.removeprefix("site_")
+        site = gw.sites[device]
+        fields = {a.name: getattr(site, a.name) for a in attrs.fields(Site) if a.init}
+        gw.sites[device] = _CrashingSite(**fields, target=child, after_s=after_s,
+                                         crashed_at=crashed_at, times=times)
         return crashed_at
     specs = tuple(_crash_once(s, after_s, crashed_at, times) if s.id == path else s
                   for s in gw.supervisor.children)
