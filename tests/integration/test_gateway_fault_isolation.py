@@ -24,7 +24,13 @@ from bessai.gateway import Gateway
 from bessai.model import Event
 from bessai.settings import BindAddress, DeviceSpec, Settings
 from bessai.sim import Simulator
-from tests.disk_faults import DiskFiller, require_root, small_tmpfs
+from tests.disk_faults import (
+    DiskFiller,
+    make_writable,
+    read_only_view,
+    require_root,
+    small_tmpfs,
+)
 from tests.pubsub_faults import FreezingLimiter
 
 
@@ -155,3 +161,45 @@ async def test_a_full_disk_and_a_critical_event_keep_the_gateway_running_and_the
     assert [e["condition"] for e in logs if e["event"] == "SPOOL_DISK_FAULT"] == ["disk_full"]
     assert len([e for e in logs if e["event"] == "SPOOL_DISK_RECOVERED"]) == 1
     assert not [e for e in logs if e["event"] in ("SPOOL_WRITE_FAILED", "DATA_BRANCH_DEGRADED")]
+
+
+async def test_a_read_only_spool_at_start_never_stops_the_site_from_starting(tmp_path, clock):
+    """Why 4: on a read-only filesystem the gateway used to log SPOOL_CORRUPT over and over,
+    never start the device site, and exit 1. Now the site starts and runs, the spool names
+    the condition, the file is never moved aside, and its rows are there after a remount."""
+    require_root()
+    source = tmp_path / "data"
+    source.mkdir()
+    conn = sqlite3.connect(source / "spool.sqlite")
+    conn.execute("CREATE TABLE kept (x)")  # a file that exists, with content to keep
+    conn.close()
+    with read_only_view(source, tmp_path / "ro") as ro, capture_logs() as logs:
+        sim = Simulator(soc_pct=50.0)
+        gw = gateway(ro / "spool.sqlite", sim)
+        async with trio.open_nursery() as n:
+            await n.start(sim.run)
+            with trio.fail_after(60):
+                await n.start(gw.run)  # ready although the spool cannot be opened
+            await wait_for(lambda: gw.status()["links"]["device:inv1"]["state"] == "up",
+                           "the device link up")
+            await trio.sleep(30)
+            status = gw.status()
+            assert status["spool"]["condition"] == "read_only"
+            assert status["actors"]["site_inv1"]["state"] == "running"
+            assert gw.sites["inv1"].ctx.latest() is not None
+            ok, reasons = gw.health()
+            assert not ok
+            assert any("read_only" in r for r in reasons), reasons
+            make_writable(ro)
+            await wait_for(lambda: gw.status()["spool"]["condition"] == "ok", "recovered")
+            gw.request_stop()
+            await gw.supervisor_done.wait()
+            n.cancel_scope.cancel()
+        tables = {r[0] for r in sqlite3.connect(source / "spool.sqlite").execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "kept" in tables
+    assert "outbox" in tables
+    assert not [e for e in logs if e["event"] == "SPOOL_CORRUPT"]
+    assert not list(source.glob("*.corrupt-*"))
+    assert [e["condition"] for e in logs if e["event"] == "SPOOL_DISK_FAULT"] == ["read_only"]
+    assert gw.status()["actors"]["site_inv1"]["restarts"] == 0
