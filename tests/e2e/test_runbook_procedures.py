@@ -159,7 +159,9 @@ def test_gateway_answers_health_and_status_then_stops_on_sigterm_with_exit_0(sit
     log = gw.log()
     assert "level=WARNING event=SHUTDOWN_REQUESTED signal=SIGTERM deadline_s=20.0" in log
     exits = re.findall(r"event=actor_exited child=(\S+) supervisor=gateway", log)
-    assert exits[-2:] == ["spool", "telemetry"]  # reverse start order
+    assert exits[-2:] == ["data", "telemetry"]  # reverse start order
+    data_exits = re.findall(r"event=actor_exited child=(\S+) supervisor=data", log)
+    assert data_exits[-1] == "spool"  # the spool stops last in its branch
     assert "event=GATEWAY_STOPPED" in log.splitlines()[-1]
     # Nothing accepted is lost: with the uplink off, every reading is still in the spool.
     stats = bessai("spool", "stats", "--json", env_file=site.env_file)
