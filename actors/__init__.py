@@ -17,13 +17,17 @@ your own tasks::
 Mailboxes connect actors without coupling their lifetimes: `open_mailbox` (bounded,
 backpressure), `LatestCell` (newest value, writer never blocks), `DropOldestRing` (writer never
 blocks, drops and counts the oldest); `call` is a request/reply over a mailbox with a timeout.
-This package never imports the gateway (``bessai``) and depends only on trio and attrs.
+An `IsolatedBranch` runs a nested supervisor whose escalation is absorbed (a degraded state,
+capped backoff) instead of ending its parent: for a subtree that depends on an outside
+resource. This package never imports the gateway (``bessai``) and depends only on trio and
+attrs.
 """
 
 import logging as _logging
 
 from actors.actor import Actor, FunctionActor, Stoppable
 from actors.backoff import Backoff
+from actors.branch import BranchStateHook, IsolatedBranch
 from actors.call import CallTimeout, Request, call
 from actors.cell import LatestCell, Versioned
 from actors.errors import (
@@ -57,6 +61,7 @@ _logging.getLogger("actors").addHandler(_logging.NullHandler())
 __all__ = [
     "Actor",
     "Backoff",
+    "BranchStateHook",
     "CallTimeout",
     "ChildInfo",
     "ChildSpec",
@@ -67,6 +72,7 @@ __all__ = [
     "ExitReason",
     "Failure",
     "FunctionActor",
+    "IsolatedBranch",
     "LatestCell",
     "Request",
     "Restart",

@@ -40,16 +40,19 @@ class DropOldestRing(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def push(self, item: T) -> None:
-        """Append an item, dropping the oldest if full. Never blocks."""
+    def push(self, item: T) -> T | None:
+        """Append an item, dropping the oldest if full. Never blocks. Returns the item it
+        dropped (so the writer can account for it, e.g. with a gap record), else None."""
         if self._closed:
             raise trio.ClosedResourceError("push on a closed DropOldestRing")
+        victim = None
         if len(self._items) >= self.capacity:
-            self._items.popleft()
+            victim = self._items.popleft()
             self.dropped += 1
         self._items.append(item)
         self.pushed += 1
         self._lot.unpark()
+        return victim
 
     def get_nowait(self) -> T:
         """The oldest item; raises ``trio.WouldBlock`` if empty (``EndOfChannel`` if closed)."""

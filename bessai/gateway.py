@@ -4,11 +4,13 @@
 
     gateway supervisor (one_for_one)
     ├── telemetry          started first, stopped last (flushes OTel)
-    ├── spool              owns the durable outbox (SQLite)
-    ├── recorder           snapshots (drop-oldest ring) → spool
-    ├── events             critical events (never dropped) → spool
-    ├── uplink             spool → Pub/Sub REST; link state machine     (when a topic is set)
-    ├── commands           Pub/Sub pull of dispatch commands → gate   (when a subscription is set)
+    ├── data               the disk and cloud branch: an IsolatedBranch around a supervisor
+    │   │                  (one_for_one) whose escalation never reaches the gateway
+    │   ├── spool          owns the durable outbox (SQLite)
+    │   ├── recorder       snapshots (drop-oldest ring) → spool
+    │   ├── events         critical events (held in a bounded outbox) → spool
+    │   ├── uplink         spool → Pub/Sub REST; link state machine     (when a topic is set)
+    │   └── commands       Pub/Sub pull of dispatch commands → gate   (when a subscription is set)
     ├── site_<device>      one nested supervisor per device (rest_for_one):
     │   ├── device_link    owns the one Modbus connection; polls; serves writes by priority
     │   ├── safety_guard   limits, hysteresis, command gate, SAFETY_BLOCK
@@ -18,8 +20,23 @@
 
 Why one_for_one at the top: the local control loop never waits on the cloud. A crash in the
 uplink, the recorder or telemetry restarts only that child; the device sites keep polling,
-guarding and feeding the watchdog. Expected faults (device timeouts, a dead link) are states
-inside the actors and never reach the supervisor, so a 3-day outage consumes no intensity.
+guarding and feeding the watchdog. Expected faults (device timeouts, a dead link, a full or
+read-only disk) are states inside the actors and never reach a supervisor, so a 3-day outage
+consumes no intensity.
+
+Why a separate ``data`` branch (DESIGN rule 6): nothing from outside may take the control loop
+down. Escalating to "exit 1, let systemd restart us" is right for a bug in the control loop
+itself (a site that crash-loops still escalates to the gateway and ends the process, as
+before); it is wrong when the cause is an input or a resource the restart will meet again.
+Everything that touches the disk or the cloud therefore runs in ``data``: if it crash-loops
+past its own intensity (10 in 60 s), `IsolatedBranch` stops it, logs ``DATA_BRANCH_DEGRADED``
+once, and rebuilds it after a capped backoff (1 s doubling to 60 s) — for ever, never
+escalating — and logs ``DATA_BRANCH_RECOVERED`` once it has run 2 minutes without escalating.
+Meanwhile the sites keep polling, guarding and heartbeating; critical events wait in the
+bounded `EventOutbox` (``EVENTS_HOLD_FULL`` past 10,000) and readings in the drop-oldest ring
+(drops counted and written as gap records once the spool takes writes again). ``/healthz``
+answers 503 naming the degraded branch or the disk condition, so an operator is called; the
+process itself keeps the battery safe.
 
 State that must outlive a restart lives here, outside the actor instances: the spool object
 (its rows are on disk; the spool actor re-opens it), the snapshot ring, the critical-event
@@ -44,11 +61,13 @@ from actors import (
     Backoff,
     ChildSpec,
     DropOldestRing,
+    IsolatedBranch,
     Restart,
     Strategy,
     Supervisor,
     SupervisorEvent,
 )
+from bessai.bounds import clip
 from bessai.clock import WallClock, system_wall_clock
 from bessai.control import CommandRouter, EventOutbox, Site, SiteConfig, build_site
 from bessai.control.gate import CommandPolicy
@@ -60,7 +79,7 @@ from bessai.observe.logs import get_log_level, set_log_level
 from bessai.settings import DeviceSpec, Settings, read_log_level
 from bessai.trust import CommandTrust
 from bessai.uplink.credentials import Endpoint, credentials_for, make_client
-from bessai.uplink.message import record_from_event
+from bessai.uplink.message import MessageInvalid, record_from_event
 from bessai.uplink.publisher import Publisher
 from bessai.uplink.recorder import Recorder
 from bessai.uplink.spool import Spool
@@ -89,7 +108,14 @@ GATEWAY_BACKOFF = Backoff(initial_s=0.1, max_s=3.0, multiplier=2.0, jitter=0.2, 
 the actors). The backoff cap must stay well below ``GATEWAY_PERIOD_S / GATEWAY_INTENSITY``-ish
 spacing: with a 30 s cap a crash-looping child would restart every 30 s forever and never
 escalate; with 3 s it escalates within about half a minute, the process exits 1, and systemd or
-Docker restarts it clean — what an operator expects from a crash loop."""
+Docker restarts it clean — what an operator expects from a crash loop of the control loop.
+The ``data`` branch has the same intensity for its own children, but its escalation is absorbed
+(`DATA_BRANCH_BACKOFF`)."""
+
+DATA_BRANCH_BACKOFF = Backoff(initial_s=1.0, max_s=60.0, multiplier=2.0, jitter=0.2,
+                              reset_after_s=120.0)
+"""Between rebuilds of a ``data`` branch that escalated: capped at a minute (the disk or the
+cloud is retried at least that often), and healthy again after 2 quiet minutes."""
 
 
 @attrs.define(eq=False)
@@ -186,6 +212,10 @@ class Gateway:
     spool: Spool = attrs.field(init=False)
     snapshots: DropOldestRing[Snapshot] = attrs.field(init=False)
     events: EventOutbox = attrs.field(init=False)
+    data_children: tuple[ChildSpec, ...] = attrs.field(init=False)
+    """The ``data`` branch's children; each rebuild of the branch reads this (a seam for chaos
+    tests, which wrap one of them)."""
+    data_branch: IsolatedBranch | None = attrs.field(init=False, default=None)
     sites: dict[str, Site] = attrs.field(init=False, factory=dict)
     router: CommandRouter = attrs.field(init=False)
     command_trust: CommandTrust = attrs.field(init=False)
@@ -225,6 +255,7 @@ class Gateway:
             self.endpoint = (Endpoint.for_emulator(s.pubsub_emulator_host)
                              if s.uplink_mode == "emulator" else Endpoint())
             self._credentials = credentials_for(self.endpoint, s.google_application_credentials)
+        self.data_children = tuple(self._data_specs())
         self.supervisor = Supervisor(children=self._child_specs(), strategy=Strategy.ONE_FOR_ONE,
                                      intensity=GATEWAY_INTENSITY, period_s=GATEWAY_PERIOD_S,
                                      backoff=GATEWAY_BACKOFF, name="gateway",
@@ -263,17 +294,16 @@ class Gateway:
         return self.command_trust.expiry_now(self.wall_clock())
 
     def _push_snapshot(self, snapshot: Snapshot) -> None:
-        """Into the recorder's ring; a reading the full ring pushed out is counted as a drop."""
-        before = self.snapshots.dropped
-        self.snapshots.push(snapshot)
-        if self.snapshots.dropped != before:
-            self.telemetry.sink.count("bessai.spool.drops", self.snapshots.dropped - before,
-                                      reason="ring_full")
+        """Into the recorder's ring; a reading the full ring pushed out is counted as a drop
+        and becomes part of a gap record (the spool writes it once it takes writes)."""
+        victim = self.snapshots.push(snapshot)
+        if victim is not None:
+            self.spool.note_lost(victim.site_id, victim.device_id, 1, victim.ts, victim.ts,
+                                 reason="ring_full")
 
-    def _child_specs(self) -> list[ChildSpec]:
+    def _data_specs(self) -> list[ChildSpec]:
         s = self.settings
         specs = [
-            ChildSpec("telemetry", lambda: self.telemetry, grace_s=s.shutdown_deadline_s),
             # The same Spool object on every start: its state is the file; run() re-opens it.
             ChildSpec("spool", lambda: self.spool, grace_s=5.0),
             ChildSpec("recorder", self._recorder, grace_s=2.0),
@@ -283,6 +313,37 @@ class Gateway:
             specs.append(ChildSpec("uplink", self._uplink, grace_s=s.shutdown_deadline_s / 2))
         if self.endpoint is not None and s.pubsub_commands_subscription:
             specs.append(ChildSpec("commands", self._commands, grace_s=1.0))
+        return specs
+
+    def _data(self) -> IsolatedBranch:
+        def build() -> Supervisor:
+            return Supervisor(children=self.data_children, strategy=Strategy.ONE_FOR_ONE,
+                              intensity=GATEWAY_INTENSITY, period_s=GATEWAY_PERIOD_S,
+                              backoff=GATEWAY_BACKOFF, name="data", on_event=self._on_event,
+                              rng=self.rng)
+
+        self.data_branch = IsolatedBranch(build, backoff=DATA_BRANCH_BACKOFF,
+                                          on_state=self._on_data_state, rng=self.rng)
+        return self.data_branch
+
+    def _on_data_state(self, degraded: bool, escalation: Any) -> None:
+        if degraded:
+            log.error("DATA_BRANCH_DEGRADED", child=getattr(escalation, "child_id", None),
+                      error=clip(repr(getattr(escalation, "last_exception", None)), 300),
+                      held_events=len(self.events.pending),
+                      action="the spool/uplink branch crash-looped and is rebuilt with backoff "
+                             "(up to 60 s); the device sites keep running; critical events are "
+                             "held in memory. Look at the error and SPOOL_DISK_FAULT lines")
+        else:
+            log.warning("DATA_BRANCH_RECOVERED", held_events=len(self.events.pending),
+                        escalations=self.data_branch.escalations if self.data_branch else 0)
+
+    def _child_specs(self) -> list[ChildSpec]:
+        s = self.settings
+        specs = [
+            ChildSpec("telemetry", lambda: self.telemetry, grace_s=s.shutdown_deadline_s),
+            ChildSpec("data", self._data, grace_s=math.inf),
+        ]
         for device_id in self.sites:
             specs.append(ChildSpec(f"site_{device_id}", self._site_factory(device_id),
                                    grace_s=math.inf))
@@ -309,7 +370,16 @@ class Gateway:
                       error=str(error), hint="recorded with the offending values as text; "
                       "report this as a bug")
             record = record_from_event(attrs.evolve(event, body=_json_safe(event.body)))
-        await self.spool.append(record)
+        try:
+            await self.spool.append(record)
+        except MessageInvalid as error:
+            # Too large for Pub/Sub: raising would crash-loop this child on the same event.
+            # Keep the event (name, device, time) and say what was cut.
+            log.error("EVENT_BODY_TOO_LARGE", name=clip(event.name, 80), device=event.device_id,
+                      error=clip(str(error), 200), hint="recorded without its body")
+            await self.spool.append(record_from_event(attrs.evolve(
+                event, name=clip(event.name, 80),
+                body={"body_dropped": clip(str(error), 200)})))
 
     def _uplink(self) -> _HttpActor:
         s = self.settings
@@ -409,6 +479,10 @@ class Gateway:
         actors: dict[str, Any] = {}
         for info in self.supervisor.which_children():
             actors[info.id] = _child_view(info)
+        branch = self.data_branch
+        if branch is not None:
+            for info in branch.which_children():
+                actors[f"data/{info.id}"] = _child_view(info)
         for device_id, sup in self._site_supervisors.items():
             for info in sup.which_children():
                 actors[f"site_{device_id}/{info.id}"] = _child_view(info)
@@ -434,6 +508,13 @@ class Gateway:
             "links": links,
             "sites": sites,
             "spool": spool,
+            "data_branch": {"state": "degraded" if branch and branch.degraded else "ok",
+                            "escalations": branch.escalations if branch else 0,
+                            "last_escalation": None if branch is None
+                            or branch.last_escalation is None
+                            else clip(repr(branch.last_escalation.last_exception), 300)},
+            "events_held": len(self.events.pending),
+            "events_dropped": self.events.dropped,
             "snapshots_dropped": self.snapshots.dropped,
             "telemetry": self.telemetry.status(),
             "uplink_mode": self.settings.uplink_mode,

@@ -173,10 +173,19 @@ class _CrashingSite(Site):
 
 def crash_child(gw: Gateway, path: str, after_s: float | trio.Event,
                 times: int = 1) -> list[float]:
-    """Make the actor at ``path`` (``uplink``, ``site_inv1/watchdog``...) raise once, ``after_s``
-    after it started (or when the event is set). Call before `Gateway.run`. Returns the list the
-    crash time is put in. ``times``: that many successive instances crash the same way."""
+    """Make the actor at ``path`` (``data/uplink``, ``site_inv1/watchdog``...) raise once,
+    ``after_s`` after it started (or when the event is set). Call before `Gateway.run`. Returns
+    the list the crash time is put in. ``times``: that many successive instances crash the same
+    way."""
     crashed_at: list[float] = []
+    if path.startswith("data/"):  # a child of the data branch: each rebuild reads the specs
+        child = path.removeprefix("data/")
+        if all(s.id != child for s in gw.data_children):
+            raise ValueError(f"no child {child!r} in the data branch; it has "
+                             f"{[s.id for s in gw.data_children]}")
+        gw.data_children = tuple(_crash_once(s, after_s, crashed_at, times) if s.id == child
+                                 else s for s in gw.data_children)
+        return crashed_at
     if "/" in path:
         site_id, child = path.split("/", 1)
         device = site_id.removeprefix("site_")

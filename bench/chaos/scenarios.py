@@ -15,17 +15,21 @@ as the fault implies, the backlog drained after recovery.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
+import structlog
 import trio
 
 from bench.chaos.rig import DEVICE, SITE, Result, Rig, Script, request_timeout_s, run_rig
+from tests.disk_faults import DiskFiller, small_tmpfs
 
 
 @attrs.frozen
@@ -47,6 +51,9 @@ class Scenario:
     note: str = ""
     standalone: Callable[[str, Path, int], Result] | None = None
     """A real-clock scenario run outside virtual time: (emulator host, workdir, seed) → Result."""
+    tmpfs_size: str | None = None
+    """Put the spool on a tmpfs of this size (e.g. "16m"), so the script can fill it for real.
+    Needs root (mount); tests/chaos skips such a scenario otherwise."""
 
 
 async def run_scenario(scenario: Scenario, emulator_host: str, workdir: Path,
@@ -54,11 +61,18 @@ async def run_scenario(scenario: Scenario, emulator_host: str, workdir: Path,
     """Run one scenario inside the current Trio run (its clock: MockClock, autojump 0)."""
     if scenario.standalone is not None:
         raise ValueError(f"{scenario.name} runs on the real clock: use run_standalone")
-    rig = Rig(scenario.name, seed, workdir, emulator_host,
-              poll_interval_s=scenario.poll_interval_s,
-              spool_max_bytes=scenario.spool_max_bytes, sim_soc_pct=scenario.sim_soc_pct,
-              crash=scenario.crash, crash_times=scenario.crash_times)
-    result = await run_rig(rig, scenario.script, scenario.checks)
+    with contextlib.ExitStack() as stack:
+        overrides: dict[str, Any] = {}
+        if scenario.tmpfs_size is not None:
+            disk = stack.enter_context(small_tmpfs(workdir / f"disk-{scenario.name}",
+                                                   scenario.tmpfs_size))
+            overrides["spool_path"] = disk / f"{scenario.name}-{seed}.sqlite"
+        rig = Rig(scenario.name, seed, workdir, emulator_host,
+                  poll_interval_s=scenario.poll_interval_s,
+                  spool_max_bytes=scenario.spool_max_bytes, sim_soc_pct=scenario.sim_soc_pct,
+                  crash=scenario.crash, crash_times=scenario.crash_times,
+                  settings_overrides=overrides)
+        result = await run_rig(rig, scenario.script, scenario.checks)
     if scenario.note:
         result.notes.append(scenario.note)
     return result
@@ -341,16 +355,100 @@ def soc_checks(rig: Rig) -> None:
             f"stop latency {stop_latency}, forced_mode {rig.sim.state().forced_mode}")
 
 
+# ---- disk faults ----------------------------------------------------------------------------
+
+
+def disk_full() -> Scenario:
+    """The spool's filesystem (a 16 MiB tmpfs) fills up for 5 minutes. Inside it a charge
+    command is accepted from 97 % SOC and SOC crosses 98 %: COMMAND / SAFETY events are emitted
+    while nothing can be written. Then the space is freed."""
+    seen: dict[str, Any] = {"events": []}
+    fault_s = 300.0
+
+    def capture(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("event") in ("SPOOL_DISK_FAULT", "SPOOL_DISK_RECOVERED",
+                                  "DATA_BRANCH_DEGRADED", "SPOOL_WRITE_FAILED"):
+            seen["events"].append((event["event"], event.get("condition")))
+        return event
+
+    async def script(rig: Rig) -> None:
+        config = structlog.get_config()
+        structlog.configure(processors=[capture, *config["processors"]])
+        try:
+            await _script(rig)
+        finally:
+            structlog.configure(processors=config["processors"])
+
+    async def _script(rig: Rig) -> None:
+        await _steady(rig, 20)
+        filler = DiskFiller(rig.gw.spool.path.parent)
+        filler.fill()
+        full_at = trio.current_time()
+        await rig.publish_command("charge", 5000.0, ttl_s=3600)
+        with trio.fail_after(150):
+            while rig.sim.state().forced_mode != 1:
+                await trio.sleep(0.5)
+        limit = rig.site.config.limits.soc_max_pct
+        held_max = running_min = 0
+        running_min = 1
+        while trio.current_time() < full_at + fault_s:
+            status = rig.gw.status()
+            held_max = max(held_max, status["spool"]["held"] + status["events_held"])
+            running_min = min(running_min, int(status["tree_running"]))
+            await trio.sleep(1.0)
+        soc = rig.sim.values()["soc"]
+        seen.update(held_max=held_max, tree_running=running_min,
+                    condition=rig.gw.status()["spool"]["condition"], soc=soc,
+                    crossed=soc is not None and soc > limit)
+        filler.free()
+        rig.mark_recovered()
+        await rig.wait_drained()
+        await _steady(rig, 30)
+        seen["drops"] = rig.gw.spool.stats().drops.get("disk_fault", 0)
+
+    def checks(rig: Rig) -> None:
+        r = rig.result
+        rig.standard_checks(expect_drops=True)
+        names = [e["name"] for e in rig.delivered_events]
+        r.check("the gateway never exited", seen.get("tree_running") == 1, "tree stopped")
+        r.check("the spool named the condition", seen.get("condition") == "disk_full",
+                f"condition {seen.get('condition')}")
+        r.check("critical events held during the fault", seen.get("held_max", 0) >= 1,
+                f"held at most {seen.get('held_max')}")
+        r.check("SOC crossed the limit during the fault", bool(seen.get("crossed")),
+                f"soc {seen.get('soc')}")
+        r.check("the command's result and the guard's events delivered",
+                {"COMMAND_ACCEPTED", "SAFETY_BLOCK", "SAFETY_STOP"} <= set(names),
+                f"events delivered: {dict(Counter(names))}")
+        r.check("telemetry drops counted with gap records",
+                r.dropped > 0 and r.gap_records >= 1 and seen.get("drops") == r.dropped,
+                f"dropped {r.dropped} in {r.gap_records} gap records, counted "
+                f"{seen.get('drops')}")
+        faults = [e for e in seen["events"] if e[0] == "SPOOL_DISK_FAULT"]
+        recovered = [e for e in seen["events"] if e[0] == "SPOOL_DISK_RECOVERED"]
+        r.check("one SPOOL_DISK_FAULT and one SPOOL_DISK_RECOVERED",
+                faults == [("SPOOL_DISK_FAULT", "disk_full")] and len(recovered) == 1,
+                f"{seen['events']}")
+        r.notes.append(f"disk full for {fault_s:.0f} s; at most {seen.get('held_max')} critical "
+                       f"records held; {r.dropped} readings dropped in {r.gap_records} gap "
+                       f"record(s); events delivered: {dict(Counter(names))}")
+
+    return Scenario("disk-full", "the spool's filesystem is full for 5 min while a charge "
+                    "command is accepted and SOC crosses 98 %, then space is freed", script,
+                    checks, sim_soc_pct=97.0, tmpfs_size="16m")
+
+
 # ---- a crash of each actor -------------------------------------------------------------------
 
-CRASH_TARGETS = ("telemetry", "spool", "recorder", "events", "uplink", "commands", "status",
-                 f"site_{DEVICE}", f"site_{DEVICE}/device_link", f"site_{DEVICE}/safety_guard",
-                 f"site_{DEVICE}/watchdog")
+CRASH_TARGETS = ("telemetry", "data/spool", "data/recorder", "data/events", "data/uplink",
+                 "data/commands", "status", f"site_{DEVICE}", f"site_{DEVICE}/device_link",
+                 f"site_{DEVICE}/safety_guard", f"site_{DEVICE}/watchdog")
 
 
 def expected_restarts(target: str) -> dict[str, int]:
-    """one_for_one at the top; rest_for_one (link → guard → watchdog) inside a site."""
-    if "/" not in target:
+    """one_for_one at the top and in the data branch; rest_for_one (link → guard → watchdog)
+    inside a site."""
+    if "/" not in target or target.startswith("data/"):
         return {target: 1}
     site, child = target.split("/")
     order = ["device_link", "safety_guard", "watchdog"]
@@ -372,7 +470,8 @@ def crash_checks(target: str) -> Callable[[Rig], None]:
 
 
 def crash_scenario(target: str) -> Scenario:
-    slug = target.replace(f"site_{DEVICE}/", "").replace(f"site_{DEVICE}", "site")
+    slug = (target.replace(f"site_{DEVICE}/", "").replace(f"site_{DEVICE}", "site")
+            .removeprefix("data/"))
 
     async def script(rig: Rig) -> None:
         await _steady(rig, 150)
@@ -405,10 +504,10 @@ def crash_during_drain(target: str, when: str) -> Scenario:
         # an uplink that dies after Pub/Sub took its batch never acked it: the batch is sent
         # again (same msg_ids). A spool restart must not cause any re-send.
         rig.standard_checks(expected_restarts=expected_restarts(target), drain_within_s=150,
-                            max_duplicates=1000 if target == "uplink" else 0)
+                            max_duplicates=1000 if target == "data/uplink" else 0)
         rig.result.check("the crash fired mid-drain", bool(rig.crashed_at), "no crash")
 
-    name = target.replace(f"site_{DEVICE}/", "")
+    name = target.replace(f"site_{DEVICE}/", "").removeprefix("data/")
     moment = ("while the batch is in flight" if when == "sending"
               else "after Pub/Sub took the batch, before the answer was seen")
     return Scenario(f"crash-{name}-mid-drain", f"crash of `{target}` while the backlog of a "
@@ -580,9 +679,10 @@ def _scenarios() -> list[Scenario]:
                  soc_high_during_cut, soc_checks, sim_soc_pct=97.0),
     ]
     out += [crash_scenario(t) for t in CRASH_TARGETS]
-    out += [crash_loop_escalates(), crash_during_drain("spool", "sending"),
-            crash_during_drain("uplink", "answered")]
+    out += [crash_loop_escalates(), crash_during_drain("data/spool", "sending"),
+            crash_during_drain("data/uplink", "answered")]
     out += [
+        disk_full(),
         Scenario("command-expires-during-cut", "a 2-min discharge command published while the "
                  "site is cut off for 10 min", command_expires_during_cut, expired_checks),
         oversized_command_scenario(),

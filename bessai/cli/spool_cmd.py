@@ -1,11 +1,15 @@
-"""``bessai spool stats`` / ``export`` / ``backup``: read the on-disk outbox (read-only, safe
-while the gateway runs).
+"""``bessai spool stats`` / ``export`` / ``backup`` / ``import``: the on-disk outbox (safe while
+the gateway runs).
 
 ``stats`` prints the depth, size against the budget, the oldest pending age, drops by reason
 and dead letters (``--json`` for machines). ``export`` writes rows as JSON lines (``--table
 dead_letter`` for poison messages), e.g. to hand a backlog to engineering. ``backup DEST``
 writes a consistent single-file copy with SQLite's online backup API (a plain ``cp`` of a live
-WAL database can miss committed rows).
+WAL database can miss committed rows). ``import PATH`` re-queues the rows of a spool file that
+was moved aside (``SPOOL_CORRUPT moved_to=PATH``) or of a backup, with their original ``seq``
+and ``msg_id`` (rows already queued are skipped, so it can be repeated); the running gateway
+sends them. It is never done automatically: the gateway does not read a file SQLite called
+damaged, an operator decides.
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     backup.add_argument("dest", type=Path, help="file to create (never overwritten)")
     backup.add_argument("--path", type=Path, help="spool file (default SPOOL_PATH)")
     backup.set_defaults(func=run_backup)
+    imp = actions.add_parser("import", parents=[common],
+                             help="re-queue the rows of a moved-aside or backed-up spool file")
+    imp.add_argument("source", type=Path, help="the file to read (e.g. SPOOL_CORRUPT moved_to=)")
+    imp.add_argument("--path", type=Path, help="spool file to add to (default SPOOL_PATH)")
+    imp.set_defaults(func=run_import)
 
 
 def _spool_path(args: argparse.Namespace) -> tuple[Path, int | None]:
@@ -134,4 +143,25 @@ def run_backup(args: argparse.Namespace) -> int:
         raise
     print(f"backup of {path} written to {args.dest}: {stats.depth} pending, "
           f"{stats.dead_letters} dead letters")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    path, _ = _spool_path(args)
+    import_rows = load("bessai.uplink.spool", "import_rows", command="spool import")
+    try:
+        result = import_rows(args.source, path)
+    except Exception as exc:
+        if has_in_mro(exc, "SpoolError") or isinstance(exc, OSError | sqlite3.Error):
+            raise OperationFailedError(
+                f"cannot import {args.source} into {path}: {exc}",
+                hint="check both paths; a file SQLite cannot open at all has no readable rows "
+                     "(keep it for engineering: `bessai spool export --path FILE` may still "
+                     "read part of it)") from exc
+        raise
+    print(f"imported {result.imported} rows from {args.source} into {path} "
+          f"({result.already_there} already queued)")
+    if result.unreadable:
+        print(f"  stopped at a damaged part of {args.source}: {result.unreadable}; the rows "
+              "before it were imported", file=sys.stderr)
     return 0

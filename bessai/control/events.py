@@ -1,10 +1,15 @@
-"""The control loop's outbox for critical events: never blocks the sender, never drops an event.
+"""The control loop's outbox for critical events: never blocks the sender, holds a bounded number.
 
 Safety and command events (SAFETY_BLOCK, COMMAND_REJECTED...) leave the local control loop
-through here on their way to the spool. The loop must never wait on the cloud, so `emit` cannot
-block; and these events must never be lost, so the buffer is not bounded by a count. That is
-safe because they are rare by construction: a safety rule emits one event per transition and
-hysteresis forbids chattering; a command emits one event per command received.
+through here on their way to the spool. The loop must never wait on the cloud or the disk, so
+`emit` cannot block; and these events must not be lost, so they are held here for as long as the
+spool cannot take them (a full or read-only disk, a data branch that is restarting). They are
+rare by construction (one per safety transition, hysteresis forbids chattering; one per command),
+so the bound, ``max_held`` (10,000 by default), is reached only by a fault that lasts: then the
+oldest held event that is not being delivered is dropped and counted, ``EVENTS_HOLD_FULL`` is
+logged once, and when the hold has drained below half the bound ``EVENTS_HOLD_OK`` is logged
+and one critical ``EVENTS_DROPPED`` event (how many, from when to when) is queued, so the loss
+reaches the cloud too. Memory stays bounded whatever the fault.
 
 Delivery is at-least-once: `forward` takes the oldest event, hands it to the consumer (the
 spool's append), and removes it only once that returned. If the consumer fails, the event stays
@@ -18,9 +23,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
+import structlog
 import trio
 
 from bessai.model import Event
+
+log = structlog.get_logger("bessai.control.events")
+
+MAX_HELD_EVENTS = 10_000
 
 EventEmitter = Callable[[Event], None]
 """What the guard and the gate call to publish an event. Must return at once and never raise."""
@@ -28,18 +38,55 @@ EventEmitter = Callable[[Event], None]
 
 @attrs.define(eq=False)
 class EventOutbox:
-    """A never-blocking, never-dropping queue of critical events with one consumer."""
+    """A never-blocking queue of critical events with one consumer, bounded by ``max_held``."""
 
     pending: deque[Event] = attrs.field(factory=deque)
     emitted: int = 0
     delivered: int = 0
+    max_held: int = MAX_HELD_EVENTS
+    dropped: int = 0
+    """Events dropped because the hold was full (each also counted in an EVENTS_DROPPED)."""
     _changed: trio.Event = attrs.field(factory=trio.Event)
+    _full: bool = False
+    _first_lost: Event | None = None
+    _last_lost: Event | None = None
+    _lost_count: int = 0
+    """The current overflow's drops (for its EVENTS_DROPPED event)."""
 
     def emit(self, event: Event) -> None:
-        """Queue ``event``; returns at once (the EventEmitter)."""
+        """Queue ``event``; returns at once (the EventEmitter). Never raises."""
         self.emitted += 1
+        if len(self.pending) >= max(self.max_held, 2):
+            # the head may be in delivery right now (`done` expects it): drop the next oldest
+            victim = self.pending[1]
+            del self.pending[1]
+            self.dropped += 1
+            self._lost_count += 1
+            self._first_lost = self._first_lost or victim
+            self._last_lost = victim
+            if not self._full:
+                self._full = True
+                log.error("EVENTS_HOLD_FULL", held=len(self.pending), max_held=self.max_held,
+                          action="the spool has not taken events for a long time (see "
+                                 "SPOOL_DISK_FAULT / DATA_BRANCH_DEGRADED); the oldest held "
+                                 "events are dropped and counted")
         self.pending.append(event)
         self._changed.set()
+
+    def _check_drained(self) -> None:
+        if not self._full or len(self.pending) > self.max_held // 2:
+            return
+        self._full = False
+        first, last = self._first_lost, self._last_lost
+        count, self._lost_count = self._lost_count, 0
+        self._first_lost = self._last_lost = None
+        assert first is not None
+        assert last is not None
+        log.warning("EVENTS_HOLD_OK", held=len(self.pending), dropped=count)
+        self.emit(Event(name="EVENTS_DROPPED", site_id=first.site_id, device_id=first.device_id,
+                        ts=last.ts, body={"count": count, "first_ts": first.ts,
+                                          "last_ts": last.ts, "first_name": first.name,
+                                          "reason": "hold_full"}))
 
     async def next(self) -> Event:
         """The oldest undelivered event, waiting for one if there is none. It stays queued
@@ -55,6 +102,7 @@ class EventOutbox:
             raise RuntimeError("done() must be called for the event next() returned, in order")
         self.pending.popleft()
         self.delivered += 1
+        self._check_drained()
 
     def take_nowait(self) -> list[Event]:
         """Remove and return everything queued (tests, shutdown dumps)."""

@@ -97,9 +97,15 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("bessai.spool.oldest_age_s", _G, "s",
                "Age of the oldest row not yet published (0 when empty)"),
     MetricSpec("bessai.spool.drops", _C, "{row}",
-               "Readings lost before publishing, by reason (budget, invalid, write_error, "
-               "ring_full: the recorder fell behind the polls)",
+               "Readings lost before publishing, by reason (budget, max_age, invalid, "
+               "disk_fault: refused while the disk could not take writes, file_deleted: in a "
+               "spool file deleted under the gateway, ring_full: the recorder fell behind the "
+               "polls); each also becomes a gap record",
                ("reason",)),
+    MetricSpec("bessai.spool.disk_faults", _C, "{fault}",
+               "Disk faults the spool entered (SPOOL_DISK_FAULT), by condition (disk_full, "
+               "read_only, permission_denied, locked, deleted, corrupt, io_error)",
+               ("condition",)),
     MetricSpec("bessai.spool.dead_letters", _C, "{row}",
                "Poison messages moved to the dead-letter table"),
     MetricSpec("bessai.uplink.link_state", _G, "1",

@@ -50,7 +50,9 @@ def health_from_status(status: dict[str, Any]) -> tuple[bool, list[str]]:
     """The gateway's health policy, read from a status document.
 
     Unhealthy (restarting the container could help, or an operator must look): the tree is not
-    running, an actor is not running, or a device link is not up. The cloud being unreachable
+    running, an actor is not running, a device link is not up, the spool is in a disk fault
+    (the condition is named: disk_full, read_only, locked...), or the data branch is degraded
+    (it crash-looped; the sites still run). The cloud being unreachable
     is *not* unhealthy: readings go to the spool and the local loop is unaffected; it is
     reported as a warning with the spool's depth.
     """
@@ -78,6 +80,21 @@ def health_from_status(status: dict[str, Any]) -> tuple[bool, list[str]]:
         text = f"{name} link is {state}" + (f": {why}" if why else "")
         (reasons if name in device_links else warnings).append(text)
     spool = status.get("spool") or {}
+    condition = spool.get("condition")
+    if condition not in (None, "ok"):
+        # a disk fault: telemetry is being lost and critical events wait in memory
+        lasted = spool.get("condition_for_s")
+        reasons.append(f"spool disk fault: {condition}"
+                       + (f" for {round(lasted)} s" if isinstance(lasted, int | float) else "")
+                       + (f" ({spool['condition_detail']})" if spool.get("condition_detail")
+                          else "")
+                       + f"; {spool.get('held', 0)} critical records held, "
+                       + f"{status.get('events_held', 0)} events waiting")
+    branch = status.get("data_branch") or {}
+    if branch.get("state") == "degraded":
+        reasons.append(f"data branch degraded after {branch.get('escalations', 0)} escalations"
+                       + (f": {branch['last_escalation']}" if branch.get("last_escalation")
+                          else "") + "; the device sites keep running")
     if warnings and spool.get("depth") is not None:
         age = spool.get("oldest_pending_age_s")
         warnings.append(f"spool holds {spool['depth']} rows, oldest pending "

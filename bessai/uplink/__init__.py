@@ -19,8 +19,10 @@ Start the spool first; stop it last.
 Operator events (UPPER_SNAKE, for ops/RUNBOOK.md): LINK_DOWN / LINK_UP /
 LINK_DOWN_REASON_CHANGED (link=pubsub|commands), SPOOL_BUDGET_WARN (80 %), SPOOL_BUDGET_FULL
 (dropping oldest telemetry, gap records sent), SPOOL_BUDGET_EXCEEDED (only critical rows left),
-SPOOL_BUDGET_OK, SPOOL_RECOVERED, SPOOL_CORRUPT (file moved aside, fresh spool),
-SPOOL_WRITE_FAILED, SPOOL_REJECTED, PUBSUB_POISON_MESSAGE, PUBSUB_CONFIG_FAULT /
+SPOOL_BUDGET_OK, SPOOL_RECOVERED, SPOOL_CORRUPT (SQLite says the file is damaged: moved aside,
+fresh spool; `bessai spool import` re-queues its rows), SPOOL_DISK_FAULT / SPOOL_DISK_RECOVERED
+(condition=disk_full|read_only|permission_denied|locked|deleted|corrupt|io_error, once each
+way), SPOOL_RECREATED, SPOOL_REJECTED, PUBSUB_POISON_MESSAGE, PUBSUB_CONFIG_FAULT /
 PUBSUB_CONFIG_OK, CREDENTIALS_KEY_READABLE, CREDENTIALS_KEY_RELOADED, COMMAND_HANDLER_FAILED,
 COMMAND_UNDECODABLE, COMMAND_ACK_FAILED, UPLINK_ALERT_NOT_SPOOLED.
 """

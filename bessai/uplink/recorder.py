@@ -5,8 +5,11 @@ so a burst costs one commit, not one per item. Invariants:
 - An item counts as recorded only when `Spool.append_many` returned (it is on disk).
 - A record Pub/Sub would reject is refused and counted (``bessai.spool.drops{reason=invalid}``),
   never spooled, so it can never become a poison message.
-- A failed write of critical events is retried until it succeeds (they are never dropped);
-  a failed write of telemetry is counted as ``drops{reason=write_error}`` and logged.
+- A disk fault is the spool's state, not the recorder's: the spool holds critical records
+  until the disk recovers and refuses telemetry it cannot write, counting it itself
+  (``drops{reason=disk_fault}``, with a gap record). The recorder then simply moves on, so
+  the drop-oldest ring behind it never fills because of a full disk; a critical batch the
+  spool refused anyway is retried every ``retry_s`` (never dropped).
 """
 
 from __future__ import annotations
@@ -86,11 +89,8 @@ class Recorder:
             try:
                 await self.spool.append_many(records)
             except SpoolWriteError:
-                critical = [r for r in records if r.priority == Priority.CRITICAL]
-                lost = len(records) - len(critical)
-                if lost:
-                    self.sink.count("bessai.spool.drops", lost, reason="write_error")
-                records = critical
+                # telemetry: already counted by the spool, with a gap record to follow
+                records = [r for r in records if r.priority == Priority.CRITICAL]
                 if records:
                     await trio.sleep(self.retry_s)
                 continue

@@ -20,12 +20,33 @@ Invariants:
   range and the times dropped.
 - Rows leased to the uplink are never dropped and never leased twice; rows left by a crash are
   simply pending again on the next start (they are sent again with their original ``msg_id``).
-- A corrupt file is moved aside (``<name>.corrupt-<UTC time>``) with a loud ``SPOOL_CORRUPT``
-  error and a fresh spool is started: the gateway never crash-loops on a bad file.
+- **A failing disk is a state, never a crash** (`bessai.uplink.disk`): ENOSPC, a read-only or
+  unwritable filesystem, a held write lock, I/O errors and a spool file deleted under the
+  gateway each log one ``SPOOL_DISK_FAULT condition=...`` on entering and one
+  ``SPOOL_DISK_RECOVERED`` on leaving (never one per commit), and `stats` names the condition.
+  Meanwhile the spool actor keeps running and retries every ``fault_retry_s``: appends of
+  critical records are *held* (their callers keep waiting; nothing critical is failed) and
+  written when the disk recovers; telemetry that cannot be written is refused, counted as
+  ``drops{reason=disk_fault}``, and recorded as a gap row (its seqs are consumed, so the seq
+  range of the gap is exact) at the first successful commit. The same holds at start-up: a
+  spool that cannot be opened does not stop the tree from starting.
+- **Only SQLite says "corrupt"**: a file is moved aside (``<name>.corrupt-<UTC time>``, loud
+  ``SPOOL_CORRUPT``) only for ``SQLITE_CORRUPT`` / ``SQLITE_NOTADB`` or a failed
+  ``quick_check``; "locked", "read-only" and "permission denied" are disk faults, never
+  corruption. The moved file's rows are not re-queued automatically (the gateway does not read
+  a file SQLite just called damaged): ``bessai spool import PATH`` re-queues them with their
+  original ``msg_id`` and ``seq``.
+- **A deleted spool file is noticed at the next commit** (the open file's device and inode are
+  compared with the path's before each commit): the file is recreated, critical rows are copied
+  over from the still-open old file, every other row of it is reported as a gap row, and seq
+  continues from the highest known (never restarts at 1).
+- Rows written by another process (``bessai spool import``) are noticed through SQLite's
+  ``data_version``: the depth is recounted and the uplink sees them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import itertools
@@ -46,6 +67,14 @@ import trio
 from bessai.clock import WallClock, system_wall_clock
 from bessai.model import EventKind
 from bessai.observe.sink import NULL_SINK, MetricSink
+from bessai.uplink.disk import (
+    ACTIONS,
+    DiskCondition,
+    DiskFault,
+    classify,
+    describe,
+    is_corrupt,
+)
 from bessai.uplink.message import (
     MAX_BATCH_BYTES,
     MAX_BATCH_MESSAGES,
@@ -108,6 +137,41 @@ class SpoolWriteError(SpoolError):
     """A group could not be committed (disk full, I/O error): its records were NOT accepted."""
 
 
+class _FileLost(Exception):
+    """The path no longer names the file the connection has open (deleted or replaced)."""
+
+
+class _SeqsMoved(Exception):
+    """Another process (``bessai spool import``) raised a device's seq above ours: the group
+    must be stamped again from the file's seqs."""
+
+    def __init__(self, seqs: dict[str, int]) -> None:
+        super().__init__(seqs)
+        self.seqs = seqs
+
+
+_REOPEN_ON = frozenset({DiskCondition.READ_ONLY, DiskCondition.PERMISSION_DENIED,
+                        DiskCondition.IO_ERROR, DiskCondition.CORRUPT, DiskCondition.DELETED})
+"""Conditions whose probe closes and re-opens the file (a full disk or a held lock is simply
+retried on the same connection: re-opening would run ``quick_check`` on every probe)."""
+
+
+@attrs.define
+class _Lost:
+    """Rows of one device that were never written (or were lost with a deleted file): the gap
+    row written at the next successful commit. ``first_seq`` None: the rows never got a seq;
+    the gap consumes ``count`` seqs for them."""
+
+    site_id: str
+    device_id: str
+    reason: str
+    count: int
+    first_ts: float
+    last_ts: float
+    first_seq: int | None = None
+    last_seq: int | None = None
+
+
 class Accepted(NamedTuple):
     """What the spool stamped on an accepted record (a tuple: cheap at 100,000 a second)."""
 
@@ -129,6 +193,12 @@ class SpoolStats:
     dead_letters: int
     leased: int = 0
     commits: int = 0
+    condition: str = "ok"
+    """``ok`` or the disk fault the spool is in (disk_full, read_only, locked, ...)."""
+    condition_detail: str | None = None
+    condition_for_s: float | None = None
+    held: int = 0
+    """Critical records waiting in memory for the disk to recover."""
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -169,6 +239,10 @@ class _Group:
     insert_bytes: int = 0
     insert_devices: set[str] = attrs.field(factory=set)
     gap_devices: set[str] = attrs.field(factory=set)
+    lost_gaps: list[tuple[Any, ...]] = attrs.field(factory=list)
+    """Gap rows for `_Lost` rows, inserted before ``inserts``."""
+    lost_drops: dict[str, int] = attrs.field(factory=dict)
+    """Drops already counted in memory, to persist in the ``drops`` table."""
 
 
 @attrs.define
@@ -179,6 +253,7 @@ class _Outcome:
     dropped: dict[str, int]
     dead_letters: int
     gap_rows: int
+    recounted: bool = False
 
 
 _UUID_VERSION = bytes((b & 0x0F) | 0x40 for b in range(256))
@@ -242,6 +317,11 @@ class Spool:
     gauge_interval_s: float = 5.0
     """Idle refresh of the depth/bytes/oldest-age gauges, so the oldest row's age keeps rising
     while nothing is committed (device and cloud both down)."""
+    fault_retry_s: float = 1.0
+    """While the disk is faulty: how often a commit (or an open) is tried again."""
+    busy_timeout_s: float = 5.0
+    """How long a commit waits for another process's write lock before the spool calls itself
+    ``locked`` (in the worker thread: the event loop never waits on it)."""
     wall_clock: WallClock = system_wall_clock
     sink: MetricSink = NULL_SINK
     log: Any = attrs.field(factory=structlog.get_logger, repr=False)
@@ -278,6 +358,16 @@ class Spool:
     _commits: int = attrs.field(default=0, init=False, repr=False)
     _budget_state: str = attrs.field(default="ok", init=False, repr=False)
     _corrupt_moved_to: Path | None = attrs.field(default=None, init=False, repr=False)
+    _fault: DiskFault | None = attrs.field(default=None, init=False, repr=False)
+    _fault_dropped: int = attrs.field(default=0, init=False, repr=False)
+    _next_probe: float = attrs.field(default=float("-inf"), init=False, repr=False)
+    _lost: list[_Lost] = attrs.field(factory=list, init=False, repr=False)
+    _salvaged: list[tuple[Any, ...]] = attrs.field(factory=list, init=False, repr=False)
+    """Critical rows read from a deleted file, to write into its replacement."""
+    _salvaged_top_id: int = attrs.field(default=0, init=False, repr=False)
+    _file_id: tuple[int, int] | None = attrs.field(default=None, init=False, repr=False)
+    _data_version: int | None = attrs.field(default=None, init=False, repr=False)
+    _inflight: list[_Waiter] = attrs.field(factory=list, init=False, repr=False)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -286,6 +376,10 @@ class Spool:
 
         On cancellation the pending group is still committed (shielded, at most 5 s) so a
         graceful stop loses nothing that an appender is waiting on.
+
+        Ready even when the file cannot be opened (read-only, unwritable, locked): that is a
+        disk fault (a state with its event), retried every ``fault_retry_s``; the rest of the
+        tree, and the device sites with it, must start anyway.
         """
         await self.open()
         task_status.started()
@@ -295,8 +389,12 @@ class Spool:
                     await self._wakeup.wait()
                 if idle.cancelled_caught:
                     self._report_gauges()
+                    if self._conn is None:
+                        await self.open()  # nothing to write, but the fault may have cleared
                     continue
-                if self._pending_rows < self.commit_batch_rows:
+                if self._fault is not None:
+                    await trio.sleep_until(self._next_probe)
+                elif self._pending_rows < self.commit_batch_rows:
                     await trio.sleep_until(self._last_commit + self.commit_interval_s)
                 await self._commit()
         finally:
@@ -306,23 +404,36 @@ class Spool:
                         await self._commit()
                 await self.aclose()
 
-    async def open(self) -> None:
-        """Open (or create) the file off the event loop; move a corrupt file aside."""
+    async def open(self) -> bool:
+        """Open (or create) the file off the event loop; move a file SQLite calls corrupt aside.
+
+        Returns False, in a disk-fault state, when the file cannot be opened for any other
+        reason (read-only, permission denied, locked, disk full): never raises for the disk.
+        """
         if self._conn is not None:
-            return
+            return True
         # Leases survive a restart of the spool actor: the uplink that holds them still runs
         # and will ack or release them (an uplink restart calls `reset_leases`). Forgetting
         # them here re-sent every batch in flight (found by chaos crash-spool-mid-drain).
         self._cursor = 0
         self._leasable_version += 1
         moved_before = self._corrupt_moved_to
-        await trio.to_thread.run_sync(self._open_sync, self.wall_clock(), limiter=self._limiter)
+        try:
+            await trio.to_thread.run_sync(self._open_sync, self.wall_clock(),
+                                          limiter=self._limiter)
+        except (sqlite3.Error, OSError) as exc:
+            self._enter_fault(exc)
+            self._next_probe = trio.current_time() + self.fault_retry_s
+            return False
         if self._corrupt_moved_to is not moved_before:
             # a fresh file: row ids held by the uplink or queued for deletion mean nothing here
             self._leased.clear()
             self._pending_deletes.clear()
+        # Opening wrote to the file (schema, user_version): the disk takes writes again.
+        self._leave_fault()
         self._ready.set()
         self._report_gauges()
+        return True
 
     async def aclose(self) -> None:
         if self._conn is None:
@@ -343,36 +454,84 @@ class Spool:
         return self.limiter
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=self.busy_timeout_s)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_checked(self) -> sqlite3.Connection:
+        """A connection to a file that passed ``quick_check``, with the schema in place."""
+        conn = self._connect()
+        try:
+            check = conn.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                error = sqlite3.DatabaseError(f"quick_check says {check[0] if check else None}")
+                error.sqlite_errorcode = sqlite3.SQLITE_CORRUPT  # type: ignore[attr-defined]
+                error.sqlite_errorname = "SQLITE_CORRUPT"  # type: ignore[attr-defined]
+                raise error
+            self._init_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _open_sync(self, now: float) -> None:
+        """Raises `sqlite3.Error` / `OSError` for a disk fault; moves aside only corruption."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            conn = self._connect()
-            check = conn.execute("PRAGMA quick_check").fetchone()
-            if check is None or check[0] != "ok":
-                conn.close()
-                raise sqlite3.DatabaseError(f"quick_check says {check[0] if check else None}")
-            self._init_schema(conn)
+            conn = self._open_checked()
         except sqlite3.DatabaseError as exc:
+            if not is_corrupt(exc):
+                raise  # locked, read-only, unwritable...: a disk fault, never "corrupt"
             salvaged = self._salvage_seqs()
             moved = self._move_aside(now)
             self.log.error("SPOOL_CORRUPT", path=str(self.path), moved_to=str(moved),
-                           error=type(exc).__name__, detail=str(exc)[:200],
-                           seqs_salvaged=len(salvaged),
-                           action="started a fresh spool; rows in the moved file were not sent "
-                                  "— inspect it with sqlite3 and `bessai spool export`")
-            conn = self._connect()
-            self._init_schema(conn)
+                           error=getattr(exc, "sqlite_errorname", type(exc).__name__),
+                           detail=str(exc)[:200], seqs_salvaged=len(salvaged),
+                           action=f"started a fresh spool; re-queue the moved file's rows with "
+                                  f"`bessai spool import {moved}`")
+            conn = self._open_checked()
             with conn:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.executemany("INSERT OR REPLACE INTO seqs VALUES (?, ?)", salvaged.items())
             self._corrupt_moved_to = moved
+        try:
+            self._restore_salvaged(conn)
+            st = os.stat(self.path)
+            self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+        except BaseException:
+            conn.close()
+            raise
+        self._file_id = (st.st_dev, st.st_ino)
         self._conn = conn
         self._load_state(conn)
+
+    def _restore_salvaged(self, conn: sqlite3.Connection) -> None:
+        """Write the critical rows saved from a deleted file into its replacement, with their
+        row ids, and start new row ids above every id the old file used (an ack for a row of
+        the old file then deletes that row or nothing, never another row)."""
+        if not self._salvaged and not self._salvaged_top_id:
+            return
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT OR IGNORE INTO outbox (id, seq, msg_id, site_id, device_id, kind, "
+                "event_time, data, priority, enqueued_at, size) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._salvaged)
+            top = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+            if top is None:
+                conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)",
+                             (self._salvaged_top_id,))
+            elif top[0] < self._salvaged_top_id:
+                conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'outbox'",
+                             (self._salvaged_top_id,))
+        self._salvaged = []
+        self._salvaged_top_id = 0
 
     def _init_schema(self, conn: sqlite3.Connection) -> None:
         conn.executescript(_SCHEMA)
@@ -402,7 +561,15 @@ class Spool:
         return target
 
     def _load_state(self, conn: sqlite3.Connection) -> None:
-        self._last_seq = dict(conn.execute("SELECT device_id, last_seq FROM seqs").fetchall())
+        # seq never goes back: a replaced or recreated file continues from the highest known
+        on_file = dict(conn.execute("SELECT device_id, last_seq FROM seqs").fetchall())
+        self._last_seq = {d: max(on_file.get(d, 0), self._last_seq.get(d, 0))
+                          for d in on_file.keys() | self._last_seq.keys()}
+        behind = [(d, n) for d, n in self._last_seq.items() if on_file.get(d, 0) < n]
+        if behind:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("INSERT OR REPLACE INTO seqs VALUES (?, ?)", behind)
         depth, size = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM outbox").fetchone()
         self._depth, self._bytes = depth, size
         self._drops = dict(conn.execute("SELECT reason, count FROM drops").fetchall())
@@ -477,8 +644,13 @@ class Spool:
             if self._exhausted_at == version:
                 return []
             leased = frozenset(self._leased)
-            result = await trio.to_thread.run_sync(self._lease_sync, self._cursor, leased, limit,
-                                                   max_bytes, limiter=self._limiter)
+            try:
+                result = await trio.to_thread.run_sync(self._lease_sync, self._cursor, leased,
+                                                       limit, max_bytes, limiter=self._limiter)
+            except sqlite3.Error:
+                # the disk fault is the commit path's to name; the uplink just waits for it
+                await trio.sleep(self.fault_retry_s)
+                continue
             if result is not None:
                 break  # else the spool closed while we queued: wait for it to reopen
         rows, exhausted = result
@@ -556,15 +728,22 @@ class Spool:
 
     async def _commit(self) -> None:
         self._wakeup = trio.Event()
+        if self._conn is not None and self._fault is not None \
+                and self._fault.condition in _REOPEN_ON:
+            await self.aclose()  # re-open: a remounted or recreated file needs a new connection
+        if self._conn is None and not await self.open():
+            self._refuse_pending()
+            return
         waiters, self._pending = self._pending, []
         self._pending_rows = 0
         deletes, self._pending_deletes = self._pending_deletes, []
         dead, self._pending_dead = self._pending_dead, []
-        if not (waiters or deletes or dead):
+        lost, self._lost = self._lost, []
+        if not (waiters or deletes or dead or lost):
             return
-        await self._ready.wait()
         now = self.wall_clock()
         seqs = dict(self._last_seq)
+        lost_gaps, lost_devices = self._lost_gap_rows(lost, seqs, now)
         # The hot path (100,000 rows a second): columns are built with map/zip over the whole
         # group, so no Python runs per row.
         records = list(itertools.chain.from_iterable(w.records for w in waiters))
@@ -592,24 +771,39 @@ class Spool:
             start = end
         age_due = (self.max_age_s is not None
                    and trio.current_time() - self._last_age_check >= self.age_check_interval_s)
+        lost_drops: dict[str, int] = defaultdict(int)
+        for item in lost:
+            if item.first_seq is None:
+                lost_drops[item.reason] += item.count
         group = _Group(inserts=inserts, deletes=deletes,
                        dead=[(row_id, reason) for row_id, reason, _ in dead],
                        leased=frozenset(self._leased) - set(deletes), last_seq=seqs,
-                       insert_bytes=sum(sizes), insert_devices=touched)
+                       insert_bytes=sum(sizes), insert_devices=touched | lost_devices,
+                       lost_gaps=lost_gaps, lost_drops=dict(lost_drops))
+        self._inflight = waiters
         try:
             outcome = await trio.to_thread.run_sync(self._write_sync, group, now, age_due,
                                                     limiter=self._limiter)
-        except sqlite3.Error as exc:
-            self.log.error("SPOOL_WRITE_FAILED", path=str(self.path), error=type(exc).__name__,
-                           detail=str(exc)[:200], records=len(inserts),
-                           action="check free disk space and permissions")
-            self._pending_deletes[:0] = deletes
-            self._pending_dead[:0] = dead
-            for waiter in waiters:
-                waiter.error = exc
-                waiter.done.set()
+        except _FileLost:
+            self._requeue(waiters, deletes, dead, lost)
+            await self._recreate()
+            return
+        except _SeqsMoved as moved:
+            self._requeue(waiters, deletes, dead, lost)
+            for device, n in moved.seqs.items():
+                self._last_seq[device] = max(n, self._last_seq.get(device, 0))
+            self._wakeup.set()  # stamp the group again at once
+            return
+        except (sqlite3.Error, OSError) as exc:
+            self._requeue(waiters, deletes, dead, lost)
+            self._enter_fault(exc)
+            self._next_probe = trio.current_time() + self.fault_retry_s
+            self._refuse_pending()
             self._last_commit = trio.current_time()
             return
+        finally:
+            self._inflight = []
+        self._leave_fault()
         self._last_commit = trio.current_time()
         self._commits += 1
         if age_due:
@@ -618,7 +812,7 @@ class Spool:
         self._leased.difference_update(deletes)
         self._leased.difference_update(row_id for row_id, _ in group.dead)
         self._depth, self._bytes = outcome.depth, outcome.bytes
-        if inserts or outcome.gap_rows or outcome.dropped:
+        if inserts or outcome.gap_rows or outcome.dropped or lost_gaps or outcome.recounted:
             self._leasable_version += 1
         self._oldest_enqueued_at = outcome.oldest_enqueued_at
         self._dead_letters += len(group.dead)
@@ -634,18 +828,195 @@ class Spool:
             done.set()
         self._check_budget(outcome)
         self._report_gauges()
-        if inserts or outcome.gap_rows or deletes or dead:
+        if inserts or outcome.gap_rows or deletes or dead or lost_gaps or outcome.recounted:
             changed, self._changed = self._changed, trio.Event()
             changed.set()
+
+    # ---- disk faults ----------------------------------------------------------------------
+
+    def _enter_fault(self, exc: BaseException | DiskCondition) -> None:
+        """Enter (or change to) a disk-fault state: one SPOOL_DISK_FAULT per state, not per try."""
+        if isinstance(exc, DiskCondition):
+            condition, error, detail = exc, exc.value, ""
+        else:
+            condition = classify(exc, self.path)
+            error, detail = describe(exc)
+        if self._fault is not None and self._fault.condition is condition:
+            return
+        self._fault = DiskFault(condition, error, detail, since_wall=self.wall_clock(),
+                                since_s=trio.current_time())
+        self.log.error("SPOOL_DISK_FAULT", path=str(self.path), condition=str(condition),
+                       error=error, detail=detail, action=ACTIONS[condition])
+        self.sink.count("bessai.spool.disk_faults", condition=str(condition))
+
+    def _leave_fault(self, **extra: Any) -> None:
+        if self._fault is None:
+            return
+        fault, self._fault = self._fault, None
+        self.log.warning("SPOOL_DISK_RECOVERED", path=str(self.path),
+                         condition=str(fault.condition),
+                         lasted_s=round(trio.current_time() - fault.since_s, 3),
+                         telemetry_dropped=self._fault_dropped, **extra)
+        self._fault_dropped = 0
+
+    def _requeue(self, waiters: list[_Waiter], deletes: list[int],
+                 dead: list[tuple[int, str, trio.Event]], lost: list[_Lost]) -> None:
+        """Put back a group that was not written (it goes first, in its order)."""
+        self._pending[:0] = waiters
+        self._pending_rows += sum(len(w.records) for w in waiters)
+        self._pending_deletes[:0] = deletes
+        self._pending_dead[:0] = dead
+        self._lost[:0] = lost
+
+    def _refuse_pending(self) -> None:
+        """While the disk is faulty: refuse waiting telemetry (counted, and a gap row later),
+        hold everything critical (its appender keeps waiting until the disk recovers)."""
+        held: list[_Waiter] = []
+        for waiter in self._pending:
+            if any(r.priority == Priority.CRITICAL for r in waiter.records):
+                held.append(waiter)
+                continue
+            for record in waiter.records:
+                self.note_lost(record.site_id, record.device_id, 1, record.event_time,
+                               record.event_time, reason="disk_fault")
+            assert self._fault is not None
+            waiter.error = SpoolWriteError(
+                f"{self._fault.condition}: {self._fault.error} {self._fault.detail}".strip())
+            waiter.done.set()
+        self._pending = held
+        self._pending_rows = sum(len(w.records) for w in held)
+        if held or self._pending_deletes or self._pending_dead or self._lost:
+            self._wakeup.set()  # try again at the next probe (`run` waits for it)
+
+    def note_lost(self, site_id: str, device_id: str, count: int, first_ts: float,
+                  last_ts: float, *, reason: str) -> None:
+        """Readings of ``device_id`` that never reached the spool: counted now as
+        ``drops{reason}``, and written as one gap row per device and reason (consuming
+        ``count`` seqs, so downstream sees exactly which seqs are missing) at the next commit."""
+        if count <= 0:
+            return
+        self._drops[reason] = self._drops.get(reason, 0) + count
+        self.sink.count("bessai.spool.drops", count, reason=reason)
+        if self._fault is not None:
+            self._fault_dropped += count
+        for item in reversed(self._lost):
+            if (item.device_id == device_id and item.reason == reason
+                    and item.first_seq is None):
+                item.count += count
+                item.first_ts = min(item.first_ts, first_ts)
+                item.last_ts = max(item.last_ts, last_ts)
+                return
+        self._lost.append(_Lost(site_id, device_id, reason, count, first_ts, last_ts))
+        self._wakeup.set()
+
+    def _lost_gap_rows(self, lost: list[_Lost], seqs: dict[str, int],
+                       now: float) -> tuple[list[tuple[Any, ...]], set[str]]:
+        """The gap rows for ``lost`` (advancing ``seqs``), ready for `_write_sync`."""
+        rows: list[tuple[Any, ...]] = []
+        devices: set[str] = set()
+        for item in lost:
+            first, last = item.first_seq, item.last_seq
+            if first is None or last is None:
+                first = seqs.get(item.device_id, 0) + 1
+                last = first + item.count - 1
+                seqs[item.device_id] = last
+            seq = max(seqs.get(item.device_id, 0), last) + 1
+            seqs[item.device_id] = seq
+            data = gap_payload(site_id=item.site_id, device_id=item.device_id, first_seq=first,
+                               last_seq=last, count=item.count, first_ts=item.first_ts,
+                               last_ts=item.last_ts, reason=item.reason)
+            rows.append((seq, str(uuid.uuid4()), item.site_id, item.device_id,
+                         str(EventKind.GAP), item.last_ts, data, int(Priority.CRITICAL), now,
+                         len(data) + ROW_OVERHEAD_BYTES))
+            devices.add(item.device_id)
+        return rows, devices
+
+    async def _recreate(self) -> None:
+        """The file was deleted (or replaced) under us: save what the still-open old file
+        holds, then open a fresh file at the path."""
+        self._enter_fault(DiskCondition.DELETED)
+        conn, self._conn = self._conn, None
+        self._ready = trio.Event()
+        if conn is not None:
+            lost, copied = await trio.to_thread.run_sync(self._salvage_deleted_sync, conn,
+                                                         limiter=self._limiter)
+        else:
+            lost, copied = [], 0
+        for item in lost:
+            self._drops["file_deleted"] = self._drops.get("file_deleted", 0) + item.count
+            self.sink.count("bessai.spool.drops", item.count, reason="file_deleted")
+        self._lost[:0] = lost
+        lost_rows = sum(item.count for item in lost)
+        self._fault_dropped += lost_rows
+        self._depth = self._bytes = 0
+        self._oldest_enqueued_at = None
+        # row ids in the uplink's hands: copied critical rows keep theirs; the others are gone
+        self._cursor = 0
+        self._leasable_version += 1
+        if await self.open():
+            self.log.info("SPOOL_RECREATED", path=str(self.path), rows_lost=lost_rows,
+                          critical_rows_kept=copied,
+                          note="gap records for the lost rows follow at the next commit")
+        self._wakeup.set()
+
+    def _salvage_deleted_sync(self, conn: sqlite3.Connection) -> tuple[list[_Lost], int]:
+        """From the deleted file (still readable through ``conn``): keep its critical rows in
+        memory for the new file, and describe the rest as lost, per device."""
+        lost: list[_Lost] = []
+        try:
+            self._salvaged = conn.execute(
+                "SELECT id, seq, msg_id, site_id, device_id, kind, event_time, data, priority, "
+                "enqueued_at, size FROM outbox WHERE priority = ? ORDER BY id",
+                (int(Priority.CRITICAL),)).fetchall()
+            top = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+            self._salvaged_top_id = top[0] if top else 0
+            for site, device, first, last, count, first_ts, last_ts in conn.execute(
+                    "SELECT site_id, device_id, min(seq), max(seq), count(*), min(event_time), "
+                    "max(event_time) FROM outbox WHERE priority != ? GROUP BY device_id",
+                    (int(Priority.CRITICAL),)):
+                lost.append(_Lost(site, device, "file_deleted", count, first_ts, last_ts,
+                                  first_seq=first, last_seq=last))
+        except sqlite3.Error as exc:
+            self.log.error("SPOOL_DELETED_UNREADABLE", path=str(self.path),
+                           error=describe(exc)[0], detail=describe(exc)[1],
+                           note="the deleted file's rows could not be read; its loss is "
+                                "reported by the seq hole downstream")
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        return lost, len(self._salvaged)
 
     def _write_sync(self, group: _Group, now: float, age_due: bool) -> _Outcome:
         conn = self._conn
         assert conn is not None
-        depth, size = self._depth, self._bytes
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise _FileLost() from None
+        if (st.st_dev, st.st_ino) != self._file_id:
+            raise _FileLost()
+        # Another process (``bessai spool import``) committed rows: count them, don't guess.
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        recount = version != self._data_version
+        if recount:
+            on_file = dict(conn.execute("SELECT device_id, last_seq FROM seqs").fetchall())
+            if any(n > self._last_seq.get(d, 0) for d, n in on_file.items()):
+                raise _SeqsMoved(on_file)
+            depth, size = conn.execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM outbox").fetchone()
+        else:
+            depth, size = self._depth, self._bytes
         dropped: dict[str, int] = {}
         gap_rows = 0
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if group.lost_gaps:
+                conn.executemany(
+                    "INSERT INTO outbox (seq, msg_id, site_id, device_id, kind, event_time, data,"
+                    " priority, enqueued_at, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    group.lost_gaps)
+                depth += len(group.lost_gaps)
+                size += sum(t[9] for t in group.lost_gaps)
             if group.inserts:
                 conn.executemany(
                     "INSERT INTO outbox (seq, msg_id, site_id, device_id, kind, event_time, data,"
@@ -684,15 +1055,23 @@ class Spool:
             conn.executemany("INSERT OR REPLACE INTO seqs VALUES (?, ?)",
                              [(d, group.last_seq[d])
                               for d in group.insert_devices | group.gap_devices])
-            for reason, n in dropped.items():
+            for reason, n in itertools.chain(dropped.items(), group.lost_drops.items()):
                 conn.execute("INSERT INTO drops VALUES (?, ?) ON CONFLICT(reason) DO UPDATE "
                              "SET count = count + excluded.count", (reason, n))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite may already have rolled back by itself (SQLITE_FULL does): a ROLLBACK then
+            # fails with "no transaction is active" and would hide the real error.
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
             raise
+        self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
         return _Outcome(depth=depth, bytes=size, oldest_enqueued_at=self._oldest(conn),
-                        dropped=dropped, dead_letters=len(group.dead), gap_rows=gap_rows)
+                        dropped=dropped, dead_letters=len(group.dead), gap_rows=gap_rows,
+                        recounted=recount)
 
     @staticmethod
     def _select_victims_by_size(conn: sqlite3.Connection, leased: frozenset[int],
@@ -821,10 +1200,29 @@ class Spool:
 
     def stats(self) -> SpoolStats:
         """Current figures from memory (exact as of the last commit); never blocks."""
+        fault = self._fault
         return SpoolStats(path=str(self.path), depth=self._depth, bytes=self._bytes,
                           max_bytes=self.max_bytes, oldest_pending_age_s=self._oldest_age(),
                           drops=dict(self._drops), dead_letters=self._dead_letters,
-                          leased=len(self._leased), commits=self._commits)
+                          leased=len(self._leased), commits=self._commits,
+                          condition="ok" if fault is None else str(fault.condition),
+                          condition_detail=None if fault is None
+                          else f"{fault.error}: {fault.detail}" if fault.detail else fault.error,
+                          condition_for_s=None if fault is None
+                          else round(trio.current_time() - fault.since_s, 3),
+                          held=self.held)
+
+    @property
+    def held(self) -> int:
+        """Critical records waiting in memory while the disk is faulty."""
+        if self._fault is None:
+            return 0
+        return sum(len(w.records) for w in itertools.chain(self._pending, self._inflight))
+
+    @property
+    def fault(self) -> DiskFault | None:
+        """The disk fault the spool is in, or None."""
+        return self._fault
 
     @property
     def last_seq(self) -> dict[str, int]:
@@ -910,3 +1308,79 @@ def backup_spool(path: str | Path, dest: str | Path) -> SpoolStats:
                          "run the backup again, and check the disk")
     os.replace(part, dest)
     return read_stats(dest)
+
+
+@attrs.frozen
+class ImportResult:
+    """What ``bessai spool import`` did."""
+
+    imported: int
+    already_there: int
+    unreadable: str | None
+    """Why reading the source stopped early (a damaged page), or None if it was read whole."""
+
+
+IMPORT_CHUNK_ROWS = 1000
+"""Rows per transaction: the gateway's commits wait for the write lock at most one chunk."""
+
+
+def import_rows(source: str | Path, dest: str | Path, *,
+                busy_timeout_s: float = 30.0) -> ImportResult:
+    """Re-queue the pending rows of ``source`` (a spool moved aside as corrupt, or a backup)
+    into the spool ``dest``, with their original ``seq`` and ``msg_id``; safe while the gateway
+    runs (it notices the new rows through SQLite's ``data_version``).
+
+    Rows whose ``msg_id`` is already in ``dest`` are skipped, so an import can be repeated.
+    A damaged source is read up to its first unreadable page; the result says where it
+    stopped. ``dest``'s per-device seq counters are raised to at least the imported seqs, so
+    seq never goes back.
+    """
+    src = _open_ro(Path(source))
+    if not Path(dest).exists():
+        src.close()
+        raise SpoolError(f"no spool at {dest} — start the gateway once (it creates the spool), "
+                         "or check SPOOL_PATH")
+    out = sqlite3.connect(dest, isolation_level=None, timeout=busy_timeout_s)
+    imported = skipped = 0
+    unreadable: str | None = None
+    try:
+        known = {row[0] for row in out.execute("SELECT msg_id FROM outbox")}
+        top: dict[str, int] = {}
+        after = -1
+        while True:
+            try:
+                chunk = src.execute(
+                    f"SELECT {_COLUMNS}, size FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                    (after, IMPORT_CHUNK_ROWS)).fetchall()
+            except sqlite3.DatabaseError as exc:
+                unreadable = f"{getattr(exc, 'sqlite_errorname', type(exc).__name__)}: {exc}"
+                break
+            if not chunk:
+                break
+            after = chunk[-1][0]
+            fresh = [t for t in chunk if t[2] not in known]
+            skipped += len(chunk) - len(fresh)
+            if not fresh:
+                continue
+            out.execute("BEGIN IMMEDIATE")
+            try:
+                out.executemany(
+                    "INSERT INTO outbox (seq, msg_id, site_id, device_id, kind, event_time, data,"
+                    " priority, enqueued_at, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [t[1:] for t in fresh])
+                for t in fresh:
+                    top[t[4]] = max(top.get(t[4], 0), t[1])
+                out.executemany(
+                    "INSERT INTO seqs VALUES (?, ?) ON CONFLICT(device_id) DO UPDATE "
+                    "SET last_seq = max(last_seq, excluded.last_seq)", list(top.items()))
+                out.execute("COMMIT")
+            except BaseException:
+                if out.in_transaction:
+                    out.execute("ROLLBACK")
+                raise
+            known.update(t[2] for t in fresh)
+            imported += len(fresh)
+    finally:
+        src.close()
+        out.close()
+    return ImportResult(imported=imported, already_there=skipped, unreadable=unreadable)

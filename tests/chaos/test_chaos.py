@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from bench.chaos.scenarios import SCENARIOS, run_scenario, run_standalone
+from tests.disk_faults import require_root
 
 SEED = 20261127
 
@@ -22,6 +23,8 @@ def _param(s):
 
 @pytest.mark.parametrize("scenario", [_param(s) for s in SCENARIOS if s.standalone is None])
 async def test_scenario_meets_its_criteria(clock, tmp_path, pubsub_emulator, scenario):
+    if scenario.tmpfs_size is not None:
+        require_root()  # the spool's filesystem is a real tmpfs the script fills
     result = await run_scenario(scenario, pubsub_emulator.host, tmp_path, SEED)
     assert result.passed, result.summary()
 

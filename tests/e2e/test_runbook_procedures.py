@@ -29,6 +29,7 @@ import pytest
 from bessai.cli.command_cmd import command_message
 from bessai.model import Action, Command
 from tests.conftest_pubsub import make_topic
+from tests.disk_faults import DiskFiller, require_root, small_tmpfs
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_S = 30.0
@@ -159,7 +160,9 @@ def test_gateway_answers_health_and_status_then_stops_on_sigterm_with_exit_0(sit
     log = gw.log()
     assert "level=WARNING event=SHUTDOWN_REQUESTED signal=SIGTERM deadline_s=20.0" in log
     exits = re.findall(r"event=actor_exited child=(\S+) supervisor=gateway", log)
-    assert exits[-2:] == ["spool", "telemetry"]  # reverse start order
+    assert exits[-2:] == ["data", "telemetry"]  # reverse start order
+    data_exits = re.findall(r"event=actor_exited child=(\S+) supervisor=data", log)
+    assert data_exits[-1] == "spool"  # the spool stops last in its branch
     assert "event=GATEWAY_STOPPED" in log.splitlines()[-1]
     # Nothing accepted is lost: with the uplink off, every reading is still in the spool.
     stats = bessai("spool", "stats", "--json", env_file=site.env_file)
@@ -210,6 +213,45 @@ def test_soc_below_min_is_found_by_the_runbooks_safety_block_grep(site):
     status = json.loads(_get(f"http://127.0.0.1:{site.port}/status")[1])
     assert status["sites"]["inv1"]["safety"]["blocked_discharge"] is True
     assert gw.stop() == 0
+
+
+# --- §6.4 disk faults ----------------------------------------------------------------------------
+
+
+def test_a_gateway_started_on_a_full_disk_runs_names_it_and_recovers_when_space_is_freed(site):
+    """Why 2 of issue 19, as a real process: with the spool's filesystem full, the start-up
+    SAFETY_BLOCK (no data yet) used to crash-loop the events actor and exit 1 after ~30 s,
+    for ever under systemd. Now the gateway starts, keeps the inverter heartbeated, names
+    the fault once in the log and in `bessai health`, and recovers when space is freed."""
+    require_root()
+    disk = site.tmp / "disk"
+    with small_tmpfs(disk, "2m"):
+        text = site.env_file.read_text().replace(str(site.tmp / "spool" / "outbox.sqlite"),
+                                                 str(disk / "outbox.sqlite"))
+        site.env_file.write_text(text)
+        filler = DiskFiller(disk)
+        filler.fill()
+        gw = site.gateway()
+        gw.wait_for(r"event=SPOOL_DISK_FAULT .*condition=disk_full")
+        time.sleep(40)  # longer than the old crash loop took to exit
+        assert gw.proc is not None
+        assert gw.proc.poll() is None, gw.log()[-3000:]
+        health = bessai("health", env_file=site.env_file)
+        assert health.returncode == 1
+        assert "spool disk fault: disk_full" in health.stdout + health.stderr
+        status = json.loads(_get(f"http://127.0.0.1:{site.port}/status")[1])
+        heartbeat = status["sites"]["inv1"]["heartbeat"]
+        assert heartbeat["beats"] >= 3
+        assert heartbeat["max_gap_s"] <= 11.0
+        filler.free()
+        gw.wait_for(r"event=SPOOL_DISK_RECOVERED")
+        assert bessai("health", env_file=site.env_file).returncode == 0
+        assert gw.stop() == 0
+        log = gw.log()
+    assert len(re.findall(r"event=SPOOL_DISK_FAULT ", log)) == 1
+    assert len(re.findall(r"event=SPOOL_DISK_RECOVERED ", log)) == 1
+    assert "SUPERVISOR_ESCALATED" not in log
+    assert "DATA_BRANCH_DEGRADED" not in log
 
 
 # --- §7 SIGHUP: log level and credentials ------------------------------------------------------

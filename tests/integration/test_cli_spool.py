@@ -72,3 +72,63 @@ def test_spool_stats_of_a_missing_file_says_to_check_spool_path(tmp_path):
     assert result.returncode == 1
     assert result.stderr.startswith("error: no spool at ")
     assert "hint: check SPOOL_PATH" in result.stderr
+
+
+def test_spool_import_requeues_a_moved_aside_file_with_its_msg_ids_and_can_be_repeated(
+        spool_file, tmp_path):
+    """The rows of a file the gateway moved aside (SPOOL_CORRUPT moved_to=...) go back into
+    the live spool with their original seq and msg_id; importing twice adds nothing."""
+    import sqlite3
+
+    from bessai.uplink.spool import Spool
+
+    moved = tmp_path / "outbox.sqlite.corrupt-20261204T000000Z"
+    spool_file.rename(moved)
+    live = tmp_path / "live.sqlite"
+
+    async def fresh() -> None:
+        spool = Spool(live, wall_clock=lambda: 1_767_225_700.0)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(spool.run)
+            nursery.cancel_scope.cancel()
+
+    trio.run(fresh)
+    first = run_bessai("spool", "import", str(moved), "--path", str(live))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == f"imported 4 rows from {moved} into {live} (0 already queued)"
+    again = run_bessai("spool", "import", str(moved), "--path", str(live))
+    assert again.stdout.strip() == f"imported 0 rows from {moved} into {live} (4 already queued)"
+    conn = sqlite3.connect(moved)
+    original = conn.execute("SELECT seq, msg_id FROM outbox ORDER BY id").fetchall()
+    conn.close()
+    conn = sqlite3.connect(live)
+    queued = conn.execute("SELECT seq, msg_id FROM outbox ORDER BY id").fetchall()
+    last = conn.execute("SELECT last_seq FROM seqs WHERE device_id = 'inv1'").fetchone()[0]
+    conn.close()
+    assert queued == original
+    assert last == max(seq for seq, _ in original)
+
+
+async def test_rows_imported_while_the_spool_runs_are_counted_and_leased(tmp_path, autojump_clock):
+    from bessai.clock import trio_wall_clock
+    from bessai.uplink.message import record_from_snapshot
+    from bessai.uplink.spool import Spool, import_rows
+
+    old = Spool(tmp_path / "old.sqlite", wall_clock=trio_wall_clock())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(old.run)
+        kept = await old.append_many([record_from_snapshot(
+            Snapshot("s1", "inv1", float(i), 0.0, {"soc": TagReading(50.0)})) for i in range(3)])
+        nursery.cancel_scope.cancel()
+    live = Spool(tmp_path / "live.sqlite", wall_clock=trio_wall_clock())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(live.run)
+        result = await trio.to_thread.run_sync(import_rows, old.path, live.path)
+        assert result.imported == 3
+        after = await live.append(record_from_snapshot(
+            Snapshot("s1", "inv1", 10.0, 0.0, {"soc": TagReading(50.0)})))
+        assert live.stats().depth == 4  # the import was noticed, not just our own row
+        leased = await live.lease(limit=100)
+        assert [r.msg_id for r in leased[:3]] == [a.msg_id for a in kept]
+        assert after.seq == 4  # seq goes on above the imported rows
+        nursery.cancel_scope.cancel()

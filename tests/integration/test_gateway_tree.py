@@ -22,7 +22,8 @@ from bessai.gateway import Gateway
 from bessai.settings import BindAddress, DeviceSpec, Settings
 from bessai.sim import Simulator
 
-GATEWAY_ORDER = ["telemetry", "spool", "recorder", "events", "site_inv1"]
+GATEWAY_ORDER = ["telemetry", "data", "site_inv1"]
+DATA_ORDER = ["spool", "recorder", "events"]
 SITE_ORDER = ["device_link", "safety_guard", "watchdog"]
 
 
@@ -68,6 +69,7 @@ async def test_tree_starts_in_order_and_stops_in_reverse_order(tmp_path):
         gw = gateway(tmp_path, sim, events)
         await nursery.start(gw.run)
         assert kinds(events, EventKind.STARTED, "gateway") == GATEWAY_ORDER
+        assert kinds(events, EventKind.STARTED, "data") == DATA_ORDER
         assert kinds(events, EventKind.STARTED, "site:inv1") == SITE_ORDER
         # the site's children all started before the gateway reported the site started
         site_started = next(i for i, e in enumerate(events) if e.child_id == "site_inv1")
@@ -76,6 +78,7 @@ async def test_tree_starts_in_order_and_stops_in_reverse_order(tmp_path):
         await gw.supervisor_done.wait()
         nursery.cancel_scope.cancel()
     assert kinds(events, EventKind.EXITED, "gateway") == GATEWAY_ORDER[::-1]
+    assert kinds(events, EventKind.EXITED, "data") == DATA_ORDER[::-1]
     assert kinds(events, EventKind.EXITED, "site:inv1") == SITE_ORDER[::-1]
     site_exit = next(i for i, e in enumerate(events)
                      if e.kind is EventKind.EXITED and e.child_id == "site_inv1")
@@ -98,13 +101,15 @@ async def test_status_document_and_health_follow_the_device_link(tmp_path):
         assert status["site"] == "tree-site"
         assert status["tree_running"] is True
         assert status["uplink_mode"] == "off"
-        assert set(status["actors"]) == {*GATEWAY_ORDER,
+        assert set(status["actors"]) == {*GATEWAY_ORDER, *(f"data/{c}" for c in DATA_ORDER),
                                          *(f"site_inv1/{c}" for c in SITE_ORDER)}
         assert all(a["state"] == "running" for a in status["actors"].values())
         assert all(a["restarts"] == 0 for a in status["actors"].values())
         assert status["sites"]["inv1"]["values"]["soc"] == pytest.approx(61.0, abs=0.5)
         assert "depth" in status["spool"]
         assert status["snapshots_dropped"] == 0
+        assert status["spool"]["condition"] == "ok"
+        assert status["data_branch"]["state"] == "ok"
         assert "cloud" not in status["links"]  # uplink off: no cloud link to report
         assert gw.health() == (True, [])
 
@@ -168,7 +173,7 @@ async def test_an_event_json_cannot_carry_does_not_block_the_critical_events_beh
         assert poisoned["value"] == "nan"
         assert poisoned["source"].startswith("<object")
         assert gw.spool.stats().depth >= depth + 2
-        assert gw.status()["actors"]["events"]["restarts"] == 0
+        assert gw.status()["actors"]["data/events"]["restarts"] == 0
         gw.request_stop()
         await gw.supervisor_done.wait()
         nursery.cancel_scope.cancel()
