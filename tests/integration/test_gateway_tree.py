@@ -22,7 +22,8 @@ from bessai.gateway import Gateway
 from bessai.settings import BindAddress, DeviceSpec, Settings
 from bessai.sim import Simulator
 
-GATEWAY_ORDER = ["telemetry", "spool", "recorder", "events", "site_inv1"]
+GATEWAY_ORDER = ["telemetry", "spool", "recorder", "events", "connection_127.0.0.1:502",
+                 "site_inv1"]
 SITE_ORDER = ["device_link", "safety_guard", "watchdog"]
 
 
