@@ -265,8 +265,14 @@ class DeviceLink:
                 await self.driver.write_tag(tag, value, priority=int(priority))
         except LINK_FAULTS as exc:
             reason = f"{type(exc).__name__}: {exc}"
-            self._write_fault = reason
-            self._wake.set()  # the poll task takes the unit down on its next turn
+            if self.connection.connected:
+                if self.status.state is not LinkState.DOWN:
+                    # The unit did not answer but its connection stays (the other units
+                    # answer): down now, so the next heartbeat waits for the unit instead of
+                    # costing the shared connection another timeout right away.
+                    self._unit_down(reason, self._next_delay())
+                self._write_fault = reason
+                self._wake.set()  # the poll task restarts (and retries after the delay)
             raise LinkDown(self.device_id, reason) from exc
         except Exception as exc:
             log.warning("device_write_failed", site=self.site_id, device=self.device_id,
@@ -352,12 +358,13 @@ class DeviceLink:
                 reason = f"{type(exc).__name__}: {exc}"
                 if not connection.connected:
                     continue  # the connection's fault: its owner logs and reconnects
-                delay = self.backoff.delay(self._attempt, self.rng)
-                if self.retry_cap_s is not None:
-                    delay = min(delay, self.retry_cap_s)
-                self._attempt += 1
-                self._unit_down(reason, delay)
-                await self._sleep_unless_stopping(delay)
+                retry_at = self.status.retry_at
+                if (self.status.state is not LinkState.DOWN or retry_at is None
+                        or retry_at <= trio.current_time()):
+                    self._unit_down(reason, self._next_delay())
+                    retry_at = self.status.retry_at
+                assert retry_at is not None
+                await self._sleep_unless_stopping(retry_at - trio.current_time())
 
     def _deadline(self, what: str, requests: int = 1) -> Any:
         """A last-resort bound on one driver call (the connection has its own request timeout);
@@ -379,6 +386,7 @@ class DeviceLink:
         next_fast = now
         next_slow = now
         connection = self.connection
+        self._write_fault = None  # a fault from before this connection is not this unit's
         while not self._stopping:
             if not connection.connected:
                 raise ConnectionError(_describe(connection.last_error))
@@ -489,6 +497,13 @@ class DeviceLink:
                       output=getattr(output, "__qualname__", repr(output)), error=str(exc))
 
     # -- state and bookkeeping ----------------------------------------------------------------
+
+    def _next_delay(self) -> float:
+        """The wait before retrying a unit that stopped answering: the connection's backoff
+        policy, capped by the device's comm-loss budget."""
+        delay = self.backoff.delay(self._attempt, self.rng)
+        self._attempt += 1
+        return delay if self.retry_cap_s is None else min(delay, self.retry_cap_s)
 
     def _unit_up(self) -> None:
         self._attempt = 0

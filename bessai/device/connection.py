@@ -317,6 +317,7 @@ class ModbusConnection:
                 if self._stream is None and not self._stopping and self._fault_pending:
                     await self._wait_retry(self.last_error)
         finally:
+            self._stopping = True  # requests in flight fail without a link transition
             self._owned = False
             await self._close_stream()
             self._notify()
@@ -388,7 +389,7 @@ class ModbusConnection:
         self._fault_pending = fault
         await self._close_stream()
         log.debug("modbus_connection_dropped", peer=self.peer, reason=str(reason))
-        if fault and not self._owned:
+        if fault and not self._owned and not self._stopping:
             self.link.failed(_describe(reason), 0.0)
         self._notify()
 

@@ -23,6 +23,16 @@ from bessai.sim.logfmt import log
 from bessai.sim.simulator import DEFAULT_PROFILE, Simulator
 
 
+def _unit_list(text: str) -> tuple[int, ...]:
+    try:
+        units = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: write unit ids like 1,2") from None
+    if not units or any(not 0 <= u <= 255 for u in units) or len(set(units)) != len(units):
+        raise argparse.ArgumentTypeError(f"{text!r}: distinct unit ids 0..255, e.g. 1,2")
+    return units
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bessai-sim",
@@ -32,14 +42,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5020, help="TCP port, 0 = any free (default 5020)")
     p.add_argument("--profile", default=str(DEFAULT_PROFILE), help="device profile JSON")
     p.add_argument("--unit-id", type=int, default=None, help="Modbus unit id (default: profile's)")
+    p.add_argument(
+        "--units",
+        type=_unit_list,
+        default=(),
+        metavar="ID,ID",
+        help="serve several unit ids on one port, each its own device (a SmartLogger or SDongle "
+        "in front of several inverters), e.g. --units 1,2",
+    )
     p.add_argument("--soc", type=float, default=50.0, help="initial state of charge, %% (50)")
     p.add_argument("--temp", type=float, default=25.0, help="initial battery temperature, °C (25)")
     p.add_argument("--seed", type=int, default=0, help="seed of the PV and load curves (0)")
     p.add_argument("--start-hour", type=float, default=12.0, help="simulated time of day (12.0)")
-    p.add_argument(
+    clients = p.add_mutually_exclusive_group()
+    clients.add_argument(
         "--multi-client",
         action="store_true",
         help="accept several clients at once (Huawei accepts one: a new one closes the old)",
+    )
+    clients.add_argument(
+        "--single-client",
+        action="store_true",
+        help="behave like an SDongle: a new connection closes the older one (the default)",
     )
     faults = p.add_argument_group("faults")
     faults.add_argument("--busy", action="store_true", help="answer every request with 0x06")
@@ -135,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             temp_c=args.temp,
             seed=args.seed,
             unit_id=args.unit_id,
+            units=args.units,
             single_client=not args.multi_client,
             start_hour=args.start_hour,
             faults=faults,

@@ -76,6 +76,9 @@ class ModbusEndpoint:
         default=1, validator=[attrs.validators.ge(0), attrs.validators.le(255)]
     )
     faults: Faults = attrs.field(factory=Faults)
+    units: dict[int, tuple[Callable[[str], RegisterContext], Faults]] = attrs.field(factory=dict)
+    """Further unit ids served on the same connections (a SmartLogger or SDongle in front of
+    several inverters): unit id → (its context factory, its own faults)."""
     single_client: bool = True
     on_request: Callable[[], None] | None = None
     requests_served: int = 0
@@ -118,7 +121,7 @@ class ModbusEndpoint:
 
     async def _session_loop(self, session: _Session) -> str:
         framer = FramerSocket(DecodePDU(is_server=True))
-        context = self.context_for(session.peer)
+        contexts: dict[int, RegisterContext] = {}
         buf = b""
         while True:
             try:
@@ -144,9 +147,12 @@ class ModbusEndpoint:
                 if not used:
                     break  # wait for the rest of the frame
                 buf = buf[used:]
+                if dev_id not in contexts:
+                    factory = self.units[dev_id][0] if dev_id in self.units else self.context_for
+                    contexts[dev_id] = factory(session.peer)
                 try:
                     answer = await self._answer(
-                        context, framer, dev_id, tid, pdu_bytes, session.opened_at
+                        contexts[dev_id], framer, dev_id, tid, pdu_bytes, session.opened_at
                     )
                 except _Closed:
                     return "dropped"
@@ -167,7 +173,7 @@ class ModbusEndpoint:
     ) -> bytes | None:
         if self.on_request is not None:
             self.on_request()
-        faults = self.faults
+        faults = self.units[dev_id][1] if dev_id in self.units else self.faults
         warming_up = trio.current_time() - opened_at < faults.busy_after_connect_s
         if faults.drop_on_request:
             faults.drop_on_request = False
@@ -180,7 +186,7 @@ class ModbusEndpoint:
         response: ModbusPDU
         if faults.busy or warming_up:
             response = ExceptionResponse(fc, ExcCodes.DEVICE_BUSY)
-        elif dev_id != self.unit_id:
+        elif dev_id != self.unit_id and dev_id not in self.units:
             response = ExceptionResponse(fc, ExcCodes.GATEWAY_NO_RESPONSE)
         elif fc not in SERVED_FUNCTION_CODES:
             response = ExceptionResponse(fc, ExcCodes.ILLEGAL_FUNCTION)
@@ -211,7 +217,9 @@ class ModbusEndpoint:
         """
         listeners = await trio.open_tcp_listeners(port, host=host)
         bound = listeners[0].socket.getsockname()
-        log(logging.INFO, "SIM_LISTENING", host=bound[0], port=bound[1], unit_id=self.unit_id)
+        log(logging.INFO, "SIM_LISTENING", host=bound[0], port=bound[1], unit_id=self.unit_id,
+            units=",".join(str(u) for u in [self.unit_id, *self.units]),
+            single_client=self.single_client)
 
         async def handler(stream: trio.SocketStream) -> None:
             await self.serve_stream(stream)

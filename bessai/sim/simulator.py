@@ -77,6 +77,9 @@ class Simulator:
 
     ``profile``: a loaded Profile, a path to a profile JSON, or None (the Huawei profile).
     ``unit_id``: None takes the profile's connection unit id.
+    ``units``: several unit ids on the same port (a SmartLogger or an SDongle in front of
+    several inverters), each with its own battery, registers and faults; this simulator is the
+    first of them, `unit` returns the others (``sim.unit(2).faults.silent = True``).
     ``start_hour``: simulated time of day when the simulator starts (PV and load follow it).
     """
 
@@ -85,6 +88,7 @@ class Simulator:
     temp_c: float = 25.0
     seed: int = 0
     unit_id: int | None = None
+    units: tuple[int, ...] = ()
     single_client: bool = True
     params: SiteParams = attrs.field(factory=SiteParams)
     start_hour: float = 12.0
@@ -99,8 +103,13 @@ class Simulator:
     _started: bool = attrs.field(default=False, init=False)
     _cm: Any = attrs.field(default=None, init=False)
     _outer: trio.Nursery | None = attrs.field(default=None, init=False)
+    _others: dict[int, Simulator] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.units:
+            if len(set(self.units)) != len(self.units):
+                raise ValueError(f"units {self.units} repeat a unit id")
+            self.unit_id = self.units[0]
         if self.unit_id is None:
             self.unit_id = self.profile.connection.unit_id
         self.model = BatteryModel(
@@ -127,6 +136,23 @@ class Simulator:
             faults=self.faults,
             single_client=self.single_client,
         )
+        for n, unit in enumerate(self.units[1:], start=1):
+            other = Simulator(self.profile, soc_pct=self.soc_pct, temp_c=self.temp_c,
+                              seed=self.seed + n, unit_id=unit, params=self.params,
+                              start_hour=self.start_hour, step_s=self.step_s)
+            other.endpoint = self.endpoint  # one port, one set of connections
+            self.endpoint.units[unit] = (other.image.for_peer, other.faults)
+            self._others[unit] = other
+
+    def unit(self, unit_id: int) -> Simulator:
+        """The simulator of one unit id on this port (this one for its own unit id)."""
+        if unit_id == self.unit_id:
+            return self
+        try:
+            return self._others[unit_id]
+        except KeyError:
+            raise KeyError(f"unit {unit_id} is not served here (units: "
+                           f"{[self.unit_id, *self._others]})") from None
 
     # ---- lifecycle --------------------------------------------------------------------------
     def _clock(self) -> float:
@@ -148,6 +174,9 @@ class Simulator:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._ticker)
+                for other in self._others.values():
+                    other._start_clock()
+                    nursery.start_soon(other._ticker)
                 task_status.started(self)
                 await trio.sleep_forever()
         finally:
