@@ -455,7 +455,14 @@ class ModbusConnection:
                     else:
                         log.debug("modbus_unit_timeout", peer=self.peer, unit=unit)
                     raise err
-            except (ModbusProtocolError, DeviceConnectionError) as err:
+            except ModbusProtocolError as err:
+                self.stats.errors += 1
+                if self.framing.drops_on_garbage:
+                    await self._drop(err)
+                else:
+                    self._buf.clear()
+                raise
+            except DeviceConnectionError as err:
                 self.stats.errors += 1
                 await self._drop(err)
                 raise
@@ -488,6 +495,7 @@ class ModbusConnection:
         assert stream is not None
         frame = self.framing.build(request, unit, tid)
         await self.framing.before_send()
+        self.framing.clear_stale(self._buf)
         try:
             await stream.send_all(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -506,7 +514,7 @@ class ModbusConnection:
                 raise ModbusProtocolError(f"reply transaction id {got_tid} does not match "
                                           f"request {tid}")
             try:
-                data = await self.framing.receive(stream)
+                data = await self.framing.receive(stream, self._buf)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 raise DeviceConnectionError(f"receive failed ({exc!r})", self.host,
                                             self.port) from exc

@@ -42,7 +42,7 @@ from bessai.device.connection import (
     tcp_stream_factory,
 )
 from bessai.device.errors import ModbusProtocolError, ModbusReadError, ModbusWriteError
-from bessai.device.framing import MAX_ADU, MBAP_HEADER
+from bessai.device.framing import MAX_ADU, MBAP_HEADER, Framing, MbapFraming
 from bessai.device.profile import Table
 
 __all__ = ["FC_READ_HOLDING", "FC_READ_INPUT", "FC_WRITE_MULTIPLE", "FC_WRITE_SINGLE",
@@ -73,6 +73,7 @@ class ModbusClient:
         rng: random.Random | None = None,
         peer: str | None = None,
         device_id: str | None = None,
+        framing: Framing | None = None,
     ) -> None:
         if not 0 <= unit_id <= 255:
             raise ValueError(f"unit_id {unit_id} is not 0..255 — Huawei: 1 via SDongle, 0 direct")
@@ -85,7 +86,8 @@ class ModbusClient:
             self.connection = ModbusConnection(
                 connection, peer=peer or (f"{host}:{port}" if host is not None else "device"),
                 timeout_s=timeout_s, post_connect_delay_s=post_connect_delay_s,
-                cooldown_s=cooldown_s, rng=rng or random.Random())
+                cooldown_s=cooldown_s, rng=rng or random.Random(),
+                framing=framing or MbapFraming())
             self._private = True
         self.unit_id = unit_id
         self.timeout_s = timeout_s

@@ -54,6 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temp", type=float, default=25.0, help="initial battery temperature, °C (25)")
     p.add_argument("--seed", type=int, default=0, help="seed of the PV and load curves (0)")
     p.add_argument("--start-hour", type=float, default=12.0, help="simulated time of day (12.0)")
+    p.add_argument(
+        "--framer",
+        choices=["socket", "rtu"],
+        default="socket",
+        help="frames on TCP: socket (Modbus TCP, default) or rtu (RTU over TCP, like an "
+        "RS485-to-Ethernet converter)",
+    )
+    p.add_argument(
+        "--serial",
+        metavar="PORT",
+        help="serve RTU on this serial port instead of TCP (e.g. /dev/ttyUSB1, or a pty "
+        "/dev/pts/N from `socat -d -d pty,raw,echo=0 pty,raw,echo=0`)",
+    )
+    p.add_argument("--baudrate", type=int, default=9600, help="serial baud rate (9600)")
+    p.add_argument("--parity", choices=["N", "E", "O"], default="N", help="serial parity (N)")
+    p.add_argument("--stopbits", type=int, choices=[1, 2], default=1, help="stop bits (1)")
     clients = p.add_mutually_exclusive_group()
     clients.add_argument(
         "--multi-client",
@@ -98,13 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _serve(sim: Simulator, host: str, port: int, drop_every_s: float) -> None:
+async def _serve(
+    sim: Simulator, host: str, port: int, drop_every_s: float, serial: tuple | None = None
+) -> None:
     with trio.open_signal_receiver(
         signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2
     ) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(sim.run)
-            await nursery.start(sim.serve_tcp, host, port)
+            if serial is not None:
+                await nursery.start(sim.serve_serial, *serial)
+            else:
+                await nursery.start(sim.serve_tcp, host, port)
             if drop_every_s > 0:
                 nursery.start_soon(_drop_every, sim, drop_every_s)
             async for signum in signals:
@@ -161,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             unit_id=args.unit_id,
             units=args.units,
             single_client=not args.multi_client,
+            framer="rtu" if args.serial else args.framer,
             start_hour=args.start_hour,
             faults=faults,
         )
@@ -181,7 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     rc = 0
     try:
-        trio.run(_serve, sim, args.host, args.port, args.drop_every)
+        serial = (
+            (args.serial, args.baudrate, args.parity, args.stopbits) if args.serial else None
+        )
+        trio.run(_serve, sim, args.host, args.port, args.drop_every, serial)
     except* OSError as group:
         log(
             logging.ERROR,

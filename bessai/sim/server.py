@@ -1,4 +1,4 @@
-"""Modbus TCP server on Trio built from pymodbus's transport-free pieces.
+"""Modbus server on Trio (TCP, RTU over TCP, RTU on a serial line) from pymodbus's pieces.
 
 The job: turn bytes on a ``trio.abc.Stream`` into pymodbus request objects
 (``FramerSocket(DecodePDU(is_server=True))``), let each request run its own
@@ -17,6 +17,9 @@ Invariants:
   busy (always, or while the connection is younger than ``busy_after_connect_s``).
 * A garbage frame (protocol id not 0, length beyond the Modbus maximum) closes the connection:
   there is no way to resynchronise a TCP byte stream after it.
+* With ``framer="rtu"`` frames are RTU (unit, PDU, CRC) on the same streams: a frame that fails
+  its CRC is dropped unanswered, as a device on an RS485 bus does; a request for a unit id this
+  endpoint does not serve is not answered either (another device on the bus would).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Protocol
 import attrs
 import trio
 from pymodbus.constants import ExcCodes
-from pymodbus.framer import FramerSocket
+from pymodbus.framer import FramerRTU, FramerSocket
 from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 
 from bessai.sim.faults import Faults
@@ -80,6 +83,7 @@ class ModbusEndpoint:
     """Further unit ids served on the same connections (a SmartLogger or SDongle in front of
     several inverters): unit id → (its context factory, its own faults)."""
     single_client: bool = True
+    framer: str = attrs.field(default="socket", validator=attrs.validators.in_(("socket", "rtu")))
     on_request: Callable[[], None] | None = None
     requests_served: int = 0
     connections_total: int = 0
@@ -120,6 +124,8 @@ class ModbusEndpoint:
             log(logging.INFO, "client_disconnected", peer=peer, reason=reason)
 
     async def _session_loop(self, session: _Session) -> str:
+        if self.framer == "rtu":
+            return await self._rtu_session_loop(session)
         framer = FramerSocket(DecodePDU(is_server=True))
         contexts: dict[int, RegisterContext] = {}
         buf = b""
@@ -162,10 +168,53 @@ class ModbusEndpoint:
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         return "peer_reset"
 
+    async def _rtu_session_loop(self, session: _Session) -> str:
+        framer = FramerRTU(DecodePDU(is_server=True))
+        contexts: dict[int, RegisterContext] = {}
+        buf = b""
+        while True:
+            try:
+                with trio.move_on_after(0.5) as quiet:
+                    data = await session.stream.receive_some(4096)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return "peer_reset"
+            if quiet.cancelled_caught:  # silence ends a frame: a partial one is dropped
+                if buf:
+                    log(logging.WARNING, "bad_frame", peer=session.peer, partial=buf[:16].hex())
+                buf = b""
+                continue
+            if not data:
+                return "peer_closed"
+            buf += data
+            while buf:
+                used, dev_id, tid, pdu_bytes = framer.decode(buf)
+                if not used:
+                    break  # wait for the rest of the frame
+                buf = buf[used:]
+                if not pdu_bytes:  # CRC failure: a device stays silent
+                    log(logging.WARNING, "bad_crc", peer=session.peer)
+                    continue
+                if dev_id != self.unit_id and dev_id not in self.units:
+                    continue  # another device's frame on the bus
+                if dev_id not in contexts:
+                    factory = self.units[dev_id][0] if dev_id in self.units else self.context_for
+                    contexts[dev_id] = factory(session.peer)
+                try:
+                    answer = await self._answer(
+                        contexts[dev_id], framer, dev_id, tid, pdu_bytes, session.opened_at
+                    )
+                except _Closed:
+                    return "dropped"
+                if answer is not None:
+                    try:
+                        await session.stream.send_all(answer)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return "peer_reset"
+
     async def _answer(
         self,
         context: RegisterContext,
-        framer: FramerSocket,
+        framer: FramerSocket | FramerRTU,
         dev_id: int,
         tid: int,
         pdu_bytes: bytes,

@@ -90,6 +90,8 @@ class Simulator:
     unit_id: int | None = None
     units: tuple[int, ...] = ()
     single_client: bool = True
+    framer: str = "socket"
+    """``socket`` (Modbus TCP) or ``rtu`` (RTU frames: RTU over TCP, or a serial line)."""
     params: SiteParams = attrs.field(factory=SiteParams)
     start_hour: float = 12.0
     step_s: float = 1.0
@@ -135,6 +137,7 @@ class Simulator:
             unit_id=self.unit_id,
             faults=self.faults,
             single_client=self.single_client,
+            framer=self.framer,
         )
         for n, unit in enumerate(self.units[1:], start=1):
             other = Simulator(self.profile, soc_pct=self.soc_pct, temp_c=self.temp_c,
@@ -249,6 +252,30 @@ class Simulator:
         """
         self._start_clock()
         await self.endpoint.serve_tcp(host, port, task_status=task_status)
+
+    async def serve_serial(
+        self,
+        port: str,
+        baudrate: int = 9600,
+        parity: str = "N",
+        stopbits: int = 1,
+        *,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve RTU on a serial line (a pty in tests: ``--serial /dev/pts/N``) until
+        cancelled. The line is one session for as long as it is open."""
+        from bessai.device.serial_port import SerialSettings, open_serial
+
+        self._start_clock()
+        self.endpoint.framer = "rtu"
+        settings = SerialSettings(port, baudrate, parity, stopbits)
+        stream = open_serial(settings)
+        from bessai.sim.logfmt import log as sim_log
+
+        sim_log(20, "SIM_LISTENING", serial=str(settings),
+                units=",".join(str(u) for u in [self.unit_id, *self._others]))
+        task_status.started(str(settings))
+        await self.endpoint.serve_stream(stream, peer=str(settings))
 
     def drop_connections(self) -> int:
         """Close every client connection now (fault injection); returns how many."""
