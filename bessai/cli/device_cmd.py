@@ -63,12 +63,15 @@ def _target(args: argparse.Namespace) -> DeviceSpec:
         base = DeviceSpec("probe", args.host, 502, 1, Path(DEFAULT_PROFILE))
     else:
         base = settings.device(args.device) if args.device else settings.devices[0]
-    return DeviceSpec(
-        base.id,
-        args.host or base.host,
-        args.port if args.port is not None else base.port,
-        args.unit_id if args.unit_id is not None else base.unit_id,
-        args.profile or base.profile,
+    import attrs
+
+    return attrs.evolve(
+        base,
+        host=args.host or base.host,
+        port=args.port if args.port is not None else base.port,
+        unit_id=args.unit_id if args.unit_id is not None else base.unit_id,
+        profile=args.profile or base.profile,
+        transport="tcp" if args.host else base.transport,
     )
 
 
@@ -114,8 +117,13 @@ def _explain(exc: BaseException, target: DeviceSpec, tag: str) -> BessaiError:
 
 
 async def _probe(driver_cls: Any, target: DeviceSpec, tag: str, timeout_s: float) -> str:
-    driver = driver_cls(str(target.profile), host=target.host, port=target.port,
-                        unit_id=target.unit_id)
+    from bessai.control.connections import connections_for
+    from bessai.device import load_profile
+
+    profile = load_profile(target.profile)
+    connection = connections_for([target], lambda _: profile, site_id="probe")[target.id]
+    driver = driver_cls(profile, unit_id=target.unit_id, connection=connection,
+                        device_id=target.id)
     with trio.fail_after(timeout_s):
         try:
             await driver.connect()
@@ -125,7 +133,7 @@ async def _probe(driver_cls: Any, target: DeviceSpec, tag: str, timeout_s: float
             result = await read(tag)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await driver.aclose()
+                await connection.aclose()
     return _format(tag, result, _unit_of(driver, tag))
 
 

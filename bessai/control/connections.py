@@ -23,13 +23,30 @@ from bessai.device.connection import (
     reconnect_cap_s,
     tcp_stream_factory,
 )
+from bessai.device.framing import Framing, MbapFraming, RtuFraming
+from bessai.device.serial_port import SerialSettings, serial_stream_factory
 from bessai.observe.sink import NULL_SINK, MetricSink
 
 
 def endpoint_key(device: Any) -> str:
-    """The physical endpoint a settings device entry talks to (``host:port``)."""
+    """The physical endpoint a settings device entry talks to: ``host:port`` (Modbus TCP),
+    ``rtu-over-tcp:host:port``, ``serial:/dev/ttyUSB0``."""
+    transport = getattr(device, "transport", "tcp")
+    if transport == "serial":
+        return f"serial:{device.host}"
     host = device.host
-    return f"[{host}]:{device.port}" if ":" in host else f"{host}:{device.port}"
+    where = f"[{host}]:{device.port}" if ":" in host else f"{host}:{device.port}"
+    return where if transport == "tcp" else f"{transport}:{where}"
+
+
+def _wire(device: Any) -> tuple[StreamFactory, Framing]:
+    """The stream factory and framing of a device entry's transport."""
+    transport = getattr(device, "transport", "tcp")
+    if transport == "serial":
+        settings = SerialSettings(device.host, device.baudrate, device.parity, device.stopbits)
+        return serial_stream_factory(settings), RtuFraming(device.baudrate)
+    factory = tcp_stream_factory(device.host, device.port)
+    return factory, (RtuFraming() if transport == "rtu-over-tcp" else MbapFraming())
 
 
 def connections_for(devices: Iterable[Any], profile_of: Callable[[Any], Any], *,
@@ -47,13 +64,12 @@ def connections_for(devices: Iterable[Any], profile_of: Callable[[Any], Any], *,
     by_device: dict[str, ModbusConnection] = {}
     for key, group in groups.items():
         profiles = [profile_of(d) for d in group]
-        factory = next((factories[d.id] for d in group if d.id in factories), None)
-        if factory is None:
-            factory = tcp_stream_factory(group[0].host, group[0].port)
+        factory, framing = _wire(group[0])
+        factory = next((factories[d.id] for d in group if d.id in factories), factory)
         caps = [c for p in profiles
                 if (c := reconnect_cap_s(p.watchdog.device_timeout_s)) is not None]
         connection = ModbusConnection(
-            factory, peer=key,
+            factory, peer=key, framing=framing,
             timeout_s=max(p.connection.timeout_s for p in profiles),
             post_connect_delay_s=max(p.connection.post_connect_delay_s for p in profiles),
             cooldown_s=max(p.connection.cooldown_s for p in profiles),
