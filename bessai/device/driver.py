@@ -29,7 +29,7 @@ import structlog
 import trio
 
 from bessai.clock import WallClock, system_wall_clock
-from bessai.device.codec import decode, encode
+from bessai.device.codec import apply_scale, decode, encode
 from bessai.device.connection import ModbusConnection
 from bessai.device.errors import (
     CodecError,
@@ -48,7 +48,7 @@ from bessai.device.modbus import (
     tcp_stream_factory,
 )
 from bessai.device.planner import ReadRequest, plan
-from bessai.device.profile import Poll, Profile, Tag, load_profile
+from bessai.device.profile import Poll, Profile, Table, Tag, load_profile
 from bessai.model import Snapshot, TagReading
 
 log = structlog.get_logger("bessai.device.driver")
@@ -160,7 +160,11 @@ class UniversalDriver:
         if not tag.readable:
             raise ValueError(f"tag {name!r} is write-only (access {tag.access})")
         registers = await self._read(tag.table, tag.address, tag.count, tag.name)
-        return decode(tag, registers)
+        reading = decode(tag, registers)
+        if tag.scale_factor is not None:
+            scale = await self.read_reading(tag.scale_factor)
+            reading = apply_scale(reading, scale, tag.scale_factor)
+        return reading
 
     async def read_tag(self, name: str) -> int | float | str | None:
         """One tag's value, scaled to its unit (None if the device reports it invalid)."""
@@ -194,10 +198,17 @@ class UniversalDriver:
                 tag = self.profile.tags[name]
                 off = tag.address - request.address
                 readings[name] = decode(tag, registers[off:off + tag.count])
+        for name, reading in list(readings.items()):
+            sf = self.profile.tags[name].scale_factor
+            if sf is not None:
+                readings[name] = apply_scale(reading, readings.get(sf), sf)
         return Snapshot(site_id=self.site_id, device_id=self.device_id, ts=self.wall_clock(),
                         taken_at=trio.current_time(), readings=readings)
 
     async def _read(self, table, address: int, count: int, tag: str | None) -> list[int]:
+        if Table(table).is_bits:
+            return await self.client.read_bits(table, address, count, tag=tag,
+                                               priority=PRIORITY_READ)
         return await self.client.read_registers(table, address, count, tag=tag,
                                                 priority=PRIORITY_READ)
 
@@ -235,7 +246,10 @@ class UniversalDriver:
                         priority: int = PRIORITY_WRITE) -> None:
         """Write a tag (value in its unit); checks happen before anything is sent."""
         tag, registers = self.check_write(name, value)
-        if len(registers) == 1:
+        if tag.table is Table.COIL:
+            await self.client.write_coil(tag.address, registers[0], tag=tag.name,
+                                         priority=priority)
+        elif len(registers) == 1:
             await self.client.write_register(tag.address, registers[0], tag=tag.name,
                                              priority=priority)
         else:

@@ -23,6 +23,13 @@ from __future__ import annotations
 import random
 
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.pdu.bit_message import (
+    ReadCoilsRequest,
+    ReadCoilsResponse,
+    ReadDiscreteInputsRequest,
+    WriteSingleCoilRequest,
+    WriteSingleCoilResponse,
+)
 from pymodbus.pdu.register_message import (
     ReadHoldingRegistersRequest,
     ReadHoldingRegistersResponse,
@@ -50,6 +57,10 @@ __all__ = ["FC_READ_HOLDING", "FC_READ_INPUT", "FC_WRITE_MULTIPLE", "FC_WRITE_SI
            "PRIORITY_WRITE", "ClientStats", "ModbusClient", "StreamFactory",
            "tcp_stream_factory"]
 
+FC_READ_COILS = 0x01
+FC_READ_DISCRETE = 0x02
+FC_WRITE_COIL = 0x05
+MAX_READ_BITS = 2000
 FC_READ_HOLDING = 0x03
 FC_READ_INPUT = 0x04
 FC_WRITE_SINGLE = 0x06
@@ -143,6 +154,25 @@ class ModbusClient:
         reply = await self._execute(request(address=address, count=count), unit_id, tag, priority)
         return list(reply.registers)
 
+    async def read_bits(self, table: Table | str, address: int, count: int, *,
+                        unit_id: int | None = None, tag: str | None = None,
+                        priority: int = PRIORITY_READ) -> list[int]:
+        """Read ``count`` coils (0x01) or discrete inputs (0x02) as 0/1."""
+        _check_span(address, count, MAX_READ_BITS)
+        request = (ReadDiscreteInputsRequest if Table(table) is Table.DISCRETE_INPUT
+                   else ReadCoilsRequest)
+        reply = await self._execute(request(address=address, count=count), unit_id, tag, priority)
+        return [1 if bit else 0 for bit in reply.bits[:count]]
+
+    async def write_coil(self, address: int, value: int | bool, *, unit_id: int | None = None,
+                         tag: str | None = None, priority: int = PRIORITY_WRITE) -> None:
+        """Function 0x05: one coil on (1) or off (0)."""
+        _check_span(address, 1, 1)
+        if value not in (0, 1):
+            raise ValueError(f"coil value {value!r} is not 0 or 1")
+        pdu = WriteSingleCoilRequest(address=address, bits=[bool(value)])
+        await self._execute(pdu, unit_id, tag, priority)
+
     async def read_holding_registers(self, address: int, count: int, *,
                                      unit_id: int | None = None, tag: str | None = None,
                                      priority: int = PRIORITY_READ) -> list[int]:
@@ -200,10 +230,15 @@ class ModbusClient:
             if len(pdu_bytes) != 2:
                 raise ModbusProtocolError(f"malformed exception reply {pdu_bytes.hex()}")
             code = pdu_bytes[1]
-            error_cls = ModbusReadError if fc in (FC_READ_HOLDING, FC_READ_INPUT) \
-                else ModbusWriteError
+            error_cls = ModbusReadError if fc in (FC_READ_HOLDING, FC_READ_INPUT, FC_READ_COILS,
+                                                   FC_READ_DISCRETE) else ModbusWriteError
             raise error_cls(tag, request.address, fc, code, unit)
-        if fc in (FC_READ_HOLDING, FC_READ_INPUT):
+        if fc in (FC_READ_COILS, FC_READ_DISCRETE):
+            expected = 2 + (request.count + 7) // 8
+            if len(pdu_bytes) != expected or pdu_bytes[1] != expected - 2:
+                raise ModbusProtocolError(f"bit read reply of {len(pdu_bytes)} bytes for "
+                                          f"{request.count} bits (expected {expected})")
+        elif fc in (FC_READ_HOLDING, FC_READ_INPUT):
             expected = 2 + 2 * request.count
             if len(pdu_bytes) != expected or pdu_bytes[1] != 2 * request.count:
                 raise ModbusProtocolError(f"read reply of {len(pdu_bytes)} bytes for "
@@ -217,6 +252,15 @@ class ModbusClient:
             if len(reply.registers) != request.count:
                 raise ModbusProtocolError(f"{len(reply.registers)} registers in the reply, "
                                           f"{request.count} requested")
+        elif isinstance(reply, ReadCoilsResponse):  # also the discrete-input reply
+            if len(reply.bits) < request.count:
+                raise ModbusProtocolError(f"{len(reply.bits)} bits in the reply, "
+                                          f"{request.count} requested")
+        elif isinstance(reply, WriteSingleCoilResponse):
+            if (reply.address, bool(reply.bits[0])) != (request.address, bool(request.bits[0])):
+                raise ModbusProtocolError(
+                    f"coil echo {reply.address}={reply.bits[0]} does not match "
+                    f"{request.address}={request.bits[0]}")
         elif isinstance(reply, WriteSingleRegisterResponse):
             if (reply.address, list(reply.registers)) != (request.address,
                                                           list(request.registers)):

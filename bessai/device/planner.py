@@ -1,7 +1,9 @@
 """Read planner: coalesce tags into the fewest read requests the profile's limits allow.
 
-A request covers consecutive tags of one table inside one register block. Limits, from the
-profile's connection defaults:
+A request covers consecutive tags of one table inside one register block — one table is one
+function code (holding 0x03, input 0x04, coil 0x01, discrete input 0x02), so a request never mixes
+function codes. A tag with a ``scale_factor`` brings its scale-factor tag into the same plan.
+Limits, from the profile's connection defaults:
 
 - a request spans at most ``max_registers_per_read`` registers;
 - between two neighbouring tags in a request at most ``max_gap`` unused registers are read.
@@ -57,6 +59,11 @@ def select_tags(profile: Profile, tags: Iterable[str] | None = None,
     if poll is not None:
         poll = Poll(poll)
         chosen = [t for t in chosen if t.poll is poll]
+    names = {t.name for t in chosen}
+    for tag in list(chosen):  # a scaled value is read with its scale factor, whatever its poll
+        if tag.scale_factor is not None and tag.scale_factor not in names:
+            names.add(tag.scale_factor)
+            chosen.append(profile.tag(tag.scale_factor))
     return chosen
 
 
