@@ -107,21 +107,16 @@ class ClientStats:
 @attrs.define(eq=False)
 class _Waiter:
     priority: int
-    turn: int
     seq: int
     unit: int
     event: trio.Event = attrs.field(factory=trio.Event)
     cancelled: bool = False
 
-    def key(self) -> tuple[int, int, int]:
-        return (self.priority, self.turn, self.seq)
-
 
 class _Scheduler:
-    """Grants the connection to one request at a time: lowest (priority, turn, arrival) first.
-
-    ``turn`` is the grant counter of the waiter's unit when it queued, so at equal priority the
-    unit that was served least recently goes first (round robin between units)."""
+    """Grants the connection to one request at a time: lowest (priority, when the waiter's unit
+    was last served, arrival) first — at equal priority the unit served least recently goes
+    first (round robin between units, whatever their backlog)."""
 
     def __init__(self) -> None:
         self._held = False
@@ -142,7 +137,7 @@ class _Scheduler:
                 raise
         else:
             self._seq += 1
-            waiter = _Waiter(priority, self._grants.get(unit, 0), self._seq, unit)
+            waiter = _Waiter(priority, self._seq, unit)
             self._waiters.append(waiter)
             try:
                 await waiter.event.wait()
@@ -164,7 +159,9 @@ class _Scheduler:
 
     def _release(self) -> None:
         if self._waiters:
-            best = min(self._waiters, key=_Waiter.key)
+            grants = self._grants
+            best = min(self._waiters,
+                       key=lambda w: (w.priority, grants.get(w.unit, 0), w.seq))
             self._waiters.remove(best)
             self._grant(best.unit)
             best.event.set()  # ownership passes directly; _held stays True
@@ -425,6 +422,11 @@ class ModbusConnection:
             if self._stream is None:
                 if self._closed and not self._owned:
                     raise DeviceConnectionError("the client was closed", self.host, self.port)
+                if self._stopping and not self._owned:
+                    # Its owner ended (stopped, or restarting after a crash): it reconnects,
+                    # never a request on the side.
+                    raise DeviceConnectionError("link down (the connection's owner is not "
+                                                "running)", self.host, self.port)
                 if self._owned:
                     wait = self.next_attempt_at - trio.current_time()
                     when = f"; next reconnect in {wait:.1f} s" if wait > 0 else ""
