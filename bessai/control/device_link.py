@@ -507,6 +507,7 @@ class DeviceLink:
 
     def _unit_up(self) -> None:
         self._attempt = 0
+        self.connection.confirm_up()  # DEVICE_LINK_UP (once) in the same step as the unit's up
         self.unit.succeeded()
         self._set_status(LinkState.UP, None)
 

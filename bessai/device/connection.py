@@ -12,9 +12,11 @@ Invariants:
   (`actors.Backoff`, capped by ``reconnect_cap_s`` — derived from the devices' own comm-loss
   timeout so a device that comes back is reconnected and heartbeated before it gives up). Its
   `bessai.link.Link` is the one state operators see: ``DEVICE_LINK_DOWN`` / ``DEVICE_LINK_UP``
-  once per transition per connection. While an owner runs, a request made with no connection
-  fails at once (``DeviceConnectionError``, naming the next reconnect); only an unowned
-  connection (a CLI tool, a test) opens on demand.
+  once per transition per connection; up means a unit's whole poll came back on it
+  (`confirm_up`), so a gateway that accepts connections but never answers does not flap.
+  While an owner runs, a request made with no connection fails at once
+  (``DeviceConnectionError``, naming the next reconnect); only an unowned connection (a CLI
+  tool, a test) opens on demand.
 - **One request in flight, by priority, fair between units.** Requests wait in a scheduler
   ordered by (priority, the unit served least recently, arrival): safety and heartbeat writes
   first, then dispatch writes, then reads, and among reads the units take turns, so a unit
@@ -489,6 +491,13 @@ class ModbusConnection:
     def _answered(self) -> None:
         self._timed_out.clear()
         self._attempt = 0
+        if not self._owned:  # a tool's connection: any answer means up
+            self.confirm_up()
+
+    def confirm_up(self) -> None:
+        """The connection works: a unit's whole poll came back on it (its device link says so;
+        one stray answer from a half-working gateway is not enough). Logs DEVICE_LINK_UP once
+        per transition."""
         if self.link.state is not LinkState.UP:
             self.link.succeeded()
 
