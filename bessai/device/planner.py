@@ -113,11 +113,12 @@ def format_plan(requests: list[ReadRequest], profile: Profile | None = None) -> 
         lines.append(f"profile {profile.device.id} ({profile.device.manufacturer} "
                      f"{profile.device.model}): max_registers_per_read={c.max_registers_per_read}"
                      f" max_gap={c.max_gap}")
-    lines.append(f"{'#':>3}  {'table':<8} {'block':<18} {'start':>5}  {'end':>5}  {'regs':>4}  "
-                 "tags")
+    width = max([8, *(len(r.table.value) for r in requests)])  # discrete_input is 14
+    lines.append(f"{'#':>3}  {'table':<{width}} {'block':<18} {'start':>5}  {'end':>5}  "
+                 f"{'regs':>4}  tags")
     for i, r in enumerate(requests, 1):
-        lines.append(f"{i:>3}  {r.table.value:<8} {r.block:<18} {r.address:>5}  {r.end - 1:>5}  "
-                     f"{r.count:>4}  {' '.join(r.tags)}")
+        lines.append(f"{i:>3}  {r.table.value:<{width}} {r.block:<18} {r.address:>5}  "
+                     f"{r.end - 1:>5}  {r.count:>4}  {' '.join(r.tags)}")
     n_tags = sum(len(r.tags) for r in requests)
     n_regs = sum(r.count for r in requests)
     lines.append(f"{len(requests)} requests, {n_regs} registers, {n_tags} tags "
