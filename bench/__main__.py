@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 RESULTS_DIR = BENCH / "results"
 RESULTS = BENCH / "RESULTS.md"
-MODULES = ("actors_bench", "device_bench", "sim_bench", "uplink_bench", "telemetry_sink",
-           "control_bench", "load", "status_bench", "trust_bench")
+MODULES = ("actors_bench", "device_bench", "connection_bench", "sim_bench", "uplink_bench",
+           "telemetry_sink", "control_bench", "load", "status_bench", "trust_bench")
 
 
 def run_all() -> list[tuple[str, int, float]]:

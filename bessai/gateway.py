@@ -70,8 +70,10 @@ from actors import (
 from bessai.bounds import clip
 from bessai.clock import WallClock, system_wall_clock
 from bessai.control import CommandRouter, EventOutbox, Site, SiteConfig, build_site
+from bessai.control.connections import connections_for, distinct
 from bessai.control.gate import CommandPolicy
 from bessai.device import UniversalDriver, load_profile
+from bessai.device.connection import ModbusConnection
 from bessai.errors import ConfigError
 from bessai.model import Event, Snapshot
 from bessai.observe import StatusServer, TelemetryActor, TelemetryConfig, health_from_status
@@ -227,6 +229,9 @@ class Gateway:
     status_actor: StatusServer | None = attrs.field(init=False, default=None)
     supervisor_done: trio.Event = attrs.field(init=False, factory=trio.Event)
     """Set when the tree has ended, whether by a stop request or an escalation."""
+    connections: dict[str, ModbusConnection] = attrs.field(init=False, factory=dict)
+    """Device id → its endpoint's connection (one object per endpoint)."""
+    _profiles: dict[str, Any] = attrs.field(init=False, factory=dict)
     _site_supervisors: dict[str, Supervisor] = attrs.field(init=False, factory=dict)
     _credentials: Any = attrs.field(init=False, default=None)
 
@@ -246,6 +251,10 @@ class Gateway:
         self.events = EventOutbox()
         self.command_trust = CommandTrust.from_settings(s, wall_clock=self.wall_clock,
                                                         sink=sink)
+        # One connection per physical endpoint, shared by the units behind it (SDongle).
+        self.connections = connections_for(
+            s.devices, lambda d: self._profile(d), site_id=s.site_id,
+            stream_factories=self.stream_factories, rng=self.rng, metrics=self.telemetry.sink)
         for device in s.devices:
             self.sites[device.id] = self._build_site(device)
         self.router = CommandRouter(s.site_id, {d: site.gate for d, site in self.sites.items()},
@@ -263,21 +272,26 @@ class Gateway:
 
     # ---- wiring ---------------------------------------------------------------------------
 
+    def _profile(self, device: DeviceSpec) -> Any:
+        if device.id not in self._profiles:
+            self._profiles[device.id] = load_profile(device.profile)
+        return self._profiles[device.id]
+
     def _build_site(self, device: DeviceSpec) -> Site:
         s = self.settings
-        profile = load_profile(device.profile)
+        profile = self._profile(device)
+        connection = self.connections[device.id]
         config = SiteConfig.from_profile(
             profile, site_id=s.site_id, device_id=device.id,
             limits={"soc_min_pct": s.soc_min_pct, "soc_max_pct": s.soc_max_pct,
                     "soc_hysteresis_pct": s.soc_hysteresis_pct, "temp_max_c": s.temp_max_c,
                     "temp_hysteresis_c": s.temp_hysteresis_c},
             fast_interval_s=s.poll_interval_s, slow_interval_s=s.slow_poll_interval_s,
-            command_policy=CommandPolicy.from_settings(s))
-        stream_factory = self.stream_factories.get(device.id)
+            command_policy=CommandPolicy.from_settings(s),
+            own_connection=False)
 
         def driver() -> UniversalDriver:
-            return UniversalDriver(profile, host=device.host, port=device.port,
-                                   unit_id=device.unit_id, stream_factory=stream_factory,
+            return UniversalDriver(profile, unit_id=device.unit_id, connection=connection,
                                    site_id=s.site_id, device_id=device.id,
                                    wall_clock=self.wall_clock, rng=self.rng)
 
@@ -344,6 +358,10 @@ class Gateway:
             ChildSpec("telemetry", lambda: self.telemetry, grace_s=s.shutdown_deadline_s),
             ChildSpec("data", self._data, grace_s=math.inf),
         ]
+        for connection in distinct(self.connections):
+            # The same object on every start: the connection outlives its owner's restarts.
+            specs.append(ChildSpec(f"connection_{connection.peer}",
+                                   lambda c=connection: c, grace_s=2.0))
         for device_id in self.sites:
             specs.append(ChildSpec(f"site_{device_id}", self._site_factory(device_id),
                                    grace_s=math.inf))
@@ -492,8 +510,11 @@ class Gateway:
             view = site.status()
             latest = site.ctx.latest()
             view["values"] = None if latest is None else latest.values()
+            view["connection"] = self.connections[device_id].peer
             sites[device_id] = view
             links[f"device:{device_id}"] = view["link"]
+        for connection in distinct(self.connections):
+            links[f"connection:{connection.peer}"] = connection.status()
         uplink = self.uplink_actor.current if self.uplink_actor else None
         if uplink is not None:
             links["cloud"] = _link_view(uplink.link, published=uplink.published)

@@ -95,12 +95,22 @@ class DeviceSpec:
 
     id: str
     host: str
+    """The inverter's (or converter's) address; for ``transport="serial"`` the port path."""
     port: int = 502
     unit_id: int = 1
     profile: Path = Path(DEFAULT_PROFILE)
+    transport: str = "tcp"
+    """``tcp`` (Modbus TCP), ``rtu-over-tcp`` (RTU frames through an RS485-to-Ethernet
+    converter) or ``serial`` (RTU on a serial port: a USB-RS485 adapter)."""
+    baudrate: int = 9600
+    parity: str = "N"
+    stopbits: int = 1
 
     def __str__(self) -> str:
-        return f"{self.id}@{_bracket(self.host)}:{self.port}/{self.unit_id}"
+        if self.transport == "serial":
+            return f"{self.id}@serial:{self.host}/{self.unit_id}"
+        prefix = "" if self.transport == "tcp" else f"{self.transport}:"
+        return f"{self.id}@{prefix}{_bracket(self.host)}:{self.port}/{self.unit_id}"
 
 
 @attrs.frozen
@@ -164,6 +174,11 @@ class Settings:
     modbus_unit_id: int = 1
     device_id: str = "inv1"
     device_profile: Path = Path(DEFAULT_PROFILE)
+    modbus_transport: str = "tcp"
+    serial_port: str | None = None
+    serial_baudrate: int = 9600
+    serial_parity: str = "N"
+    serial_stopbits: int = 1
     poll_interval_s: float = 1.0
     slow_poll_interval_s: float = 30.0
     soc_min_pct: float = 5.0
@@ -446,6 +461,28 @@ def parse_size(raw: str) -> int:
     return value
 
 
+TRANSPORTS = ("tcp", "rtu-over-tcp", "serial")
+"""MODBUS_TRANSPORT values: Modbus TCP, RTU through an RS485-to-Ethernet converter, RTU on a
+serial port."""
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if value not in options:
+            raise ValueError(f"is not one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def _serial_port(raw: str) -> str:
+    value = raw.strip()
+    if not value.startswith("/") or any(c.isspace() for c in value) or len(value) > 200:
+        raise ValueError("is not a serial device path, e.g. /dev/ttyUSB0 (a USB-RS485 adapter)")
+    return value
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     level = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(level, level)
@@ -482,6 +519,12 @@ _KEYS: tuple[_Key, ...] = (
     _Key("DEVICE_ID", _pattern(_DEVICE_ID, "a short id of letters, digits, _ - (e.g. inv1)"),
          "inv1"),
     _Key("DEVICE_PROFILE", _path, Path(DEFAULT_PROFILE)),
+    _Key("MODBUS_TRANSPORT", _choice(TRANSPORTS), "tcp"),
+    _Key("SERIAL_PORT", _serial_port),
+    _Key("SERIAL_BAUDRATE", _int_in(300, 1_000_000, "a baud rate, e.g. 9600 (Huawei COM port)"),
+         9600),
+    _Key("SERIAL_PARITY", _choice(("N", "E", "O")), "N"),
+    _Key("SERIAL_STOPBITS", _int_in(1, 2, "1 or 2 stop bits"), 1),
     _Key("DEVICES", str),  # parsed after the defaults it inherits are known
     _Key("POLL_INTERVAL_S", _float_in(0.1, 3600, "seconds between 0.1 and 3600, e.g. 1.0"), 1.0),
     _Key("SLOW_POLL_INTERVAL_S", _float_in(0.1, 86400, "seconds between 0.1 and 86400"), 30.0),
@@ -539,20 +582,30 @@ _FOREIGN_PREFIXES = ("OTEL_", "OTELCOL_", "COMPOSE_", "GOOGLE_", "GRPC_", "PYTHO
 
 
 def _parse_devices(
-    raw: str, port: int, unit_id: int, profile: Path
+    raw: str, port: int, unit_id: int, profile: Path, transport: str = "tcp",
+    line: tuple[int, str, int] = (9600, "N", 1),
 ) -> tuple[tuple[DeviceSpec, ...], list[str]]:
-    """Parse ``ID@HOST[:PORT][/UNIT][?profile=PATH]`` entries; returns devices and problems."""
+    """Parse ``ID@[TRANSPORT:]HOST[:PORT][/UNIT][?profile=PATH]`` entries (serial:
+    ``ID@serial:/dev/ttyUSB0[/UNIT]``); returns devices and problems. An entry without a
+    transport takes MODBUS_TRANSPORT; serial entries take the SERIAL_* line settings."""
     devices: list[DeviceSpec] = []
     problems: list[str] = []
     entry_re = re.compile(
-        r"^(?P<id>[^@\s]+)@(?P<host>\[[^\]]+\]|[^:/?\s]+)"
+        r"^(?P<id>[^@\s]+)@(?:(?P<transport>tcp|rtu-over-tcp):)?(?P<host>\[[^\]]+\]|[^:/?\s]+)"
         r"(?::(?P<port>[0-9]{1,5}))?(?:/(?P<unit>[0-9]{1,3}))?(?:\?profile=(?P<profile>\S+))?$"
     )
-    form = "ID@HOST[:PORT][/UNIT][?profile=PATH], e.g. inv1@192.168.1.50:502/1"
+    serial_re = re.compile(
+        r"^(?P<id>[^@\s]+)@serial:(?P<path>/[^\s?]+?)(?:/(?P<unit>[0-9]{1,3}))?"
+        r"(?:\?profile=(?P<profile>\S+))?$"
+    )
+    form = ("ID@[TRANSPORT:]HOST[:PORT][/UNIT][?profile=PATH] (TRANSPORT tcp or rtu-over-tcp) "
+            "or ID@serial:PORT[/UNIT], e.g. inv1@192.168.1.50:502/1, "
+            "inv2@rtu-over-tcp:192.168.1.60:4001/2, inv3@serial:/dev/ttyUSB0/1")
     for entry in (e.strip() for e in raw.split(",")):
         if not entry:
             continue
-        match = entry_re.match(entry)
+        serial_match = serial_re.match(entry)
+        match = serial_match or entry_re.match(entry)
         if not match:
             problems.append(f"entry {clip(entry)!r} is not {form}")
             continue
@@ -561,22 +614,34 @@ def _parse_devices(
             problems.append(f"entry {clip(entry)!r}: id {clip(dev_id, 40)!r} must be letters, "
                             "digits, _ - (≤32)")
             continue
+        dev_unit = int(match["unit"]) if match["unit"] else unit_id
+        try:
+            dev_profile = _path(match["profile"]) if match["profile"] else profile
+        except ValueError as exc:
+            problems.append(f"entry {clip(entry)!r}: profile {exc}")
+            continue
+        if serial_match or (transport == "serial" and not match["transport"]):
+            if not serial_match:
+                problems.append(f"entry {clip(entry)!r}: MODBUS_TRANSPORT=serial needs serial "
+                                "entries, e.g. inv1@serial:/dev/ttyUSB0/1")
+                continue
+            if not 0 <= dev_unit <= 255:
+                problems.append(f"entry {clip(entry)!r}: unit must be 0-255")
+                continue
+            devices.append(DeviceSpec(dev_id, match["path"], 0, dev_unit, dev_profile,
+                                      "serial", *line))
+            continue
         try:
             host = str(parse_host(match["host"]))
         except ValueError as exc:
             problems.append(f"entry {clip(entry)!r}: host {clip(match['host'], 80)!r} {exc}")
             continue
         dev_port = int(match["port"]) if match["port"] else port
-        dev_unit = int(match["unit"]) if match["unit"] else unit_id
         if not 1 <= dev_port <= 65535 or not 0 <= dev_unit <= 255:
             problems.append(f"entry {clip(entry)!r}: port must be 1-65535 and unit 0-255")
             continue
-        try:
-            dev_profile = _path(match["profile"]) if match["profile"] else profile
-        except ValueError as exc:
-            problems.append(f"entry {clip(entry)!r}: profile {exc}")
-            continue
-        devices.append(DeviceSpec(dev_id, host, dev_port, dev_unit, dev_profile))
+        devices.append(DeviceSpec(dev_id, host, dev_port, dev_unit, dev_profile,
+                                  match["transport"] or transport))
     if not devices and not problems:
         problems.append(f"lists no device — expected {form}")
     ids = [d.id for d in devices]
@@ -584,10 +649,18 @@ def _parse_devices(
         problems.append(f"lists device id {dup!r} twice — each id must be unique")
     addrs = [(d.host, d.port, d.unit_id) for d in devices]
     for dup in sorted({a for a in addrs if addrs.count(a) > 1}):
+        where = dup[0] if dup[1] == 0 else f"{_bracket(dup[0])}:{dup[1]}"
         problems.append(
-            f"lists {_bracket(dup[0])}:{dup[1]}/{dup[2]} twice — one inverter, one entry "
+            f"lists {where}/{dup[2]} twice — one inverter, one entry "
             "(an inverter accepts one Modbus client)"
         )
+    transports: dict[tuple[str, int], set[str]] = {}
+    for d in devices:
+        transports.setdefault((d.host, d.port), set()).add(d.transport)
+    for (host, dev_port), kinds in sorted(transports.items()):
+        if len(kinds) > 1:
+            problems.append(f"speaks {' and '.join(sorted(kinds))} to {_bracket(host)}:"
+                            f"{dev_port} — one endpoint has one transport")
     return tuple(devices), problems
 
 
@@ -812,9 +885,28 @@ def check_settings(
     devices_raw = values.pop("devices")
     devices: tuple[DeviceSpec, ...] = ()
     inherit = [values[k] for k in ("inverter_port", "modbus_unit_id", "device_profile")]
-    inherit_ok = _INVALID not in inherit
-    if devices_raw is _INVALID:
-        pass
+    line = (values["serial_baudrate"], values["serial_parity"], values["serial_stopbits"])
+    transport = values["modbus_transport"]
+    inherit_ok = _INVALID not in (*inherit, *line, transport)
+    serial = transport == "serial"
+    if values["serial_port"] not in (None, _INVALID) and transport not in ("serial", _INVALID):
+        problems.append(SettingProblem(
+            "SERIAL_PORT", values["serial_port"],
+            f"is set but MODBUS_TRANSPORT={transport} — set MODBUS_TRANSPORT=serial to use it "
+            "(or remove SERIAL_PORT)"))
+    if serial and devices_raw is None:
+        if "SERIAL_PORT" not in raw:
+            problems.append(SettingProblem(
+                "SERIAL_PORT", None, "MODBUS_TRANSPORT=serial needs the port, e.g. "
+                "SERIAL_PORT=/dev/ttyUSB0 (a USB-RS485 adapter)"))
+        if "INVERTER_IP" in raw:
+            problems.append(SettingProblem(
+                "INVERTER_IP", raw["INVERTER_IP"], "is set but MODBUS_TRANSPORT=serial reaches "
+                "the inverter through SERIAL_PORT — remove one"))
+        if inherit_ok and _INVALID not in (values["serial_port"], values["device_id"]) \
+                and values["serial_port"] is not None:
+            devices = (DeviceSpec(values["device_id"], values["serial_port"], 0, inherit[1],
+                                  inherit[2], "serial", *line),)
     elif devices_raw is not None:
         if "INVERTER_IP" in raw:
             problems.append(
@@ -826,7 +918,7 @@ def check_settings(
                 )
             )
         elif inherit_ok:
-            devices, device_problems = _parse_devices(devices_raw, *inherit)
+            devices, device_problems = _parse_devices(devices_raw, *inherit, transport, line)
             problems += [SettingProblem("DEVICES", devices_raw, p) for p in device_problems]
     elif "INVERTER_IP" not in raw:
         problems.append(
@@ -836,7 +928,7 @@ def check_settings(
         )
     elif inherit_ok and _INVALID not in (values["inverter_ip"], values["device_id"]):
         devices = (
-            DeviceSpec(values["device_id"], str(values["inverter_ip"]), *inherit),
+            DeviceSpec(values["device_id"], str(values["inverter_ip"]), *inherit, transport),
         )
 
     problems += _consistency_problems(values)

@@ -5,8 +5,11 @@ a timeout, an unknown tag) with a hint and exits 1. The address comes from the s
 first device, or ``--device ID``) unless ``--host/--port/--unit-id`` override it; with ``--host``
 the settings may be incomplete (useful before ``config/.env`` is written).
 
-Note: a Huawei inverter accepts one Modbus client; a probe while the gateway runs takes the
-connection over for a moment and the gateway logs DEVICE_LINK_DOWN / DEVICE_LINK_UP.
+Safe beside a running gateway: a Huawei inverter (or its SDongle) keeps only one Modbus client,
+so a second connection would take the gateway's over (DEVICE_LINK_DOWN, stale data, a SAFETY_BLOCK
+that pages someone). When the gateway's status endpoint (STATUS_BIND) answers, probe prints the
+value from the gateway's latest snapshot instead and says so; ``--direct`` opens a connection of
+its own anyway, after a warning.
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         "--timeout-s", type=float, default=20.0,
         help="give up after this many seconds (default 20: Huawei replies slowly)",
     )
+    parser.add_argument(
+        "--direct", action="store_true",
+        help="connect to the inverter even when the gateway runs (takes the device's only "
+        "Modbus connection from the gateway for a moment)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -55,12 +63,15 @@ def _target(args: argparse.Namespace) -> DeviceSpec:
         base = DeviceSpec("probe", args.host, 502, 1, Path(DEFAULT_PROFILE))
     else:
         base = settings.device(args.device) if args.device else settings.devices[0]
-    return DeviceSpec(
-        base.id,
-        args.host or base.host,
-        args.port if args.port is not None else base.port,
-        args.unit_id if args.unit_id is not None else base.unit_id,
-        args.profile or base.profile,
+    import attrs
+
+    return attrs.evolve(
+        base,
+        host=args.host or base.host,
+        port=args.port if args.port is not None else base.port,
+        unit_id=args.unit_id if args.unit_id is not None else base.unit_id,
+        profile=args.profile or base.profile,
+        transport="tcp" if args.host else base.transport,
     )
 
 
@@ -106,8 +117,13 @@ def _explain(exc: BaseException, target: DeviceSpec, tag: str) -> BessaiError:
 
 
 async def _probe(driver_cls: Any, target: DeviceSpec, tag: str, timeout_s: float) -> str:
-    driver = driver_cls(str(target.profile), host=target.host, port=target.port,
-                        unit_id=target.unit_id)
+    from bessai.control.connections import connections_for
+    from bessai.device import load_profile
+
+    profile = load_profile(target.profile)
+    connection = connections_for([target], lambda _: profile, site_id="probe")[target.id]
+    driver = driver_cls(profile, unit_id=target.unit_id, connection=connection,
+                        device_id=target.id)
     with trio.fail_after(timeout_s):
         try:
             await driver.connect()
@@ -117,12 +133,99 @@ async def _probe(driver_cls: Any, target: DeviceSpec, tag: str, timeout_s: float
             result = await read(tag)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await driver.aclose()
+                await connection.aclose()
     return _format(tag, result, _unit_of(driver, tag))
+
+
+_STATUS_TIMEOUT_S = 2.0
+
+
+def _gateway_status(args: argparse.Namespace) -> tuple[str, dict[str, Any]] | None:
+    """The running gateway's status document and its URL, or None when nothing answers."""
+    import httpx
+
+    from bessai.cli.health_cmd import health_url
+
+    try:
+        url = health_url(getattr(args, "env_file", None)).removesuffix("/healthz") + "/status"
+    except ConfigError:
+        return None
+    try:
+        answer = httpx.get(url, timeout=_STATUS_TIMEOUT_S, trust_env=False)
+        document = answer.json() if answer.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+    if not isinstance(document, dict) or not isinstance(document.get("sites"), dict):
+        return None
+    return url, document
+
+
+def _polled(status: dict[str, Any], target: DeviceSpec) -> tuple[str, dict[str, Any]] | None:
+    """The gateway's site for ``target``: the same device id and endpoint, or (with
+    ``--host``) any device on that endpoint. None: the gateway does not talk to it."""
+    from bessai.control.connections import endpoint_key
+
+    endpoint = endpoint_key(target)
+    sites = status.get("sites") or {}
+    same_id = sites.get(target.id)
+    if isinstance(same_id, dict) and same_id.get("connection") in (None, endpoint):
+        return target.id, same_id
+    for device_id, site in sites.items():
+        if isinstance(site, dict) and site.get("connection") == endpoint:
+            return str(device_id), site
+    return None
+
+
+def _from_gateway(url: str, status: dict[str, Any], target: DeviceSpec, tag: str) -> str:
+    """``SOC: 51.2 %`` from the gateway's latest snapshot of ``target``, with where from.
+    The caller checked that the gateway polls it (`_polled`)."""
+    from bessai.bounds import clip
+
+    polled = _polled(status, target)
+    assert polled is not None
+    device_id, site = polled
+    link = site.get("link") or {}
+    values = site.get("values") or {}
+    state = clip(str(link.get("state")), 40)
+    if tag not in values:
+        known = ", ".join(sorted(clip(str(k), 60) for k in values)) or "none yet"
+        raise ConfigError(f"the gateway's snapshot of {device_id} has no tag {tag!r} "
+                          f"(link {state}); it has: {known}",
+                          hint="pick one of those, or --direct to read the device yourself")
+    unit = None
+    try:
+        from bessai.device import load_profile
+
+        unit = load_profile(target.profile).tags[tag].unit
+    except Exception:  # the unit is a nicety; the value is what was asked for
+        unit = None
+    age = link.get("snapshot_age_s")
+    where = (f"from the running gateway at {url}: device {clip(str(device_id), 60)}, link "
+             f"{state}" + (f", snapshot {age:g} s old" if isinstance(age, int | float) else ""))
+    value = values[tag]
+    line = _format(tag, value, unit) if value is not None else f"{tag.upper()}: invalid"
+    if state != "up":
+        reason = clip(str(link.get("reason")), 300)
+        raise OperationFailedError(f"{line} ({where}): the gateway's link to the device is "
+                                   f"{state} ({reason})",
+                                   hint="see ops/RUNBOOK.md §6.2; --direct opens a connection "
+                                   "of its own (and takes the device's only slot)")
+    return f"{line} ({where})"
 
 
 def run(args: argparse.Namespace) -> int:
     target = _target(args)
+    if not getattr(args, "direct", False):
+        running = _gateway_status(args)
+        if running is not None and _polled(running[1], target) is not None:
+            print(_from_gateway(*running, target, args.tag))
+            return 0
+    else:
+        import sys
+
+        print("WARNING: --direct opens a Modbus connection of its own; a device that keeps one "
+              "client (Huawei, its SDongle) drops the running gateway's connection for a "
+              "moment (DEVICE_LINK_DOWN, stale data)", file=sys.stderr)
     driver_cls = load("bessai.device.driver", "UniversalDriver", command="probe")
     try:
         line = trio.run(_probe, driver_cls, target, args.tag, args.timeout_s)

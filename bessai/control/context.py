@@ -8,7 +8,9 @@ When a child crashes and is rebuilt, its successor finds here what the old one k
 * ``safety`` — the guard's current decision (the gate reads it; a restarted guard resumes from
   it, so hysteresis memory and already-logged blocks survive the restart);
 * ``link`` — a handle to whichever device-link instance is running now, so the watchdog, the
-  guard and dispatch always write through the live connection;
+  guard and dispatch always write through the live connection, and the unit's link status as
+  the running instance last published it (the status endpoint reads that, never an instance);
+* ``heartbeat`` — the watchdog's counters (beats, largest gap), published the same way;
 * ``dispatch`` — the active forced command, renewed by the watchdog, stopped by the guard.
 
 Invariant: nothing here blocks a writer; everything here is safe to read at any time.
@@ -45,6 +47,8 @@ class LinkHandle:
 
     device_id: str
     current: DeviceLink | None = None
+    published: LinkStatus | None = None
+    """The unit's link status as the running instance last published it (None: never ran)."""
     _changed: trio.Event = attrs.field(factory=trio.Event)
 
     def attach(self, link: DeviceLink) -> None:
@@ -55,6 +59,9 @@ class LinkHandle:
         if self.current is link:
             self.current = None
             self.notify()
+
+    def publish(self, status: LinkStatus) -> None:
+        self.published = status
 
     def notify(self) -> None:
         """Wake every `wait_up` waiter to look again (a link's state changed)."""
@@ -67,7 +74,7 @@ class LinkHandle:
 
     @property
     def status(self) -> LinkStatus | None:
-        return None if self.current is None else self.current.status
+        return self.published
 
     async def write(self, tag: str, value: float | int, priority: Priority) -> None:
         link = self.current
@@ -79,6 +86,15 @@ class LinkHandle:
         """Return as soon as a running link is up (at once if one is)."""
         while not self.up:
             await self._changed.wait()
+
+
+@attrs.define
+class HeartbeatStats:
+    """The watchdog's counters, kept by the tree so a restarted watchdog goes on counting."""
+
+    beats: int = 0
+    max_gap_s: float = 0.0
+    last_beat_at: float | None = None
 
 
 @attrs.define(eq=False)
@@ -94,6 +110,7 @@ class SiteContext:
     safety: SafetyState = UNKNOWN
     safety_evaluated: bool = False
     link: LinkHandle = attrs.field(init=False)
+    heartbeat: HeartbeatStats = attrs.field(factory=HeartbeatStats)
     dispatcher: Dispatcher | None = None
 
     def __attrs_post_init__(self) -> None:

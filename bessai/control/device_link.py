@@ -1,13 +1,17 @@
-"""The device link: the one actor that owns a device's Modbus connection.
+"""The device link: one device (unit id) on its endpoint's connection — polls, writes, unit state.
 
-Job: keep one connection to the device (through the driver), poll snapshots at the fast and slow
-rates, hand each snapshot on without ever blocking, and serve writes from the safety guard, the
-watchdog and dispatch ahead of the next read.
+Job: poll one unit's snapshots at the fast and slow rates through the endpoint's
+`bessai.device.ModbusConnection`, hand each snapshot on without ever blocking, and serve writes
+from the safety guard, the watchdog and dispatch ahead of the next read.
 
 Invariants:
 
-* **One connection, requests serialized.** Only this actor's driver talks to the device, so
-  Huawei's one-client rule holds; every request goes through the driver's client one at a time.
+* **The connection is not the link's.** The endpoint's connection (shared by every unit id
+  behind one SDongle, SmartLogger or RS485 bus) owns connecting, the post-connect delay, the
+  reconnect backoff and the one connection state (DEVICE_LINK_DOWN/UP). The gateway runs it as
+  its own actor; a device link built on its own (``own_connection``, tests, tools) runs its
+  private connection's owner inside itself. Every request goes through the connection's
+  scheduler one at a time, so Huawei's one-client rule holds.
 * **Writes go first, by priority** (`Priority`: SAFETY < HEARTBEAT < DISPATCH, lower first, all
   ahead of reads). With `UniversalDriver` (``write_path="direct"``, chosen automatically) a
   write waits only for the request in flight: its client's priority lock hands the connection
@@ -19,10 +23,15 @@ Invariants:
 * **Publishing never blocks.** Each snapshot goes to every output callback (a latest-value cell's
   writer, a drop-oldest ring's push); they must return at once. A slow consumer cannot delay a
   poll or a write.
-* **Device faults are states, not crashes.** A connection error or timeout puts the link in
-  ``down`` with a reason; reconnects follow capped, jittered exponential backoff. DEVICE_LINK_DOWN
-  and DEVICE_LINK_UP are logged once per transition, never once per attempt, so a 30-minute or
+* **Device faults are states, not crashes.** While the connection is down the unit is down
+  with the connection's reason, quietly (the connection already said DEVICE_LINK_DOWN). A unit
+  that stops answering while its connection stays up (the other units answer) is
+  DEVICE_UNIT_DOWN, retried after the same capped backoff policy; DEVICE_UNIT_UP when it
+  answers again. Each is logged once per transition, never once per attempt, so a 30-minute or
   3-day outage neither crashes the actor nor floods the log. Only a bug escapes `run`.
+* **Status is published.** Every change of the unit's `LinkStatus` is written into the
+  tree-owned handle (`SiteContext.link`), which the status endpoint reads; no one asks the
+  instance.
 """
 
 from __future__ import annotations
@@ -41,7 +50,9 @@ import structlog
 import trio
 
 from actors import Backoff
+from bessai.device.connection import RECONNECT_BACKOFF, ModbusConnection
 from bessai.device.errors import ModbusProtocolError
+from bessai.link import Link, LinkState
 from bessai.model import Snapshot
 from bessai.observe.sink import NULL_SINK, MetricSink
 from bessai.observe.tracing import NULL_TRACER, Tracer
@@ -64,12 +75,6 @@ class Priority(enum.IntEnum):
     DISPATCH = 2
 
 
-class LinkState(enum.StrEnum):
-    CONNECTING = "connecting"
-    UP = "up"
-    DOWN = "down"
-
-
 class LinkDown(ConnectionError):
     """The device link has no connection right now; the write was not sent."""
 
@@ -82,6 +87,10 @@ class LinkDown(ConnectionError):
 
 class Driver(Protocol):
     """What the device link needs from `bessai.device.UniversalDriver`."""
+
+    @property
+    def connection(self) -> ModbusConnection:
+        """The endpoint's connection the driver's requests go through."""
 
     async def connect(self) -> None: ...
 
@@ -103,11 +112,6 @@ class LinkStatus:
 
     def snapshot_age(self, now: float) -> float | None:
         return None if self.last_snapshot_at is None else now - self.last_snapshot_at
-
-
-RECONNECT_BACKOFF = Backoff(initial_s=1.0, max_s=60.0, multiplier=2.0, jitter=0.5)
-"""Reconnects: 1 s doubling to a 60 s cap, each delay cut by up to half at random (so a fleet
-that lost its devices together does not reconnect in lock-step)."""
 
 
 @attrs.define(eq=False)
@@ -137,12 +141,6 @@ def _accepts_priority(driver: Any) -> bool:
         return False
 
 
-def _driver_error(driver: Any) -> str | None:
-    client = getattr(driver, "client", None)
-    error = getattr(client, "last_error", None)
-    return None if error is None else f"{type(error).__name__}: {error}"
-
-
 def _poll_label(poll_class: Any) -> str:
     """A poll class as a metric/span label: ``None`` (every readable tag) is ``all``."""
     if poll_class is None:
@@ -162,11 +160,14 @@ def _merge(previous: Snapshot | None, new: Snapshot) -> Snapshot:
 
 @attrs.define(eq=False)
 class DeviceLink:
-    """Owns one device's connection. Run it under the site supervisor (first child).
+    """Polls and writes one device (unit id). Run it under the site supervisor (first child).
 
     ``outputs`` receive every polled snapshot as read (recorder ring, uplink); ``latest_outputs``
     receive the merged latest view (a latest-value cell for the safety guard). All must return
-    at once. ``fast_poll`` / ``slow_poll`` are the driver's poll classes.
+    at once. ``fast_poll`` / ``slow_poll`` are the driver's poll classes. ``own_connection``:
+    run the driver's connection's owner here if nobody else does (False when the tree owns the
+    connection). ``backoff`` / ``retry_cap_s``: retries of a unit that stopped answering while
+    its connection stayed up.
     """
 
     driver: Driver
@@ -186,10 +187,13 @@ class DeviceLink:
     call_timeout_s: float | None = None
     write_path: str = attrs.field(default="auto", validator=attrs.validators.in_(
         ("auto", "direct", "queue")))
-    handle: Any = None  # a context.LinkHandle: attached while running, notified on changes
+    handle: Any = None  # a context.LinkHandle: attached while running, given every status
     rng: random.Random = attrs.field(factory=random.Random)
+    own_connection: bool = True
+    retry_cap_s: float | None = None
 
     status: LinkStatus = attrs.field(init=False)
+    unit: Link = attrs.field(init=False)
     latest: Snapshot | None = attrs.field(init=False, default=None)
     _queue: list[tuple[int, int, _WriteRequest]] = attrs.field(init=False, factory=list)
     _seq: itertools.count = attrs.field(init=False, factory=itertools.count)
@@ -199,9 +203,15 @@ class DeviceLink:
     _attempt: int = attrs.field(init=False, default=0)
     _write_fault: str | None = attrs.field(init=False, default=None)
     _direct: bool = attrs.field(init=False, default=False)
+    _last_snapshot_at: float | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self.status = LinkStatus(LinkState.CONNECTING, "starting", since=0.0)
+        self.unit = Link(name=self.device_id, down_after=1, sink=self.metrics, log=log,
+                         state=LinkState.CONNECTING, up_event="DEVICE_UNIT_UP",
+                         down_event="DEVICE_UNIT_DOWN", reason_changed_event=None,
+                         down_level="error", gauge=None, announce_first_up=False,
+                         fields={"site": self.site_id, "device": self.device_id})
         if self.write_path == "auto":
             self._direct = _accepts_priority(self.driver)
         else:
@@ -210,8 +220,12 @@ class DeviceLink:
     # -- the public face --------------------------------------------------------------------
 
     @property
+    def connection(self) -> ModbusConnection:
+        return self.driver.connection
+
+    @property
     def up(self) -> bool:
-        return self.status.state is LinkState.UP
+        return self.status.state is LinkState.UP and self.connection.connected
 
     async def write(self, tag: str, value: float | int, priority: Priority) -> None:
         """Write one tag ahead of the next read. Returns once the device acknowledged.
@@ -244,15 +258,21 @@ class DeviceLink:
             raise request.error
 
     async def _write_direct(self, tag: str, value: float | int, priority: Priority) -> None:
-        """Through the client's priority lock, from the caller's task: the write goes out as
+        """Through the connection's scheduler, from the caller's task: the write goes out as
         soon as the request in flight is answered, not after the whole poll."""
         try:
             with self._deadline(f"write {tag}"):
                 await self.driver.write_tag(tag, value, priority=int(priority))
         except LINK_FAULTS as exc:
             reason = f"{type(exc).__name__}: {exc}"
-            self._write_fault = reason
-            self._wake.set()  # the I/O task takes the link down on its next turn
+            if self.connection.connected:
+                if self.status.state is not LinkState.DOWN:
+                    # The unit did not answer but its connection stays (the other units
+                    # answer): down now, so the next heartbeat waits for the unit instead of
+                    # costing the shared connection another timeout right away.
+                    self._unit_down(reason, self._next_delay())
+                self._write_fault = reason
+                self._wake.set()  # the poll task restarts (and retries after the delay)
             raise LinkDown(self.device_id, reason) from exc
         except Exception as exc:
             log.warning("device_write_failed", site=self.site_id, device=self.device_id,
@@ -265,14 +285,14 @@ class DeviceLink:
             await self._up.wait()
 
     def request_stop(self) -> None:
-        """Ask `run` to close the connection and return (supervisor's graceful stop)."""
+        """Ask `run` to return (supervisor's graceful stop); a private connection closes."""
         self._stopping = True
         self._wake.set()
 
     # -- the actor ----------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        """Connect, poll and serve writes until cancelled or asked to stop.
+        """Poll and serve writes until cancelled or asked to stop.
 
         Reports ready at once: a device that is down at start is a state (``connecting``), not a
         failed start, so the guard and the watchdog start beside it and block/wait as they must.
@@ -281,37 +301,73 @@ class DeviceLink:
         if self.handle is not None:
             self.handle.attach(self)
         task_status.started(self)
+        connection = self.connection
         try:
-            while not self._stopping:
-                try:
-                    await self._connect()
-                    await self._serve()
-                except LINK_FAULTS as exc:
-                    reason = f"{type(exc).__name__}: {exc}"
-                    delay = self.backoff.delay(self._attempt, self.rng)
-                    self._attempt += 1
-                    self._go_down(reason, delay)
-                    # The driver is not closed here: its client already dropped the broken
-                    # connection, and a closed driver cannot reconnect. It is closed when the
-                    # link ends.
-                    await self._sleep_unless_stopping(delay)
+            async with trio.open_nursery() as nursery:
+                if self.own_connection and not connection.owned:
+                    connection.adopt(site_id=self.site_id, metrics=self.metrics)
+                    await nursery.start(connection.run)
+                nursery.start_soon(self._follow_connection)
+                await self._poll_loop()
+                nursery.cancel_scope.cancel()
         finally:
             self._set_status(LinkState.DOWN, "device link stopped")
             if self.handle is not None:
                 self.handle.detach(self)
             self._fail_queued(LinkDown(self.device_id, "device link stopped"))
-            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                await self._close_driver()
+            if self.own_connection:
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    await self._close_driver()
 
-    async def _connect(self) -> None:
-        log.debug("device_connect", site=self.site_id, device=self.device_id)
-        with self._deadline("connect"):
-            await self.driver.connect()
-        # Not up yet: a device that accepts the connection but never answers (a hung SDongle)
-        # must not flap up/down. The link is up once a poll came back on this connection.
+    async def _follow_connection(self) -> None:
+        """Mirror the connection's losses into the unit's state at once (writes then fail fast
+        with the connection's reason instead of waiting for the next poll)."""
+        connection = self.connection
+        while True:
+            await connection.wait_changed()
+            if not connection.connected:
+                self._connection_lost()
+            self._wake.set()
+
+    def _connection_lost(self) -> None:
+        link = self.connection.link
+        if link.state is LinkState.CONNECTING and link.failures == 0:
+            return  # the first connect is under way: still "connecting"
+        reason = link.reason or _describe(self.connection.last_error)
+        retry = None if link.retry_at is None else max(0.0, link.retry_at - trio.current_time())
+        if self.unit.state is not LinkState.DOWN or self.unit.reason != reason:
+            if self.unit.state is not LinkState.DOWN:
+                self.metrics.count("bessai.device.link_down", device=self.device_id)
+            self.unit.failed(reason, retry or 0.0, announce=False)
+        if (self.status.state, self.status.reason, self.status.retry_at) != (
+                LinkState.DOWN, reason, link.retry_at):
+            self._set_status(LinkState.DOWN, reason, link.retry_at)
+        self._fail_queued(LinkDown(self.device_id, reason))
+
+    async def _poll_loop(self) -> None:
+        connection = self.connection
+        while not self._stopping:
+            if not connection.connected:
+                self._connection_lost()
+                with trio.move_on_after(1.0):  # re-read the connection's retry time now and then
+                    await connection.wait_changed()
+                continue
+            try:
+                await self._serve()
+            except LINK_FAULTS as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                if not connection.connected:
+                    continue  # the connection's fault: its owner logs and reconnects
+                retry_at = self.status.retry_at
+                if (self.status.state is not LinkState.DOWN or retry_at is None
+                        or retry_at <= trio.current_time()):
+                    self._unit_down(reason, self._next_delay())
+                    retry_at = self.status.retry_at
+                assert retry_at is not None
+                await self._sleep_unless_stopping(retry_at - trio.current_time())
 
     def _deadline(self, what: str, requests: int = 1) -> Any:
-        """A last-resort bound on one driver call (the driver has its own request timeout);
+        """A last-resort bound on one driver call (the connection has its own request timeout);
         overrunning it is a link fault. A poll is several requests, each allowed the bound:
         a slow but answering device (Huawei: replies up to 10 s) is not a link fault."""
         if self.call_timeout_s is None:
@@ -322,20 +378,18 @@ class DeviceLink:
 
     def _requests_in(self, poll_class: Any) -> int:
         """How many requests a poll sends (the driver's read plan), 1 if the driver has none."""
-        plan = getattr(self.driver, "plan", None)
-        if plan is None:
-            return 1
-        try:
-            return len(plan(poll_class))
-        except Exception:  # a driver without a usable plan: the plain bound
-            return 1
+        return self._planned_requests(poll_class) or 1
 
     async def _serve(self) -> None:
         """Poll and write until a link fault (raised) or a stop request (returns)."""
         now = trio.current_time()
         next_fast = now
         next_slow = now
+        connection = self.connection
+        self._write_fault = None  # a fault from before this connection is not this unit's
         while not self._stopping:
+            if not connection.connected:
+                raise ConnectionError(_describe(connection.last_error))
             await self._drain_writes()
             if self._write_fault is not None:
                 fault, self._write_fault = self._write_fault, None
@@ -409,22 +463,26 @@ class DeviceLink:
         ok = sum(1 for r in snapshot.readings.values() if r.valid)
         failed = len(snapshot.readings) - ok
         span.set(tags_ok=ok, tags_failed=failed, outcome="partial" if failed else "ok")
-        if not getattr(self.driver, "connected", True):
+        fault = getattr(self.driver, "unit_fault", None)
+        if fault is not None or not self.connection.connected:
             # The driver marks each failed request's tags invalid rather than raising; if the
-            # connection itself went away meanwhile, the link is down. Whatever was read before
-            # it went is still published: invalid readings block, they are never skipped.
+            # unit stopped answering (or the connection went away) meanwhile, the unit is
+            # down. Whatever was read before is still published: invalid readings block, they
+            # are never skipped.
             if any(r.valid for r in snapshot.readings.values()):
                 self._publish_all(snapshot)
             span.set(outcome="link_fault")
-            raise ConnectionError(_driver_error(self.driver) or "connection lost during a poll")
+            raise ConnectionError(_describe(fault or self.connection.last_error))
         if not self.up:
-            self._attempt = 0
-            self._set_status(LinkState.UP, None)
+            self._unit_up()
         self._publish_all(snapshot)
 
     def _publish_all(self, snapshot: Snapshot) -> None:
         self.latest = _merge(self.latest, snapshot)
+        self._last_snapshot_at = snapshot.taken_at
         self.status = attrs.evolve(self.status, last_snapshot_at=snapshot.taken_at)
+        if self.handle is not None:
+            self.handle.publish(self.status)
         for output in self.outputs:
             self._publish(output, snapshot)
         for output in self.latest_outputs:
@@ -440,40 +498,43 @@ class DeviceLink:
 
     # -- state and bookkeeping ----------------------------------------------------------------
 
+    def _next_delay(self) -> float:
+        """The wait before retrying a unit that stopped answering: the connection's backoff
+        policy, capped by the device's comm-loss budget."""
+        delay = self.backoff.delay(self._attempt, self.rng)
+        self._attempt += 1
+        return delay if self.retry_cap_s is None else min(delay, self.retry_cap_s)
+
+    def _unit_up(self) -> None:
+        self._attempt = 0
+        self.connection.confirm_up()  # DEVICE_LINK_UP (once) in the same step as the unit's up
+        self.unit.succeeded()
+        self._set_status(LinkState.UP, None)
+
+    def _unit_down(self, reason: str, delay: float) -> None:
+        """This unit stopped answering while its connection stays up (other units answer)."""
+        if self.unit.state is not LinkState.DOWN:
+            self.metrics.count("bessai.device.link_down", device=self.device_id)
+        self.unit.failed(reason, delay)
+        self._set_status(LinkState.DOWN, reason, trio.current_time() + delay)
+        self._fail_queued(LinkDown(self.device_id, reason))
+
     def _set_status(self, state: LinkState, reason: str | None,
                     retry_at: float | None = None) -> None:
         previous = self.status
         now = trio.current_time()
         since = previous.since if previous.state is state else now
-        self.status = LinkStatus(state, reason, since, retry_at, previous.last_snapshot_at)
+        self.status = LinkStatus(state, reason, since, retry_at, self._last_snapshot_at)
         self.metrics.gauge("bessai.device.link_up", 1.0 if state is LinkState.UP else 0.0,
                            device=self.device_id)
         if state is LinkState.UP:
             self._up.set()
-            if previous.state is LinkState.DOWN:  # a recovery: say how long it was down
-                log.warning("DEVICE_LINK_UP", site=self.site_id, device=self.device_id,
-                            down_for_s=round(now - previous.since, 3))
-            elif previous.state is not LinkState.UP:  # first connection
-                log.info("DEVICE_LINK_UP", site=self.site_id, device=self.device_id)
         elif self._up.is_set():
             self._up = trio.Event()
-        if self.handle is not None and previous.state is not state:
-            self.handle.notify()
-
-    def _go_down(self, reason: str, delay: float) -> None:
-        was = self.status.state
-        retry_at = trio.current_time() + delay
-        if was is LinkState.DOWN:
-            # Still down: keep the first reason's time, refresh the reason and retry time, quietly.
-            self.status = attrs.evolve(self.status, reason=reason, retry_at=retry_at)
-            log.debug("device_reconnect_failed", site=self.site_id, device=self.device_id,
-                      reason=reason, retry_in_s=round(delay, 3))
-        else:
-            self._set_status(LinkState.DOWN, reason, retry_at)
-            log.error("DEVICE_LINK_DOWN", site=self.site_id, device=self.device_id,
-                      reason=reason, retry_in_s=round(delay, 3))
-            self.metrics.count("bessai.device.link_down", device=self.device_id)
-        self._fail_queued(LinkDown(self.device_id, reason))
+        if self.handle is not None:
+            self.handle.publish(self.status)
+            if previous.state is not state:
+                self.handle.notify()
 
     def _fail_queued(self, error: BaseException) -> None:
         while self._queue:
@@ -497,3 +558,9 @@ class DeviceLink:
                 await result
         except Exception as exc:
             log.debug("device_close_failed", device=self.device_id, error=str(exc))
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return "connection lost"
+    return f"{type(error).__name__}: {error}"

@@ -54,6 +54,11 @@ class SiteConfig:
     slow_interval_s: float = 30.0
     guard_tick_s: float | None = None
     backoff: Backoff = RECONNECT_BACKOFF
+    retry_cap_s: float | None = None
+    """Longest wait before retrying a unit (and reconnecting): from the device's comm-loss
+    timeout (`bessai.device.reconnect_cap_s`), so it is heartbeated again before it gives up."""
+    own_connection: bool = True
+    """False when the tree runs the endpoint's connection (the gateway, several units)."""
     call_timeout_s: float | None = None
     heartbeat_late_tolerance_s: float = 1.0
     write_path: str = "auto"  # DeviceLink.write_path: "auto", "direct" or "queue"
@@ -68,8 +73,11 @@ class SiteConfig:
         """From a loaded `bessai.device.Profile` plus site overrides (``limits``: any `Limits`
         field, e.g. ``{"soc_min_pct": 10.0}``). Data older than ``stale_polls`` fast polls is
         stale."""
+        from bessai.device.connection import reconnect_cap_s
+
         timeout = getattr(getattr(profile, "connection", None), "timeout_s", None)
         kwargs.setdefault("call_timeout_s", 3 * timeout + 5 if timeout else None)
+        kwargs.setdefault("retry_cap_s", reconnect_cap_s(profile.watchdog.device_timeout_s))
         return cls(
             site_id=site_id, device_id=device_id,
             limits=limits_from(limits, soc_tag=profile.safety.soc_tag,
@@ -95,6 +103,7 @@ class Site:
     slow_poll: Any = None
     tracer: Tracer = NULL_TRACER
     last_link: DeviceLink | None = None
+    """The instances the factories built last — for tests only; `status` never reads them."""
     last_guard: SafetyGuard | None = None
     last_watchdog: Watchdog | None = None
 
@@ -105,7 +114,7 @@ class Site:
             slow_interval_s=c.slow_interval_s, outputs=self.outputs,
             latest_outputs=[self.ctx.snapshots.set], backoff=c.backoff,
             metrics=self.ctx.metrics, tracer=self.tracer, call_timeout_s=c.call_timeout_s,
-            handle=self.ctx.link,
+            handle=self.ctx.link, own_connection=c.own_connection, retry_cap_s=c.retry_cap_s,
             fast_poll=self.fast_poll, slow_poll=self.slow_poll, write_path=c.write_path)
         return self.last_link
 
@@ -138,7 +147,7 @@ class Site:
                 "snapshot_age_s": None if age is None else round(age, 3)}
         safety = self.ctx.safety
         active = self.dispatcher.active
-        watchdog = self.last_watchdog
+        beat = self.ctx.heartbeat
         return {
             "site": self.config.site_id,
             "device": self.config.device_id,
@@ -151,10 +160,9 @@ class Site:
                 "command_id": active.command.id, "action": active.action.value,
                 "power_w": active.power_w, "expires_at": active.command.expires_at,
                 "lease_renewed_s_ago": round(now - active.renewed_at, 3)},
-            "heartbeat": None if watchdog is None else {
-                "beats": watchdog.beats, "max_gap_s": round(watchdog.max_gap_s, 3),
-                "last_s_ago": None if watchdog.last_beat_at is None
-                else round(now - watchdog.last_beat_at, 3)},
+            "heartbeat": None if beat.last_beat_at is None else {
+                "beats": beat.beats, "max_gap_s": round(beat.max_gap_s, 3),
+                "last_s_ago": round(now - beat.last_beat_at, 3)},
             "events_pending": len(self.ctx.events.pending),
         }
 
@@ -234,11 +242,13 @@ def site_from_settings(settings: Any, device: Any, *, wall_clock: WallClock,
                        profile: Any = None, events: EventOutbox | None = None,
                        metrics: MetricSink = NULL_SINK,
                        outputs: Sequence[Callable[[Snapshot], Any]] = (),
-                       stream_factory: Any = None) -> Site:
+                       stream_factory: Any = None, connection: Any = None) -> Site:
     """The `Site` for one ``settings.devices`` entry: limits and poll rates from the settings,
     watchdog and dispatch from the device's profile, a `UniversalDriver` to ``device.host``.
 
     ``stream_factory`` replaces TCP (``Simulator.stream_factory()`` for an in-process device).
+    ``connection``: the endpoint's shared `ModbusConnection`, run by the tree (see
+    `bessai.control.connections`); without it each device link runs a private one.
     """
     from bessai.device import UniversalDriver, load_profile
 
@@ -247,9 +257,14 @@ def site_from_settings(settings: Any, device: Any, *, wall_clock: WallClock,
         profile, site_id=settings.site_id, device_id=device.id,
         limits={name: getattr(settings, name) for name in LIMIT_SETTINGS},
         fast_interval_s=settings.poll_interval_s, slow_interval_s=settings.slow_poll_interval_s,
-        command_policy=CommandPolicy.from_settings(settings))
+        command_policy=CommandPolicy.from_settings(settings),
+        own_connection=connection is None)
 
     def driver() -> UniversalDriver:
+        if connection is not None:
+            return UniversalDriver(profile, unit_id=device.unit_id, connection=connection,
+                                   site_id=settings.site_id, device_id=device.id,
+                                   wall_clock=wall_clock)
         if stream_factory is not None:
             return UniversalDriver(profile, unit_id=device.unit_id,
                                    stream_factory=stream_factory, site_id=settings.site_id,

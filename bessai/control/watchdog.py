@@ -132,6 +132,11 @@ class Watchdog:
                                        device=self.ctx.device_id)
         self.last_beat_at = now
         self.beats += 1
+        stats = self.ctx.heartbeat  # published for the status endpoint (outlives a restart)
+        if stats.last_beat_at is not None:
+            stats.max_gap_s = max(stats.max_gap_s, now - stats.last_beat_at)
+        stats.last_beat_at = now
+        stats.beats += 1
 
     async def _lease_loop(self) -> None:
         renew_now = False

@@ -1,10 +1,15 @@
 """Device I/O: profiles, the register codec, the read planner, the Trio Modbus client and driver.
 
 Public names are re-exported here; the submodules are one job each (``profile``, ``codec``,
-``planner``, ``modbus``, ``driver``, ``errors``).
+``planner``, ``framing``, ``connection``, ``modbus``, ``driver``, ``errors``).
 """
 
 from bessai.device.codec import decode, encode
+from bessai.device.connection import (
+    RECONNECT_BACKOFF,
+    ModbusConnection,
+    reconnect_cap_s,
+)
 from bessai.device.driver import UniversalDriver
 from bessai.device.errors import (
     CodecError,
@@ -20,7 +25,7 @@ from bessai.device.errors import (
     ProfileProblem,
     TagWriteRefused,
 )
-from bessai.device.modbus import Backoff, ModbusClient, StreamFactory, tcp_stream_factory
+from bessai.device.modbus import ModbusClient, StreamFactory, tcp_stream_factory
 from bessai.device.planner import ReadRequest, format_plan, plan
 from bessai.device.profile import (
     Access,
@@ -38,8 +43,8 @@ from bessai.device.profile import (
 )
 
 __all__ = [
+    "RECONNECT_BACKOFF",
     "Access",
-    "Backoff",
     "Block",
     "CodecError",
     "ConnectionDefaults",
@@ -47,6 +52,7 @@ __all__ = [
     "DeviceError",
     "DispatchSpec",
     "ModbusClient",
+    "ModbusConnection",
     "ModbusError",
     "ModbusExceptionResponse",
     "ModbusProtocolError",
@@ -71,5 +77,6 @@ __all__ = [
     "format_plan",
     "load_profile",
     "plan",
+    "reconnect_cap_s",
     "tcp_stream_factory",
 ]

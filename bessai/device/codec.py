@@ -1,6 +1,9 @@
 """Register codec: a tag's registers to its value in engineering units, and back.
 
-Registers are 16-bit words, big-endian, most significant word first (Huawei's order).
+Registers are 16-bit words, big-endian inside; multi-register values are most significant word
+first (Huawei's, SunSpec's order) unless the tag says ``word_order: little`` (CDAB). Coils and
+discrete inputs (``bool`` tags) are one bit each, carried here as a one-item list of 0/1.
+A ``scale_factor`` is applied by the driver, which has the other tag's reading (`apply_scale`).
 Invariants:
 
 - ``decode`` never raises on a value the device may legally send: a raw pattern listed in the
@@ -17,7 +20,7 @@ import math
 import struct
 
 from bessai.device.errors import CodecError
-from bessai.device.profile import RegisterType, Tag
+from bessai.device.profile import RegisterType, Tag, WordOrder
 from bessai.model import TagReading
 
 _SIGNED = {RegisterType.I16, RegisterType.I32, RegisterType.I64}
@@ -43,6 +46,14 @@ def uint_to_registers(raw: int, count: int) -> list[int]:
     return [(raw >> (16 * (count - 1 - i))) & 0xFFFF for i in range(count)]
 
 
+def _ordered(tag: Tag, registers: list[int]) -> list[int]:
+    """Registers most significant first (the tag's wire order undone, or applied: its own
+    inverse)."""
+    if tag.word_order is WordOrder.LITTLE and tag.type is not RegisterType.STRING:
+        return list(reversed(registers))
+    return list(registers)
+
+
 def _check_registers(tag: Tag, registers: list[int]) -> None:
     if len(registers) != tag.count:
         raise CodecError(f"tag {tag.name!r} ({tag.type}) spans {tag.count} register(s), got "
@@ -61,7 +72,9 @@ def _scale(tag: Tag, raw: int | float) -> int | float:
 def decode(tag: Tag, registers: list[int]) -> TagReading:
     """The tag's reading from its registers: scaled by gain, or invalid with the reason."""
     _check_registers(tag, registers)
-    raw = registers_to_uint(registers)
+    if tag.type is RegisterType.BOOL:
+        return TagReading(1 if registers[0] else 0)
+    raw = registers_to_uint(_ordered(tag, registers))
     if raw in tag.invalid:
         return TagReading(None, valid=False,
                           reason=f"invalid_sentinel 0x{raw:0{4 * tag.count}X}")
@@ -70,10 +83,11 @@ def decode(tag: Tag, registers: list[int]) -> TagReading:
         return TagReading(text.rstrip("\x00 ").lstrip("\x00"))
     if tag.type is RegisterType.BITFIELD:
         return TagReading(raw)
-    if tag.type is RegisterType.F32:
-        (value,) = struct.unpack(">f", raw.to_bytes(4, "big"))
+    if tag.type in (RegisterType.F32, RegisterType.F64):
+        size = 2 * tag.count
+        (value,) = struct.unpack(">f" if size == 4 else ">d", raw.to_bytes(size, "big"))
         if math.isnan(value) or math.isinf(value):
-            return TagReading(None, valid=False, reason=f"not_a_number 0x{raw:08X}")
+            return TagReading(None, valid=False, reason=f"not_a_number 0x{raw:0{2 * size}X}")
         return TagReading(value / tag.gain)
     if tag.type in _SIGNED and raw >= 1 << (16 * tag.count - 1):
         raw -= 1 << (16 * tag.count)
@@ -100,12 +114,18 @@ def encode(tag: Tag, value: int | float | str) -> list[int]:
         raise CodecError(f"tag {tag.name!r} ({tag.type}) needs a number; got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise CodecError(f"tag {tag.name!r}: {value!r} cannot be written")
-    if tag.type is RegisterType.F32:
+    if tag.type is RegisterType.BOOL:
+        if value not in (0, 1):
+            raise CodecError(f"tag {tag.name!r} is a coil: write 0 or 1, not {value!r}")
+        return [int(value)]
+    if tag.type in (RegisterType.F32, RegisterType.F64):
+        fmt = ">f" if tag.type is RegisterType.F32 else ">d"
         try:
-            packed = struct.pack(">f", value * tag.gain)
+            packed = struct.pack(fmt, value * tag.gain)
         except OverflowError as exc:
-            raise CodecError(f"tag {tag.name!r}: {value!r} does not fit a 32-bit float") from exc
-        return uint_to_registers(int.from_bytes(packed, "big"), 2)
+            raise CodecError(f"tag {tag.name!r}: {value!r} does not fit a {tag.type} "
+                             "float") from exc
+        return _ordered(tag, uint_to_registers(int.from_bytes(packed, "big"), tag.count))
     gain = 1 if tag.type is RegisterType.BITFIELD else tag.gain
     raw = round(value * gain)
     lo, hi = raw_range(tag)
@@ -114,4 +134,25 @@ def encode(tag: Tag, value: int | float | str) -> list[int]:
                          f"outside {lo}..{hi}")
     if raw < 0:
         raw += 1 << (16 * tag.count)
-    return uint_to_registers(raw, tag.count)
+    return _ordered(tag, uint_to_registers(raw, tag.count))
+
+
+def apply_scale(reading: TagReading, scale: TagReading | None, sf_tag: str) -> TagReading:
+    """``reading`` times 10**(scale factor), or invalid when the scale factor is not known.
+
+    SunSpec marks an unimplemented scale factor 0x8000 (listed in the sf tag's ``invalid``);
+    a value without a valid scale is unsafe and is never passed on unscaled."""
+    if not reading.valid or reading.value is None:
+        return reading
+    if scale is None or not scale.valid or not isinstance(scale.value, int | float):
+        why = "not read" if scale is None else (scale.reason or "invalid")
+        return TagReading(None, valid=False, reason=f"scale_factor {sf_tag} {why}")
+    exponent = int(scale.value)
+    if not -10 <= exponent <= 10:
+        return TagReading(None, valid=False,
+                          reason=f"scale_factor {sf_tag}={exponent} outside -10..10")
+    value = reading.value
+    if not isinstance(value, int | float):
+        return reading
+    scaled = value * 10.0**exponent if exponent < 0 else value * 10**exponent
+    return TagReading(round(scaled, 10) if isinstance(scaled, float) else scaled)

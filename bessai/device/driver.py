@@ -10,9 +10,13 @@ The driver turns names into registers and back. Invariants:
 - writes go ahead of queued reads on the shared connection (client priority);
 - the snapshot's ``ts`` is wall time from the injected wall clock, ``taken_at`` Trio time.
 
-Link transitions are logged once each (``device_link_down`` with the error, which names
-``ConnectionError``/``ModbusTimeout``..., and ``device_link_up``); a read that fails with an
-exception reply is logged when its error changes, naming ``ModbusReadError`` and the code.
+The link state is not the driver's: the endpoint's `ModbusConnection` logs DEVICE_LINK_DOWN/UP
+once per transition, and the device link the unit's state. The driver records in
+``unit_fault`` whether its unit stopped answering during the last ``read_all`` (a timeout or a
+lost connection: the rest of that plan is not sent, its tags are invalid with the same reason,
+so a silent unit costs the shared connection one timeout per poll, not one per request). A read
+that fails with an exception reply is logged when its error changes, naming
+``ModbusReadError`` and the code.
 """
 
 from __future__ import annotations
@@ -25,25 +29,26 @@ import structlog
 import trio
 
 from bessai.clock import WallClock, system_wall_clock
-from bessai.device.codec import decode, encode
+from bessai.device.codec import apply_scale, decode, encode
+from bessai.device.connection import ModbusConnection
 from bessai.device.errors import (
     CodecError,
     DeviceConnectionError,
     ModbusError,
     ModbusExceptionResponse,
+    ModbusTimeout,
     TagWriteRefused,
     describe_exception_code,
 )
 from bessai.device.modbus import (
     PRIORITY_READ,
     PRIORITY_WRITE,
-    Backoff,
     ModbusClient,
     StreamFactory,
     tcp_stream_factory,
 )
 from bessai.device.planner import ReadRequest, plan
-from bessai.device.profile import Poll, Profile, Tag, load_profile
+from bessai.device.profile import Poll, Profile, Table, Tag, load_profile
 from bessai.model import Snapshot, TagReading
 
 log = structlog.get_logger("bessai.device.driver")
@@ -61,10 +66,12 @@ def _reason(exc: Exception) -> str:
 class UniversalDriver:
     """Reads and writes a device's tags by name, as its profile describes them.
 
-    ``profile_or_path``: a :class:`Profile` or a path to a profile JSON file. ``host``/``port``
-    open TCP (port defaults to the profile's); ``stream_factory`` replaces TCP entirely (tests,
-    the simulator). ``unit_id``, ``timeout_s``, ``post_connect_delay_s`` and ``cooldown_s``
-    default to the profile's connection defaults.
+    ``profile_or_path``: a :class:`Profile` or a path to a profile JSON file. ``connection``: the
+    endpoint's shared `ModbusConnection` (the gateway's; several drivers, one per unit id, share
+    one). Without it the driver makes a private one: ``host``/``port`` open TCP (port defaults
+    to the profile's), ``stream_factory`` replaces TCP entirely (tests, the simulator).
+    ``unit_id``, ``timeout_s``, ``post_connect_delay_s`` and ``cooldown_s`` default to the
+    profile's connection defaults (the last two only for a private connection).
     """
 
     def __init__(
@@ -74,6 +81,7 @@ class UniversalDriver:
         port: int | None = None,
         unit_id: int | None = None,
         *,
+        connection: ModbusConnection | None = None,
         stream_factory: StreamFactory | None = None,
         site_id: str = "site",
         device_id: str | None = None,
@@ -81,13 +89,12 @@ class UniversalDriver:
         timeout_s: float | None = None,
         post_connect_delay_s: float | None = None,
         cooldown_s: float | None = None,
-        backoff: Backoff | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.profile = (profile_or_path if isinstance(profile_or_path, Profile)
                         else load_profile(profile_or_path))
         conn = self.profile.connection
-        if stream_factory is None:
+        if connection is None and stream_factory is None:
             if host is None:
                 raise ValueError("UniversalDriver needs host= (the inverter's address, e.g. "
                                  "INVERTER_IP=192.168.1.50) or a stream_factory=")
@@ -96,30 +103,33 @@ class UniversalDriver:
         self.device_id = device_id or self.profile.device.id
         self.wall_clock = wall_clock
         self.client = ModbusClient(
-            stream_factory,
+            connection if connection is not None else stream_factory,  # type: ignore[arg-type]
             unit_id=conn.unit_id if unit_id is None else unit_id,
+            device_id=self.device_id,
             timeout_s=conn.timeout_s if timeout_s is None else timeout_s,
             post_connect_delay_s=(conn.post_connect_delay_s if post_connect_delay_s is None
                                   else post_connect_delay_s),
             cooldown_s=conn.cooldown_s if cooldown_s is None else cooldown_s,
-            backoff=backoff,
             rng=rng,
         )
+        if connection is None:  # a private connection speaks for this site
+            self.client.connection.adopt(site_id=site_id, metrics=self.client.connection.metrics)
         self._log = log.bind(site=site_id, device=self.device_id)
         self._plans: dict[object, list[ReadRequest]] = {}
-        self._link_up: bool | None = None
+        self.unit_fault: Exception | None = None
+        """Set by `read_all` when this unit stopped answering (timeout, lost connection)."""
         self._request_errors: dict[tuple[str, int], str] = {}
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
+    @property
+    def connection(self) -> ModbusConnection:
+        """The endpoint's connection this driver's requests go through."""
+        return self.client.connection
+
     async def connect(self) -> None:
         """Open the connection now (raises DeviceConnectionError if the device is unreachable)."""
-        try:
-            await self.client.connect()
-        except DeviceConnectionError as exc:
-            self._link(False, exc)
-            raise
-        self._link(True)
+        await self.client.connect()
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -150,7 +160,11 @@ class UniversalDriver:
         if not tag.readable:
             raise ValueError(f"tag {name!r} is write-only (access {tag.access})")
         registers = await self._read(tag.table, tag.address, tag.count, tag.name)
-        return decode(tag, registers)
+        reading = decode(tag, registers)
+        if tag.scale_factor is not None:
+            scale = await self.read_reading(tag.scale_factor)
+            reading = apply_scale(reading, scale, tag.scale_factor)
+        return reading
 
     async def read_tag(self, name: str) -> int | float | str | None:
         """One tag's value, scaled to its unit (None if the device reports it invalid)."""
@@ -160,7 +174,13 @@ class UniversalDriver:
                        tags: Iterable[str] | None = None) -> Snapshot:
         """One coalesced snapshot of every readable tag (or one poll class, or ``tags``)."""
         readings: dict[str, TagReading] = {}
+        self.unit_fault = None
         for request in self.plan(poll_class, tags):
+            if self.unit_fault is not None:  # the unit stopped answering: skip the rest
+                for name in request.tags:
+                    readings[name] = TagReading(None, valid=False,
+                                                reason=_reason(self.unit_fault))
+                continue
             try:
                 registers = await self._read(request.table, request.address, request.count,
                                              request.tags[0] if len(request.tags) == 1 else None)
@@ -168,28 +188,29 @@ class UniversalDriver:
                 reason = _reason(exc)
                 for name in request.tags:
                     readings[name] = TagReading(None, valid=False, reason=reason)
-                self._note_request_error(request, exc)
+                if isinstance(exc, ModbusTimeout | DeviceConnectionError):
+                    self.unit_fault = exc
+                else:
+                    self._note_request_error(request, exc)
                 continue
             self._note_request_error(request, None)
             for name in request.tags:
                 tag = self.profile.tags[name]
                 off = tag.address - request.address
                 readings[name] = decode(tag, registers[off:off + tag.count])
+        for name, reading in list(readings.items()):
+            sf = self.profile.tags[name].scale_factor
+            if sf is not None:
+                readings[name] = apply_scale(reading, readings.get(sf), sf)
         return Snapshot(site_id=self.site_id, device_id=self.device_id, ts=self.wall_clock(),
                         taken_at=trio.current_time(), readings=readings)
 
     async def _read(self, table, address: int, count: int, tag: str | None) -> list[int]:
-        try:
-            registers = await self.client.read_registers(table, address, count, tag=tag,
-                                                         priority=PRIORITY_READ)
-        except ModbusExceptionResponse:
-            self._link(True)  # the device answered: the link is up
-            raise
-        except ModbusError as exc:
-            self._link(False, exc)
-            raise
-        self._link(True)
-        return registers
+        if Table(table).is_bits:
+            return await self.client.read_bits(table, address, count, tag=tag,
+                                               priority=PRIORITY_READ)
+        return await self.client.read_registers(table, address, count, tag=tag,
+                                                priority=PRIORITY_READ)
 
     # ---- writes ------------------------------------------------------------------------------
 
@@ -225,33 +246,17 @@ class UniversalDriver:
                         priority: int = PRIORITY_WRITE) -> None:
         """Write a tag (value in its unit); checks happen before anything is sent."""
         tag, registers = self.check_write(name, value)
-        try:
-            if len(registers) == 1:
-                await self.client.write_register(tag.address, registers[0], tag=tag.name,
-                                                 priority=priority)
-            else:
-                await self.client.write_registers(tag.address, registers, tag=tag.name,
-                                                  priority=priority)
-        except ModbusExceptionResponse:
-            self._link(True)
-            raise
-        except ModbusError as exc:
-            self._link(False, exc)
-            raise
-        self._link(True)
+        if tag.table is Table.COIL:
+            await self.client.write_coil(tag.address, registers[0], tag=tag.name,
+                                         priority=priority)
+        elif len(registers) == 1:
+            await self.client.write_register(tag.address, registers[0], tag=tag.name,
+                                             priority=priority)
+        else:
+            await self.client.write_registers(tag.address, registers, tag=tag.name,
+                                              priority=priority)
 
     # ---- state reporting ---------------------------------------------------------------------
-
-    def _link(self, up: bool, exc: Exception | None = None) -> None:
-        if up == self._link_up:
-            return
-        self._link_up = up
-        if up:
-            self._log.info("device_link_up", peer=self.client.peer)
-        else:
-            self._log.warning("device_link_down", peer=self.client.peer,
-                              error=type(exc).__name__ if exc else None, detail=str(exc),
-                              retry_at=round(self.client.next_attempt_at, 3))
 
     def _note_request_error(self, request: ReadRequest, exc: Exception | None) -> None:
         key = (request.table.value, request.address)

@@ -175,6 +175,35 @@ class ModbusProtocolError(ModbusError):
         )
 
 
+class ModbusCrcError(ModbusProtocolError):
+    """An RTU frame whose CRC does not match its bytes (noise on the RS485 line)."""
+
+    def __init__(self, frame: bytes) -> None:
+        self.frame = frame
+        ModbusError.__init__(
+            self,
+            f"ModbusCrcError: RTU frame {frame[:32].hex()} fails its CRC — noise on the line: "
+            "check the RS485 wiring (A/B not swapped, a common ground, 120 Ω termination at both "
+            "ends of the bus) and that SERIAL_BAUDRATE/SERIAL_PARITY match the device",
+        )
+        self.detail = "CRC mismatch"
+
+
+class ModbusFrameTruncated(ModbusProtocolError):
+    """An RTU frame that stopped before its end (the line went quiet mid-frame)."""
+
+    def __init__(self, got: bytes, expected: int) -> None:
+        self.got = got
+        self.expected = expected
+        ModbusError.__init__(
+            self,
+            f"ModbusFrameTruncated: the RTU reply stopped after {len(got)} of {expected} bytes "
+            f"({got[:32].hex()}) — a loose RS485 connection, a baud rate or parity that does not "
+            "match the device, or two masters on one bus",
+        )
+        self.detail = "truncated frame"
+
+
 class DeviceConnectionError(ModbusError, ConnectionError):
     """The connection to the device is lost or cannot be opened (a builtin ConnectionError)."""
 

@@ -1,7 +1,9 @@
 """Read planner: coalesce tags into the fewest read requests the profile's limits allow.
 
-A request covers consecutive tags of one table inside one register block. Limits, from the
-profile's connection defaults:
+A request covers consecutive tags of one table inside one register block — one table is one
+function code (holding 0x03, input 0x04, coil 0x01, discrete input 0x02), so a request never mixes
+function codes. A tag with a ``scale_factor`` brings its scale-factor tag into the same plan.
+Limits, from the profile's connection defaults:
 
 - a request spans at most ``max_registers_per_read`` registers;
 - between two neighbouring tags in a request at most ``max_gap`` unused registers are read.
@@ -57,6 +59,11 @@ def select_tags(profile: Profile, tags: Iterable[str] | None = None,
     if poll is not None:
         poll = Poll(poll)
         chosen = [t for t in chosen if t.poll is poll]
+    names = {t.name for t in chosen}
+    for tag in list(chosen):  # a scaled value is read with its scale factor, whatever its poll
+        if tag.scale_factor is not None and tag.scale_factor not in names:
+            names.add(tag.scale_factor)
+            chosen.append(profile.tag(tag.scale_factor))
     return chosen
 
 
@@ -106,11 +113,12 @@ def format_plan(requests: list[ReadRequest], profile: Profile | None = None) -> 
         lines.append(f"profile {profile.device.id} ({profile.device.manufacturer} "
                      f"{profile.device.model}): max_registers_per_read={c.max_registers_per_read}"
                      f" max_gap={c.max_gap}")
-    lines.append(f"{'#':>3}  {'table':<8} {'block':<18} {'start':>5}  {'end':>5}  {'regs':>4}  "
-                 "tags")
+    width = max([8, *(len(r.table.value) for r in requests)])  # discrete_input is 14
+    lines.append(f"{'#':>3}  {'table':<{width}} {'block':<18} {'start':>5}  {'end':>5}  "
+                 f"{'regs':>4}  tags")
     for i, r in enumerate(requests, 1):
-        lines.append(f"{i:>3}  {r.table.value:<8} {r.block:<18} {r.address:>5}  {r.end - 1:>5}  "
-                     f"{r.count:>4}  {' '.join(r.tags)}")
+        lines.append(f"{i:>3}  {r.table.value:<{width}} {r.block:<18} {r.address:>5}  "
+                     f"{r.end - 1:>5}  {r.count:>4}  {' '.join(r.tags)}")
     n_tags = sum(len(r.tags) for r in requests)
     n_regs = sum(r.count for r in requests)
     lines.append(f"{len(requests)} requests, {n_regs} registers, {n_tags} tags "

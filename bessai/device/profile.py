@@ -49,8 +49,11 @@ class RegisterType(enum.StrEnum):
     U64 = "u64"
     I64 = "i64"
     F32 = "f32"
+    F64 = "f64"
     STRING = "string"
     BITFIELD = "bitfield"
+    BOOL = "bool"
+    """One coil or discrete input (a bit, not a register)."""
 
 
 class Access(enum.StrEnum):
@@ -65,8 +68,26 @@ class Poll(enum.StrEnum):
 
 
 class Table(enum.StrEnum):
+    """The four Modbus data tables; each is read by its own function code, so a read request
+    never spans two of them."""
+
     HOLDING = "holding"
     INPUT = "input"
+    COIL = "coil"
+    DISCRETE_INPUT = "discrete_input"
+
+    @property
+    def is_bits(self) -> bool:
+        return self in (Table.COIL, Table.DISCRETE_INPUT)
+
+
+class WordOrder(enum.StrEnum):
+    """Register order of 32/64-bit values: ``big`` = most significant word first (ABCD,
+    Huawei, SunSpec), ``little`` = least significant word first (CDAB, common elsewhere).
+    Bytes inside a register are always big-endian, as Modbus defines them."""
+
+    BIG = "big"
+    LITTLE = "little"
 
 
 FIXED_COUNTS: dict[RegisterType, int] = {
@@ -77,6 +98,8 @@ FIXED_COUNTS: dict[RegisterType, int] = {
     RegisterType.U64: 4,
     RegisterType.I64: 4,
     RegisterType.F32: 2,
+    RegisterType.F64: 4,
+    RegisterType.BOOL: 1,
 }
 BITFIELD_LENGTHS = (1, 2, 4)
 
@@ -93,6 +116,9 @@ class Tag:
     value = raw / gain. ``invalid`` holds raw bit patterns (unsigned, all registers big-endian)
     that mean "no valid data". ``min``/``max`` bound what the gateway may write (in ``unit``).
     ``length`` is the register count of ``string`` and ``bitfield`` tags (ignored otherwise).
+    ``word_order``: register order of multi-register values (the profile's default unless the
+    tag says). ``scale_factor``: the name of another tag whose value ``sf`` scales this one,
+    value = raw / gain * 10**sf (SunSpec's ``*_SF`` registers).
     """
 
     name: str
@@ -109,6 +135,8 @@ class Tag:
     table: Table = attrs.field(default=Table.HOLDING, converter=Table)
     length: int | None = None
     description: str = ""
+    word_order: WordOrder = attrs.field(default=WordOrder.BIG, converter=WordOrder)
+    scale_factor: str | None = None
 
     @property
     def count(self) -> int:
@@ -157,6 +185,7 @@ class ConnectionDefaults:
     max_registers_per_read: int = 64
     max_gap: int = 16
     cooldown_s: float = 0.05
+    word_order: WordOrder = attrs.field(default=WordOrder.BIG, converter=WordOrder)
 
 
 @attrs.frozen
@@ -488,6 +517,7 @@ def _schema_message(err: jsonschema.ValidationError) -> str:
 
 def _build(doc: dict[str, Any], file: str) -> Profile:
     tags: dict[str, Tag] = {}
+    default_order = doc["connection"].get("word_order", "big")
     for name, t in doc["tags"].items():
         tags[name] = Tag(
             name=name,
@@ -504,6 +534,8 @@ def _build(doc: dict[str, Any], file: str) -> Profile:
             table=t.get("table", "holding"),
             length=t.get("length"),
             description=t.get("description", ""),
+            word_order=t.get("word_order", default_order),
+            scale_factor=t.get("scale_factor"),
         )
     c = doc["connection"]
     wd = doc["watchdog"]
@@ -516,7 +548,7 @@ def _build(doc: dict[str, Any], file: str) -> Profile:
             port=c["port"], unit_id=c["unit_id"], timeout_s=float(c["timeout_s"]),
             post_connect_delay_s=float(c["post_connect_delay_s"]),
             max_registers_per_read=c["max_registers_per_read"], max_gap=c["max_gap"],
-            cooldown_s=float(c["cooldown_s"]),
+            cooldown_s=float(c["cooldown_s"]), word_order=default_order,
         ),
         tags=tags,
         watchdog=WatchdogSpec(
@@ -583,7 +615,27 @@ def _semantic_checks(profile: Profile, add: Any) -> None:
                     "out-of-range writes are refused before they reach the device")
             elif tag.min > tag.max:
                 add(f"{where}.min", f"min {tag.min} is above max {tag.max}")
-        if tag.type not in (RegisterType.STRING, RegisterType.F32):
+        bits = tag.table.is_bits
+        if bits != (tag.type is RegisterType.BOOL):
+            add(f"{where}.type", f"type {tag.type} in the {tag.table} table: coils and discrete "
+                "inputs hold 'bool' tags, registers hold every other type")
+        if tag.table is Table.DISCRETE_INPUT and tag.writable:
+            add(f"{where}.access", "a discrete input is read-only (access r)")
+        if tag.scale_factor is not None:
+            sf = tags.get(tag.scale_factor)
+            if sf is None:
+                add(f"{where}.scale_factor", f"names no tag {tag.scale_factor!r}")
+            elif sf.type not in (RegisterType.I16, RegisterType.U16) or not sf.readable \
+                    or sf.scale_factor is not None:
+                add(f"{where}.scale_factor", f"tag {tag.scale_factor!r} must be a readable i16 "
+                    "(or u16) without a scale factor of its own, as SunSpec's *_SF registers")
+            if tag.writable:
+                add(f"{where}.access", "a scale-factored tag is read-only here (its scale may "
+                    "change between the read and the write); write an unscaled tag instead")
+            if tag.type in (RegisterType.STRING, RegisterType.BITFIELD, RegisterType.BOOL):
+                add(f"{where}.scale_factor", f"a {tag.type} tag cannot be scaled")
+        if tag.type not in (RegisterType.STRING, RegisterType.F32, RegisterType.F64,
+                            RegisterType.BOOL):
             lo, hi = raw_range(tag)
             for k, raw in enumerate(tag.invalid):
                 if not 0 <= raw < (1 << (16 * tag.count)):

@@ -23,6 +23,16 @@ from bessai.sim.logfmt import log
 from bessai.sim.simulator import DEFAULT_PROFILE, Simulator
 
 
+def _unit_list(text: str) -> tuple[int, ...]:
+    try:
+        units = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: write unit ids like 1,2") from None
+    if not units or any(not 0 <= u <= 255 for u in units) or len(set(units)) != len(units):
+        raise argparse.ArgumentTypeError(f"{text!r}: distinct unit ids 0..255, e.g. 1,2")
+    return units
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bessai-sim",
@@ -32,14 +42,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5020, help="TCP port, 0 = any free (default 5020)")
     p.add_argument("--profile", default=str(DEFAULT_PROFILE), help="device profile JSON")
     p.add_argument("--unit-id", type=int, default=None, help="Modbus unit id (default: profile's)")
+    p.add_argument(
+        "--units",
+        type=_unit_list,
+        default=(),
+        metavar="ID,ID",
+        help="serve several unit ids on one port, each its own device (a SmartLogger or SDongle "
+        "in front of several inverters), e.g. --units 1,2",
+    )
     p.add_argument("--soc", type=float, default=50.0, help="initial state of charge, %% (50)")
     p.add_argument("--temp", type=float, default=25.0, help="initial battery temperature, °C (25)")
     p.add_argument("--seed", type=int, default=0, help="seed of the PV and load curves (0)")
     p.add_argument("--start-hour", type=float, default=12.0, help="simulated time of day (12.0)")
     p.add_argument(
+        "--framer",
+        choices=["socket", "rtu"],
+        default="socket",
+        help="frames on TCP: socket (Modbus TCP, default) or rtu (RTU over TCP, like an "
+        "RS485-to-Ethernet converter)",
+    )
+    p.add_argument(
+        "--serial",
+        metavar="PORT",
+        help="serve RTU on this serial port instead of TCP (e.g. /dev/ttyUSB1, or a pty "
+        "/dev/pts/N from `socat -d -d pty,raw,echo=0 pty,raw,echo=0`)",
+    )
+    p.add_argument("--baudrate", type=int, default=9600, help="serial baud rate (9600)")
+    p.add_argument("--parity", choices=["N", "E", "O"], default="N", help="serial parity (N)")
+    p.add_argument("--stopbits", type=int, choices=[1, 2], default=1, help="stop bits (1)")
+    clients = p.add_mutually_exclusive_group()
+    clients.add_argument(
         "--multi-client",
         action="store_true",
         help="accept several clients at once (Huawei accepts one: a new one closes the old)",
+    )
+    clients.add_argument(
+        "--single-client",
+        action="store_true",
+        help="behave like an SDongle: a new connection closes the older one (the default)",
     )
     faults = p.add_argument_group("faults")
     faults.add_argument("--busy", action="store_true", help="answer every request with 0x06")
@@ -74,13 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _serve(sim: Simulator, host: str, port: int, drop_every_s: float) -> None:
+async def _serve(
+    sim: Simulator, host: str, port: int, drop_every_s: float, serial: tuple | None = None
+) -> None:
     with trio.open_signal_receiver(
         signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2
     ) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(sim.run)
-            await nursery.start(sim.serve_tcp, host, port)
+            if serial is not None:
+                await nursery.start(sim.serve_serial, *serial)
+            else:
+                await nursery.start(sim.serve_tcp, host, port)
             if drop_every_s > 0:
                 nursery.start_soon(_drop_every, sim, drop_every_s)
             async for signum in signals:
@@ -135,7 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             temp_c=args.temp,
             seed=args.seed,
             unit_id=args.unit_id,
+            units=args.units,
             single_client=not args.multi_client,
+            framer="rtu" if args.serial else args.framer,
             start_hour=args.start_hour,
             faults=faults,
         )
@@ -156,7 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     rc = 0
     try:
-        trio.run(_serve, sim, args.host, args.port, args.drop_every)
+        serial = (
+            (args.serial, args.baudrate, args.parity, args.stopbits) if args.serial else None
+        )
+        trio.run(_serve, sim, args.host, args.port, args.drop_every, serial)
     except* OSError as group:
         log(
             logging.ERROR,

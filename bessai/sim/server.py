@@ -1,4 +1,4 @@
-"""Modbus TCP server on Trio built from pymodbus's transport-free pieces.
+"""Modbus server on Trio (TCP, RTU over TCP, RTU on a serial line) from pymodbus's pieces.
 
 The job: turn bytes on a ``trio.abc.Stream`` into pymodbus request objects
 (``FramerSocket(DecodePDU(is_server=True))``), let each request run its own
@@ -17,6 +17,9 @@ Invariants:
   busy (always, or while the connection is younger than ``busy_after_connect_s``).
 * A garbage frame (protocol id not 0, length beyond the Modbus maximum) closes the connection:
   there is no way to resynchronise a TCP byte stream after it.
+* With ``framer="rtu"`` frames are RTU (unit, PDU, CRC) on the same streams: a frame that fails
+  its CRC is dropped unanswered, as a device on an RS485 bus does; a request for a unit id this
+  endpoint does not serve is not answered either (another device on the bus would).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Protocol
 import attrs
 import trio
 from pymodbus.constants import ExcCodes
-from pymodbus.framer import FramerSocket
+from pymodbus.framer import FramerRTU, FramerSocket
 from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 
 from bessai.sim.faults import Faults
@@ -76,7 +79,11 @@ class ModbusEndpoint:
         default=1, validator=[attrs.validators.ge(0), attrs.validators.le(255)]
     )
     faults: Faults = attrs.field(factory=Faults)
+    units: dict[int, tuple[Callable[[str], RegisterContext], Faults]] = attrs.field(factory=dict)
+    """Further unit ids served on the same connections (a SmartLogger or SDongle in front of
+    several inverters): unit id → (its context factory, its own faults)."""
     single_client: bool = True
+    framer: str = attrs.field(default="socket", validator=attrs.validators.in_(("socket", "rtu")))
     on_request: Callable[[], None] | None = None
     requests_served: int = 0
     connections_total: int = 0
@@ -117,8 +124,10 @@ class ModbusEndpoint:
             log(logging.INFO, "client_disconnected", peer=peer, reason=reason)
 
     async def _session_loop(self, session: _Session) -> str:
+        if self.framer == "rtu":
+            return await self._rtu_session_loop(session)
         framer = FramerSocket(DecodePDU(is_server=True))
-        context = self.context_for(session.peer)
+        contexts: dict[int, RegisterContext] = {}
         buf = b""
         while True:
             try:
@@ -144,9 +153,55 @@ class ModbusEndpoint:
                 if not used:
                     break  # wait for the rest of the frame
                 buf = buf[used:]
+                if dev_id not in contexts:
+                    factory = self.units[dev_id][0] if dev_id in self.units else self.context_for
+                    contexts[dev_id] = factory(session.peer)
                 try:
                     answer = await self._answer(
-                        context, framer, dev_id, tid, pdu_bytes, session.opened_at
+                        contexts[dev_id], framer, dev_id, tid, pdu_bytes, session.opened_at
+                    )
+                except _Closed:
+                    return "dropped"
+                if answer is not None:
+                    try:
+                        await session.stream.send_all(answer)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return "peer_reset"
+
+    async def _rtu_session_loop(self, session: _Session) -> str:
+        framer = FramerRTU(DecodePDU(is_server=True))
+        contexts: dict[int, RegisterContext] = {}
+        buf = b""
+        while True:
+            try:
+                with trio.move_on_after(0.5) as quiet:
+                    data = await session.stream.receive_some(4096)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return "peer_reset"
+            if quiet.cancelled_caught:  # silence ends a frame: a partial one is dropped
+                if buf:
+                    log(logging.WARNING, "bad_frame", peer=session.peer, partial=buf[:16].hex())
+                buf = b""
+                continue
+            if not data:
+                return "peer_closed"
+            buf += data
+            while buf:
+                used, dev_id, tid, pdu_bytes = framer.decode(buf)
+                if not used:
+                    break  # wait for the rest of the frame
+                buf = buf[used:]
+                if not pdu_bytes:  # CRC failure: a device stays silent
+                    log(logging.WARNING, "bad_crc", peer=session.peer)
+                    continue
+                if dev_id != self.unit_id and dev_id not in self.units:
+                    continue  # another device's frame on the bus
+                if dev_id not in contexts:
+                    factory = self.units[dev_id][0] if dev_id in self.units else self.context_for
+                    contexts[dev_id] = factory(session.peer)
+                try:
+                    answer = await self._answer(
+                        contexts[dev_id], framer, dev_id, tid, pdu_bytes, session.opened_at
                     )
                 except _Closed:
                     return "dropped"
@@ -159,7 +214,7 @@ class ModbusEndpoint:
     async def _answer(
         self,
         context: RegisterContext,
-        framer: FramerSocket,
+        framer: FramerSocket | FramerRTU,
         dev_id: int,
         tid: int,
         pdu_bytes: bytes,
@@ -167,7 +222,7 @@ class ModbusEndpoint:
     ) -> bytes | None:
         if self.on_request is not None:
             self.on_request()
-        faults = self.faults
+        faults = self.units[dev_id][1] if dev_id in self.units else self.faults
         warming_up = trio.current_time() - opened_at < faults.busy_after_connect_s
         if faults.drop_on_request:
             faults.drop_on_request = False
@@ -180,7 +235,7 @@ class ModbusEndpoint:
         response: ModbusPDU
         if faults.busy or warming_up:
             response = ExceptionResponse(fc, ExcCodes.DEVICE_BUSY)
-        elif dev_id != self.unit_id:
+        elif dev_id != self.unit_id and dev_id not in self.units:
             response = ExceptionResponse(fc, ExcCodes.GATEWAY_NO_RESPONSE)
         elif fc not in SERVED_FUNCTION_CODES:
             response = ExceptionResponse(fc, ExcCodes.ILLEGAL_FUNCTION)
@@ -211,7 +266,9 @@ class ModbusEndpoint:
         """
         listeners = await trio.open_tcp_listeners(port, host=host)
         bound = listeners[0].socket.getsockname()
-        log(logging.INFO, "SIM_LISTENING", host=bound[0], port=bound[1], unit_id=self.unit_id)
+        log(logging.INFO, "SIM_LISTENING", host=bound[0], port=bound[1], unit_id=self.unit_id,
+            units=",".join(str(u) for u in [self.unit_id, *self.units]),
+            single_client=self.single_client)
 
         async def handler(stream: trio.SocketStream) -> None:
             await self.serve_stream(stream)

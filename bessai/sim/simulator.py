@@ -77,6 +77,9 @@ class Simulator:
 
     ``profile``: a loaded Profile, a path to a profile JSON, or None (the Huawei profile).
     ``unit_id``: None takes the profile's connection unit id.
+    ``units``: several unit ids on the same port (a SmartLogger or an SDongle in front of
+    several inverters), each with its own battery, registers and faults; this simulator is the
+    first of them, `unit` returns the others (``sim.unit(2).faults.silent = True``).
     ``start_hour``: simulated time of day when the simulator starts (PV and load follow it).
     """
 
@@ -85,7 +88,10 @@ class Simulator:
     temp_c: float = 25.0
     seed: int = 0
     unit_id: int | None = None
+    units: tuple[int, ...] = ()
     single_client: bool = True
+    framer: str = "socket"
+    """``socket`` (Modbus TCP) or ``rtu`` (RTU frames: RTU over TCP, or a serial line)."""
     params: SiteParams = attrs.field(factory=SiteParams)
     start_hour: float = 12.0
     step_s: float = 1.0
@@ -99,8 +105,13 @@ class Simulator:
     _started: bool = attrs.field(default=False, init=False)
     _cm: Any = attrs.field(default=None, init=False)
     _outer: trio.Nursery | None = attrs.field(default=None, init=False)
+    _others: dict[int, Simulator] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.units:
+            if len(set(self.units)) != len(self.units):
+                raise ValueError(f"units {self.units} repeat a unit id")
+            self.unit_id = self.units[0]
         if self.unit_id is None:
             self.unit_id = self.profile.connection.unit_id
         self.model = BatteryModel(
@@ -126,7 +137,25 @@ class Simulator:
             unit_id=self.unit_id,
             faults=self.faults,
             single_client=self.single_client,
+            framer=self.framer,
         )
+        for n, unit in enumerate(self.units[1:], start=1):
+            other = Simulator(self.profile, soc_pct=self.soc_pct, temp_c=self.temp_c,
+                              seed=self.seed + n, unit_id=unit, params=self.params,
+                              start_hour=self.start_hour, step_s=self.step_s)
+            other.endpoint = self.endpoint  # one port, one set of connections
+            self.endpoint.units[unit] = (other.image.for_peer, other.faults)
+            self._others[unit] = other
+
+    def unit(self, unit_id: int) -> Simulator:
+        """The simulator of one unit id on this port (this one for its own unit id)."""
+        if unit_id == self.unit_id:
+            return self
+        try:
+            return self._others[unit_id]
+        except KeyError:
+            raise KeyError(f"unit {unit_id} is not served here (units: "
+                           f"{[self.unit_id, *self._others]})") from None
 
     # ---- lifecycle --------------------------------------------------------------------------
     def _clock(self) -> float:
@@ -148,6 +177,9 @@ class Simulator:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._ticker)
+                for other in self._others.values():
+                    other._start_clock()
+                    nursery.start_soon(other._ticker)
                 task_status.started(self)
                 await trio.sleep_forever()
         finally:
@@ -220,6 +252,30 @@ class Simulator:
         """
         self._start_clock()
         await self.endpoint.serve_tcp(host, port, task_status=task_status)
+
+    async def serve_serial(
+        self,
+        port: str,
+        baudrate: int = 9600,
+        parity: str = "N",
+        stopbits: int = 1,
+        *,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve RTU on a serial line (a pty in tests: ``--serial /dev/pts/N``) until
+        cancelled. The line is one session for as long as it is open."""
+        from bessai.device.serial_port import SerialSettings, open_serial
+
+        self._start_clock()
+        self.endpoint.framer = "rtu"
+        settings = SerialSettings(port, baudrate, parity, stopbits)
+        stream = open_serial(settings)
+        from bessai.sim.logfmt import log as sim_log
+
+        sim_log(20, "SIM_LISTENING", serial=str(settings),
+                units=",".join(str(u) for u in [self.unit_id, *self._others]))
+        task_status.started(str(settings))
+        await self.endpoint.serve_stream(stream, peer=str(settings))
 
     def drop_connections(self) -> int:
         """Close every client connection now (fault injection); returns how many."""

@@ -28,8 +28,8 @@ class WithoutPriority:
         self.driver = driver
 
     @property
-    def connected(self):
-        return self.driver.connected
+    def connection(self):
+        return self.driver.connection
 
     async def connect(self):
         await self.driver.connect()

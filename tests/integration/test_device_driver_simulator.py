@@ -11,7 +11,7 @@ import structlog.testing
 import trio
 
 from bessai.clock import trio_wall_clock
-from bessai.device import Backoff, TagWriteRefused, UniversalDriver, load_profile
+from bessai.device import TagWriteRefused, UniversalDriver, load_profile
 from bessai.device.profile import Poll
 from bessai.sim import Simulator
 
@@ -26,8 +26,7 @@ def profile():
 
 def _driver(profile, sim, **kw):
     return UniversalDriver(profile, stream_factory=sim.stream_factory(), site_id="s1",
-                           wall_clock=trio_wall_clock(), backoff=Backoff(initial_s=1, jitter=0),
-                           **kw)
+                           wall_clock=trio_wall_clock(), **kw)
 
 
 async def test_snapshot_matches_the_simulated_device(profile, autojump_clock):
@@ -129,15 +128,18 @@ async def test_operator_log_lines_name_modbusreaderror_and_connectionerror_once_
             await drv.read_all(Poll.FAST)
             sim.drop_connections()
             await drv.read_all(Poll.FAST)
-            await drv.read_all(Poll.FAST)  # still in backoff: no new line
+            await drv.read_all(Poll.FAST)  # reconnected (no owner: on demand)
+            await drv.read_all(Poll.FAST)  # and up: no new line
     failed = [e for e in logs if e["event"] == "device_read_failed"]
     assert len(failed) == n_fast
     assert all(e["error"] == "ModbusReadError" and "0x06" in e["detail"] for e in failed)
     recovered = [e for e in logs if e["event"] == "device_read_recovered"]
     assert len(recovered) == n_fast
-    down = [e for e in logs if e["event"] == "device_link_down"]
+    down = [e for e in logs if e["event"] == "DEVICE_LINK_DOWN"]
     assert len(down) == 1
-    assert "ConnectionError" in down[0]["detail"]
+    assert "ConnectionError" in down[0]["reason"]
+    assert [e["event"] for e in logs if e["event"].startswith("DEVICE_LINK")] == [
+        "DEVICE_LINK_UP", "DEVICE_LINK_DOWN", "DEVICE_LINK_UP"]
     assert all(e["site"] == "s1" and e["device"] == "huawei_sun2000"
                for e in failed + down)
 

@@ -55,7 +55,8 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
     "bessai.spool.oldest_age_s": [{}],
     "bessai.publish.results": [{"status": "200"}, {"status": "503"}],
     "bessai.spool.drops": [{"reason": "budget"}],
-    "bessai.actor.restarts": [{"supervisor": f"site:{DEVICE}", "child": "device_link"}],
+    # the connect path is the endpoint connection's (its owner runs under the gateway)
+    "bessai.actor.restarts": [{"supervisor": "gateway", "child": "connection_127.0.0.1:502"}],
 }
 
 _DATA_FIELD = {Kind.COUNTER: "sum", Kind.HISTOGRAM: "histogram", Kind.GAUGE: "gauge"}
@@ -83,7 +84,7 @@ def gateway_settings(tmp_path: Path, endpoint: str, **env: str) -> Any:
 
 def crash_first_connect(factory: Callable[[], Any]) -> Callable[[], Any]:
     """A stream factory whose first call raises an unexpected error (a bug, not a device fault:
-    it escapes the device link, so the site supervisor restarts it)."""
+    it escapes the connection's owner, so the gateway supervisor restarts it)."""
     calls = 0
 
     async def connect() -> Any:

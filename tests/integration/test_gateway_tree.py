@@ -22,7 +22,7 @@ from bessai.gateway import Gateway
 from bessai.settings import BindAddress, DeviceSpec, Settings
 from bessai.sim import Simulator
 
-GATEWAY_ORDER = ["telemetry", "data", "site_inv1"]
+GATEWAY_ORDER = ["telemetry", "data", "connection_127.0.0.1:502", "site_inv1"]
 DATA_ORDER = ["spool", "recorder", "events"]
 SITE_ORDER = ["device_link", "safety_guard", "watchdog"]
 
@@ -205,3 +205,35 @@ async def test_a_stop_while_a_child_cannot_start_ends_the_run_cleanly(tmp_path):
             nursery.cancel_scope.cancel()
     assert any(e.child_id == "status" and e.exception_repr and "in use" in e.exception_repr
                for e in events)
+
+
+async def test_two_units_on_one_endpoint_run_on_one_connection_actor_with_one_state(tmp_path,
+                                                                                    clock):
+    """DEVICES=inv1@127.0.0.1:502/1,inv2@127.0.0.1:502/2 (two inverters behind one SDongle):
+    the tree runs one connection actor for the endpoint, the status shows one connection state
+    and one state per unit, and the single-client device sees one client."""
+    events: list[SupervisorEvent] = []
+    async with trio.open_nursery() as nursery:
+        sim = Simulator(units=(1, 2), single_client=True, soc_pct=61.0)
+        await nursery.start(sim.run)
+        devices = (DeviceSpec("inv1", "127.0.0.1", 502, 1), DeviceSpec("inv2", "127.0.0.1", 502, 2))
+        gw = Gateway(settings(tmp_path, devices=devices), wall_clock=trio_wall_clock(),
+                     stream_factories={"inv1": sim.stream_factory()}, status_server=False,
+                     event_hook=events.append, env_file=None)
+        await nursery.start(gw.run)
+        await wait_for(lambda: all(gw.status()["links"][f"device:{d}"]["state"] == "up"
+                                   for d in ("inv1", "inv2")), timeout_s=10, what="units up")
+        await trio.sleep(20)  # twenty fast polls of each unit, two heartbeats each
+        status = gw.status()
+        state = sim.state()
+        health = gw.health()
+        gw.request_stop()
+        await gw.supervisor_done.wait()
+        nursery.cancel_scope.cancel()
+    assert kinds(events, EventKind.STARTED, "gateway").count("connection_127.0.0.1:502") == 1
+    connection = status["links"]["connection:127.0.0.1:502"]
+    assert connection["state"] == "up"
+    assert connection["units"] == {"1": "inv1", "2": "inv2"}
+    assert status["sites"]["inv2"]["connection"] == "127.0.0.1:502"
+    assert state.connections_total == 1
+    assert health == (True, [])

@@ -4,7 +4,8 @@ The Trio client and driver are tested against this real, independent implementat
 than against a mock. Run as ``python -m tests.peers.pymodbus_server CONFIG_JSON``; it prints
 ``PORT <n>`` once listening and serves until killed (or until stdin closes).
 
-Config: ``{"unit_id": 1, "port": 0, "holding": [[start, [words...]], ...],
+Config: ``{"unit_id": 1, "port": 0, "framer": "socket"|"rtu", "serial": "/dev/pts/N",
+"baudrate": 9600, "holding": [[start, [words...]], ...], "coils"/"discrete": [[start, [0|1...]]],
 "input": [...], "busy": [addr...], "denied": [addr...], "delay_s": 0}``. Addresses outside the
 given ranges answer exception 0x02 (like the inverter); a request touching a ``busy`` address
 answers 0x06, a ``denied`` address 0x80 (Huawei's permission denied).
@@ -58,16 +59,34 @@ def _serve(config: dict) -> None:
                for start, words in config.get(key, [])]
         return out or [SimData(0, count=1, datatype=DataType.INVALID)]
 
-    bits = [SimData(0, values=False, datatype=DataType.BITS)]
+    def bit_blocks(key):
+        out = [SimData(start, values=[bool(b) for b in bits], datatype=DataType.BITS)
+               for start, bits in config.get(key, [])]
+        return out or [SimData(0, values=False, datatype=DataType.BITS)]
+
     device = SimDevice(id=config.get("unit_id", 1),
-                       simdata=(bits, list(bits), blocks("holding"), blocks("input")),
+                       simdata=(bit_blocks("coils"), bit_blocks("discrete"), blocks("holding"),
+                                blocks("input")),
                        action=action)
 
+    from pymodbus import FramerType
+    from pymodbus.server import ModbusSerialServer
+
+    framer = FramerType.RTU if config.get("framer") == "rtu" else FramerType.SOCKET
+
     async def main():
-        server = ModbusTcpServer(device, address=("127.0.0.1", config.get("port", 0)),
-                                 trace_pdu=trace_pdu)
-        await server.serve_forever(background=True)
-        port = server.transport.sockets[0].getsockname()[1]
+        if config.get("serial"):  # RTU on a serial line (a pty in tests)
+            server = ModbusSerialServer(device, framer=FramerType.RTU, port=config["serial"],
+                                        baudrate=config.get("baudrate", 9600),
+                                        trace_pdu=trace_pdu)
+            await server.serve_forever(background=True)
+            port = 0
+        else:
+            server = ModbusTcpServer(device, framer=framer,
+                                     address=("127.0.0.1", config.get("port", 0)),
+                                     trace_pdu=trace_pdu)
+            await server.serve_forever(background=True)
+            port = server.transport.sockets[0].getsockname()[1]
         print(f"PORT {port}", flush=True)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
@@ -136,6 +155,8 @@ def config_from_profile(profile, values: dict | None = None, **extra) -> dict:
     values = values or {}
     tables: dict[str, list] = {"holding": [], "input": []}
     for block in profile.blocks:
+        if block.table.value not in tables:  # coils / discrete inputs: the caller's "coils"
+            continue
         words = [0] * (block.end - block.start + 1)
         for tag in profile.tags.values():
             if tag.table != block.table or not block.contains(tag.address, tag.count):

@@ -18,10 +18,11 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from actors import Backoff
 from bessai.device import (
-    Backoff,
     DeviceConnectionError,
     ModbusClient,
+    ModbusConnection,
     ModbusError,
     ModbusProtocolError,
     ModbusReadError,
@@ -257,7 +258,7 @@ async def test_silent_device_times_out_and_the_late_reply_is_never_used(
         return await registers_device({0: calls})(tid, unit, pdu)
 
     peer = Peer(handler)
-    client = nursery_client(peer, post_connect_delay_s=0, backoff=Backoff(initial_s=1, jitter=0))
+    client = nursery_client(peer, post_connect_delay_s=0)
     start = trio.current_time()
     with pytest.raises(ModbusTimeout) as info:
         await client.read_holding_registers(0, 1)
@@ -287,19 +288,42 @@ async def test_reconnects_follow_capped_jittered_backoff(autojump_clock):
         attempts.append(trio.current_time())
         raise OSError(111, "Connection refused")
 
-    backoff = Backoff(initial_s=1.0, factor=2.0, max_s=8.0, jitter=0.5)
-    client = ModbusClient(refuse, backoff=backoff, rng=random.Random(42), post_connect_delay_s=0)
-    with pytest.raises(DeviceConnectionError):
-        await client.connect_with_backoff(max_attempts=7)
+    backoff = Backoff(initial_s=1.0, multiplier=2.0, max_s=8.0, jitter=0.5)
+    connection = ModbusConnection(refuse, backoff=backoff, rng=random.Random(42),
+                                  post_connect_delay_s=0)
+    client = ModbusClient(connection)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(connection.run)
+        while len(attempts) < 7:
+            await trio.sleep(0.01)
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
+        rng = random.Random(42)
+        expected = [min(8.0, 1.0 * 2**n) * (1 - 0.5 * rng.random()) for n in range(6)]
+        assert gaps == pytest.approx(expected)
+        assert max(gaps) <= 8.0
+        # Requests during the backoff fail fast instead of hammering the device.
+        with pytest.raises(DeviceConnectionError, match="next reconnect in"):
+            await client.read_holding_registers(0, 1)
+        assert len(attempts) == 7
+        nursery.cancel_scope.cancel()
+
+
+async def test_reconnect_wait_is_capped_by_the_devices_comm_loss_budget(autojump_clock):
+    attempts = []
+
+    async def refuse():
+        attempts.append(trio.current_time())
+        raise OSError(111, "Connection refused")
+
+    connection = ModbusConnection(refuse, rng=random.Random(1), post_connect_delay_s=0,
+                                  reconnect_cap_s=5.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(connection.run)
+        await trio.sleep(300)
+        nursery.cancel_scope.cancel()
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
-    rng = random.Random(42)
-    expected = [min(8.0, 1.0 * 2**n) * (1 - 0.5 * rng.random()) for n in range(6)]
-    assert gaps == pytest.approx(expected)
-    assert max(gaps) <= 8.0
-    # Requests during the backoff fail fast instead of hammering the device.
-    with pytest.raises(DeviceConnectionError, match="next reconnect in"):
-        await client.read_holding_registers(0, 1)
-    assert len(attempts) == 7
+    assert max(gaps) <= 5.0 + 1e-9  # the 60 s backoff ceiling never applies
+    assert len(attempts) >= 300 / 5
 
 
 async def test_connect_timeout_is_a_connection_error(autojump_clock):

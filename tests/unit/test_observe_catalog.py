@@ -35,6 +35,25 @@ def _metric_calls() -> list[tuple[str, str, frozenset[str], str]]:
     return calls
 
 
+def _link_gauges() -> set[str]:
+    """Gauge names handed to a `bessai.link.Link` (``gauge="bessai..."``, or its default),
+    which reports ``<gauge>{link=...}`` on every transition."""
+    import ast
+
+    names = set()
+    for path in sorted((Path(__file__).parents[2] / "bessai").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            value = None
+            keyword = isinstance(node, ast.keyword) and node.arg == "gauge"
+            default = (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                       and node.target.id == "gauge")
+            if keyword or default:
+                value = node.value
+            if isinstance(value, ast.Constant) and str(value.value).startswith("bessai."):
+                names.add(value.value)
+    return names
+
+
 def test_every_metric_an_actor_emits_is_catalogued_with_its_kind_and_attributes() -> None:
     from bessai.observe.catalog import BY_NAME, Kind
 
@@ -56,5 +75,6 @@ def test_every_metric_an_actor_emits_is_catalogued_with_its_kind_and_attributes(
 
 
 def test_every_catalogued_metric_is_emitted_somewhere() -> None:
-    emitted = {name for _, name, _, _ in _metric_calls()} | {"bessai.telemetry.dropped"}
+    emitted = ({name for _, name, _, _ in _metric_calls()} | {"bessai.telemetry.dropped"}
+               | _link_gauges())
     assert {spec.name for spec in METRICS} - emitted == set()

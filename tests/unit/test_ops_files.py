@@ -336,7 +336,7 @@ def test_every_commented_example_value_is_valid(tmp_path):
     lines = ENV_EXAMPLE.read_text().splitlines()
     uncommented = [
         line[1:] for line in lines
-        if re.match(r"^#[A-Z_]+=", line) and not line.startswith("#DEVICES=")
+        if re.match(r"^#[A-Z_]+=", line) and not line.startswith(("#DEVICES=", "#SERIAL_PORT="))
     ]
     assert len(uncommented) >= len(KNOWN_KEYS) - 4
     env_file = tmp_path / ".env"
@@ -348,3 +348,8 @@ def test_every_commented_example_value_is_valid(tmp_path):
     multi = get_settings({"SITE_ID": "s", "DEVICES": devices_line.split("=", 1)[1]},
                          env_file=None)
     assert [d.id for d in multi.devices] == ["inv1", "inv2"]
+    # SERIAL_PORT goes with MODBUS_TRANSPORT=serial instead of INVERTER_IP.
+    port_line = next(line[1:] for line in lines if line.startswith("#SERIAL_PORT="))
+    serial = get_settings({"SITE_ID": "s", "MODBUS_TRANSPORT": "serial",
+                           "SERIAL_PORT": port_line.split("=", 1)[1]}, env_file=None)
+    assert [str(d) for d in serial.devices] == ["inv1@serial:/dev/ttyUSB0/1"]

@@ -156,6 +156,10 @@ def test_every_bessai_run_and_bessai_sim_line_is_accepted_by_its_parser(runbook)
                 pytest.fail(f"{runbook.name}: `{name} {' '.join(argv)}` is not valid")
 
 
+LINK_EVENT_FIELDS = ("name", "up_event", "down_event", "reason_changed_event")
+"""Keywords that carry an event name: ``Event(name=...)`` and a `bessai.link.Link`'s events."""
+
+
 def _emitted_names() -> set[str]:
     """UPPER_SNAKE names the code logs or publishes: the first argument of a log call (or of the
     guard's ``_emit``), an ``Event(name=...)``, or either branch of ``name = A if ... else B``."""
@@ -176,8 +180,11 @@ def _emitted_names() -> set[str]:
                 if isinstance(func, ast.Attribute) and func.attr in LOG_METHODS and node.args:
                     constant(node.args[0])
                 for keyword in node.keywords:
-                    if keyword.arg == "name":
+                    if keyword.arg in LINK_EVENT_FIELDS:
                         constant(keyword.value)
+            elif (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                  and node.target.id in LINK_EVENT_FIELDS and node.value is not None):
+                constant(node.value)  # a `bessai.link.Link` default event name
             elif (isinstance(node, ast.Assign) and isinstance(node.value, ast.IfExp)
                   and any(isinstance(t, ast.Name) and t.id == "name" for t in node.targets)):
                 constant(node.value.body)

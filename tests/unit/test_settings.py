@@ -86,9 +86,14 @@ def test_every_key_is_read_into_its_field(tmp_path):
         "COMMAND_MIN_INTERVAL_S": "10",
         "COMMAND_VERIFY_KEYS": "/etc/bessai/command-keys",
         "CLOCK_SKEW_MAX_S": "45",
+        "MODBUS_TRANSPORT": "rtu-over-tcp",
+        "SERIAL_BAUDRATE": "19200",
+        "SERIAL_PARITY": "E",
+        "SERIAL_STOPBITS": "2",
     }
-    # Every key the module knows, except DEVICES (exclusive with INVERTER_IP, tested below).
-    assert set(env) | {"DEVICES"} == set(KNOWN_KEYS)
+    # Every key the module knows, except DEVICES and SERIAL_PORT (exclusive with INVERTER_IP,
+    # tested below).
+    assert set(env) | {"DEVICES", "SERIAL_PORT"} == set(KNOWN_KEYS)
     s = get_settings(env, env_file=None)
     assert s.site_id == "plant.7"
     assert s.inverter_ip == ipaddress.IPv6Address("fd00::50")
@@ -115,7 +120,8 @@ def test_every_key_is_read_into_its_field(tmp_path):
     assert s.shutdown_deadline_s == 25.0
     assert s.command_verify_keys == Path("/etc/bessai/command-keys")
     assert s.clock_skew_max_s == 45.0
-    assert [str(d) for d in s.devices] == ["luna-a@[fd00::50]:6607/0"]
+    assert (s.serial_baudrate, s.serial_parity, s.serial_stopbits) == (19200, "E", 2)
+    assert [str(d) for d in s.devices] == ["luna-a@rtu-over-tcp:[fd00::50]:6607/0"]
 
 
 def test_uplink_is_cloud_when_a_topic_is_set_without_the_emulator():
@@ -280,7 +286,7 @@ def test_unknown_device_id_lists_the_known_ones():
         ("inv1@192.168.1.50,inv1@192.168.1.51", "id 'inv1' twice"),
         ("inv1@192.168.1.50,inv2@192.168.1.50", "192.168.1.50:502/1 twice"),
         ("inv1@999.1.1.1", "is not an IP address"),
-        ("192.168.1.50", "is not ID@HOST"),
+        ("192.168.1.50", "is not ID@[TRANSPORT:]HOST"),
         ("inv1@192.168.1.50:99999", "port must be"),
         (" , ", "lists no device"),
     ],
