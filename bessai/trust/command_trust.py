@@ -13,9 +13,12 @@ Invariants:
 - Without COMMAND_VERIFY_KEYS nothing is verified (``authenticated`` False: logged at start as
   COMMANDS_UNAUTHENTICATED, shown on /status and by ``bessai check-config``).
 - `verify` runs before `admit`, so a message that fails verification never burns its id.
-- A failing replay store is a state (REPLAY_STORE_FAILED once, REPLAY_STORE_RECOVERED once):
-  while it lasts charge and discharge are refused (their replay protection cannot be recorded);
-  stop and auto still go through (they end forcing, which is never less safe).
+- A failing replay store (a full, read-only or locked disk) is a state (REPLAY_STORE_FAILED
+  once, REPLAY_STORE_RECOVERED once). While it lasts, claimed ids are held in memory (at most
+  `HELD_IDS_MAX`) and written to the store when it works again, so a disk fault neither stops
+  dispatch nor lets a copy through in the same run; ids already on disk are still read. Only
+  past that bound are charge and discharge refused (``replay_store_unavailable``); stop and auto
+  always go through (they end forcing, which is never less safe).
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ log = structlog.get_logger("bessai.trust")
 
 _FORCING = (Action.CHARGE, Action.DISCHARGE)
 
+HELD_IDS_MAX = 10_000
+"""Command ids held in memory while the replay store cannot be written (each a few hundred
+bytes); past it, charge/discharge are refused until the store works again."""
+
 
 @attrs.define(eq=False)
 class CommandTrust:
@@ -52,6 +59,8 @@ class CommandTrust:
     sink: MetricSink = NULL_SINK
     replay_fault: str | None = None
     """Why the replay store failed last (None while it works)."""
+    held: dict[str, tuple[float, float]] = attrs.field(factory=dict)
+    """Ids claimed while the store failed: id → (expires_at, handled_at), written on recovery."""
 
     @classmethod
     def from_settings(cls, settings: Any, *, wall_clock: WallClock = system_wall_clock,
@@ -110,31 +119,53 @@ class CommandTrust:
 
     async def admit(self, command: Command) -> str | None:
         """Claim the command's id in the replay store; the refusal reason if it was handled
-        before (or, for charge/discharge, if the store cannot record it), else None."""
+        before (or, for charge/discharge, if it can be recorded neither on disk nor in the
+        bounded in-memory hold), else None."""
         if self.replay is None:
             return None
         now = self.wall_clock()
+        trusted_now = now if self.clock.trusted else None
+        if command.id in self.held:
+            return _replayed(command)
         try:
-            new = await self.replay.claim(command.id, command.expires_at, now,
-                                          now if self.clock.trusted else None)
+            await self._write_held(trusted_now)
+            new = await self.replay.claim(command.id, command.expires_at, now, trusted_now)
         except ReplayStoreError as exc:
-            if self.replay_fault is None:
-                log.error("REPLAY_STORE_FAILED", path=str(self.replay.path), error=clip(exc),
-                          effect="charge/discharge refused until it works again; stop and "
-                                 "auto still go through")
-            self.replay_fault = clip(exc)
-            if command.action in _FORCING:
-                return (f"replay_store_unavailable: the command-id store {self.replay.path} "
-                        f"cannot be written ({clip(exc)}) — fix the disk, then send the "
-                        f"command again")
-            return None
+            return await self._admit_while_failing(command, now, exc)
         if self.replay_fault is not None:
             self.replay_fault = None
             log.warning("REPLAY_STORE_RECOVERED", path=str(self.replay.path))
-        if not new:
-            return (f"replay: command id {clip(command.id)!r} was already handled by this "
-                    f"gateway — a copy is never applied again; send a new command with a "
-                    f"fresh id")
+        return None if new else _replayed(command)
+
+    async def _write_held(self, trusted_now: float | None) -> None:
+        """Write the ids held during a store fault (oldest first); raises while it still fails."""
+        assert self.replay is not None
+        while self.held:
+            command_id, (expires_at, handled_at) = next(iter(self.held.items()))
+            await self.replay.claim(command_id, expires_at, handled_at, trusted_now)
+            del self.held[command_id]
+
+    async def _admit_while_failing(self, command: Command, now: float,
+                                   exc: ReplayStoreError) -> str | None:
+        assert self.replay is not None
+        if self.replay_fault is None:
+            log.error("REPLAY_STORE_FAILED", path=str(self.replay.path), error=clip(exc),
+                      effect=f"command ids held in memory (at most {HELD_IDS_MAX}) and written "
+                             "when the store works again; stop and auto always go through")
+        self.replay_fault = clip(exc)
+        try:
+            seen = await self.replay.contains(command.id)  # reads work on a full disk
+        except ReplayStoreError:
+            seen = False
+        if seen:
+            return _replayed(command)
+        if len(self.held) < HELD_IDS_MAX:
+            self.held[command.id] = (command.expires_at, now)
+            return None
+        if command.action in _FORCING:
+            return (f"replay_store_unavailable: the command-id store {self.replay.path} "
+                    f"cannot be written ({clip(exc)}) and {HELD_IDS_MAX} ids are already held "
+                    f"in memory — fix the disk, then send the command again")
         return None
 
     def expiry_now(self, local_wall: float) -> float:
@@ -160,3 +191,8 @@ class CommandTrust:
                 "clock": self.clock.status(),
                 "replay_store": None if self.replay is None else
                 {"path": str(self.replay.path), "fault": self.replay_fault}}
+
+
+def _replayed(command: Command) -> str:
+    return (f"replay: command id {clip(command.id)!r} was already handled by this gateway — a "
+            f"copy is never applied again; send a new command with a fresh id")

@@ -273,21 +273,74 @@ async def test_ids_are_purged_after_expiry_plus_margin_and_only_with_a_trusted_c
     assert await store.contains("new")
 
 
-async def test_a_failing_store_refuses_forcing_but_lets_stop_through_and_logs_once(tmp_path):
+async def test_a_store_that_cannot_be_opened_holds_ids_in_memory_and_writes_them_on_recovery(
+        tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the store's directory should be")
-    trust = CommandTrust(keys=VerifyKeys(None), clock=SkewTracker(),
-                         replay=ReplayStore(blocker / "r.sqlite"), wall_clock=lambda: NOW)
+    store = ReplayStore(blocker / "r.sqlite")
+    trust = CommandTrust(keys=VerifyKeys(None), clock=SkewTracker(), replay=store,
+                         wall_clock=lambda: NOW)
     charge = Command("c-1", "site1", "inv1", Action.CHARGE, 1000, NOW, NOW + 300)
     stop = Command("c-2", "site1", "inv1", Action.STOP, 0, NOW, NOW + 300)
     with capture_logs() as logs:
-        assert (await trust.admit(charge) or "").startswith("replay_store_unavailable: ")
+        assert await trust.admit(charge) is None  # dispatch goes on through a disk fault
         assert await trust.admit(stop) is None
-        assert (await trust.admit(attrs_evolve(charge, "c-3")) or "").startswith(
-            "replay_store_unavailable")
+        assert (await trust.admit(charge) or "").startswith("replay: ")  # held in memory
         blocker.unlink()
         assert await trust.admit(attrs_evolve(charge, "c-4")) is None
     assert [e["event"] for e in logs] == ["REPLAY_STORE_FAILED", "REPLAY_STORE_RECOVERED"]
+    assert trust.held == {}
+    assert await store.contains("c-1")  # written on recovery
+    assert await store.contains("c-2")
+    store.close()
+    again = CommandTrust(keys=VerifyKeys(None), clock=SkewTracker(),
+                         replay=ReplayStore(blocker / "r.sqlite"), wall_clock=lambda: NOW)
+    assert (await again.admit(charge) or "").startswith("replay: ")  # after a restart too
+
+
+async def test_past_the_in_memory_bound_forcing_is_refused_but_stop_goes_through(
+        tmp_path, monkeypatch):
+    from bessai.trust import command_trust
+
+    monkeypatch.setattr(command_trust, "HELD_IDS_MAX", 2)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    trust = CommandTrust(keys=VerifyKeys(None), clock=SkewTracker(),
+                         replay=ReplayStore(blocker / "r.sqlite"), wall_clock=lambda: NOW)
+    charge = Command("c-1", "site1", "inv1", Action.CHARGE, 1000, NOW, NOW + 300)
+    assert await trust.admit(charge) is None
+    assert await trust.admit(attrs_evolve(charge, "c-2")) is None
+    assert (await trust.admit(attrs_evolve(charge, "c-3")) or "").startswith(
+        "replay_store_unavailable: ")
+    stop = Command("c-9", "site1", "inv1", Action.STOP, 0, NOW, NOW + 300)
+    assert await trust.admit(stop) is None
+
+
+async def test_on_a_full_disk_an_id_already_on_disk_is_still_a_replay(tmp_path):
+    """A real full filesystem: INSERT fails with SQLITE_FULL, but the stored ids are still
+    read, so a copy of a command handled before the disk filled is rejected."""
+    from tests.disk_faults import DiskFiller, require_root, small_tmpfs
+
+    require_root()
+
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        store = ReplayStore(disk / "outbox.commands.sqlite")
+        trust = CommandTrust(keys=VerifyKeys(None), clock=SkewTracker(), replay=store,
+                             wall_clock=lambda: NOW)
+        before = Command("c-old", "site1", "inv1", Action.CHARGE, 1000, NOW, NOW + 300)
+        assert await trust.admit(before) is None
+        filler = DiskFiller(disk)
+        filler.fill()
+        try:
+            with capture_logs() as logs:
+                assert (await trust.admit(before) or "").startswith("replay: ")
+                assert await trust.admit(attrs_evolve(before, "c-new")) is None
+            assert "REPLAY_STORE_FAILED" in [e["event"] for e in logs]
+        finally:
+            filler.free()
+        assert await trust.admit(attrs_evolve(before, "c-next")) is None
+        assert await store.contains("c-new")
+        store.close()
 
 
 def attrs_evolve(command: Command, new_id: str) -> Command:
