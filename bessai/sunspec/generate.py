@@ -136,10 +136,13 @@ def _point_tag(p: PointDef, address: int, sf_tag: str | None, fast: bool) -> dic
     return tag
 
 
-def generate(chain: Sequence[ModelInstance], *, base: int, end_marker: int, port: int = 502,
+def generate(chain: Sequence[ModelInstance], *, base: int, end: int, port: int = 502,
              unit_id: int = 1, manufacturer: str = "", model: str = "",
              dispatch: DispatchScale | None = None) -> tuple[dict[str, Any], list[int]]:
-    """The profile document and the unknown model ids that were skipped."""
+    """The profile document and the unknown model ids that were skipped.
+
+    ``end`` is the last register of the map (the end marker's L, or the last register of the
+    last model that answered when the chain was cut short)."""
     core = core_names(chain)
     tags: dict[str, dict[str, Any]] = {}
     names: dict[tuple[int, int, str], str] = {}  # (model id, repeat, point) -> tag name
@@ -184,8 +187,7 @@ def generate(chain: Sequence[ModelInstance], *, base: int, end_marker: int, port
         "connection": {"port": port, "unit_id": unit_id, "timeout_s": 5,
                        "post_connect_delay_s": 0, "max_registers_per_read": 100,
                        "max_gap": 32, "cooldown_s": 0, "word_order": "big"},
-        "blocks": [{"name": "sunspec", "table": "holding", "start": base,
-                    "end": end_marker + 1}],
+        "blocks": [{"name": "sunspec", "table": "holding", "start": base, "end": end}],
         "tags": tags,
         "watchdog": watchdog_doc,
         "dispatch": dispatch_doc,
