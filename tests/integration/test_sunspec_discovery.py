@@ -6,6 +6,8 @@ values are pysunspec2's ``cvalue`` (its own scale-factor arithmetic)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import trio
@@ -179,3 +181,36 @@ async def test_a_scale_factor_that_changes_between_polls_changes_the_value(socke
     assert second.value("soc") == pytest.approx(raw / 100)
     assert third.value("soc") is None
     assert "scale_factor" in third.readings["soc"].reason
+
+
+def test_cli_discover_writes_a_profile_that_validates_and_lists_unknown_models(tmp_path):
+    words, _ = sunspec_image.build(CHAIN, unknown=[(64900, 4)])
+    out = tmp_path / "device.json"
+    bessai = [sys.executable, "-m", "bessai.cli.main"]
+    peer = serve(words)
+    try:
+        done = subprocess.run([*bessai, "profile", "discover", "--host", "127.0.0.1",
+                               "--port", str(peer.port), "--out", str(out)],
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        peer.kill()
+    assert done.returncode == 0, done.stderr
+    assert "SunSpec map at base 40000: models 1, 103, 124, 802, 803, 64900" in done.stdout
+    assert "unknown models skipped: 64900" in done.stdout
+    checked = subprocess.run([*bessai, "profile", "validate", str(out)], capture_output=True,
+                             text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_cli_discover_without_a_sunspec_map_fails_with_a_hint(tmp_path):
+    out = tmp_path / "device.json"
+    peer = serve([0] * 4)
+    try:
+        done = subprocess.run([sys.executable, "-m", "bessai.cli.main", "profile", "discover",
+                               "--host", "127.0.0.1", "--port", str(peer.port), "--out",
+                               str(out)], capture_output=True, text=True, timeout=60)
+    finally:
+        peer.kill()
+    assert done.returncode == 1
+    assert "no SunSpec marker" in done.stderr
+    assert not out.exists()
