@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import attrs
 
@@ -122,6 +123,8 @@ class SimulatedInverter:
     heartbeat_count: int = 0
     write_log: list[WriteRecord] = attrs.field(factory=list)
     write_log_max: int = 10_000
+    derive: Callable[[dict[str, float | int | str | None]], None] | None = None
+    """Adds register-map specific values (a SunSpec map's aliases) before faults apply."""
 
     def __attrs_post_init__(self) -> None:
         if math.isnan(self.now):
@@ -306,6 +309,8 @@ class SimulatedInverter:
             "alarm_3": 0,
         }
         out.update(self.settings)
+        if self.derive is not None:
+            self.derive(out)
         if self.comm_lost and self.roles.comm_loss_tag is not None:
             out[self.roles.comm_loss_tag] = self.roles.comm_loss_value
         if self.faults.pinned:
