@@ -61,6 +61,10 @@ class Roles:
     @classmethod
     def from_profile(cls, profile: Profile) -> Roles:
         w, d = profile.watchdog, profile.dispatch
+        if w is None or d is None:  # a read-only map: nothing to force, no heartbeat to miss
+            return cls(heartbeat_tag="", device_timeout_s=math.inf, comm_loss_tag=None,
+                       comm_loss_value=None, mode_tag="", charge_power_tag="",
+                       discharge_power_tag="", lease_tag="")
         return cls(
             heartbeat_tag=w.heartbeat_tag,
             device_timeout_s=w.device_timeout_s,

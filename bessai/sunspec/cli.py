@@ -22,6 +22,7 @@ from bessai.device.framing import MbapFraming, RtuFraming
 from bessai.device.profile import parse_profile
 from bessai.errors import ConfigError, OperationFailedError
 from bessai.sunspec.discover import Discovery, DiscoveryError, discover
+from bessai.sunspec.generate import read_only_reason
 
 
 async def _discover(host: str, port: int, unit_id: int, transport: str,
@@ -72,8 +73,12 @@ def _print_summary(found: Discovery, out: Path, models: list[int]) -> None:
     if found.truncated:
         print("the model chain ends without its end marker: mapped up to the last model that "
               "answered")
-    print(f"dispatch: model 124 (lease {doc['dispatch']['lease']['tag']}, "
-          f"{doc['dispatch']['lease']['period']} s)")
+    if "dispatch" in doc:
+        print(f"dispatch: model 124 (lease {doc['dispatch']['lease']['tag']}, "
+              f"{doc['dispatch']['lease']['period']} s)")
+    else:
+        print(f"dispatch: none — read-only profile ({read_only_reason(doc)}); the gateway "
+              "reads this device and rejects every command for it")
     print(f"safety: soc={doc['safety']['soc_tag']} "
           f"temperature={','.join(doc['safety']['temperature_tags'])}")
     print(f"profile written: {out} ({len(doc['tags'])} tags)")

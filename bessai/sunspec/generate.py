@@ -172,7 +172,8 @@ def generate(chain: Sequence[ModelInstance], *, base: int, end: int, port: int =
     if temperature not in tags:
         raise GenerateError("no model on this device reports a battery or cabinet temperature "
                             "(803/804/805 or 10x/701 TmpCab): the safety guard needs one")
-    dispatch_doc, watchdog_doc = _controls(tags, chain, dispatch)
+    controls = _controls(tags, chain, dispatch)
+    read_only = isinstance(controls, str)
     ident = _slug(f"sunspec {manufacturer} {model}")[:60] or "sunspec"
     doc: dict[str, Any] = {
         "$schema": "profile.schema.json",
@@ -182,18 +183,28 @@ def generate(chain: Sequence[ModelInstance], *, base: int, end: int, port: int =
                        "(definitions: pysunspec2). Regenerate rather than edit.",
         "device": {"id": ident, "manufacturer": manufacturer or "unknown",
                    "model": model or "SunSpec device",
-                   "notes": (f"skipped unknown models: {unknown}" if unknown
-                             else "every model in the chain is mapped")},
+                   "notes": "; ".join(
+                       [f"skipped unknown models: {unknown}" if unknown
+                        else "every model in the chain is mapped"]
+                       + ([f"read-only: {controls}"] if read_only else []))},
         "connection": {"port": port, "unit_id": unit_id, "timeout_s": 5,
                        "post_connect_delay_s": 0, "max_registers_per_read": 100,
                        "max_gap": 32, "cooldown_s": 0, "word_order": "big"},
         "blocks": [{"name": "sunspec", "table": "holding", "start": base, "end": end}],
         "tags": tags,
-        "watchdog": watchdog_doc,
-        "dispatch": dispatch_doc,
         "safety": {"soc_tag": "soc", "temperature_tags": [temperature]},
     }
+    if not isinstance(controls, str):
+        doc["dispatch"], doc["watchdog"] = controls
     return doc, unknown
+
+
+def read_only_reason(doc: dict[str, Any]) -> str | None:
+    """Why a generated profile has no dispatch section (None: it can be dispatched)."""
+    if "dispatch" in doc:
+        return None
+    notes = str(doc.get("device", {}).get("notes", ""))
+    return notes.split("read-only: ", 1)[1] if "read-only: " in notes else "no dispatch"
 
 
 def _mapped_points(mdef: ModelDef, inst: ModelInstance) -> list[PointDef]:
@@ -204,18 +215,17 @@ def _mapped_points(mdef: ModelDef, inst: ModelInstance) -> list[PointDef]:
 
 
 def _controls(tags: dict[str, dict[str, Any]], chain: Sequence[ModelInstance],
-              scale: DispatchScale | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Dispatch through model 124 and the watchdog feeding 802's controller heartbeat."""
+              scale: DispatchScale | None) -> tuple[dict[str, Any], dict[str, Any]] | str:
+    """Dispatch through model 124 and the watchdog feeding 802's controller heartbeat, or why
+    the device is read-only (then no tag is writable and nothing is ever written)."""
     has_124 = any(m.model_id == STORAGE_MODEL for m in chain)
     needed = ("124_storctl_mod", "124_inwrte", "124_outwrte", "124_inoutwrte_rvrttms")
     if not has_124 or scale is None or any(n not in tags for n in needed):
-        raise GenerateError("no writable storage model (124 with StorCtl_Mod, InWRte, OutWRte, "
-                            "InOutWRte_RvrtTms and a readable WChaMax): this device cannot be "
-                            "dispatched through SunSpec")
+        return ("no writable storage model (124 with StorCtl_Mod, InWRte, OutWRte, "
+                "InOutWRte_RvrtTms and a readable WChaMax)")
     if scale.wchamax_w <= 0 or not -10 <= scale.inoutwrte_sf <= 10:
-        raise GenerateError(f"model 124 reports WChaMax={scale.wchamax_w} W and "
-                            f"InOutWRte_SF={scale.inoutwrte_sf}; cannot turn watts into its "
-                            "rates")
+        return (f"model 124 reports WChaMax={scale.wchamax_w:g} W and "
+                f"InOutWRte_SF={scale.inoutwrte_sf}: watts cannot be turned into its rates")
     gain = 100.0 / (scale.wchamax_w * 10.0 ** scale.inoutwrte_sf)
     max_w = float(scale.wchamax_w)
     for name in ("124_inwrte", "124_outwrte"):
