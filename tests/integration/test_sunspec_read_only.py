@@ -83,5 +83,5 @@ async def test_bessai_command_refuses_a_read_only_device(autojump_clock, tmp_pat
                              "DEVICE_PROFILE": str(path)}, env_file=None)
     args = argparse.Namespace(action="stop", power_w=None, ttl_s=300.0, device=None)
     command = command_cmd.build_command(settings, args, now=1_767_225_600.0)
-    with pytest.raises(ConfigError, match="is read-only: its profile .* has no dispatch"):
+    with pytest.raises(ConfigError, match=r"is read-only: its profile .* has no dispatch"):
         command_cmd.refuse_read_only(settings, command)
