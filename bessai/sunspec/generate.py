@@ -27,6 +27,7 @@ Invariants:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -227,7 +228,9 @@ def _controls(tags: dict[str, dict[str, Any]], chain: Sequence[ModelInstance],
         return (f"model 124 reports WChaMax={scale.wchamax_w:g} W and "
                 f"InOutWRte_SF={scale.inoutwrte_sf}: watts cannot be turned into its rates")
     gain = 100.0 / (scale.wchamax_w * 10.0 ** scale.inoutwrte_sf)
-    max_w = float(scale.wchamax_w)
+    # the rates are int16: at a fine InOutWRte_SF, 100 % may not fit; never allow a write
+    # whose raw value would not
+    max_w = min(float(scale.wchamax_w), math.floor(0x7FFF / gain))
     for name in ("124_inwrte", "124_outwrte"):
         t = tags[name]
         t.pop("scale_factor", None)

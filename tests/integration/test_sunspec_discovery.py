@@ -214,3 +214,17 @@ def test_cli_discover_without_a_sunspec_map_fails_with_a_hint(tmp_path):
     assert done.returncode == 1
     assert "no SunSpec marker" in done.stderr
     assert not out.exists()
+
+
+async def test_a_model_length_pointing_past_the_address_space_ends_the_chain(socket_clock):
+    words, models = sunspec_image.build((1, 103, 124, 802), end_marker=False)
+    words += [64900, 60000]  # a vendor model claiming 60000 registers from ~40280
+    peer = serve(words)
+    try:
+        found = await discover_on(peer.port)
+        snapshot = await read_through(found.profile, peer.port)
+    finally:
+        peer.kill()
+    assert found.truncated
+    assert [m.model_id for m in found.chain] == [1, 103, 124, 802]
+    assert snapshot.value("soc") == pytest.approx(models[802].SoC.cvalue)

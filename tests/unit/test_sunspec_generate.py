@@ -18,7 +18,7 @@ SCALE = DispatchScale(wchamax_w=5000, inoutwrte_sf=-2)
 
 def profile_doc(model_ids, scale=SCALE):
     chain, end = layout(model_ids)
-    doc, unknown = generate(chain, base=40000, end=end + 1, dispatch=scale)
+    doc, _unknown = generate(chain, base=40000, end=end + 1, dispatch=scale)
     parse_profile(json.dumps(doc))  # every generated profile passes the schema and checks
     return doc
 
@@ -29,9 +29,12 @@ def test_der_model_701_wins_over_103_for_power_and_frequency_but_not_for_cabinet
     m701 = next(m for m in chain if m.model_id == 701)
     assert tags["active_power"]["address"] == m701.address + model_def(701).point("W").offset
     assert tags["grid_frequency"]["address"] == m701.address + model_def(701).point("Hz").offset
-    assert "103_w" in tags and "103_hz" in tags
-    assert "inverter_temp" in tags and "701_tmpcab" in tags  # 10x first for the cabinet
-    assert "device_status" in tags and "701_st" in tags
+    assert "103_w" in tags
+    assert "103_hz" in tags
+    assert "inverter_temp" in tags
+    assert "701_tmpcab" in tags
+    assert "device_status" in tags
+    assert "701_st" in tags
 
 
 def test_soc_falls_back_to_124_chastate_without_a_battery_model():
@@ -50,7 +53,7 @@ def test_other_points_are_model_id_and_point_name_in_lower_case_with_their_scale
     assert tags["device_status"]["enum"]["4"] == "MPPT"
 
 
-@pytest.mark.parametrize("sunspec_type,size,tag_name", [
+@pytest.mark.parametrize(("sunspec_type", "size", "tag_name"), [
     ("int16", 1, "active_power"), ("uint16", 1, "103_phvpha"), ("acc32", 2, "103_wh"),
     ("enum16", 1, "device_status"), ("bitfield32", 2, "103_evt1"), ("sunssf", 1, "103_w_sf"),
     ("uint32", 2, "802_ncyc"),
@@ -85,3 +88,10 @@ def test_a_chain_without_state_of_charge_cannot_make_a_profile():
 def test_an_unknown_model_is_a_typed_error():
     with pytest.raises(UnknownModel):
         model_def(64900)
+
+
+def test_rate_limit_stays_inside_int16_at_a_fine_rate_scale_factor():
+    doc = profile_doc((1, 103, 124, 802), DispatchScale(wchamax_w=5000, inoutwrte_sf=-3))
+    tag = doc["tags"]["124_inwrte"]
+    assert tag["max"] * tag["gain"] <= 0x7FFF  # 100 % would be raw 100000
+    assert tag["max"] < 5000
