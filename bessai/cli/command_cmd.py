@@ -88,6 +88,22 @@ def build_command(settings: Settings, args: argparse.Namespace, now: float) -> C
     )
 
 
+def refuse_read_only(settings: Settings, command: Command) -> None:
+    """A `ConfigError` when the device's profile has no dispatch section (read-only, e.g. a
+    SunSpec device without a writable storage model): the gateway would reject the command."""
+    device = settings.device(command.device_id)
+    try:
+        load_profile = load("bessai.device.profile", "load_profile", command="command")
+        profile = load_profile(device.profile)
+    except Exception:  # an unreadable profile is the gateway's to report; it rejects then
+        return
+    if getattr(profile, "dispatch", True) is None:
+        raise ConfigError(
+            f"device {device.id} is read-only: its profile {device.profile} has no dispatch "
+            "section, so the gateway never writes to it and rejects every command",
+            hint="a SunSpec device needs a writable storage model (124); see docs/sunspec.md")
+
+
 def command_message(command: Command) -> dict[str, Any]:
     """The Pub/Sub message for a command: JSON body (the fields of `Command`), routing attributes.
 
@@ -144,6 +160,7 @@ async def _publish(settings: Settings, command: Command, timeout_s: float,
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     command = build_command(settings, args, system_wall_clock())
+    refuse_read_only(settings, command)
     if settings.pubsub_commands_topic is None:
         raise ConfigError(
             "PUBSUB_COMMANDS_TOPIC is not set, so there is nowhere to send the command",

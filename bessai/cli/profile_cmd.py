@@ -1,7 +1,9 @@
-"""``bessai profile validate PATH`` / ``bessai profile plan PATH``.
+"""``bessai profile validate PATH`` / ``plan PATH`` / ``discover --host H --out PATH``.
 
 ``validate`` loads a device profile and reports every problem at once (exit 0 or 2). ``plan``
 prints how the gateway will read the device: the coalesced Modbus requests per poll class.
+``discover`` finds a SunSpec device's model chain and writes its profile
+(:mod:`bessai.sunspec.cli`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,17 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
                               help="show the Modbus reads the gateway will make")
     plan.add_argument("path", type=Path)
     plan.set_defaults(func=run_plan)
+    discover = actions.add_parser("discover", parents=[common],
+                                  help="find a SunSpec device's models and write its profile")
+    discover.add_argument("--host", required=True, help="the device's address")
+    discover.add_argument("--port", type=int, default=502, help="Modbus TCP port (default 502)")
+    discover.add_argument("--unit-id", type=int, default=1, help="Modbus unit id (default 1)")
+    discover.add_argument("--transport", choices=("tcp", "rtu-over-tcp"), default="tcp",
+                          help="Modbus TCP, or RTU frames through an RS485-to-Ethernet converter")
+    discover.add_argument("--timeout-s", type=float, default=5.0,
+                          help="per-request timeout (default 5)")
+    discover.add_argument("--out", type=Path, required=True, help="profile file to write")
+    discover.set_defaults(func=run_discover)
 
 
 def _load(path: Path, command: str) -> Any:
@@ -44,6 +57,15 @@ def run_validate(args: argparse.Namespace) -> int:
     tags = getattr(profile, "tags", {})
     print(f"profile OK: {args.path} ({len(tags)} tags)")
     return 0
+
+
+def run_discover(args: argparse.Namespace) -> int:
+    if not 0 <= args.unit_id <= 255 or not 1 <= args.port <= 65535:
+        raise ConfigError(f"--unit-id {args.unit_id} / --port {args.port} out of range",
+                          hint="unit id 0..255, port 1..65535")
+    run = load("bessai.sunspec.cli", "run_discover", command="profile discover")
+    return int(run(args.host, args.port, args.unit_id, args.out, transport=args.transport,
+                   timeout_s=args.timeout_s))
 
 
 def run_plan(args: argparse.Namespace) -> int:

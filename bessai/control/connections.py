@@ -66,8 +66,8 @@ def connections_for(devices: Iterable[Any], profile_of: Callable[[Any], Any], *,
         profiles = [profile_of(d) for d in group]
         factory, framing = _wire(group[0])
         factory = next((factories[d.id] for d in group if d.id in factories), factory)
-        caps = [c for p in profiles
-                if (c := reconnect_cap_s(p.watchdog.device_timeout_s)) is not None]
+        caps = [c for p in profiles if p.watchdog is not None
+                and (c := reconnect_cap_s(p.watchdog.device_timeout_s)) is not None]
         connection = ModbusConnection(
             factory, peer=key, framing=framing,
             timeout_s=max(p.connection.timeout_s for p in profiles),

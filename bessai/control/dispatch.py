@@ -63,11 +63,16 @@ class DispatchTags:
     auto: tuple[TagWrite, ...] = (TagWrite("forcible_mode", 0),)
     charge_power_max_w: float | None = None
     discharge_power_max_w: float | None = None
+    read_only: bool = False
+    """The profile has no dispatch section: every command is refused, nothing is written."""
 
     @classmethod
     def from_profile(cls, profile: Any) -> DispatchTags:
         """From `bessai.device.Profile` (its ``dispatch`` spec and the power tags' max)."""
         dp = profile.dispatch
+        if dp is None:
+            return cls(mode_tag="", charge_power_tag="", discharge_power_tag="", lease_tag="",
+                       preset=(), auto=(), read_only=True)
 
         def tag_max(name: str) -> float | None:
             tag = profile.tags.get(name)
@@ -105,6 +110,11 @@ class ActiveForcing:
     renewed_at: float  # Trio time of the last lease write
 
 
+class ReadOnlyDevice(RuntimeError):
+    """A command for a device whose profile has no dispatch section (e.g. a SunSpec device
+    without a writable storage model)."""
+
+
 class DispatchStopped(RuntimeError):
     """A forced command was not left on the device because safety stopped it meanwhile."""
 
@@ -129,6 +139,9 @@ class Dispatcher:
 
     async def apply(self, command: Command, power_w: float | None) -> None:
         """Put ``command`` on the device. Raises if a write failed (the caller reports it)."""
+        if self.tags.read_only:
+            raise ReadOnlyDevice(f"device {self.device_id} is read-only: its profile has no "
+                                 "dispatch section (no writable storage controls)")
         async with self._lock:
             if command.action is Action.STOP:
                 self.active = None
@@ -195,6 +208,8 @@ class Dispatcher:
         Returns what was active (None if the gateway knew of no forcing: the device may still
         have been forced, by a previous gateway instance or by hand). Raises if the write failed.
         """
+        if self.tags.read_only:
+            return None
         self._stops += 1
         was = self.active
         await self.writer.write(self.tags.mode_tag, self.tags.stop_value, Priority.SAFETY)

@@ -77,7 +77,9 @@ class SiteConfig:
 
         timeout = getattr(getattr(profile, "connection", None), "timeout_s", None)
         kwargs.setdefault("call_timeout_s", 3 * timeout + 5 if timeout else None)
-        kwargs.setdefault("retry_cap_s", reconnect_cap_s(profile.watchdog.device_timeout_s))
+        watchdog = profile.watchdog
+        kwargs.setdefault("retry_cap_s", reconnect_cap_s(
+            watchdog.device_timeout_s if watchdog is not None else None))
         return cls(
             site_id=site_id, device_id=device_id,
             limits=limits_from(limits, soc_tag=profile.safety.soc_tag,

@@ -46,6 +46,8 @@ class HeartbeatSpec:
     @classmethod
     def from_profile(cls, profile: Any) -> HeartbeatSpec:
         wd = profile.watchdog
+        if wd is None:  # nothing to feed (a read-only profile)
+            return cls(tag="")
         return cls(tag=wd.heartbeat_tag, mode=wd.heartbeat_mode, value=wd.heartbeat_value,
                    modulo=wd.heartbeat_modulo, interval_s=wd.interval_s,
                    device_timeout_s=wd.device_timeout_s)
@@ -85,6 +87,8 @@ class Watchdog:
             nursery.cancel_scope.cancel()
 
     async def _heartbeat_loop(self) -> None:
+        if not self.heartbeat.tag:
+            return  # the profile names no heartbeat: nothing is written
         values = self.heartbeat.values()
         value = next(values)
         due = trio.current_time()

@@ -283,11 +283,16 @@ class Profile:
     device: DeviceIdentity
     connection: ConnectionDefaults
     tags: Mapping[str, Tag] = attrs.field(hash=False)
-    watchdog: WatchdogSpec
-    dispatch: DispatchSpec
+    watchdog: WatchdogSpec | None  # None: no heartbeat to feed
+    dispatch: DispatchSpec | None  # None: read-only, the gateway never writes to the device
     safety: SafetyFeeds
     blocks: tuple[Block, ...]
     source: str = "<memory>"
+
+    @property
+    def read_only(self) -> bool:
+        """No dispatch section: commands for this device are rejected, nothing is written."""
+        return self.dispatch is None
 
     def tag(self, name: str) -> Tag:
         """The tag called ``name``; a KeyError that lists the known names otherwise."""
@@ -538,9 +543,8 @@ def _build(doc: dict[str, Any], file: str) -> Profile:
             scale_factor=t.get("scale_factor"),
         )
     c = doc["connection"]
-    wd = doc["watchdog"]
-    dp = doc["dispatch"]
-    lease = dp["lease"]
+    wd = doc.get("watchdog")
+    dp = doc.get("dispatch")
     return Profile(
         device=DeviceIdentity(doc["device"]["id"], doc["device"]["manufacturer"],
                               doc["device"]["model"]),
@@ -551,19 +555,20 @@ def _build(doc: dict[str, Any], file: str) -> Profile:
             cooldown_s=float(c["cooldown_s"]), word_order=default_order,
         ),
         tags=tags,
-        watchdog=WatchdogSpec(
+        watchdog=None if wd is None else WatchdogSpec(
             heartbeat_tag=wd["heartbeat"]["tag"], heartbeat_mode=wd["heartbeat"]["mode"],
             heartbeat_value=wd["heartbeat"]["value"],
             heartbeat_modulo=wd["heartbeat"].get("modulo", 65536),
             interval_s=float(wd["interval_s"]), device_timeout_s=float(wd["device_timeout_s"]),
             comm_loss_tag=wd["comm_loss"]["tag"], comm_loss_value=wd["comm_loss"]["value"],
         ),
-        dispatch=DispatchSpec(
+        dispatch=None if dp is None else DispatchSpec(
             mode_tag=dp["mode_tag"], stop_value=dp["modes"]["stop"],
             charge_value=dp["modes"]["charge"], discharge_value=dp["modes"]["discharge"],
             charge_power_tag=dp["charge_power_tag"], discharge_power_tag=dp["discharge_power_tag"],
-            lease=LeaseSpec(tag=lease["tag"], unit=lease["unit"], period=lease["period"],
-                            renew_interval_s=float(lease["renew_interval_s"])),
+            lease=LeaseSpec(tag=dp["lease"]["tag"], unit=dp["lease"]["unit"],
+                            period=dp["lease"]["period"],
+                            renew_interval_s=float(dp["lease"]["renew_interval_s"])),
             preset=tuple(TagWrite(w["tag"], w["value"]) for w in dp["preset"]),
             auto=tuple(TagWrite(w["tag"], w["value"]) for w in dp["auto"]),
         ),
@@ -675,27 +680,30 @@ def _semantic_checks(profile: Profile, add: Any) -> None:
                 f"({tag.min}..{tag.max})")
 
     wd = profile.watchdog
-    ref("$.watchdog.heartbeat.tag", wd.heartbeat_tag, "w", wd.heartbeat_value)
-    ref("$.watchdog.comm_loss.tag", wd.comm_loss_tag, "r")
-    if wd.interval_s >= wd.device_timeout_s:
-        add("$.watchdog.interval_s", f"heartbeat interval {wd.interval_s:g} s must be shorter "
-            f"than the device's comm timeout {wd.device_timeout_s:g} s")
+    if wd is not None:
+        ref("$.watchdog.heartbeat.tag", wd.heartbeat_tag, "w", wd.heartbeat_value)
+        ref("$.watchdog.comm_loss.tag", wd.comm_loss_tag, "r")
+        if wd.interval_s >= wd.device_timeout_s:
+            add("$.watchdog.interval_s", f"heartbeat interval {wd.interval_s:g} s must be shorter "
+                f"than the device's comm timeout {wd.device_timeout_s:g} s")
 
     dp = profile.dispatch
-    ref("$.dispatch.mode_tag", dp.mode_tag, "w")
-    if dp.mode_tag in tags:
-        for mode, value in (("stop", dp.stop_value), ("charge", dp.charge_value),
-                            ("discharge", dp.discharge_value)):
-            ref(f"$.dispatch.modes.{mode}", dp.mode_tag, "", value)
-    ref("$.dispatch.charge_power_tag", dp.charge_power_tag, "w")
-    ref("$.dispatch.discharge_power_tag", dp.discharge_power_tag, "w")
-    ref("$.dispatch.lease.tag", dp.lease.tag, "w", dp.lease.period)
-    if dp.lease.renew_interval_s >= dp.lease.period_s:
-        add("$.dispatch.lease.renew_interval_s", f"renewing every {dp.lease.renew_interval_s:g} s "
-            f"lets the {dp.lease.period_s:g} s lease lapse; renew more often")
-    for key, writes in (("preset", dp.preset), ("auto", dp.auto)):
-        for k, w in enumerate(writes):
-            ref(f"$.dispatch.{key}[{k}].tag", w.tag, "w", w.value)
+    if dp is not None:
+        ref("$.dispatch.mode_tag", dp.mode_tag, "w")
+        if dp.mode_tag in tags:
+            for mode, value in (("stop", dp.stop_value), ("charge", dp.charge_value),
+                                ("discharge", dp.discharge_value)):
+                ref(f"$.dispatch.modes.{mode}", dp.mode_tag, "", value)
+        ref("$.dispatch.charge_power_tag", dp.charge_power_tag, "w")
+        ref("$.dispatch.discharge_power_tag", dp.discharge_power_tag, "w")
+        ref("$.dispatch.lease.tag", dp.lease.tag, "w", dp.lease.period)
+        if dp.lease.renew_interval_s >= dp.lease.period_s:
+            add("$.dispatch.lease.renew_interval_s",
+                f"renewing every {dp.lease.renew_interval_s:g} s lets the "
+                f"{dp.lease.period_s:g} s lease lapse; renew more often")
+        for key, writes in (("preset", dp.preset), ("auto", dp.auto)):
+            for k, w in enumerate(writes):
+                ref(f"$.dispatch.{key}[{k}].tag", w.tag, "w", w.value)
 
     sf = profile.safety
     ref("$.safety.soc_tag", sf.soc_tag, "r")

@@ -43,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=str(DEFAULT_PROFILE), help="device profile JSON")
     p.add_argument("--unit-id", type=int, default=None, help="Modbus unit id (default: profile's)")
     p.add_argument(
+        "--sunspec",
+        metavar="MODELS",
+        help="serve a SunSpec map of these models instead of --profile (pysunspec2's "
+        "definitions), e.g. 1,103,124,802; model 124 dispatches with its revert timer",
+    )
+    p.add_argument("--sunspec-base", type=int, default=40000, choices=[0, 40000, 50000],
+                   help="SunSpec base address (40000)")
+    p.add_argument(
         "--units",
         type=_unit_list,
         default=(),
@@ -173,9 +181,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         pinned=pinned,
         invalid_tags=set(args.invalid),
     )
+    sim_kwargs: dict = {}
+    if args.sunspec:
+        from bessai.sim.sunspec import parse_models, serving_profile
+        from bessai.sunspec.models import UnknownModel
+
+        try:
+            profile, constants = serving_profile(parse_models(args.sunspec),
+                                                 base=args.sunspec_base,
+                                                 unit_id=args.unit_id or 1)
+        except (ValueError, UnknownModel) as exc:
+            parser.error(str(exc))
+        sim_kwargs["profile"] = profile
+    else:
+        sim_kwargs["profile"] = args.profile
     try:
         sim = Simulator(
-            args.profile,
             soc_pct=args.soc,
             temp_c=args.temp,
             seed=args.seed,
@@ -185,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             framer="rtu" if args.serial else args.framer,
             start_hour=args.start_hour,
             faults=faults,
+            **sim_kwargs,
         )
     except ProfileError as exc:
         log(
@@ -195,6 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             hint="check --profile points at a valid device profile JSON",
         )
         return 1
+    if args.sunspec:
+        from bessai.sim.sunspec import configure
+
+        configure(sim, constants)
     unknown = sorted((set(pinned) | set(args.invalid)) - set(sim.profile.tags))
     if unknown:
         parser.error(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import attrs
 
@@ -60,6 +61,10 @@ class Roles:
     @classmethod
     def from_profile(cls, profile: Profile) -> Roles:
         w, d = profile.watchdog, profile.dispatch
+        if w is None or d is None:  # a read-only map: nothing to force, no heartbeat to miss
+            return cls(heartbeat_tag="", device_timeout_s=math.inf, comm_loss_tag=None,
+                       comm_loss_value=None, mode_tag="", charge_power_tag="",
+                       discharge_power_tag="", lease_tag="")
         return cls(
             heartbeat_tag=w.heartbeat_tag,
             device_timeout_s=w.device_timeout_s,
@@ -122,6 +127,8 @@ class SimulatedInverter:
     heartbeat_count: int = 0
     write_log: list[WriteRecord] = attrs.field(factory=list)
     write_log_max: int = 10_000
+    derive: Callable[[dict[str, float | int | str | None]], None] | None = None
+    """Adds register-map specific values (a SunSpec map's aliases) before faults apply."""
 
     def __attrs_post_init__(self) -> None:
         if math.isnan(self.now):
@@ -306,6 +313,8 @@ class SimulatedInverter:
             "alarm_3": 0,
         }
         out.update(self.settings)
+        if self.derive is not None:
+            self.derive(out)
         if self.comm_lost and self.roles.comm_loss_tag is not None:
             out[self.roles.comm_loss_tag] = self.roles.comm_loss_value
         if self.faults.pinned:
