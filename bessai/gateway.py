@@ -14,7 +14,7 @@
     │   ├── safety_guard   limits, hysteresis, command gate, SAFETY_BLOCK
     │   └── watchdog       heartbeat + dispatch lease renewals, through the device link
     ├── status             /healthz and /status on STATUS_BIND (127.0.0.1 by default)
-    └── sighup             re-reads LOG_LEVEL and credentials on SIGHUP (when signals are ours)
+    └── sighup             re-reads the whole configuration on SIGHUP (when signals are ours)
 
 Why one_for_one at the top: the local control loop never waits on the cloud. A crash in the
 uplink, the recorder or telemetry restarts only that child; the device sites keep polling,
@@ -49,14 +49,22 @@ from actors import (
     Supervisor,
     SupervisorEvent,
 )
+from bessai.bounds import clip
 from bessai.clock import WallClock, system_wall_clock
+from bessai.config_reload import ReloadPlan, live_settings, plan_reload
 from bessai.control import CommandRouter, EventOutbox, Site, SiteConfig, build_site
+from bessai.control.site import LIMIT_SETTINGS
 from bessai.device import UniversalDriver, load_profile
 from bessai.model import Event, Snapshot
 from bessai.observe import StatusServer, TelemetryActor, TelemetryConfig, health_from_status
-from bessai.observe.logs import get_log_level, set_log_level
-from bessai.settings import DeviceSpec, Settings, SettingsError, read_log_level
-from bessai.uplink.credentials import Endpoint, credentials_for, make_client
+from bessai.observe.logs import set_log_level
+from bessai.settings import DeviceSpec, Settings, SettingsError, get_settings
+from bessai.uplink.credentials import (
+    Endpoint,
+    SwitchableCredentials,
+    credentials_for,
+    make_client,
+)
 from bessai.uplink.message import record_from_event
 from bessai.uplink.publisher import Publisher
 from bessai.uplink.recorder import Recorder
@@ -134,28 +142,17 @@ class _HttpActor:
 
 @attrs.define(eq=False)
 class _SighupReloader:
-    """On SIGHUP: re-read LOG_LEVEL from the environment file and drop cached credentials (a
-    rotated key file is then read on the next publish). Needs the main thread's signals."""
+    """On SIGHUP: ``reload()`` (the gateway re-reads and applies its configuration). Needs the
+    main thread's signals. ``reload`` must not raise: a crash here would leave the process
+    without a handler while this child restarts, and the next SIGHUP would kill it."""
 
-    env_file: str | None
-    on_reload: Callable[[], None]
+    reload: Callable[[], Any]
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(signal.SIGHUP) as signals:
             task_status.started()
             async for _ in signals:
-                level = get_log_level()
-                try:
-                    level = read_log_level(None, self.env_file or "config/.env")
-                except SettingsError as error:
-                    # A typo in the file must not crash this child: while it restarted, no
-                    # handler would be installed and the next SIGHUP would kill the process.
-                    # Keep the current level; still drop cached credentials.
-                    log.error("LOG_LEVEL_RELOAD_FAILED", error=str(error), kept=level)
-                else:
-                    set_log_level(level)
-                self.on_reload()
-                log.warning("CONFIG_RELOADED", log_level=level, service_account="re-read")
+                self.reload()
 
 
 @attrs.define(eq=False)
@@ -190,6 +187,9 @@ class Gateway:
     telemetry_config: TelemetryConfig | None = None
     event_hook: Callable[[SupervisorEvent], None] | None = None
     """Also receives every supervisor event of the tree (gateway and sites), after telemetry."""
+    settings_loader: Callable[[], Settings] | None = None
+    """How a reload (SIGHUP) reads the settings again (default: ``get_settings(env_file=...)``;
+    ``bessai-run --simulator`` adds its defaults the same way it did at start)."""
 
     telemetry: TelemetryActor = attrs.field(init=False)
     spool: Spool = attrs.field(init=False)
@@ -205,7 +205,7 @@ class Gateway:
     supervisor_done: trio.Event = attrs.field(init=False, factory=trio.Event)
     """Set when the tree has ended, whether by a stop request or an escalation."""
     _site_supervisors: dict[str, Supervisor] = attrs.field(init=False, factory=dict)
-    _credentials: Any = attrs.field(init=False, default=None)
+    _credentials: SwitchableCredentials | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
@@ -229,7 +229,8 @@ class Gateway:
         if s.uplink_mode != "off":
             self.endpoint = (Endpoint.for_emulator(s.pubsub_emulator_host)
                              if s.uplink_mode == "emulator" else Endpoint())
-            self._credentials = credentials_for(self.endpoint, s.google_application_credentials)
+            self._credentials = SwitchableCredentials(
+                credentials_for(self.endpoint, s.google_application_credentials))
         self.supervisor = Supervisor(children=self._child_specs(), strategy=Strategy.ONE_FOR_ONE,
                                      intensity=GATEWAY_INTENSITY, period_s=GATEWAY_PERIOD_S,
                                      backoff=GATEWAY_BACKOFF, name="gateway",
@@ -358,12 +359,65 @@ class Gateway:
         return self.status_actor
 
     def _sighup(self) -> _SighupReloader:
-        def reload() -> None:
-            invalidate = getattr(self._credentials, "invalidate", None)
-            if invalidate is not None:
-                invalidate()
+        return _SighupReloader(self.reload_config)
 
-        return _SighupReloader(self.env_file, reload)
+    # ---- configuration reload (SIGHUP) ------------------------------------------------------
+
+    def _load_settings(self) -> Settings:
+        if self.settings_loader is not None:
+            return self.settings_loader()
+        return get_settings(env_file=self.env_file)
+
+    def reload_config(self) -> ReloadPlan | None:
+        """Re-read and validate the whole configuration; apply the live keys, all or nothing.
+
+        Returns what was done (None when the new configuration was rejected). Runs without a
+        checkpoint between the first change and the last, so no actor ever sees half of it:
+        the guard's next decision uses every new limit, or none. Cached credentials are always
+        dropped, so a key file rotated in place is read again on the next publish. Never raises.
+        """
+        try:
+            loaded = self._load_settings()
+            plan = plan_reload(self.settings, loaded)
+            site_configs = {
+                device_id: site.reconfigured(
+                    {name: getattr(loaded, name) for name in LIMIT_SETTINGS},
+                    fast_interval_s=loaded.poll_interval_s,
+                    slow_interval_s=loaded.slow_poll_interval_s)
+                for device_id, site in self.sites.items()}
+            effective = live_settings(self.settings, loaded)
+        except SettingsError as error:
+            log.error("CONFIG_RELOAD_FAILED", errors=len(error.problems),
+                      problems=clip("; ".join(error.errors), 2000),
+                      kept="the running configuration, unchanged")
+            self._drop_cached_credentials()
+            return None
+        except Exception as error:  # a bug or an unreadable file: the same promise holds
+            log.error("CONFIG_RELOAD_FAILED", errors=1,
+                      problems=clip(f"{type(error).__name__}: {error}", 2000),
+                      kept="the running configuration, unchanged")
+            self._drop_cached_credentials()
+            return None
+        # ---- commit: nothing below raises or waits ----
+        applied = set(plan.applied_keys())
+        for device_id, config in site_configs.items():
+            self.sites[device_id].apply(config)
+        if "LOG_LEVEL" in applied:
+            set_log_level(effective.log_level)
+        if "GOOGLE_APPLICATION_CREDENTIALS" in applied and self.endpoint is not None:
+            self._credentials.target = credentials_for(
+                self.endpoint, effective.google_application_credentials)
+        if "OTEL_EXPORTER_OTLP_ENDPOINT" in applied:
+            self.telemetry.reconfigure(attrs.evolve(
+                self.telemetry.config, endpoint=effective.otel_exporter_otlp_endpoint))
+        self.settings = effective
+        self._drop_cached_credentials()
+        log.warning("CONFIG_RELOADED", **plan.log_fields(), google_login="renewed")
+        return plan
+
+    def _drop_cached_credentials(self) -> None:
+        if self._credentials is not None:
+            self._credentials.invalidate()
 
     def _on_event(self, event: SupervisorEvent) -> None:
         self.telemetry.on_event(event)

@@ -5,8 +5,9 @@ device sites (polling stops, the Modbus connection closes; an active forced comm
 its device-side lease), the commands source, the uplink (drains what the deadline allows; the
 rest stays on disk), the recorder, the spool (its last group is committed), and telemetry last
 (flushed with a deadline). The whole stop is bounded by ``SHUTDOWN_DEADLINE_S``; then the rest is
-cancelled. Exit 0. A second signal forces an immediate exit (130). SIGHUP re-reads LOG_LEVEL
-and drops cached credentials.
+cancelled. Exit 0. A second signal forces an immediate exit (130). SIGHUP re-reads the whole
+configuration: the live keys apply at once, the others are named as needing a restart
+(`bessai.config_reload`).
 
 ``--simulator`` runs the built-in SUN2000 + LUNA2000 simulator in-process (one per configured
 device, over in-memory streams) for a one-command demo; no inverter or config file is needed.
@@ -48,6 +49,14 @@ def simulator_defaults(env_file: str | None) -> dict[str, str]:
     if "DEVICES" in raw:
         defaults.pop("INVERTER_IP", None)
     return defaults
+
+
+def load_run_settings(args: argparse.Namespace) -> Any:
+    """The settings as `bessai-run` reads them, at start and again on every SIGHUP."""
+    env: dict[str, str] | None = None
+    if args.simulator:
+        env = {**simulator_defaults(args.env_file), **os.environ}
+    return get_settings(env=env, env_file=args.env_file)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,7 +168,7 @@ async def _run_until_stopped(args: argparse.Namespace, settings: Any, tail: Any 
                 await outer.start(sim.run)
                 factories[device.id] = sim.stream_factory()
         gateway = Gateway(settings, stream_factories=factories, env_file=args.env_file,
-                          handle_sighup=True)
+                          handle_sighup=True, settings_loader=lambda: load_run_settings(args))
         with trio.CancelScope() as cancel:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_watch_signals, gateway, settings.shutdown_deadline_s,
@@ -194,10 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        env: dict[str, str] | None = None
-        if args.simulator:
-            env = {**simulator_defaults(args.env_file), **os.environ}
-        settings = get_settings(env=env, env_file=args.env_file)
+        settings = load_run_settings(args)
     except BessaiError as error:
         print(error.render(), file=sys.stderr)
         return error.exit_code

@@ -9,7 +9,10 @@ When a child crashes and is rebuilt, its successor finds here what the old one k
   it, so hysteresis memory and already-logged blocks survive the restart);
 * ``link`` — a handle to whichever device-link instance is running now, so the watchdog, the
   guard and dispatch always write through the live connection;
-* ``dispatch`` — the active forced command, renewed by the watchdog, stopped by the guard.
+* ``dispatch`` — the active forced command, renewed by the watchdog, stopped by the guard;
+* ``limits`` — the safety limits in force: the tree publishes new ones on a configuration
+  reload (SIGHUP) and the guard reads them at every decision, so a new limit applies from the
+  next evaluation, and a restarted guard starts with the live limits, not the ones of the build.
 
 Invariant: nothing here blocks a writer; everything here is safe to read at any time.
 """
@@ -25,7 +28,7 @@ from actors import LatestCell
 from bessai.clock import WallClock
 from bessai.control.device_link import LinkDown, LinkStatus, Priority
 from bessai.control.events import EventOutbox
-from bessai.control.limits import UNKNOWN, SafetyState
+from bessai.control.limits import UNKNOWN, Limits, SafetyState
 from bessai.model import Snapshot
 from bessai.observe.sink import NULL_SINK, MetricSink
 
@@ -93,6 +96,8 @@ class SiteContext:
     snapshots: LatestCell[Snapshot] = attrs.field(factory=LatestCell)
     safety: SafetyState = UNKNOWN
     safety_evaluated: bool = False
+    limits: Limits | None = None
+    """The live safety limits (None: the guard's own, as built). Replaced whole, never mutated."""
     link: LinkHandle = attrs.field(init=False)
     dispatcher: Dispatcher | None = None
 

@@ -63,6 +63,12 @@ class SafetyGuard:
     def state(self) -> SafetyState:
         return self.ctx.safety
 
+    @property
+    def live_limits(self) -> Limits:
+        """The limits of the next decision: those the tree published in the site context (a
+        configuration reload replaces them), else the ones this guard was built with."""
+        return self.ctx.limits if self.ctx.limits is not None else self.limits
+
     def request_stop(self) -> None:
         """End `run` now: the wait for the next snapshot is cut short (the gateway stops its
         sites one after another, so a wait here would be paid once per device)."""
@@ -76,7 +82,7 @@ class SafetyGuard:
         started_at = trio.current_time()
         # Until a first snapshot or stale_after_s, the state stays as inherited (UNKNOWN at first
         # start: everything blocked, quietly) — a start is not an incident.
-        grace_until = started_at + self.limits.stale_after_s
+        grace_until = started_at + self.live_limits.stale_after_s
         seen = 0
         task_status.started(self)
         while not self._stop.is_set():
@@ -94,7 +100,8 @@ class SafetyGuard:
         """One evaluation: publish the new state, report transitions, stop worsening forcing."""
         now = trio.current_time()
         old = self.ctx.safety
-        new = evaluate(snapshot, now, old, self.limits)
+        limits = self.live_limits
+        new = evaluate(snapshot, now, old, limits)
         # Before the first evaluation the state is UNKNOWN by default, not by incident: every
         # rule of the first evaluation is reported, including no_data, but "clearing" the
         # default is not.
@@ -102,7 +109,7 @@ class SafetyGuard:
         self.ctx.safety = new
         self.ctx.safety_evaluated = True
         change = transitions(reported, new)
-        soc = snapshot.value(self.limits.soc_tag) if snapshot is not None else None
+        soc = snapshot.value(limits.soc_tag) if snapshot is not None else None
         for hit in change.blocked:
             self._report_block(hit, soc)
         for hit in change.cleared:
