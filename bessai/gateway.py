@@ -475,7 +475,7 @@ class Gateway:
         if commands is not None:
             links["commands"] = _link_view(commands.link, handled=commands.handled)
         spool = self.spool.stats().to_json()
-        return {
+        document = {
             "site": self.settings.site_id,
             "tree_running": self.supervisor.running,
             "actors": actors,
@@ -486,6 +486,9 @@ class Gateway:
             "telemetry": self.telemetry.status(),
             "uplink_mode": self.settings.uplink_mode,
         }
+        healthy, lines = health_from_status(document)
+        document["health"] = {"healthy": healthy, "conditions": lines}
+        return document
 
 
 def _child_view(info: Any) -> dict[str, Any]:

@@ -97,6 +97,9 @@ class SiteContext:
     safety: SafetyState = UNKNOWN
     safety_evaluated: bool = False
     limits: Limits | None = None
+    waiting_for_data_since: float | None = None
+    """Trio time the first guard began waiting for the device's first snapshot (a restarted
+    guard keeps the same deadline and does not announce the wait again)."""
     """The live safety limits (None: the guard's own, as built). Replaced whole, never mutated."""
     link: LinkHandle = attrs.field(init=False)
     dispatcher: Dispatcher | None = None

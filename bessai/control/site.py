@@ -166,6 +166,7 @@ class Site:
             "safety": {
                 "blocked_charge": safety.blocked_charge,
                 "blocked_discharge": safety.blocked_discharge,
+                "waiting_for_data": not self.ctx.safety_evaluated,
                 "rules": [attrs.asdict(hit) for _, hit in sorted(safety.active.items())]},
             "forcing": None if active is None else {
                 "command_id": active.command.id, "action": active.action.value,

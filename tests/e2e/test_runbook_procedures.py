@@ -157,6 +157,9 @@ def test_gateway_answers_health_and_status_then_stops_on_sigterm_with_exit_0(sit
 
     assert gw.stop() == 0
     log = gw.log()
+    # A start is not an incident: the runbook's alert grep finds nothing (§5).
+    assert "level=CRITICAL" not in log
+    assert "level=WARNING event=SAFETY_WAITING_FOR_DATA blocks=both deadline_s=30.0" in log
     assert "level=WARNING event=SHUTDOWN_REQUESTED signal=SIGTERM deadline_s=20.0" in log
     exits = re.findall(r"event=actor_exited child=(\S+) supervisor=gateway", log)
     assert exits[-2:] == ["spool", "telemetry"]  # reverse start order
