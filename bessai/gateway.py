@@ -70,6 +70,7 @@ from bessai.uplink.publisher import Publisher
 from bessai.uplink.recorder import Recorder
 from bessai.uplink.spool import Spool
 from bessai.uplink.uplink import Uplink
+from bessai.version import gateway_version
 
 log = structlog.get_logger("bessai.gateway")
 
@@ -214,6 +215,7 @@ class Gateway:
         # the process past SHUTDOWN_DEADLINE_S.
         config = self.telemetry_config or TelemetryConfig(
             endpoint=s.otel_exporter_otlp_endpoint, site_id=s.site_id, host_name=_host_name(),
+            service_version=gateway_version(),
             shutdown_deadline_s=min(TELEMETRY_FLUSH_MAX_S, s.shutdown_deadline_s / 2))
         self.telemetry = TelemetryActor(config)
         sink = self.telemetry.sink
@@ -477,6 +479,7 @@ class Gateway:
         spool = self.spool.stats().to_json()
         document = {
             "site": self.settings.site_id,
+            "version": gateway_version(),
             "tree_running": self.supervisor.running,
             "actors": actors,
             "links": links,

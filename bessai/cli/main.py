@@ -30,6 +30,7 @@ from bessai.cli import (
 )
 from bessai.errors import EXIT_FAILED, BessaiError
 from bessai.settings import DEFAULT_ENV_FILE
+from bessai.version import gateway_version
 
 __all__ = ["build_parser", "main"]
 
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="BESSAI Edge Gateway operator tool. See ops/RUNBOOK.md.",
         parents=[_common_options(top=True)],
     )
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {gateway_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     common = _common_options(top=False)

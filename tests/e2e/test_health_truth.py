@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import bessai
 from tests.e2e.procs import Proc, free_port, run_cli, start_gateway, start_sim
 
 pytestmark = [pytest.mark.e2e]
@@ -55,6 +56,10 @@ def test_a_hot_battery_is_named_by_bessai_health_and_status_while_the_exit_stays
     status = httpx.get(f"http://{env['STATUS_BIND']}/status", timeout=5, trust_env=False).json()
     assert status["health"]["healthy"] is True
     assert status["health"]["conditions"][0].startswith("safety_block inv1:")
+    # ... and which version runs, in /status and in the GATEWAY_READY line.
+    assert status["version"] == bessai.__version__
+    assert f"event=GATEWAY_READY version={bessai.__version__} " in gateway.wait_for(
+        r"event=GATEWAY_READY")
 
 
 def test_health_with_the_device_down_names_the_link_and_does_not_ask_if_the_gateway_runs(

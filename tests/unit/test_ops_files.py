@@ -348,3 +348,17 @@ def test_every_commented_example_value_is_valid(tmp_path):
     multi = get_settings({"SITE_ID": "s", "DEVICES": devices_line.split("=", 1)[1]},
                          env_file=None)
     assert [d.id for d in multi.devices] == ["inv1", "inv2"]
+
+
+def test_compose_pins_the_gateway_image_by_a_variable_whose_default_is_the_package_version():
+    """A `docker compose up -d` from a shell without BESSAI_IMAGE must not fall back to :latest:
+    compose reads ops/docker/.env (its project directory), which pins the released version."""
+    import tomllib
+
+    text = COMPOSE.read_text()
+    assert ":latest" not in text
+    assert text.count("image: ${BESSAI_IMAGE:?") == 2  # the gateway and the simulator
+    defaults = dict(line.split("=", 1) for line in (COMPOSE.parent / ".env").read_text()
+                    .splitlines() if line and not line.startswith("#"))
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert defaults["BESSAI_IMAGE"] == f"bessai-edge-gateway:{version}"
