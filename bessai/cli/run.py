@@ -216,6 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BessaiError as error:
         print(error.render(), file=sys.stderr)
         return error.exit_code
+    from bessai.observe.otel import adopt_standard_variables
+
+    adopt_standard_variables(load_env(None, args.env_file)[1])  # OTEL_* for the SDK to read
     screen = args.screen if args.screen is not None else sys.stdout.isatty()
     tail = None
     if screen:

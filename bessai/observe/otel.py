@@ -91,6 +91,42 @@ class TelemetryConfig:
         return cls(**values)
 
 
+STANDARD_VARIABLES = (
+    "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_METRIC_EXPORT_INTERVAL",
+    "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_METRICS_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+)
+"""The OpenTelemetry SDK's own variables the gateway honours (read by the SDK itself, from the
+process environment). They win over the project's settings (``TelemetryConfig``)."""
+
+_TIMEOUT_VARIABLES = ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+                      "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+
+
+def project_resource(defaults: Mapping[str, str]) -> Any:
+    """The OTel resource: the project's attributes (service.name, service.version, site.id,
+    host.name), overridden by ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` as the SDK's
+    own detector reads them (``Resource.create`` alone would let the defaults win)."""
+    from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+
+    return Resource.create(dict(defaults)).merge(OTELResourceDetector().detect())
+
+
+def adopt_standard_variables(file_values: Mapping[str, str]) -> list[str]:
+    """Put the `STANDARD_VARIABLES` found in the gateway's env file into the process environment
+    (where the SDK reads them), unless the environment already sets them (it wins, as for every
+    key). Returns the names adopted. Docker's ``env_file`` and systemd's ``EnvironmentFile`` put
+    them there already; this covers a file the gateway reads itself (``--env-file``)."""
+    adopted = []
+    for name in STANDARD_VARIABLES:
+        value = file_values.get(name)
+        if value and not os.environ.get(name):
+            os.environ[name] = value
+            adopted.append(name)
+    return adopted
+
+
 @attrs.define
 class DropCounter:
     """Thread-safe tally of lost telemetry by (signal, reason); mirrored to the OTel counter."""
@@ -416,7 +452,6 @@ class Telemetry:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-        from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
 
         config = self.config
@@ -427,14 +462,19 @@ class Telemetry:
             resource_attributes["site.id"] = config.site_id
         if config.service_version:
             resource_attributes["service.version"] = config.service_version
-        resource = Resource.create(resource_attributes)
+        resource = project_resource(resource_attributes)
+        # The standard variables win over the project's defaults: None lets the SDK read them.
+        env = os.environ
+        timeout_s = None if any(env.get(k) for k in _TIMEOUT_VARIABLES) else config.export_timeout_s
+        interval_ms = (None if env.get("OTEL_METRIC_EXPORT_INTERVAL")
+                       else config.export_interval_s * 1000)
 
         metric_exporter = _metric_exporter_class()(
-            OTLPMetricExporter(endpoint=f"{base}/v1/metrics", timeout=config.export_timeout_s),
+            OTLPMetricExporter(endpoint=f"{base}/v1/metrics", timeout=timeout_s),
             self.drops, _ExportHealth("metrics", base))
         reader = PeriodicExportingMetricReader(
             metric_exporter,
-            export_interval_millis=config.export_interval_s * 1000,
+            export_interval_millis=interval_ms,
             export_timeout_millis=config.export_timeout_s * 1000,
         )
         self._meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
@@ -445,7 +485,7 @@ class Telemetry:
         self.sink = OtelSink(meter, self.drops)
 
         span_exporter = _span_exporter_class()(
-            OTLPSpanExporter(endpoint=f"{base}/v1/traces", timeout=config.export_timeout_s),
+            OTLPSpanExporter(endpoint=f"{base}/v1/traces", timeout=timeout_s),
             self.drops, _ExportHealth("spans", base))
         self._span_processor = _span_processor_class()(
             span_exporter, self.drops,

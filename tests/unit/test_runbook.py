@@ -87,9 +87,13 @@ UNIT = ROOT / "ops" / "systemd" / "bessai-gateway.service"
 LOG_METHODS = {"debug", "info", "warning", "error", "critical", "exception", "msg", "_emit"}
 UPPER_SNAKE = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$")
 EVENT_NAME = re.compile(r"^(?:[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[a-z][a-z0-9]*(?:_[a-z0-9]+)+)$")
-DEPLOYMENT_VARIABLES = {"BESSAI_IMAGE", "BESSAI_GCP_KEY_DIR", "OTELCOL_UPSTREAM_ENDPOINT"}
+DEPLOYMENT_VARIABLES = {"BESSAI_IMAGE", "BESSAI_GCP_KEY_DIR", "OTELCOL_UPSTREAM_ENDPOINT",
+                        "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
+                        "OTEL_METRIC_EXPORT_INTERVAL", "OTEL_EXPORTER_OTLP_HEADERS",
+                        "OTEL_EXPORTER_OTLP_TIMEOUT"}
 """Upper-case names in the runbooks that are neither events nor gateway settings: variables of
-the compose file (checked to be there by test_deployment_variables_named_exist)."""
+the compose file or the OTel SDK's standard variables (checked to be there by
+test_deployment_variables_named_exist)."""
 
 
 def _inline_commands(text: str, program: str) -> list[list[str]]:
