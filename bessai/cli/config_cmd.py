@@ -128,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
         f"Site: {settings.site_id}, IP: {settings.inverter_ip_str}, devices: {devices}, "
         f"profile: {', '.join(str(p) for p in profiles)}, uplink: {settings.uplink_mode}"
     )
+    choice = getattr(args, "env_choice", None)
+    if choice is not None:
+        print(f"  config:    {choice.describe()} (environment wins over the file)")
     for summary in profiles.values():
         print(f"  profile:   {summary}")
     print(f"  safety:    SOC {settings.soc_min_pct:g}-{settings.soc_max_pct:g} % "

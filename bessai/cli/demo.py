@@ -158,13 +158,18 @@ def _report(emulator: PubSubEmulator | None, env: dict[str, str],
     return 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bessai.cli.demo",
                                      description="Run the gateway demo (see README).")
-    parser.add_argument("--duration", type=float, default=30.0, metavar="S")
+    parser.add_argument("--duration", type=float, default=30.0, metavar="S",
+                        help="seconds the gateway runs (default %(default)s)")
     parser.add_argument("--no-screen", action="store_true",
                         help="log lines instead of the live status screen")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return run_demo(args.duration, screen=sys.stdout.isatty() and not args.no_screen)
 
 

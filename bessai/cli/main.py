@@ -28,6 +28,7 @@ from bessai.cli import (
     sim_cmd,
     spool_cmd,
 )
+from bessai.config_files import find_env_file
 from bessai.errors import EXIT_FAILED, BessaiError
 from bessai.settings import DEFAULT_ENV_FILE
 from bessai.version import gateway_version
@@ -54,7 +55,8 @@ def _common_options(*, top: bool) -> argparse.ArgumentParser:
         "--env-file",
         metavar="PATH",
         default=None if top else argparse.SUPPRESS,
-        help=f"settings file read under the environment (default {DEFAULT_ENV_FILE}, if present)",
+        help="settings file read under the environment (must exist; default: $BESSAI_ENV_FILE, "
+        f"else ./{DEFAULT_ENV_FILE}, else /etc/bessai/bessai.env, the first found)",
     )
     return parser
 
@@ -116,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "sim":  # bessai-sim sets up its own logging
         _quiet_library_logs(debug=args.debug)
     try:
+        choice = find_env_file(args.env_file)  # the one search order (bessai.config_files)
+        args.env_file, args.env_choice = choice.env_file, choice
         code = args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

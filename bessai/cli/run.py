@@ -30,6 +30,7 @@ import structlog
 import trio
 
 from actors import SupervisorEscalation
+from bessai.config_files import find_env_file
 from bessai.errors import BessaiError, ConfigError, OperationFailedError
 from bessai.settings import DEFAULT_ENV_FILE, get_settings, load_env
 from bessai.version import gateway_version
@@ -63,8 +64,10 @@ def load_run_settings(args: argparse.Namespace) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bessai-run", description="Run the BESSAI Edge Gateway. See ops/RUNBOOK.md.")
-    parser.add_argument("--env-file", default=DEFAULT_ENV_FILE,
-                        help="settings file read under the environment (default %(default)s)")
+    parser.add_argument("--env-file", default=None, metavar="PATH",
+                        help="settings file read under the environment (must exist; default: "
+                        f"$BESSAI_ENV_FILE, else ./{DEFAULT_ENV_FILE}, else "
+                        "/etc/bessai/bessai.env, the first found)")
     parser.add_argument("--simulator", action="store_true",
                         help="also run the built-in simulator in-process (demo, no inverter)")
     parser.add_argument("--sim-soc", type=float, default=50.0, metavar="PCT",
@@ -206,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        args.env_file = find_env_file(args.env_file).env_file  # bessai.config_files
         settings = load_run_settings(args)
     except BessaiError as error:
         print(error.render(), file=sys.stderr)

@@ -141,9 +141,11 @@ def ready_gateway_with_env_file(tmp_path: Path, procs: list[Proc], sim_port: int
 
 def run_gateway_to_exit(env: dict[str, str], tmp_path: Path,
                         cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    """`bessai-run --no-screen` with only ``env`` (no env file exists) that must exit by itself."""
+    """`bessai-run --no-screen` with only ``env`` (an empty env file) that must exit by itself."""
+    empty = tmp_path / "empty.env"
+    empty.touch()
     return subprocess.run([PYTHON, "-m", "bessai.cli.run", "--no-screen", "--env-file",
-                           str(tmp_path / "none.env")], cwd=cwd, env=base_env(env),
+                           str(empty)], cwd=cwd, env=base_env(env),
                           capture_output=True, text=True, timeout=30, check=False)
 
 

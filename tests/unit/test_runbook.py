@@ -88,6 +88,7 @@ LOG_METHODS = {"debug", "info", "warning", "error", "critical", "exception", "ms
 UPPER_SNAKE = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$")
 EVENT_NAME = re.compile(r"^(?:[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[a-z][a-z0-9]*(?:_[a-z0-9]+)+)$")
 DEPLOYMENT_VARIABLES = {"BESSAI_IMAGE", "BESSAI_GCP_KEY_DIR", "OTELCOL_UPSTREAM_ENDPOINT",
+                        "BESSAI_ENV_FILE",
                         "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
                         "OTEL_METRIC_EXPORT_INTERVAL", "OTEL_EXPORTER_OTLP_HEADERS",
                         "OTEL_EXPORTER_OTLP_TIMEOUT"}
