@@ -88,6 +88,9 @@ SNAPSHOT_RING_CAPACITY = 10_000
 only if the disk stalls; then the oldest readings are dropped and counted, the poll never waits."""
 
 
+SIMULATED = {"simulated": "true"}
+"""The attribute every message of a simulator run carries (downstream filters on it)."""
+
 GATEWAY_INTENSITY = 10
 GATEWAY_PERIOD_S = 60.0
 GATEWAY_BACKOFF = Backoff(initial_s=0.1, max_s=3.0, multiplier=2.0, jitter=0.2, reset_after_s=60.0)
@@ -188,6 +191,8 @@ class Gateway:
     telemetry_config: TelemetryConfig | None = None
     event_hook: Callable[[SupervisorEvent], None] | None = None
     """Also receives every supervisor event of the tree (gateway and sites), after telemetry."""
+    simulated: bool = False
+    """Data comes from a simulator: every published message carries ``simulated=true``."""
     settings_loader: Callable[[], Settings] | None = None
     """How a reload (SIGHUP) reads the settings again (default: ``get_settings(env_file=...)``;
     ``bessai-run --simulator`` adds its defaults the same way it did at start)."""
@@ -317,7 +322,8 @@ class Gateway:
         def build(client: httpx.AsyncClient) -> Uplink:
             publisher = Publisher(client, s.gcp_project_id or "", s.pubsub_topic or "",
                                   endpoint=self.endpoint, credentials=self._credentials,
-                                  wall_clock=self.wall_clock)
+                                  wall_clock=self.wall_clock,
+                                  extra_attributes=SIMULATED if self.simulated else {})
             return Uplink(self.spool, publisher, sink=self.telemetry.sink,
                           tracer=self.telemetry.tracer, rng=self.rng)
 

@@ -58,7 +58,29 @@ def load_run_settings(args: argparse.Namespace) -> Any:
     env: dict[str, str] | None = None
     if args.simulator:
         env = {**simulator_defaults(args.env_file), **os.environ}
-    return get_settings(env=env, env_file=args.env_file)
+    settings = get_settings(env=env, env_file=args.env_file)
+    if args.simulator:
+        settings = simulator_settings(settings, publish=args.publish_simulated)
+    return settings
+
+
+def simulator_spool(spool_path: Path) -> Path:
+    """``outbox.sqlite`` → ``outbox.simulator.sqlite``: simulated readings never share the
+    production spool (its rows would be published as the site's)."""
+    return spool_path.with_name(f"{spool_path.stem}.simulator{spool_path.suffix or '.sqlite'}")
+
+
+def simulator_settings(settings: Any, *, publish: bool) -> Any:
+    """The settings of a ``--simulator`` run: its own spool, and no publishing to a real Pub/Sub
+    topic (the emulator is fine) unless ``--publish-simulated``. Every message it publishes
+    carries ``simulated=true`` (`Gateway.simulated`)."""
+    import attrs
+
+    changes: dict[str, Any] = {"spool_path": simulator_spool(settings.spool_path)}
+    if settings.uplink_mode == "cloud" and not publish:
+        changes.update(pubsub_topic=None, pubsub_commands_subscription=None,
+                       pubsub_commands_topic=None)
+    return attrs.evolve(settings, **changes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "/etc/bessai/bessai.env, the first found)")
     parser.add_argument("--simulator", action="store_true",
                         help="also run the built-in simulator in-process (demo, no inverter)")
+    parser.add_argument("--publish-simulated", action="store_true",
+                        help="with --simulator: publish to a real Pub/Sub topic too (refused "
+                        "by default; every message carries simulated=true; the emulator is "
+                        "always allowed)")
     parser.add_argument("--sim-soc", type=float, default=50.0, metavar="PCT",
                         help="simulator's initial SOC (default %(default)s)")
     parser.add_argument("--sim-temp", type=float, default=25.0, metavar="C",
@@ -174,7 +200,10 @@ async def _run_until_stopped(args: argparse.Namespace, settings: Any, tail: Any 
                 await outer.start(sim.run)
                 factories[device.id] = sim.stream_factory()
         gateway = Gateway(settings, stream_factories=factories, env_file=args.env_file,
-                          handle_sighup=True, settings_loader=lambda: load_run_settings(args))
+                          handle_sighup=True, settings_loader=lambda: load_run_settings(args),
+                          simulated=args.simulator)
+        if args.simulator:
+            _log_simulator_mode(args, settings)
         with trio.CancelScope() as cancel:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_watch_signals, gateway, settings.shutdown_deadline_s,
@@ -202,6 +231,22 @@ async def _run_until_stopped(args: argparse.Namespace, settings: Any, tail: Any 
         log.warning("SHUTDOWN_DEADLINE_EXCEEDED", deadline_s=settings.shutdown_deadline_s)
     log.info("GATEWAY_STOPPED")
     return 0
+
+
+def _log_simulator_mode(args: argparse.Namespace, settings: Any) -> None:
+    """One WARNING that says what a simulator run does with its data, and why."""
+    fields: dict[str, Any] = {"spool": str(settings.spool_path), "uplink": settings.uplink_mode}
+    if settings.uplink_mode == "off" and not args.publish_simulated:
+        full = get_settings(env={**simulator_defaults(args.env_file), **os.environ},
+                            env_file=args.env_file)
+        if full.uplink_mode == "cloud":
+            fields["not_published_to"] = (f"projects/{full.gcp_project_id}/topics/"
+                                          f"{full.pubsub_topic}")
+            fields["hint"] = ("simulated data stays local; --publish-simulated publishes it "
+                              "(attribute simulated=true), PUBSUB_EMULATOR_HOST uses the emulator")
+    elif settings.uplink_mode != "off":
+        fields["attribute"] = "simulated=true"
+    log.warning("SIMULATOR_MODE", **fields)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
