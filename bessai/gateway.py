@@ -7,6 +7,7 @@
     ├── spool              owns the durable outbox (SQLite)
     ├── recorder           snapshots (drop-oldest ring) → spool
     ├── events             critical events (never dropped) → spool
+    ├── emulator_setup     creates missing topics/subscription      (on the Pub/Sub emulator only)
     ├── uplink             spool → Pub/Sub REST; link state machine     (when a topic is set)
     ├── commands           Pub/Sub pull of dispatch commands → gate   (when a subscription is set)
     ├── site_<device>      one nested supervisor per device (rest_for_one):
@@ -65,6 +66,7 @@ from bessai.uplink.credentials import (
     credentials_for,
     make_client,
 )
+from bessai.uplink.emulator_setup import EmulatorSetup
 from bessai.uplink.message import record_from_event
 from bessai.uplink.publisher import Publisher
 from bessai.uplink.recorder import Recorder
@@ -283,6 +285,8 @@ class Gateway:
             ChildSpec("recorder", self._recorder, grace_s=2.0),
             ChildSpec.from_function("events", self.events.forward, self._record_event),
         ]
+        if self.endpoint is not None and self.endpoint.emulator:
+            specs.append(ChildSpec("emulator_setup", self._emulator_setup, grace_s=0.0))
         if self.endpoint is not None and s.pubsub_topic:
             specs.append(ChildSpec("uplink", self._uplink, grace_s=s.shutdown_deadline_s / 2))
         if self.endpoint is not None and s.pubsub_commands_subscription:
@@ -324,8 +328,10 @@ class Gateway:
                                   endpoint=self.endpoint, credentials=self._credentials,
                                   wall_clock=self.wall_clock,
                                   extra_attributes=SIMULATED if self.simulated else {})
+            # A 403/404 is retried with the normal backoff (capped at a minute), not a fixed
+            # minute: a topic created by hand is used within seconds.
             return Uplink(self.spool, publisher, sink=self.telemetry.sink,
-                          tracer=self.telemetry.tracer, rng=self.rng)
+                          tracer=self.telemetry.tracer, rng=self.rng, config_fault_retry_s=0.0)
 
         self.uplink_actor = _HttpActor(self.endpoint, self.http_transport, build,
                                        drained=self._nothing_to_publish)
@@ -347,10 +353,25 @@ class Gateway:
                                  s.pubsub_commands_subscription or "",
                                  self.router.handle_command_message, endpoint=self.endpoint,
                                  credentials=self._credentials, rng=self.rng,
-                                 wall_clock=self.wall_clock, sink=self.telemetry.sink)
+                                 wall_clock=self.wall_clock, sink=self.telemetry.sink,
+                                 config_fault_retry_s=0.0)
 
         self.commands_actor = _HttpActor(self.endpoint, self.http_transport, build)
         return self.commands_actor
+
+    def _emulator_setup(self) -> _HttpActor:
+        """The topics and subscription this configuration needs, created on the emulator."""
+        s = self.settings
+        assert self.endpoint is not None
+        topics = [t for t in (s.pubsub_topic, s.pubsub_commands_topic) if t]
+        subscriptions = ([(s.pubsub_commands_subscription, s.pubsub_commands_topic)]
+                         if s.pubsub_commands_subscription and s.pubsub_commands_topic else [])
+
+        def build(client: httpx.AsyncClient) -> EmulatorSetup:
+            return EmulatorSetup(client, self.endpoint, s.gcp_project_id or "", topics,
+                                 subscriptions)
+
+        return _HttpActor(self.endpoint, self.http_transport, build, timeout_s=5.0)
 
     def _site_factory(self, device_id: str) -> Callable[[], Supervisor]:
         def start() -> Supervisor:

@@ -113,9 +113,21 @@ async def _publish(settings: Settings, command: Command, timeout_s: float) -> st
     credentials = credentials_for(endpoint, settings.google_application_credentials)
     topic_path = f"projects/{settings.gcp_project_id}/topics/{settings.pubsub_commands_topic}"
     async with make_client(endpoint, timeout_s=timeout_s) as client:
+        if endpoint.emulator:  # never on real Pub/Sub: there a missing topic is an error
+            await _ensure_on_emulator(client, endpoint, settings)
         ids = await publish_json(client, endpoint, topic_path, [command_message(command)],
                                  credentials=credentials, timeout_s=timeout_s)
     return ids[0] if ids else "?"
+
+
+async def _ensure_on_emulator(client: Any, endpoint: Any, settings: Settings) -> None:
+    """The commands topic (and the gateway's subscription on it, so the command is not
+    published into nothing), created on the emulator when missing."""
+    ensure = load("bessai.uplink.emulator_setup", "ensure_resources", command="command")
+    topic = settings.pubsub_commands_topic
+    subscription = settings.pubsub_commands_subscription
+    await ensure(client, endpoint, settings.gcp_project_id or "", [topic],
+                 [(subscription, topic)] if subscription else [])
 
 
 def run(args: argparse.Namespace) -> int:
