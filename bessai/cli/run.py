@@ -273,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if screen:
         from bessai.cli.screen import LogTail
 
-        tail = LogTail()
+        tail = LogTail(log_file=settings.log_file or settings.spool_path.parent / "gateway.log")
         configure_logging(settings.log_level, stream=tail, site_id=settings.site_id)
     else:
         configure_logging(settings.log_level, site_id=settings.site_id)
