@@ -85,6 +85,16 @@ def _check_credentials(settings: Settings, problems: list[SettingProblem]) -> No
     if not isinstance(doc, dict) or "type" not in doc:
         problems.append(SettingProblem(key, str(path), "is JSON but not a Google credentials "
                                        "file (no 'type' field)"))
+    elif doc.get("type") == "service_account" and not str(doc.get("private_key") or "").strip():
+        problems.append(SettingProblem(key, str(path), "is a service-account file without a "
+                                       "private key — download a new JSON key (gcloud iam "
+                                       "service-accounts keys create), not the account's "
+                                       "description"))
+    mode = path.stat().st_mode
+    if mode & 0o007:  # readable (or worse) by every user on the host: the key is exposed
+        problems.append(SettingProblem(key, str(path), f"is accessible to every user (mode "
+                                       f"{oct(mode & 0o777)}) — chmod 0640 {path} (owner root, "
+                                       "group of the gateway's user), or 0600"))
 
 
 def _check_spool_dir(settings: Settings, problems: list[SettingProblem]) -> None:
