@@ -32,9 +32,11 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
     )
     parser.add_argument("action", choices=[a.value for a in Action])
-    parser.add_argument("--power-w", type=float, help="power in W (charge/discharge)")
-    parser.add_argument("--ttl-s", type=float, default=300.0,
-                        help="seconds until the command expires (default 300)")
+    parser.add_argument("--power-w", type=float, metavar="W",
+                        help="power in W, > 0, for charge/discharge (clamped to the device's "
+                        "maximum by the gateway)")
+    parser.add_argument("--ttl-s", type=float, default=300.0, metavar="S",
+                        help="seconds until the command expires, 5-86400 (default 300)")
     parser.add_argument("--device", metavar="ID", help="device id (needed with several)")
     parser.set_defaults(func=run)
 

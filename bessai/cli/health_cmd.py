@@ -39,7 +39,8 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
     )
     parser.add_argument("--url", help="health URL (default http://<STATUS_BIND>/healthz)")
-    parser.add_argument("--timeout-s", type=float, default=3.0, help="seconds to wait (3)")
+    parser.add_argument("--timeout-s", type=float, default=3.0,
+                        help="seconds to wait for an answer, > 0 (default 3)")
     parser.set_defaults(func=run)
 
 

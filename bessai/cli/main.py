@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -74,7 +75,31 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common_options(top=False)
     for group in _GROUPS:
         group.register(commands, common)
+    _plain_help(parser)
     return parser
+
+
+_RST_LITERAL = re.compile(r"``(.+?)``", re.DOTALL)
+_RST_ROLE = re.compile(r"`([^`\n]+)`")
+
+
+def _plain_help(parser: argparse.ArgumentParser) -> None:
+    """Help is read in a terminal, not rendered: the docstrings' RST markup (``x``, `x`) is
+    shown as plain text, in every subcommand's description, recursively."""
+    parser.description = _plain(parser.description)
+    for action in parser._actions:
+        action.help = _plain(action.help)
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                choice.help = _plain(choice.help)
+            for sub in dict.fromkeys(action.choices.values()):
+                _plain_help(sub)
+
+
+def _plain(text: str | None) -> str | None:
+    if not text or text is argparse.SUPPRESS:
+        return text
+    return _RST_ROLE.sub(r"\1", _RST_LITERAL.sub(r"\1", text))
 
 
 def _quiet_library_logs(*, debug: bool) -> None:

@@ -97,11 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "by default; every message carries simulated=true; the emulator is "
                         "always allowed)")
     parser.add_argument("--sim-soc", type=float, default=50.0, metavar="PCT",
-                        help="simulator's initial SOC (default %(default)s)")
+                        help="simulator's initial SOC, 0-100 %% (default %(default)s)")
     parser.add_argument("--sim-temp", type=float, default=25.0, metavar="C",
-                        help="simulator's initial battery temperature (default %(default)s)")
+                        help="simulator's initial battery temperature, -20 to 60 °C (default "
+                        "%(default)s; above TEMP_MAX_C, 45, blocks)")
     parser.add_argument("--duration", type=float, default=None, metavar="S",
-                        help="stop gracefully after S seconds (demos and tests)")
+                        help="stop gracefully after S seconds, > 0 (demos and tests)")
     screen = parser.add_mutually_exclusive_group()
     screen.add_argument("--screen", dest="screen", action="store_true", default=None,
                         help="show the live status screen (default: when stdout is a terminal)")
