@@ -82,6 +82,12 @@ DRAIN_CHECK_S = 0.3
 """At shutdown the uplink stops once nothing is left to publish on two checks this far apart
 (longer than the spool's group commit), or when its grace (SHUTDOWN_DEADLINE_S / 2) ends."""
 
+DRAIN_TICK_S = 0.05
+DRAIN_STALL_S = 0.3
+"""... or as soon as nothing has been published for this long (the cloud is down, black-holed or
+slow): what is left stays in the spool and is sent after the next start, so a stop with the
+cloud down takes well under a second instead of the whole grace."""
+
 TELEMETRY_FLUSH_MAX_S = 5.0
 """The longest the last OTel flush may take at shutdown (less when SHUTDOWN_DEADLINE_S is short)."""
 
@@ -117,6 +123,7 @@ class _HttpActor:
     build: Callable[[httpx.AsyncClient], Any]
     timeout_s: float = 30.0
     drained: Callable[[], bool] | None = None
+    progress: Callable[[], Any] | None = None
     current: Any = None
     _stop: trio.Event = attrs.field(factory=trio.Event, init=False)
 
@@ -139,11 +146,36 @@ class _HttpActor:
 
     async def _stop_when_drained(self, scope: trio.CancelScope) -> None:
         await self._stop.wait()
-        streak = 0
-        while self.drained is not None and streak < 2:
-            streak = streak + 1 if self.drained() else 0
-            await trio.sleep(DRAIN_CHECK_S)
+        progress = self._progress()
+        now = trio.current_time()
+        progressed_at, drained_since = now, None
+        while self.drained is not None:
+            now = trio.current_time()
+            if self.drained():
+                drained_since = now if drained_since is None else drained_since
+                if now - drained_since >= DRAIN_CHECK_S:
+                    break
+            else:
+                drained_since = None
+                if self._progress() != progress:
+                    progress, progressed_at = self._progress(), now
+                elif self._link_down() or now - progressed_at >= DRAIN_STALL_S:
+                    # Nothing leaves the spool (cloud down, black-holed or slow): the rest stays
+                    # on disk for the next start; waiting longer would only delay the stop.
+                    log.info("uplink_drain_stopped", reason="no progress",
+                             stalled_s=round(now - progressed_at, 2))
+                    break
+            await trio.sleep(DRAIN_TICK_S)
         scope.cancel()
+
+    def _link_down(self) -> bool:
+        return bool(getattr(getattr(self.current, "link", None), "is_down", False))
+
+    def _progress(self) -> Any:
+        """What moves while a drain is worth waiting for: messages published, and (through
+        ``progress``) rows still arriving from the recorder."""
+        extra = self.progress() if self.progress is not None else None
+        return (getattr(self.current, "published", 0), extra)
 
 
 @attrs.define(eq=False)
@@ -334,8 +366,13 @@ class Gateway:
                           tracer=self.telemetry.tracer, rng=self.rng, config_fault_retry_s=0.0)
 
         self.uplink_actor = _HttpActor(self.endpoint, self.http_transport, build,
-                                       drained=self._nothing_to_publish)
+                                       drained=self._nothing_to_publish,
+                                       progress=self._rows_accepted)
         return self.uplink_actor
+
+    def _rows_accepted(self) -> Any:
+        """Changes while the recorder still moves readings into the spool."""
+        return (len(self.snapshots), len(self.events.pending), self.spool.stats().depth)
 
     def _nothing_to_publish(self) -> bool:
         """True when every reading and event produced so far has left the spool for Pub/Sub."""

@@ -26,6 +26,9 @@ from bessai.observe.tracing import NULL_TRACER, SpanHandle, Tracer
 
 log = structlog.get_logger("bessai.observe.actor")
 
+FAILING_FLUSH_S = 0.1
+"""The last flush's deadline when the collector is already known to fail."""
+
 
 @attrs.define
 class SwitchableSink:
@@ -88,8 +91,13 @@ class TelemetryActor:
         finally:
             self.sink.target = NULL_SINK
             self.tracer.target = NULL_TRACER
+            # A collector known to be down gets one short try, not the whole flush deadline:
+            # what it would not take is dropped (and counted) either way.
+            deadline_s = self.config.shutdown_deadline_s
+            if telemetry.export_failing:
+                deadline_s = min(deadline_s, FAILING_FLUSH_S)
             with trio.CancelScope(shield=True):
-                await telemetry.shutdown(self.config.shutdown_deadline_s)
+                await telemetry.shutdown(deadline_s)
 
     def reconfigure(self, config: TelemetryConfig) -> None:
         """Export with ``config`` from now on (a reload changed OTEL_EXPORTER_OTLP_ENDPOINT): the

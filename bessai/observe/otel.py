@@ -439,6 +439,7 @@ class Telemetry:
         self._meter_provider: Any = None
         self._tracer_provider: Any = None
         self._span_processor: Any = None
+        self._health: tuple[_ExportHealth, ...] = ()
         self._closed = False
         if config.enabled:
             self._build()
@@ -446,6 +447,11 @@ class Telemetry:
     @property
     def enabled(self) -> bool:
         return self._meter_provider is not None
+
+    @property
+    def export_failing(self) -> bool:
+        """True while the collector is known to fail (an export of either signal failed last)."""
+        return any(h.failing for h in self._health)
 
     def _build(self) -> None:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -469,9 +475,10 @@ class Telemetry:
         interval_ms = (None if env.get("OTEL_METRIC_EXPORT_INTERVAL")
                        else config.export_interval_s * 1000)
 
+        self._health = (_ExportHealth("metrics", base), _ExportHealth("spans", base))
         metric_exporter = _metric_exporter_class()(
             OTLPMetricExporter(endpoint=f"{base}/v1/metrics", timeout=timeout_s),
-            self.drops, _ExportHealth("metrics", base))
+            self.drops, self._health[0])
         reader = PeriodicExportingMetricReader(
             metric_exporter,
             export_interval_millis=interval_ms,
@@ -486,7 +493,7 @@ class Telemetry:
 
         span_exporter = _span_exporter_class()(
             OTLPSpanExporter(endpoint=f"{base}/v1/traces", timeout=timeout_s),
-            self.drops, _ExportHealth("spans", base))
+            self.drops, self._health[1])
         self._span_processor = _span_processor_class()(
             span_exporter, self.drops,
             max_queue_size=config.max_queue_size,
