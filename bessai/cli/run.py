@@ -118,6 +118,9 @@ def _exit_now(code: int) -> None:
     """Leave at once: the operator asked twice. Shielded clean-up (the telemetry flush, a
     Modbus close) is abandoned; what the spool committed is on disk (WAL, synchronous=FULL),
     exactly as after a SIGKILL."""
+    from bessai.cli.screen import restore_terminal
+
+    restore_terminal()  # the status screen's key mode; no finally runs after os._exit
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -238,6 +238,7 @@ async def _read_keys(view: _View, page_rows: int) -> None:
 
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
+    _SAVED_TERMINAL[:] = [(fd, saved)]
     tty.setcbreak(fd)
     stream = trio.lowlevel.FdStream(os.dup(fd))
     try:
@@ -247,8 +248,24 @@ async def _read_keys(view: _View, page_rows: int) -> None:
                 return
             view.key(data, page_rows)
     finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        restore_terminal()
         await trio.aclose_forcefully(stream)
+
+
+_SAVED_TERMINAL: list[tuple[int, Any]] = []
+
+
+def restore_terminal() -> None:
+    """Put the terminal back as the screen found it (echo, line mode). Also called on a forced
+    exit, which skips every ``finally``: an operator must not be left typing blind."""
+    while _SAVED_TERMINAL:
+        fd, saved = _SAVED_TERMINAL.pop()
+        try:
+            import termios
+
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        except (OSError, ImportError):
+            pass
 
 
 async def show(status: Any, out: TextIO, tail: LogTail, interval_s: float = 1.0) -> None:

@@ -129,3 +129,44 @@ def test_status_screen_fits_80_columns_wraps_events_scrolls_and_logs_to_a_file(
     assert "event=COMMAND_ACCEPTED" in log
     assert "event=GATEWAY_STOPPED" in log  # the file has it all, to the last line
     assert Path(env_file).exists()
+
+
+def test_a_forced_exit_gives_the_terminal_back_with_echo_and_line_mode(tmp_path):
+    """Ctrl-C twice (the second forces the exit, skipping every clean-up) must not leave the
+    operator's terminal in the screen's key mode (no echo): checked with `stty` afterwards."""
+    import socket
+
+    with socket.socket() as hung:  # a collector that never answers: the stop is slow
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)
+        env_file = tmp_path / "gateway.env"
+        env_file.write_text(
+            f"SITE_ID=screen-site\nINVERTER_IP=127.0.0.1\nSTATUS_BIND=127.0.0.1:{free_port()}\n"
+            f"SPOOL_PATH={tmp_path / 'spool' / 'outbox.sqlite'}\n"
+            f"OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{hung.getsockname()[1]}\n")
+        modes = tmp_path / "stty.txt"
+        run = " ".join(shlex.quote(p) for p in [sys.executable, "-m", "bessai.cli.run",
+                                                "--simulator", "--screen", "--env-file",
+                                                str(env_file)])
+        tmux = Tmux(["sh", "-c", f"trap : INT; {run}; echo rc=$? > {modes}; stty -a >> {modes}; "
+                     "sleep 30"],
+                    base_env({"TERM": "xterm-256color"}))
+        try:
+            tmux.wait_for(r"inv1 +up")
+            tmux.keys("C-c")
+            log = tmp_path / "spool" / "gateway.log"  # the screen's full log
+            deadline = time.monotonic() + 10
+            while "SHUTDOWN_REQUESTED" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            tmux.keys("C-c")
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and "icanon" not in (
+                    modes.read_text() if modes.exists() else ""):
+                time.sleep(0.2)
+        finally:
+            tmux.kill()
+    text = modes.read_text()
+    assert text.startswith("rc=130"), text
+    flags = text.split()
+    assert "echo" in flags, text  # not "-echo"
+    assert "icanon" in flags, text  # not "-icanon"
