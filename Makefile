@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
-## demo: run the gateway against the built-in simulator (and the Pub/Sub emulator if gcloud has it) for 60 s
+## demo: run the gateway against the built-in simulator (and the Pub/Sub emulator if gcloud has it) for 30 s
 demo: $(STAMP)
 	$(BIN)/python -m bessai.cli.demo
 

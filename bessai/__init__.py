@@ -5,6 +5,7 @@ The public API is listed in ``__all__``; every other module is an implementation
 
 from bessai.clock import WallClock, system_wall_clock, trio_wall_clock
 from bessai.model import Action, Command, Event, EventKind, Snapshot, TagReading
+from bessai.version import __version__ as __version__  # from the package metadata, one place
 
 __all__ = [
     "Action",
@@ -17,4 +18,3 @@ __all__ = [
     "system_wall_clock",
     "trio_wall_clock",
 ]
-__version__ = "0.4.0.dev0"

@@ -9,6 +9,7 @@
     │   ├── spool          owns the durable outbox (SQLite)
     │   ├── recorder       snapshots (drop-oldest ring) → spool
     │   ├── events         critical events (held in a bounded outbox) → spool
+    │   ├── emulator_setup creates missing topics/subscription      (on the Pub/Sub emulator only)
     │   ├── uplink         spool → Pub/Sub REST; link state machine     (when a topic is set)
     │   └── commands       Pub/Sub pull of dispatch commands → gate   (when a subscription is set)
     ├── site_<device>      one nested supervisor per device (rest_for_one):
@@ -16,7 +17,7 @@
     │   ├── safety_guard   limits, hysteresis, command gate, SAFETY_BLOCK
     │   └── watchdog       heartbeat + dispatch lease renewals, through the device link
     ├── status             /healthz and /status on STATUS_BIND (127.0.0.1 by default)
-    └── sighup             re-reads LOG_LEVEL, credentials and COMMAND_VERIFY_KEYS on SIGHUP
+    └── sighup             re-reads the whole configuration on SIGHUP (when signals are ours)
 
 Why one_for_one at the top: the local control loop never waits on the cloud. A crash in the
 uplink, the recorder or telemetry restarts only that child; the device sites keep polling,
@@ -69,23 +70,31 @@ from actors import (
 )
 from bessai.bounds import clip
 from bessai.clock import WallClock, system_wall_clock
+from bessai.config_reload import ReloadPlan, live_settings, plan_reload
 from bessai.control import CommandRouter, EventOutbox, Site, SiteConfig, build_site
 from bessai.control.connections import connections_for, distinct
 from bessai.control.gate import CommandPolicy
+from bessai.control.site import LIMIT_SETTINGS
 from bessai.device import UniversalDriver, load_profile
 from bessai.device.connection import ModbusConnection
-from bessai.errors import ConfigError
 from bessai.model import Event, Snapshot
 from bessai.observe import StatusServer, TelemetryActor, TelemetryConfig, health_from_status
-from bessai.observe.logs import get_log_level, set_log_level
-from bessai.settings import DeviceSpec, Settings, read_log_level
+from bessai.observe.logs import set_log_level
+from bessai.settings import DeviceSpec, Settings, SettingsError, get_settings
 from bessai.trust import CommandTrust
-from bessai.uplink.credentials import Endpoint, credentials_for, make_client
+from bessai.uplink.credentials import (
+    Endpoint,
+    SwitchableCredentials,
+    credentials_for,
+    make_client,
+)
+from bessai.uplink.emulator_setup import EmulatorSetup
 from bessai.uplink.message import MessageInvalid, record_from_event
 from bessai.uplink.publisher import Publisher
 from bessai.uplink.recorder import Recorder
 from bessai.uplink.spool import Spool
 from bessai.uplink.uplink import Uplink
+from bessai.version import gateway_version
 
 log = structlog.get_logger("bessai.gateway")
 
@@ -95,6 +104,12 @@ DRAIN_CHECK_S = 0.3
 """At shutdown the uplink stops once nothing is left to publish on two checks this far apart
 (longer than the spool's group commit), or when its grace (SHUTDOWN_DEADLINE_S / 2) ends."""
 
+DRAIN_TICK_S = 0.05
+DRAIN_STALL_S = 0.3
+"""... or as soon as nothing has been published for this long (the cloud is down, black-holed or
+slow): what is left stays in the spool and is sent after the next start, so a stop with the
+cloud down takes well under a second instead of the whole grace."""
+
 TELEMETRY_FLUSH_MAX_S = 5.0
 """The longest the last OTel flush may take at shutdown (less when SHUTDOWN_DEADLINE_S is short)."""
 
@@ -102,6 +117,9 @@ SNAPSHOT_RING_CAPACITY = 10_000
 """Snapshots waiting for the recorder. The recorder only waits on local disk, so the ring fills
 only if the disk stalls; then the oldest readings are dropped and counted, the poll never waits."""
 
+
+SIMULATED = {"simulated": "true"}
+"""The attribute every message of a simulator run carries (downstream filters on it)."""
 
 GATEWAY_INTENSITY = 10
 GATEWAY_PERIOD_S = 60.0
@@ -134,6 +152,7 @@ class _HttpActor:
     build: Callable[[httpx.AsyncClient], Any]
     timeout_s: float = 30.0
     drained: Callable[[], bool] | None = None
+    progress: Callable[[], Any] | None = None
     current: Any = None
     _stop: trio.Event = attrs.field(factory=trio.Event, init=False)
 
@@ -156,37 +175,51 @@ class _HttpActor:
 
     async def _stop_when_drained(self, scope: trio.CancelScope) -> None:
         await self._stop.wait()
-        streak = 0
-        while self.drained is not None and streak < 2:
-            streak = streak + 1 if self.drained() else 0
-            await trio.sleep(DRAIN_CHECK_S)
+        progress = self._progress()
+        now = trio.current_time()
+        progressed_at, drained_since = now, None
+        while self.drained is not None:
+            now = trio.current_time()
+            if self.drained():
+                drained_since = now if drained_since is None else drained_since
+                if now - drained_since >= DRAIN_CHECK_S:
+                    break
+            else:
+                drained_since = None
+                if self._progress() != progress:
+                    progress, progressed_at = self._progress(), now
+                elif self._link_down() or now - progressed_at >= DRAIN_STALL_S:
+                    # Nothing leaves the spool (cloud down, black-holed or slow): the rest stays
+                    # on disk for the next start; waiting longer would only delay the stop.
+                    log.info("uplink_drain_stopped", reason="no progress",
+                             stalled_s=round(now - progressed_at, 2))
+                    break
+            await trio.sleep(DRAIN_TICK_S)
         scope.cancel()
+
+    def _link_down(self) -> bool:
+        return bool(getattr(getattr(self.current, "link", None), "is_down", False))
+
+    def _progress(self) -> Any:
+        """What moves while a drain is worth waiting for: messages published, and (through
+        ``progress``) rows still arriving from the recorder."""
+        extra = self.progress() if self.progress is not None else None
+        return (getattr(self.current, "published", 0), extra)
 
 
 @attrs.define(eq=False)
 class _SighupReloader:
-    """On SIGHUP: re-read LOG_LEVEL from the environment file and drop cached credentials (a
-    rotated key file is then read on the next publish). Needs the main thread's signals."""
+    """On SIGHUP: ``reload()`` (the gateway re-reads and applies its configuration). Needs the
+    main thread's signals. ``reload`` must not raise: a crash here would leave the process
+    without a handler while this child restarts, and the next SIGHUP would kill it."""
 
-    env_file: str | None
-    on_reload: Callable[[], None]
+    reload: Callable[[], Any]
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(signal.SIGHUP) as signals:
             task_status.started()
             async for _ in signals:
-                level = get_log_level()
-                try:
-                    level = read_log_level(None, self.env_file or "config/.env")
-                except ConfigError as error:  # a bad value, or a file no longer UTF-8
-                    # A typo in the file must not crash this child: while it restarted, no
-                    # handler would be installed and the next SIGHUP would kill the process.
-                    # Keep the current level; still drop cached credentials.
-                    log.error("LOG_LEVEL_RELOAD_FAILED", error=str(error), kept=level)
-                else:
-                    set_log_level(level)
-                self.on_reload()
-                log.warning("CONFIG_RELOADED", log_level=level, service_account="re-read")
+                self.reload()
 
 
 @attrs.define(eq=False)
@@ -209,6 +242,11 @@ class Gateway:
     telemetry_config: TelemetryConfig | None = None
     event_hook: Callable[[SupervisorEvent], None] | None = None
     """Also receives every supervisor event of the tree (gateway and sites), after telemetry."""
+    simulated: bool = False
+    """Data comes from a simulator: every published message carries ``simulated=true``."""
+    settings_loader: Callable[[], Settings] | None = None
+    """How a reload (SIGHUP) reads the settings again (default: ``get_settings(env_file=...)``;
+    ``bessai-run --simulator`` adds its defaults the same way it did at start)."""
 
     telemetry: TelemetryActor = attrs.field(init=False)
     spool: Spool = attrs.field(init=False)
@@ -233,7 +271,7 @@ class Gateway:
     """Device id → its endpoint's connection (one object per endpoint)."""
     _profiles: dict[str, Any] = attrs.field(init=False, factory=dict)
     _site_supervisors: dict[str, Supervisor] = attrs.field(init=False, factory=dict)
-    _credentials: Any = attrs.field(init=False, default=None)
+    _credentials: SwitchableCredentials | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
@@ -242,6 +280,7 @@ class Gateway:
         # the process past SHUTDOWN_DEADLINE_S.
         config = self.telemetry_config or TelemetryConfig(
             endpoint=s.otel_exporter_otlp_endpoint, site_id=s.site_id, host_name=_host_name(),
+            service_version=gateway_version(),
             shutdown_deadline_s=min(TELEMETRY_FLUSH_MAX_S, s.shutdown_deadline_s / 2))
         self.telemetry = TelemetryActor(config)
         sink = self.telemetry.sink
@@ -263,7 +302,8 @@ class Gateway:
         if s.uplink_mode != "off":
             self.endpoint = (Endpoint.for_emulator(s.pubsub_emulator_host)
                              if s.uplink_mode == "emulator" else Endpoint())
-            self._credentials = credentials_for(self.endpoint, s.google_application_credentials)
+            self._credentials = SwitchableCredentials(
+                credentials_for(self.endpoint, s.google_application_credentials))
         self.data_children = tuple(self._data_specs())
         self.supervisor = Supervisor(children=self._child_specs(), strategy=Strategy.ONE_FOR_ONE,
                                      intensity=GATEWAY_INTENSITY, period_s=GATEWAY_PERIOD_S,
@@ -323,6 +363,8 @@ class Gateway:
             ChildSpec("recorder", self._recorder, grace_s=2.0),
             ChildSpec.from_function("events", self.events.forward, self._record_event),
         ]
+        if self.endpoint is not None and self.endpoint.emulator:
+            specs.append(ChildSpec("emulator_setup", self._emulator_setup, grace_s=0.0))
         if self.endpoint is not None and s.pubsub_topic:
             specs.append(ChildSpec("uplink", self._uplink, grace_s=s.shutdown_deadline_s / 2))
         if self.endpoint is not None and s.pubsub_commands_subscription:
@@ -406,13 +448,21 @@ class Gateway:
         def build(client: httpx.AsyncClient) -> Uplink:
             publisher = Publisher(client, s.gcp_project_id or "", s.pubsub_topic or "",
                                   endpoint=self.endpoint, credentials=self._credentials,
-                                  wall_clock=self.wall_clock)
+                                  wall_clock=self.wall_clock,
+                                  extra_attributes=SIMULATED if self.simulated else {})
+            # A 403/404 is retried with the normal backoff (capped at a minute), not a fixed
+            # minute: a topic created by hand is used within seconds.
             return Uplink(self.spool, publisher, sink=self.telemetry.sink,
-                          tracer=self.telemetry.tracer, rng=self.rng)
+                          tracer=self.telemetry.tracer, rng=self.rng, config_fault_retry_s=0.0)
 
         self.uplink_actor = _HttpActor(self.endpoint, self.http_transport, build,
-                                       drained=self._nothing_to_publish)
+                                       drained=self._nothing_to_publish,
+                                       progress=self._rows_accepted)
         return self.uplink_actor
+
+    def _rows_accepted(self) -> Any:
+        """Changes while the recorder still moves readings into the spool."""
+        return (len(self.snapshots), len(self.events.pending), self.spool.stats().depth)
 
     def _nothing_to_publish(self) -> bool:
         """True when every reading and event produced so far has left the spool for Pub/Sub."""
@@ -431,10 +481,25 @@ class Gateway:
                                  self.router.handle_command_message, endpoint=self.endpoint,
                                  credentials=self._credentials, rng=self.rng,
                                  wall_clock=self.wall_clock, sink=self.telemetry.sink,
-                                 observe=self.command_trust.clock.observe_response)
+                                 observe=self.command_trust.clock.observe_response,
+                                 config_fault_retry_s=0.0)
 
         self.commands_actor = _HttpActor(self.endpoint, self.http_transport, build)
         return self.commands_actor
+
+    def _emulator_setup(self) -> _HttpActor:
+        """The topics and subscription this configuration needs, created on the emulator."""
+        s = self.settings
+        assert self.endpoint is not None
+        topics = [t for t in (s.pubsub_topic, s.pubsub_commands_topic) if t]
+        subscriptions = ([(s.pubsub_commands_subscription, s.pubsub_commands_topic)]
+                         if s.pubsub_commands_subscription and s.pubsub_commands_topic else [])
+
+        def build(client: httpx.AsyncClient) -> EmulatorSetup:
+            return EmulatorSetup(client, self.endpoint, s.gcp_project_id or "", topics,
+                                 subscriptions)
+
+        return _HttpActor(self.endpoint, self.http_transport, build, timeout_s=5.0)
 
     def _site_factory(self, device_id: str) -> Callable[[], Supervisor]:
         def start() -> Supervisor:
@@ -451,13 +516,71 @@ class Gateway:
         return self.status_actor
 
     def _sighup(self) -> _SighupReloader:
-        def reload() -> None:
-            invalidate = getattr(self._credentials, "invalidate", None)
-            if invalidate is not None:
-                invalidate()
-            self.command_trust.reload_keys()  # issue 14: COMMAND_VERIFY_KEYS re-read
+        return _SighupReloader(self.reload_config)
 
-        return _SighupReloader(self.env_file, reload)
+    # ---- configuration reload (SIGHUP) ------------------------------------------------------
+
+    def _load_settings(self) -> Settings:
+        if self.settings_loader is not None:
+            return self.settings_loader()
+        return get_settings(env_file=self.env_file)
+
+    def reload_config(self) -> ReloadPlan | None:
+        """Re-read and validate the whole configuration; apply the live keys, all or nothing.
+
+        Returns what was done (None when the new configuration was rejected). Runs without a
+        checkpoint between the first change and the last, so no actor ever sees half of it:
+        the guard's next decision uses every new limit, or none. Cached credentials are always
+        dropped, so a key file rotated in place is read again on the next publish. Never raises.
+        """
+        try:
+            loaded = self._load_settings()
+            plan = plan_reload(self.settings, loaded)
+            site_configs = {
+                device_id: site.reconfigured(
+                    {name: getattr(loaded, name) for name in LIMIT_SETTINGS},
+                    fast_interval_s=loaded.poll_interval_s,
+                    slow_interval_s=loaded.slow_poll_interval_s)
+                for device_id, site in self.sites.items()}
+            effective = live_settings(self.settings, loaded)
+        except SettingsError as error:
+            log.error("CONFIG_RELOAD_FAILED", errors=len(error.problems),
+                      problems=clip("; ".join(error.errors), 2000),
+                      kept="the running configuration, unchanged")
+            self._drop_cached_credentials()
+            return None
+        except Exception as error:  # a bug or an unreadable file: the same promise holds
+            log.error("CONFIG_RELOAD_FAILED", errors=1,
+                      problems=clip(f"{type(error).__name__}: {error}", 2000),
+                      kept="the running configuration, unchanged")
+            self._drop_cached_credentials()
+            return None
+        # ---- commit: nothing below raises or waits ----
+        applied = set(plan.applied_keys())
+        for device_id, config in site_configs.items():
+            self.sites[device_id].apply(config)
+        if "LOG_LEVEL" in applied:
+            set_log_level(effective.log_level)
+        if "GOOGLE_APPLICATION_CREDENTIALS" in applied and self.endpoint is not None:
+            self._credentials.target = credentials_for(
+                self.endpoint, effective.google_application_credentials)
+        if "OTEL_EXPORTER_OTLP_ENDPOINT" in applied:
+            self.telemetry.reconfigure(attrs.evolve(
+                self.telemetry.config, endpoint=effective.otel_exporter_otlp_endpoint))
+        # The verify keys are re-read on every reload, changed path or not: a key added to or
+        # removed from the directory is the rotation procedure (a bad set keeps the old one).
+        self.command_trust.reconfigure(effective)
+        policy = CommandPolicy.from_settings(effective)
+        for site in self.sites.values():
+            site.gate.policy = policy
+        self.settings = effective
+        self._drop_cached_credentials()
+        log.warning("CONFIG_RELOADED", **plan.log_fields(), google_login="renewed")
+        return plan
+
+    def _drop_cached_credentials(self) -> None:
+        if self._credentials is not None:
+            self._credentials.invalidate()
 
     def _on_event(self, event: SupervisorEvent) -> None:
         self.telemetry.on_event(event)
@@ -522,8 +645,9 @@ class Gateway:
         if commands is not None:
             links["commands"] = _link_view(commands.link, handled=commands.handled)
         spool = self.spool.stats().to_json()
-        return {
+        document = {
             "site": self.settings.site_id,
+            "version": gateway_version(),
             "tree_running": self.supervisor.running,
             "actors": actors,
             "links": links,
@@ -541,6 +665,9 @@ class Gateway:
             "uplink_mode": self.settings.uplink_mode,
             "commands_trust": self.command_trust.status(),
         }
+        healthy, lines = health_from_status(document)
+        document["health"] = {"healthy": healthy, "conditions": lines}
+        return document
 
 
 def _child_view(info: Any) -> dict[str, Any]:

@@ -197,6 +197,7 @@ class Settings:
     spool_max_bytes: int = 1024**3
     status_bind: BindAddress = BindAddress("127.0.0.1", 8080)
     log_level: str = "INFO"
+    log_file: Path | None = None  # the status screen's full log (default: beside the spool)
     shutdown_deadline_s: float = 20.0
     command_max_ttl_s: float = 3600.0
     command_min_power_w: float = 100.0
@@ -547,6 +548,7 @@ _KEYS: tuple[_Key, ...] = (
     _Key("SPOOL_MAX_BYTES", parse_size, 1024**3),
     _Key("STATUS_BIND", parse_bind, BindAddress("127.0.0.1", 8080)),
     _Key("LOG_LEVEL", _log_level, "INFO"),
+    _Key("LOG_FILE", _path),
     _Key(
         "SHUTDOWN_DEADLINE_S",
         _float_in(1, 300, "seconds between 1 and 300 (below the stop timeout of Docker/systemd)"),

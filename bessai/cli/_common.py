@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from bessai.errors import ConfigError
-from bessai.settings import DEFAULT_ENV_FILE, Settings, get_settings
+from bessai.config_files import find_env_file
+from bessai.settings import Settings, SettingsError, get_settings
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
-    """The settings for this run; an explicit ``--env-file`` must exist."""
-    env_file = getattr(args, "env_file", None)
-    if env_file is not None and not Path(env_file).is_file():
-        raise ConfigError(
-            f"--env-file {env_file!r} does not exist",
-            hint="give the path of the gateway's settings file, e.g. config/.env",
-        )
-    return get_settings(env_file=env_file or DEFAULT_ENV_FILE)
+    """The settings for this run, from the env file `bessai.config_files` chose (``bessai``'s
+    main resolves it once; an explicit ``--env-file`` must exist)."""
+    choice = getattr(args, "env_choice", None)
+    if choice is None:
+        choice = find_env_file(getattr(args, "env_file", None))
+    try:
+        return get_settings(env_file=choice.env_file)
+    except SettingsError as error:
+        if choice.path is not None:
+            raise
+        raise SettingsError(error.problems, source=choice.source()) from None
 
 
 def human_bytes(n: float) -> str:

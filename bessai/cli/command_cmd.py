@@ -35,9 +35,11 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
     )
     parser.add_argument("action", choices=[a.value for a in Action])
-    parser.add_argument("--power-w", type=float, help="power in W (charge/discharge)")
-    parser.add_argument("--ttl-s", type=float, default=300.0,
-                        help="seconds until the command expires (default 300)")
+    parser.add_argument("--power-w", type=float, metavar="W",
+                        help="power in W, > 0, for charge/discharge (clamped to the device's "
+                        "maximum by the gateway)")
+    parser.add_argument("--ttl-s", type=float, default=300.0, metavar="S",
+                        help="seconds until the command expires, 5-86400 (default 300)")
     parser.add_argument("--device", metavar="ID", help="device id (needed with several)")
     parser.add_argument("--sign-key", metavar="PATH", type=Path,
                         help="sign with this operator private key (.key from `bessai keys "
@@ -152,9 +154,21 @@ async def _publish(settings: Settings, command: Command, timeout_s: float,
     credentials = credentials_for(endpoint, settings.google_application_credentials)
     topic_path = f"projects/{settings.gcp_project_id}/topics/{settings.pubsub_commands_topic}"
     async with make_client(endpoint, timeout_s=timeout_s) as client:
+        if endpoint.emulator:  # never on real Pub/Sub: there a missing topic is an error
+            await _ensure_on_emulator(client, endpoint, settings)
         ids = await publish_json(client, endpoint, topic_path, [message],
                                  credentials=credentials, timeout_s=timeout_s)
     return ids[0] if ids else "?"
+
+
+async def _ensure_on_emulator(client: Any, endpoint: Any, settings: Settings) -> None:
+    """The commands topic (and the gateway's subscription on it, so the command is not
+    published into nothing), created on the emulator when missing."""
+    ensure = load("bessai.uplink.emulator_setup", "ensure_resources", command="command")
+    topic = settings.pubsub_commands_topic
+    subscription = settings.pubsub_commands_subscription
+    await ensure(client, endpoint, settings.gcp_project_id or "", [topic],
+                 [(subscription, topic)] if subscription else [])
 
 
 def run(args: argparse.Namespace) -> int:

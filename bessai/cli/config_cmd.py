@@ -120,6 +120,16 @@ def _check_credentials(path: Path | None, uplink_mode: str | None,
     if not isinstance(doc, dict) or "type" not in doc:
         problems.append(SettingProblem(key, str(path), "is JSON but not a Google credentials "
                                        "file (no 'type' field)"))
+    elif doc.get("type") == "service_account" and not str(doc.get("private_key") or "").strip():
+        problems.append(SettingProblem(key, str(path), "is a service-account file without a "
+                                       "private key — download a new JSON key (gcloud iam "
+                                       "service-accounts keys create), not the account's "
+                                       "description"))
+    mode = path.stat().st_mode
+    if mode & 0o007:  # readable (or worse) by every user on the host: the key is exposed
+        problems.append(SettingProblem(key, str(path), f"is accessible to every user (mode "
+                                       f"{oct(mode & 0o777)}) — chmod 0640 {path} (owner root, "
+                                       "group of the gateway's user), or 0600"))
 
 
 def _check_spool_dir(spool_path: Path, problems: list[SettingProblem]) -> None:
@@ -242,6 +252,9 @@ def run(args: argparse.Namespace) -> int:
         f"Site: {settings.site_id}, IP: {settings.inverter_ip_str}, devices: {devices}, "
         f"profile: {', '.join(str(p) for p in profiles)}, uplink: {settings.uplink_mode}"
     )
+    choice = getattr(args, "env_choice", None)
+    if choice is not None:
+        print(f"  config:    {choice.describe()} (environment wins over the file)")
     for summary in profiles.values():
         print(f"  profile:   {summary}")
     print(f"  safety:    SOC {settings.soc_min_pct:g}-{settings.soc_max_pct:g} % "

@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from bessai.cli.run import simulator_spool
 from bessai.sim.pubsub_emulator import EmulatorAdmin, PubSubEmulator, free_port
 
 PROJECT = "demo-project"
@@ -131,7 +132,9 @@ def _report(emulator: PubSubEmulator | None, env: dict[str, str],
               f"cloud {status['links'].get('cloud', {}).get('state', 'off')}, "
               f"spool depth {(status.get('spool') or {}).get('depth')}")
     if emulator is None:
-        result = subprocess.run([sys.executable, "-m", "bessai.cli.main", "spool", "stats"],
+        spool = simulator_spool(Path(env["SPOOL_PATH"]))  # a --simulator run's own spool
+        result = subprocess.run([sys.executable, "-m", "bessai.cli.main", "spool", "stats",
+                                 "--path", str(spool)],
                                 env=env, capture_output=True, text=True, timeout=60)
         _say("What the spool holds (would be published once an uplink is configured):")
         print(result.stdout or result.stderr)
@@ -158,13 +161,18 @@ def _report(emulator: PubSubEmulator | None, env: dict[str, str],
     return 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bessai.cli.demo",
                                      description="Run the gateway demo (see README).")
-    parser.add_argument("--duration", type=float, default=30.0, metavar="S")
+    parser.add_argument("--duration", type=float, default=30.0, metavar="S",
+                        help="seconds the gateway runs (default %(default)s)")
     parser.add_argument("--no-screen", action="store_true",
                         help="log lines instead of the live status screen")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return run_demo(args.duration, screen=sys.stdout.isatty() and not args.no_screen)
 
 

@@ -39,12 +39,16 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     parser.add_argument("--tag", default="soc", help="tag to read (default soc)")
     parser.add_argument("--device", metavar="ID", help="device id from DEVICES (default: first)")
     parser.add_argument("--host", help="inverter address (overrides the settings)")
-    parser.add_argument("--port", type=int, help="Modbus TCP port (overrides the settings)")
-    parser.add_argument("--unit-id", type=int, help="Modbus unit id (overrides the settings)")
+    parser.add_argument("--port", type=int,
+                        help="Modbus TCP port 1-65535 (Huawei: 502 or 6607; overrides the "
+                        "settings)")
+    parser.add_argument("--unit-id", type=int,
+                        help="Modbus unit id 0-255 (Huawei: 0 direct, 1 via SDongle; overrides the "
+                        "settings)")
     parser.add_argument("--profile", type=Path, help="device profile JSON (overrides settings)")
     parser.add_argument(
         "--timeout-s", type=float, default=20.0,
-        help="give up after this many seconds (default 20: Huawei replies slowly)",
+        help="give up after this many seconds, > 0 (default 20: Huawei replies slowly)",
     )
     parser.add_argument(
         "--direct", action="store_true",

@@ -25,17 +25,23 @@ _HINT = (
     "is the gateway running? (`docker compose ps` / `systemctl status bessai-gateway`); "
     "read its last log lines (ops/RUNBOOK.md §4)"
 )
+_ANSWERED_HINT = (
+    "the gateway is running and answered: act on the reasons above (ops/RUNBOOK.md §6; a "
+    "device link down: §6.2)"
+)
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
         "health",
         parents=[common],
-        help="check the running gateway's /healthz (exit 0 healthy, 1 unhealthy, 4 no answer)",
+        help="check the running gateway's /healthz (exit 0 healthy, 1 unhealthy, 4 no answer); "
+        "names what is degraded (safety blocks, stale data, cloud link)",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
     )
     parser.add_argument("--url", help="health URL (default http://<STATUS_BIND>/healthz)")
-    parser.add_argument("--timeout-s", type=float, default=3.0, help="seconds to wait (3)")
+    parser.add_argument("--timeout-s", type=float, default=3.0,
+                        help="seconds to wait for an answer, > 0 (default 3)")
     parser.set_defaults(func=run)
 
 
@@ -88,12 +94,24 @@ def run(args: argparse.Namespace) -> int:
             + (":\n  " + detail.replace("\n", "\n  ") if detail else ""),
             hint=_HINT,
         )
+    status_url = url.replace("/healthz", "/status")
     if not ok:
+        answered = detail.startswith("unhealthy (HTTP")  # the gateway runs and said why
         raise OperationFailedError(
             f"the gateway is unhealthy ({url})"
             + (":\n  " + detail.replace("\n", "\n  ") if detail else ""),
-            hint=_HINT + "; `curl -s " + url.replace("/healthz", "/status") + "` shows which "
-            "part is down",
+            hint=(_ANSWERED_HINT if answered else _HINT) + "; `curl -s " + status_url
+            + "` shows which part is down",
         )
-    print(f"healthy: {url}" + (f" ({detail})" if detail and detail != "ok" else ""))
+    print(health_text(url, detail))
     return 0
+
+
+def health_text(url: str, body: str) -> str:
+    """``healthy: URL``, or ``healthy, degraded: URL`` and one line per named condition."""
+    conditions = [line.removeprefix("warning: ") for line in body.splitlines()
+                  if line.strip() and line.strip() != "ok"]
+    if not conditions:
+        return f"healthy: {url}"
+    return "\n".join([f"healthy, degraded ({len(conditions)}): {url}",
+                      *(f"  {line}" for line in conditions)])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -30,8 +31,10 @@ from bessai.cli import (
     sim_cmd,
     spool_cmd,
 )
+from bessai.config_files import find_env_file
 from bessai.errors import EXIT_FAILED, BessaiError
 from bessai.settings import DEFAULT_ENV_FILE
+from bessai.version import gateway_version
 
 __all__ = ["build_parser", "main"]
 
@@ -56,7 +59,8 @@ def _common_options(*, top: bool) -> argparse.ArgumentParser:
         "--env-file",
         metavar="PATH",
         default=None if top else argparse.SUPPRESS,
-        help=f"settings file read under the environment (default {DEFAULT_ENV_FILE}, if present)",
+        help="settings file read under the environment (must exist; default: $BESSAI_ENV_FILE, "
+        f"else ./{DEFAULT_ENV_FILE}, else /etc/bessai/bessai.env, the first found)",
     )
     return parser
 
@@ -67,12 +71,38 @@ def build_parser() -> argparse.ArgumentParser:
         description="BESSAI Edge Gateway operator tool. See ops/RUNBOOK.md.",
         parents=[_common_options(top=True)],
     )
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {gateway_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     common = _common_options(top=False)
     for group in _GROUPS:
         group.register(commands, common)
+    _plain_help(parser)
     return parser
+
+
+_RST_LITERAL = re.compile(r"``(.+?)``", re.DOTALL)
+_RST_ROLE = re.compile(r"`([^`\n]+)`")
+
+
+def _plain_help(parser: argparse.ArgumentParser) -> None:
+    """Help is read in a terminal, not rendered: the docstrings' RST markup (``x``, `x`) is
+    shown as plain text, in every subcommand's description, recursively."""
+    parser.description = _plain(parser.description)
+    for action in parser._actions:
+        action.help = _plain(action.help)
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                choice.help = _plain(choice.help)
+            for sub in dict.fromkeys(action.choices.values()):
+                _plain_help(sub)
+
+
+def _plain(text: str | None) -> str | None:
+    if not text or text is argparse.SUPPRESS:
+        return text
+    return _RST_ROLE.sub(r"\1", _RST_LITERAL.sub(r"\1", text))
 
 
 def _quiet_library_logs(*, debug: bool) -> None:
@@ -116,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "sim":  # bessai-sim sets up its own logging
         _quiet_library_logs(debug=args.debug)
     try:
+        choice = find_env_file(args.env_file)  # the one search order (bessai.config_files)
+        args.env_file, args.env_choice = choice.env_file, choice
         code = args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

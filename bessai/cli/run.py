@@ -5,8 +5,9 @@ device sites (polling stops, the Modbus connection closes; an active forced comm
 its device-side lease), the commands source, the uplink (drains what the deadline allows; the
 rest stays on disk), the recorder, the spool (its last group is committed), and telemetry last
 (flushed with a deadline). The whole stop is bounded by ``SHUTDOWN_DEADLINE_S``; then the rest is
-cancelled. Exit 0. A second signal forces an immediate exit (130). SIGHUP re-reads LOG_LEVEL
-and drops cached credentials.
+cancelled. Exit 0. A second signal forces an immediate exit (130). SIGHUP re-reads the whole
+configuration: the live keys apply at once, the others are named as needing a restart
+(`bessai.config_reload`).
 
 ``--simulator`` runs the built-in SUN2000 + LUNA2000 simulator in-process (one per configured
 device, over in-memory streams) for a one-command demo; no inverter or config file is needed.
@@ -30,8 +31,10 @@ import trio
 
 from actors import SupervisorEscalation
 from bessai.bounds import clip
+from bessai.config_files import find_env_file
 from bessai.errors import BessaiError, ConfigError, OperationFailedError
 from bessai.settings import DEFAULT_ENV_FILE, get_settings, load_env
+from bessai.version import gateway_version
 
 log = structlog.get_logger("bessai.run")
 
@@ -51,25 +54,64 @@ def simulator_defaults(env_file: str | None) -> dict[str, str]:
     return defaults
 
 
+def load_run_settings(args: argparse.Namespace) -> Any:
+    """The settings as `bessai-run` reads them, at start and again on every SIGHUP."""
+    env: dict[str, str] | None = None
+    if args.simulator:
+        env = {**simulator_defaults(args.env_file), **os.environ}
+    settings = get_settings(env=env, env_file=args.env_file)
+    if args.simulator:
+        settings = simulator_settings(settings, publish=args.publish_simulated)
+    return settings
+
+
+def simulator_spool(spool_path: Path) -> Path:
+    """``outbox.sqlite`` → ``outbox.simulator.sqlite``: simulated readings never share the
+    production spool (its rows would be published as the site's)."""
+    return spool_path.with_name(f"{spool_path.stem}.simulator{spool_path.suffix or '.sqlite'}")
+
+
+def simulator_settings(settings: Any, *, publish: bool) -> Any:
+    """The settings of a ``--simulator`` run: its own spool, and no publishing to a real Pub/Sub
+    topic (the emulator is fine) unless ``--publish-simulated``. Every message it publishes
+    carries ``simulated=true`` (`Gateway.simulated`)."""
+    import attrs
+
+    changes: dict[str, Any] = {"spool_path": simulator_spool(settings.spool_path)}
+    if settings.uplink_mode == "cloud" and not publish:
+        changes.update(pubsub_topic=None, pubsub_commands_subscription=None,
+                       pubsub_commands_topic=None)
+    return attrs.evolve(settings, **changes)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bessai-run", description="Run the BESSAI Edge Gateway. See ops/RUNBOOK.md.")
-    parser.add_argument("--env-file", default=DEFAULT_ENV_FILE,
-                        help="settings file read under the environment (default %(default)s)")
+    parser.add_argument("--env-file", default=None, metavar="PATH",
+                        help="settings file read under the environment (must exist; default: "
+                        f"$BESSAI_ENV_FILE, else ./{DEFAULT_ENV_FILE}, else "
+                        "/etc/bessai/bessai.env, the first found)")
     parser.add_argument("--simulator", action="store_true",
                         help="also run the built-in simulator in-process (demo, no inverter)")
+    parser.add_argument("--publish-simulated", action="store_true",
+                        help="with --simulator: publish to a real Pub/Sub topic too (refused "
+                        "by default; every message carries simulated=true; the emulator is "
+                        "always allowed)")
     parser.add_argument("--sim-soc", type=float, default=50.0, metavar="PCT",
-                        help="simulator's initial SOC (default %(default)s)")
+                        help="simulator's initial SOC, 0-100 %% (default %(default)s)")
     parser.add_argument("--sim-temp", type=float, default=25.0, metavar="C",
-                        help="simulator's initial battery temperature (default %(default)s)")
+                        help="simulator's initial battery temperature, -20 to 60 °C (default "
+                        "%(default)s; above TEMP_MAX_C, 45, blocks)")
     parser.add_argument("--duration", type=float, default=None, metavar="S",
-                        help="stop gracefully after S seconds (demos and tests)")
+                        help="stop gracefully after S seconds, > 0 (demos and tests)")
     screen = parser.add_mutually_exclusive_group()
     screen.add_argument("--screen", dest="screen", action="store_true", default=None,
                         help="show the live status screen (default: when stdout is a terminal)")
     screen.add_argument("--no-screen", dest="screen", action="store_false",
                         help="log to stdout instead of showing the screen")
     parser.add_argument("--debug", action="store_true", help="tracebacks on startup errors")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {gateway_version()}")
     return parser
 
 
@@ -77,6 +119,9 @@ def _exit_now(code: int) -> None:
     """Leave at once: the operator asked twice. Shielded clean-up (the telemetry flush, a
     Modbus close) is abandoned; what the spool committed is on disk (WAL, synchronous=FULL),
     exactly as after a SIGKILL."""
+    from bessai.cli.screen import restore_terminal
+
+    restore_terminal()  # the status screen's key mode; no finally runs after os._exit
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -160,7 +205,10 @@ async def _run_until_stopped(args: argparse.Namespace, settings: Any, tail: Any 
                 await outer.start(sim.run)
                 factories[device.id] = sim.stream_factory()
         gateway = Gateway(settings, stream_factories=factories, env_file=args.env_file,
-                          handle_sighup=True)
+                          handle_sighup=True, settings_loader=lambda: load_run_settings(args),
+                          simulated=args.simulator)
+        if args.simulator:
+            _log_simulator_mode(args, settings)
         with trio.CancelScope() as cancel:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_watch_signals, gateway, settings.shutdown_deadline_s,
@@ -175,7 +223,7 @@ async def _run_until_stopped(args: argparse.Namespace, settings: Any, tail: Any 
                     # longer walks it: 60-120 ms -> 0.04 ms per full pass here
                     # (bench/results/gc_freeze.md).
                     gc.freeze()
-                    log.info("GATEWAY_READY", site=settings.site_id,
+                    log.info("GATEWAY_READY", site=settings.site_id, version=gateway_version(),
                              status=f"http://{settings.status_bind}/status")
                 if tail is not None:
                     nursery.start_soon(show, gateway.status, sys.stdout, tail)
@@ -190,15 +238,29 @@ async def _run_until_stopped(args: argparse.Namespace, settings: Any, tail: Any 
     return 0
 
 
+def _log_simulator_mode(args: argparse.Namespace, settings: Any) -> None:
+    """One WARNING that says what a simulator run does with its data, and why."""
+    fields: dict[str, Any] = {"spool": str(settings.spool_path), "uplink": settings.uplink_mode}
+    if settings.uplink_mode == "off" and not args.publish_simulated:
+        full = get_settings(env={**simulator_defaults(args.env_file), **os.environ},
+                            env_file=args.env_file)
+        if full.uplink_mode == "cloud":
+            fields["not_published_to"] = (f"projects/{full.gcp_project_id}/topics/"
+                                          f"{full.pubsub_topic}")
+            fields["hint"] = ("simulated data stays local; --publish-simulated publishes it "
+                              "(attribute simulated=true), PUBSUB_EMULATOR_HOST uses the emulator")
+    elif settings.uplink_mode != "off":
+        fields["attribute"] = "simulated=true"
+    log.warning("SIMULATOR_MODE", **fields)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from bessai.observe import configure_logging
 
     args = build_parser().parse_args(argv)
     try:
-        env: dict[str, str] | None = None
-        if args.simulator:
-            env = {**simulator_defaults(args.env_file), **os.environ}
-        settings = get_settings(env=env, env_file=args.env_file)
+        args.env_file = find_env_file(args.env_file).env_file  # bessai.config_files
+        settings = load_run_settings(args)
     except BessaiError as error:
         print(error.render(), file=sys.stderr)
         return error.exit_code
@@ -208,12 +270,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BessaiError as error:
         print(error.render(), file=sys.stderr)
         return error.exit_code
+    from bessai.observe.otel import adopt_standard_variables
+
+    adopt_standard_variables(load_env(None, args.env_file)[1])  # OTEL_* for the SDK to read
     screen = args.screen if args.screen is not None else sys.stdout.isatty()
     tail = None
     if screen:
         from bessai.cli.screen import LogTail
 
-        tail = LogTail()
+        tail = LogTail(log_file=settings.log_file or settings.spool_path.parent / "gateway.log")
         configure_logging(settings.log_level, stream=tail, site_id=settings.site_id)
     else:
         configure_logging(settings.log_level, site_id=settings.site_id)

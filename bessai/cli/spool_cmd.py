@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -118,9 +119,14 @@ def run_export(args: argparse.Namespace) -> int:
     try:
         if args.output is None:
             count = export_rows(path, sys.stdout, table=args.table)
+            sys.stdout.flush()
         else:
             with args.output.open("w", encoding="utf-8") as out:
                 count = export_rows(path, out, table=args.table)
+    except BrokenPipeError:
+        # The reader went away (`... | head`): what it wanted was written; not a spool fault.
+        _silence_stdout()
+        return 0
     except Exception as exc:
         if _is_spool_failure(exc):
             raise _spool_failure(exc, path) from exc
@@ -129,11 +135,28 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so Python's own flush at exit does not fail on the closed
+    pipe a second time (and print a traceback)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def run_backup(args: argparse.Namespace) -> int:
     path, _ = _spool_path(args)
     if args.dest.exists():
         raise ConfigError(f"{args.dest} already exists; a backup never overwrites a file",
                           hint="give a new file name, e.g. spool-$(date +%Y%m%d-%H%M).sqlite")
+    folder = args.dest.parent
+    if not folder.is_dir():
+        raise ConfigError(f"cannot write the backup: the directory {folder} does not exist",
+                          hint=f"create it first (mkdir -p {folder}) or give a path in an "
+                               "existing directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write the backup: the directory {folder} is not writable by "
+                          "this user", hint="choose a directory this user can write, or run "
+                          "the command as the gateway's user")
     backup_spool = load("bessai.uplink.spool", "backup_spool", command="spool backup")
     try:
         stats = backup_spool(path, args.dest)

@@ -11,7 +11,10 @@ When a child crashes and is rebuilt, its successor finds here what the old one k
   guard and dispatch always write through the live connection, and the unit's link status as
   the running instance last published it (the status endpoint reads that, never an instance);
 * ``heartbeat`` — the watchdog's counters (beats, largest gap), published the same way;
-* ``dispatch`` — the active forced command, renewed by the watchdog, stopped by the guard.
+* ``dispatch`` — the active forced command, renewed by the watchdog, stopped by the guard;
+* ``limits`` — the safety limits in force: the tree publishes new ones on a configuration
+  reload (SIGHUP) and the guard reads them at every decision, so a new limit applies from the
+  next evaluation, and a restarted guard starts with the live limits, not the ones of the build.
 
 Invariant: nothing here blocks a writer; everything here is safe to read at any time.
 """
@@ -27,7 +30,7 @@ from actors import LatestCell
 from bessai.clock import WallClock
 from bessai.control.device_link import LinkDown, LinkStatus, Priority
 from bessai.control.events import EventOutbox
-from bessai.control.limits import UNKNOWN, SafetyState
+from bessai.control.limits import UNKNOWN, Limits, SafetyState
 from bessai.model import Snapshot
 from bessai.observe.sink import NULL_SINK, MetricSink
 
@@ -109,6 +112,11 @@ class SiteContext:
     snapshots: LatestCell[Snapshot] = attrs.field(factory=LatestCell)
     safety: SafetyState = UNKNOWN
     safety_evaluated: bool = False
+    limits: Limits | None = None
+    waiting_for_data_since: float | None = None
+    """Trio time the first guard began waiting for the device's first snapshot (a restarted
+    guard keeps the same deadline and does not announce the wait again)."""
+    """The live safety limits (None: the guard's own, as built). Replaced whole, never mutated."""
     link: LinkHandle = attrs.field(init=False)
     heartbeat: HeartbeatStats = attrs.field(factory=HeartbeatStats)
     dispatcher: Dispatcher | None = None

@@ -43,6 +43,11 @@ from bessai.model import Action, Event, Snapshot
 
 log = structlog.get_logger("bessai.control.guard")
 
+FIRST_DATA_DEADLINE_S = 30.0
+"""How long after start the guard waits for the device's first snapshot before the wait itself
+is a safety incident (CRITICAL SAFETY_BLOCK rule=no_data). Both directions stay blocked all the
+while; 30 s covers Huawei's pause after connect, slow first replies and a few reconnects."""
+
 
 @attrs.define(eq=False)
 class SafetyGuard:
@@ -52,6 +57,7 @@ class SafetyGuard:
     ctx: SiteContext
     limits: Limits = attrs.field(factory=Limits)
     tick_s: float = 1.0
+    first_data_deadline_s: float = FIRST_DATA_DEADLINE_S
     dispatch_tags: DispatchTags = attrs.field(factory=DispatchTags)
     watchdog: Any = None  # a Watchdog, for watchdog_loop()
     _stop_done_at: float | None = None
@@ -62,6 +68,12 @@ class SafetyGuard:
     @property
     def state(self) -> SafetyState:
         return self.ctx.safety
+
+    @property
+    def live_limits(self) -> Limits:
+        """The limits of the next decision: those the tree published in the site context (a
+        configuration reload replaces them), else the ones this guard was built with."""
+        return self.ctx.limits if self.ctx.limits is not None else self.limits
 
     def request_stop(self) -> None:
         """End `run` now: the wait for the next snapshot is cut short (the gateway stops its
@@ -74,9 +86,22 @@ class SafetyGuard:
         """Evaluate on every new snapshot and every tick until cancelled."""
         cell = self.ctx.snapshots
         started_at = trio.current_time()
-        # Until a first snapshot or stale_after_s, the state stays as inherited (UNKNOWN at first
-        # start: everything blocked, quietly) — a start is not an incident.
-        grace_until = started_at + self.limits.stale_after_s
+        # Until the first snapshot the state stays as inherited: UNKNOWN at a first start, which
+        # blocks both directions. That is the expected start-up state, not an incident: it is
+        # logged once as SAFETY_WAITING_FOR_DATA (WARNING); only if no snapshot arrives within
+        # first_data_deadline_s does it become a CRITICAL SAFETY_BLOCK rule=no_data.
+        waiting = not self.ctx.safety_evaluated
+        if waiting and self.ctx.waiting_for_data_since is None:
+            self.ctx.waiting_for_data_since = started_at
+            log.warning("SAFETY_WAITING_FOR_DATA", blocks="both",
+                        deadline_s=self.first_data_deadline_s, site=self.ctx.site_id,
+                        device=self.ctx.device_id)
+        if waiting:
+            assert self.ctx.waiting_for_data_since is not None
+            started_at = self.ctx.waiting_for_data_since
+            grace_until = started_at + self.first_data_deadline_s
+        else:
+            grace_until = started_at + self.live_limits.stale_after_s
         seen = 0
         task_status.started(self)
         while not self._stop.is_set():
@@ -88,13 +113,19 @@ class SafetyGuard:
             snapshot = self.ctx.latest()
             if snapshot is None and trio.current_time() < grace_until:
                 continue
-            await self.check(snapshot)
+            first = not self.ctx.safety_evaluated
+            state = await self.check(snapshot)
+            if first and snapshot is not None:
+                log.info("SAFETY_DATA_READY", waited_s=round(trio.current_time() - started_at, 3),
+                         rules=",".join(state.rules()) or "none", site=self.ctx.site_id,
+                         device=self.ctx.device_id)
 
     async def check(self, snapshot: Snapshot | None) -> SafetyState:
         """One evaluation: publish the new state, report transitions, stop worsening forcing."""
         now = trio.current_time()
         old = self.ctx.safety
-        new = evaluate(snapshot, now, old, self.limits)
+        limits = self.live_limits
+        new = evaluate(snapshot, now, old, limits)
         # Before the first evaluation the state is UNKNOWN by default, not by incident: every
         # rule of the first evaluation is reported, including no_data, but "clearing" the
         # default is not.
@@ -102,7 +133,7 @@ class SafetyGuard:
         self.ctx.safety = new
         self.ctx.safety_evaluated = True
         change = transitions(reported, new)
-        soc = snapshot.value(self.limits.soc_tag) if snapshot is not None else None
+        soc = snapshot.value(limits.soc_tag) if snapshot is not None else None
         for hit in change.blocked:
             self._report_block(hit, soc)
         for hit in change.cleared:

@@ -34,7 +34,7 @@ from bessai.control.dispatch import Dispatcher, DispatchTags
 from bessai.control.events import EventOutbox
 from bessai.control.gate import CommandGate, CommandPolicy
 from bessai.control.guard import SafetyGuard
-from bessai.control.limits import Limits, limits_from
+from bessai.control.limits import Limits, limits_from, stale_after
 from bessai.control.watchdog import HeartbeatSpec, Watchdog
 from bessai.model import Snapshot
 from bessai.observe.sink import NULL_SINK, MetricSink
@@ -134,6 +134,28 @@ class Site:
                                       late_tolerance_s=c.heartbeat_late_tolerance_s)
         return self.last_watchdog
 
+    def reconfigured(self, limits: Mapping[str, float], *, fast_interval_s: float,
+                     slow_interval_s: float, stale_polls: int = 3) -> SiteConfig:
+        """This site's config with new limits (any `LIMIT_SETTINGS` field) and poll rates; the
+        staleness threshold follows the fast poll. Raises ValueError and changes nothing if the
+        result is inconsistent (the reload then keeps everything as it was)."""
+        c = self.config
+        new_limits = attrs.evolve(c.limits, **limits,
+                                  stale_after_s=stale_after(fast_interval_s, stale_polls))
+        return attrs.evolve(c, limits=new_limits, fast_interval_s=fast_interval_s,
+                            slow_interval_s=slow_interval_s)
+
+    def apply(self, config: SiteConfig) -> None:
+        """Put ``config`` in force without a restart: the guard's next decision uses its limits
+        (published in the context), the running device link its poll rates from its next poll,
+        and every instance started later the whole of it. Never raises, never waits."""
+        self.config = config
+        self.ctx.limits = config.limits
+        link = self.ctx.link.current
+        if link is not None:
+            link.fast_interval_s = config.fast_interval_s
+            link.slow_interval_s = config.slow_interval_s
+
     def status(self) -> dict[str, Any]:
         """A JSON-ready view of this device's control loop, for the status endpoint and the
         CLI: link state and why, snapshot age, active safety rules, forcing, heartbeat."""
@@ -157,6 +179,7 @@ class Site:
             "safety": {
                 "blocked_charge": safety.blocked_charge,
                 "blocked_discharge": safety.blocked_discharge,
+                "waiting_for_data": not self.ctx.safety_evaluated,
                 "rules": [attrs.asdict(hit) for _, hit in sorted(safety.active.items())]},
             "forcing": None if active is None else {
                 "command_id": active.command.id, "action": active.action.value,
@@ -212,7 +235,7 @@ def build_site(config: SiteConfig, driver_factory: Callable[[], Driver], *,
     ``metrics`` / ``tracer`` are the telemetry seams (the device link spans each poll cycle).
     """
     ctx = SiteContext(config.site_id, config.device_id, wall_clock,
-                      events=events or EventOutbox(), metrics=metrics)
+                      events=events or EventOutbox(), metrics=metrics, limits=config.limits)
 
     def blocked(action: Any) -> bool:
         from bessai.model import Action

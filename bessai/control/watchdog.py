@@ -6,8 +6,9 @@ reads) and both on Trio's clock:
 * **Heartbeat** — writes the profile's heartbeat (a constant, or a counter) every ``interval_s``
   on a fixed schedule (no drift). If the link is down, it waits for the link and writes the
   moment it is back, then resumes the schedule. Every gap between two acknowledged heartbeats is
-  recorded (``bessai.watchdog.heartbeat_gap_s``); a gap longer than the interval plus
-  ``late_tolerance_s`` logs ``HEARTBEAT_LATE`` once.
+  recorded (``bessai.watchdog.heartbeat_gap_s``). ``HEARTBEAT_LATE`` is logged the moment the
+  gap passes the interval plus ``late_tolerance_s`` (while it is happening, well before the
+  device's own timeout), once; ``HEARTBEAT_RESTORED gap_s=...`` when a heartbeat lands again.
 * **Lease** — while the gateway holds a forced command, rewrites the device-side lease (Huawei
   forcible period, 47083) every ``renew_interval_s`` — well inside the lease — and ends the
   command at its ``expires_at``. If the gateway dies, nobody renews, and the device leaves forced
@@ -74,6 +75,8 @@ class Watchdog:
     _stop: trio.Event = attrs.field(factory=trio.Event)
     _beat_failing: bool = False
     _lease_failing: bool = False
+    _late: bool = False
+    _beaten: trio.Event = attrs.field(factory=trio.Event)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -81,6 +84,7 @@ class Watchdog:
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._heartbeat_loop)
+            nursery.start_soon(self._late_loop)
             nursery.start_soon(self._lease_loop)
             task_status.started(self)
             await self._stop.wait()
@@ -110,7 +114,7 @@ class Watchdog:
                 self.ctx.metrics.count("bessai.watchdog.heartbeat_failures",
                                        device=self.ctx.device_id)
             else:
-                if self._beat_failing:
+                if self._beat_failing and not self._late:  # a late streak says it itself
                     log.warning("HEARTBEAT_RESTORED", site=self.ctx.site_id,
                                 device=self.ctx.device_id)
                 self._beat_failing = False
@@ -128,12 +132,12 @@ class Watchdog:
             self.max_gap_s = max(self.max_gap_s, gap)
             self.ctx.metrics.record("bessai.watchdog.heartbeat_gap_s", gap,
                                     device=self.ctx.device_id)
-            if gap > self.heartbeat.interval_s + self.late_tolerance_s:
-                log.warning("HEARTBEAT_LATE", site=self.ctx.site_id, device=self.ctx.device_id,
-                            gap_s=round(gap, 3), interval_s=self.heartbeat.interval_s,
-                            device_timeout_s=self.heartbeat.device_timeout_s)
-                self.ctx.metrics.count("bessai.watchdog.heartbeat_late",
-                                       device=self.ctx.device_id)
+            if self._late:
+                log.warning("HEARTBEAT_RESTORED", site=self.ctx.site_id,
+                            device=self.ctx.device_id, gap_s=round(gap, 3))
+            elif gap > self._late_after_s:  # late, but the monitor had no chance to say so
+                self._report_late(gap)
+        self._late = False
         self.last_beat_at = now
         self.beats += 1
         stats = self.ctx.heartbeat  # published for the status endpoint (outlives a restart)
@@ -141,6 +145,33 @@ class Watchdog:
             stats.max_gap_s = max(stats.max_gap_s, now - stats.last_beat_at)
         stats.last_beat_at = now
         stats.beats += 1
+        self._beaten.set()
+        self._beaten = trio.Event()
+
+    @property
+    def _late_after_s(self) -> float:
+        return self.heartbeat.interval_s + self.late_tolerance_s
+
+    def _report_late(self, gap_s: float) -> None:
+        log.warning("HEARTBEAT_LATE", site=self.ctx.site_id, device=self.ctx.device_id,
+                    gap_s=round(gap_s, 3), interval_s=self.heartbeat.interval_s,
+                    device_timeout_s=self.heartbeat.device_timeout_s)
+        self.ctx.metrics.count("bessai.watchdog.heartbeat_late", device=self.ctx.device_id)
+
+    async def _late_loop(self) -> None:
+        """Say ``HEARTBEAT_LATE`` when the gap since the last acknowledged heartbeat passes the
+        threshold — while the device still counts down its own timeout, not after recovery."""
+        while True:
+            last = self.last_beat_at
+            if last is None:  # nothing to be late against before the first heartbeat
+                await self._beaten.wait()
+                continue
+            await trio.sleep_until(last + self._late_after_s)
+            if self.last_beat_at != last:
+                continue  # a heartbeat landed in time
+            self._late = True
+            self._report_late(trio.current_time() - last)
+            await self._beaten.wait()
 
     async def _lease_loop(self) -> None:
         renew_now = False

@@ -26,6 +26,9 @@ from bessai.observe.tracing import NULL_TRACER, SpanHandle, Tracer
 
 log = structlog.get_logger("bessai.observe.actor")
 
+FAILING_FLUSH_S = 0.1
+"""The last flush's deadline when the collector is already known to fail."""
+
 
 @attrs.define
 class SwitchableSink:
@@ -71,8 +74,39 @@ class TelemetryActor:
     telemetry: Telemetry | None = None
     root_supervisor: str = "gateway"
     _seen_restarts: dict[tuple[str, str], int] = attrs.field(factory=dict, init=False)
+    _reconfigured: trio.Event = attrs.field(factory=trio.Event, init=False)
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        telemetry = self._start()
+        task_status.started()
+        try:
+            while True:
+                await self._reconfigured.wait()
+                self._reconfigured = trio.Event()
+                old, telemetry = telemetry, self._start()
+                # The new exporters are live before the old ones flush: nothing is reported
+                # into a sink that is shutting down. The flush is bounded by its deadline.
+                with trio.CancelScope(shield=True):
+                    await old.shutdown(self.config.shutdown_deadline_s)
+        finally:
+            self.sink.target = NULL_SINK
+            self.tracer.target = NULL_TRACER
+            # A collector known to be down gets one short try, not the whole flush deadline:
+            # what it would not take is dropped (and counted) either way.
+            deadline_s = self.config.shutdown_deadline_s
+            if telemetry.export_failing:
+                deadline_s = min(deadline_s, FAILING_FLUSH_S)
+            with trio.CancelScope(shield=True):
+                await telemetry.shutdown(deadline_s)
+
+    def reconfigure(self, config: TelemetryConfig) -> None:
+        """Export with ``config`` from now on (a reload changed OTEL_EXPORTER_OTLP_ENDPOINT): the
+        running actor builds new exporters, switches the sink and tracer to them, then flushes
+        the old ones. Never blocks the caller."""
+        self.config = config
+        self._reconfigured.set()
+
+    def _start(self) -> Telemetry:
         telemetry = Telemetry(self.config)
         self.telemetry = telemetry
         self.sink.target = telemetry.sink
@@ -83,14 +117,7 @@ class TelemetryActor:
         else:
             log.info("TELEMETRY_DISABLED",
                      hint="set OTEL_EXPORTER_OTLP_ENDPOINT to export metrics and traces")
-        task_status.started()
-        try:
-            await trio.sleep_forever()
-        finally:
-            self.sink.target = NULL_SINK
-            self.tracer.target = NULL_TRACER
-            with trio.CancelScope(shield=True):
-                await telemetry.shutdown(self.config.shutdown_deadline_s)
+        return telemetry
 
     def drops(self) -> dict[str, int]:
         """Telemetry lost so far, by ``signal.reason`` (for the status page)."""

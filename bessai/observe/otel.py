@@ -91,6 +91,42 @@ class TelemetryConfig:
         return cls(**values)
 
 
+STANDARD_VARIABLES = (
+    "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_METRIC_EXPORT_INTERVAL",
+    "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_METRICS_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+)
+"""The OpenTelemetry SDK's own variables the gateway honours (read by the SDK itself, from the
+process environment). They win over the project's settings (``TelemetryConfig``)."""
+
+_TIMEOUT_VARIABLES = ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+                      "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+
+
+def project_resource(defaults: Mapping[str, str]) -> Any:
+    """The OTel resource: the project's attributes (service.name, service.version, site.id,
+    host.name), overridden by ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` as the SDK's
+    own detector reads them (``Resource.create`` alone would let the defaults win)."""
+    from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+
+    return Resource.create(dict(defaults)).merge(OTELResourceDetector().detect())
+
+
+def adopt_standard_variables(file_values: Mapping[str, str]) -> list[str]:
+    """Put the `STANDARD_VARIABLES` found in the gateway's env file into the process environment
+    (where the SDK reads them), unless the environment already sets them (it wins, as for every
+    key). Returns the names adopted. Docker's ``env_file`` and systemd's ``EnvironmentFile`` put
+    them there already; this covers a file the gateway reads itself (``--env-file``)."""
+    adopted = []
+    for name in STANDARD_VARIABLES:
+        value = file_values.get(name)
+        if value and not os.environ.get(name):
+            os.environ[name] = value
+            adopted.append(name)
+    return adopted
+
+
 @attrs.define
 class DropCounter:
     """Thread-safe tally of lost telemetry by (signal, reason); mirrored to the OTel counter."""
@@ -403,6 +439,7 @@ class Telemetry:
         self._meter_provider: Any = None
         self._tracer_provider: Any = None
         self._span_processor: Any = None
+        self._health: tuple[_ExportHealth, ...] = ()
         self._closed = False
         if config.enabled:
             self._build()
@@ -411,12 +448,16 @@ class Telemetry:
     def enabled(self) -> bool:
         return self._meter_provider is not None
 
+    @property
+    def export_failing(self) -> bool:
+        """True while the collector is known to fail (an export of either signal failed last)."""
+        return any(h.failing for h in self._health)
+
     def _build(self) -> None:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-        from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
 
         config = self.config
@@ -427,14 +468,20 @@ class Telemetry:
             resource_attributes["site.id"] = config.site_id
         if config.service_version:
             resource_attributes["service.version"] = config.service_version
-        resource = Resource.create(resource_attributes)
+        resource = project_resource(resource_attributes)
+        # The standard variables win over the project's defaults: None lets the SDK read them.
+        env = os.environ
+        timeout_s = None if any(env.get(k) for k in _TIMEOUT_VARIABLES) else config.export_timeout_s
+        interval_ms = (None if env.get("OTEL_METRIC_EXPORT_INTERVAL")
+                       else config.export_interval_s * 1000)
 
+        self._health = (_ExportHealth("metrics", base), _ExportHealth("spans", base))
         metric_exporter = _metric_exporter_class()(
-            OTLPMetricExporter(endpoint=f"{base}/v1/metrics", timeout=config.export_timeout_s),
-            self.drops, _ExportHealth("metrics", base))
+            OTLPMetricExporter(endpoint=f"{base}/v1/metrics", timeout=timeout_s),
+            self.drops, self._health[0])
         reader = PeriodicExportingMetricReader(
             metric_exporter,
-            export_interval_millis=config.export_interval_s * 1000,
+            export_interval_millis=interval_ms,
             export_timeout_millis=config.export_timeout_s * 1000,
         )
         self._meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
@@ -445,8 +492,8 @@ class Telemetry:
         self.sink = OtelSink(meter, self.drops)
 
         span_exporter = _span_exporter_class()(
-            OTLPSpanExporter(endpoint=f"{base}/v1/traces", timeout=config.export_timeout_s),
-            self.drops, _ExportHealth("spans", base))
+            OTLPSpanExporter(endpoint=f"{base}/v1/traces", timeout=timeout_s),
+            self.drops, self._health[1])
         self._span_processor = _span_processor_class()(
             span_exporter, self.drops,
             max_queue_size=config.max_queue_size,

@@ -33,6 +33,7 @@ import h11
 import structlog
 import trio
 
+from bessai.observe.health import health_from_status
 from bessai.observe.redact import redact_value
 
 log = structlog.get_logger("bessai.observe.status")
@@ -40,68 +41,9 @@ log = structlog.get_logger("bessai.observe.status")
 StatusProvider = Callable[[], dict[str, Any]]
 HealthProvider = Callable[[], tuple[bool, list[str]]]
 
-_OK_CHILD_STATES = {"running"}
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
             408: b"Request Timeout", 500: b"Internal Server Error",
             503: b"Service Unavailable"}
-
-
-def health_from_status(status: dict[str, Any]) -> tuple[bool, list[str]]:
-    """The gateway's health policy, read from a status document.
-
-    Unhealthy (restarting the container could help, or an operator must look): the tree is not
-    running, an actor is not running, a device link is not up, the spool is in a disk fault
-    (the condition is named: disk_full, read_only, locked...), or the data branch is degraded
-    (it crash-looped; the sites still run). The cloud being unreachable
-    is *not* unhealthy: readings go to the spool and the local loop is unaffected; it is
-    reported as a warning with the spool's depth.
-    """
-    reasons: list[str] = []
-    warnings: list[str] = []
-    if status.get("tree_running") is False:
-        reasons.append("supervision tree is not running")
-    for child, info in (status.get("actors") or {}).items():
-        state = str((info or {}).get("state", "unknown")).lower()
-        if state in _OK_CHILD_STATES:
-            continue
-        if state == "stopped" and str(info.get("restart", "")).lower() in {"transient",
-                                                                          "temporary"}:
-            continue
-        reasons.append(f"actor {child} is {state}")
-    links = status.get("links") or {}
-    device_links = {name: link for name, link in links.items() if name.startswith("device")}
-    if not device_links:
-        reasons.append("no device link reported yet")
-    for name, link in sorted(links.items()):
-        state = str((link or {}).get("state", "unknown")).lower()
-        if state == "up":
-            continue
-        why = (link or {}).get("reason")
-        text = f"{name} link is {state}" + (f": {why}" if why else "")
-        (reasons if name in device_links else warnings).append(text)
-    spool = status.get("spool") or {}
-    condition = spool.get("condition")
-    if condition not in (None, "ok"):
-        # a disk fault: telemetry is being lost and critical events wait in memory
-        lasted = spool.get("condition_for_s")
-        reasons.append(f"spool disk fault: {condition}"
-                       + (f" for {round(lasted)} s" if isinstance(lasted, int | float) else "")
-                       + (f" ({spool['condition_detail']})" if spool.get("condition_detail")
-                          else "")
-                       + f"; {spool.get('held', 0)} critical records held, "
-                       + f"{status.get('events_held', 0)} events waiting")
-    branch = status.get("data_branch") or {}
-    if branch.get("state") == "degraded":
-        reasons.append(f"data branch degraded after {branch.get('escalations', 0)} escalations"
-                       + (f": {branch['last_escalation']}" if branch.get("last_escalation")
-                          else "") + "; the device sites keep running")
-    if warnings and spool.get("depth") is not None:
-        age = spool.get("oldest_pending_age_s")
-        warnings.append(f"spool holds {spool['depth']} rows, oldest pending "
-                        + (f"{round(age, 1)} s" if isinstance(age, int | float) else "?"))
-    if reasons:
-        return False, reasons
-    return True, warnings
 
 
 def _response(status: int, body: bytes, content_type: str,

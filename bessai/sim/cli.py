@@ -39,9 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulated Huawei SUN2000 + LUNA2000 (or any profile's device) on Modbus TCP.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=5020, help="TCP port, 0 = any free (default 5020)")
+    p.add_argument("--port", type=int, default=5020,
+                   help="TCP port 0-65535, 0 = any free (default 5020)")
     p.add_argument("--profile", default=str(DEFAULT_PROFILE), help="device profile JSON")
-    p.add_argument("--unit-id", type=int, default=None, help="Modbus unit id (default: profile's)")
+    p.add_argument("--unit-id", type=int, default=None,
+                   help="Modbus unit id 0-255 (default: profile's)")
     p.add_argument(
         "--sunspec",
         metavar="MODELS",
@@ -58,10 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve several unit ids on one port, each its own device (a SmartLogger or SDongle "
         "in front of several inverters), e.g. --units 1,2",
     )
-    p.add_argument("--soc", type=float, default=50.0, help="initial state of charge, %% (50)")
-    p.add_argument("--temp", type=float, default=25.0, help="initial battery temperature, °C (25)")
+    p.add_argument("--soc", type=float, default=50.0, help="initial state of charge, 0-100 %% (50)")
+    p.add_argument("--temp", type=float, default=25.0,
+                   help="initial battery temperature, -20 to 60 °C (25)")
     p.add_argument("--seed", type=int, default=0, help="seed of the PV and load curves (0)")
-    p.add_argument("--start-hour", type=float, default=12.0, help="simulated time of day (12.0)")
+    p.add_argument("--start-hour", type=float, default=12.0,
+                   help="simulated time of day, 0-24 h (12.0)")
     p.add_argument(
         "--framer",
         choices=["socket", "rtu"],

@@ -192,6 +192,20 @@ class DefaultCredentials:
                 "network path to the token server and the account's permissions") from None
 
 
+@attrs.define
+class SwitchableCredentials:
+    """Credentials whose source can be replaced while publishers hold them (a reload that points
+    GOOGLE_APPLICATION_CREDENTIALS at another key file): every call goes to ``target``."""
+
+    target: Credentials
+
+    async def headers(self) -> dict[str, str]:
+        return await self.target.headers()
+
+    def invalidate(self) -> None:
+        self.target.invalidate()
+
+
 def credentials_for(endpoint: Endpoint, key_file: str | os.PathLike[str] | None = None
                     ) -> Credentials:
     """NoAuth for the emulator, a key file's self-signed JWTs if given, else ADC."""

@@ -260,12 +260,16 @@ def _json_str(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def encode_publish_body(rows: list[SpoolRow]) -> bytes:
+def encode_publish_body(rows: list[SpoolRow],
+                        extra_attributes: Mapping[str, str] | None = None) -> bytes:
     """The ``:publish`` request body, byte for byte what ``json.dumps`` would give for
     ``{"messages": [row.to_pubsub() ...]}`` (compact, UTF-8), built with string formatting:
     every field but the ids is safe by construction (uuid, digits, base64, fixed names, RFC
     3339), and the ids are JSON-escaped once and cached. About 3x cheaper per message, which
-    matters on a small edge CPU."""
+    matters on a small edge CPU. ``extra_attributes`` (e.g. ``simulated=true``) go on every
+    message, after the contract's own."""
+    extra = "".join(f",{_json_str(k)}:{_json_str(v)}"
+                    for k, v in (extra_attributes or {}).items())
     parts = []
     for r in rows:
         kind = r.kind
@@ -273,7 +277,7 @@ def encode_publish_body(rows: list[SpoolRow]) -> bytes:
             f'{{"data":"{base64.b64encode(r.data).decode()}","attributes":{{'
             f'"msg_id":"{r.msg_id}","seq":"{r.seq}","site_id":{_json_str(r.site_id)},'
             f'"device_id":{_json_str(r.device_id)},"kind":"{kind}",'
-            f'"schema":"{SCHEMAS[kind]}","event_time":"{rfc3339(r.event_time)}"}}}}')
+            f'"schema":"{SCHEMAS[kind]}","event_time":"{rfc3339(r.event_time)}"{extra}}}}}')
     return ('{"messages":[' + ",".join(parts) + "]}").encode()
 
 

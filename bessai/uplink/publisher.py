@@ -18,7 +18,7 @@ what the response means:
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -27,7 +27,12 @@ import trio
 
 from bessai.clock import WallClock, system_wall_clock
 from bessai.uplink.credentials import Credentials, CredentialsError, Endpoint, NoAuth
-from bessai.uplink.message import MAX_BATCH_MESSAGES, SpoolRow, encode_publish_body
+from bessai.uplink.message import (
+    MAX_BATCH_MESSAGES,
+    SpoolRow,
+    encode_publish_body,
+    validate_attributes,
+)
 from bessai.uplink.retry import retry_after_from_headers
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -88,6 +93,11 @@ class Publisher:
     credentials: Credentials = attrs.field(factory=NoAuth)
     timeout_s: float = 30.0
     wall_clock: WallClock = system_wall_clock
+    extra_attributes: Mapping[str, str] = attrs.field(factory=dict)
+    """Attributes added to every message (``bessai-run --simulator``: ``simulated=true``)."""
+
+    def __attrs_post_init__(self) -> None:
+        validate_attributes(self.extra_attributes)
 
     @property
     def topic_path(self) -> str:
@@ -101,7 +111,7 @@ class Publisher:
         if not rows or len(rows) > MAX_BATCH_MESSAGES:
             raise ValueError(f"a publish request holds 1..{MAX_BATCH_MESSAGES} messages, "
                              f"not {len(rows)}")
-        body = encode_publish_body(list(rows))
+        body = encode_publish_body(list(rows), self.extra_attributes)
         try:
             headers = await self.credentials.headers()
         except CredentialsError as exc:

@@ -315,7 +315,7 @@ class Uplink:
         if result.status == 404:
             check = (f"the topic does not exist: create it (gcloud pubsub topics create "
                      f"{self.publisher.topic} --project {self.publisher.project}) or fix "
-                     "PUBSUB_PROJECT / PUBSUB_TOPIC")
+                     "GCP_PROJECT_ID / PUBSUB_TOPIC")
         else:
             check = ("permission denied: grant roles/pubsub.publisher on the topic to the "
                      "service account in GOOGLE_APPLICATION_CREDENTIALS")

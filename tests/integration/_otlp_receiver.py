@@ -36,6 +36,7 @@ class OtlpReceiver:
         self.metric_requests: list[ExportMetricsServiceRequest] = []
         self.trace_requests: list[ExportTraceServiceRequest] = []
         self.hits: dict[str, int] = {}
+        self.headers: list[dict[str, str]] = []
         self.status = 200
         self.retry_after: str | None = None
         receiver = self
@@ -48,6 +49,7 @@ class OtlpReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with receiver.lock:
                     receiver.hits[self.path] = receiver.hits.get(self.path, 0) + 1
+                    receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
                     status = receiver.status
                 if status != 200:
                     self.send_response(status)

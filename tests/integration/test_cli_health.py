@@ -55,7 +55,9 @@ def test_unhealthy_gateway_exits_1_with_its_reasons(status_server):
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: the gateway is unhealthy (http://127.0.0.1:{port}")
     assert "device inv1: link down" in result.stderr
-    assert "\nhint: is the gateway running?" in result.stderr
+    # It answered: the hint acts on its reasons, it does not ask whether it runs.
+    assert "\nhint: the gateway is running and answered" in result.stderr
+    assert "is the gateway running" not in result.stderr
 
 
 def test_no_gateway_listening_exits_4_no_answer_not_unhealthy(status_server):

@@ -132,3 +132,44 @@ async def test_rows_imported_while_the_spool_runs_are_counted_and_leased(tmp_pat
         assert [r.msg_id for r in leased[:3]] == [a.msg_id for a in kept]
         assert after.seq == 4  # seq goes on above the imported rows
         nursery.cancel_scope.cancel()
+
+
+def test_backup_into_a_missing_directory_is_a_clear_error(spool_file, tmp_path):
+    dest = tmp_path / "no" / "such" / "dir" / "backup.sqlite"
+    result = run_bessai("spool", "backup", str(dest), "--path", str(spool_file))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(
+        f"error: cannot write the backup: the directory {dest.parent} does not exist")
+    assert f"mkdir -p {dest.parent}" in result.stderr
+    assert "unexpected" not in result.stderr
+
+
+def test_export_piped_into_head_ends_quietly(tmp_path):
+    """`bessai spool export | head -1`: the reader leaves early; no error, no SPOOL_PATH hint."""
+    import subprocess
+    import sys
+
+    from bessai.uplink.message import record_from_snapshot
+    from bessai.uplink.spool import Spool
+    from tests.integration.cli_harness import ROOT
+
+    path = tmp_path / "big.sqlite"
+
+    async def write() -> None:
+        spool = Spool(path, max_bytes=500_000_000, wall_clock=lambda: 1_767_225_600.0)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(spool.run)
+            await spool.append_many([
+                record_from_snapshot(Snapshot("s1", "inv1", 1_767_225_600.0 + i, float(i),
+                                              {"soc": TagReading(50.0)}))
+                for i in range(20_000)])  # far more than a pipe buffer holds
+            nursery.cancel_scope.cancel()
+
+    trio.run(write)
+    done = subprocess.run(
+        ["bash", "-c", f'set -o pipefail; "{sys.executable}" -m bessai.cli.main spool export '
+                       f'--path "{path}" | head -1'],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["seq"] == 1
+    assert done.stderr == ""

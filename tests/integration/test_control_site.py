@@ -288,7 +288,31 @@ async def test_heartbeat_resumes_the_moment_the_device_link_returns(autojump_clo
             assert not sim.state().comm_lost
     late = [e for e in logs if e["event"] == "HEARTBEAT_LATE"]
     assert len(late) == 1
-    assert late[0]["gap_s"] > 120
+    restored = [e for e in logs if e["event"] == "HEARTBEAT_RESTORED"]
+    assert len(restored) == 1
+    assert restored[0]["gap_s"] > 120
+
+
+async def test_heartbeat_late_is_said_when_the_gap_passes_the_threshold_not_after_recovery(
+        autojump_clock):
+    sim = Simulator(soc_pct=50)
+    with capture_logs() as logs:
+        async with sim, running_site(sim) as site:
+            spec = site.config.heartbeat
+            threshold_s = spec.interval_s + site.config.heartbeat_late_tolerance_s
+            sim.faults.silent = True
+            went = site.last_watchdog.last_beat_at
+            await wait_for(lambda: any(e["event"] == "HEARTBEAT_LATE" for e in logs), step=0.01)
+            said_at = trio.current_time()
+            # Said at the threshold (while the device's own timeout still runs), link still down.
+            assert said_at - went <= threshold_s + 0.1
+            assert said_at - went < spec.device_timeout_s
+            assert not any(e["event"] == "HEARTBEAT_RESTORED" for e in logs)
+            sim.faults.clear()
+            await wait_for(lambda: any(e["event"] == "HEARTBEAT_RESTORED" for e in logs))
+    late = [e for e in logs if e["event"] == "HEARTBEAT_LATE"]
+    assert len(late) == 1  # once per streak
+    assert late[0]["gap_s"] >= threshold_s
 
 
 async def test_lease_is_renewed_while_forced_and_forcing_ends_at_command_expiry(autojump_clock):

@@ -307,7 +307,9 @@ async def test_missing_topic_is_a_config_fault_alerted_once_and_data_is_kept(
     events = [e for e in logs if e["event"] == "PUBSUB_CONFIG_FAULT"]
     assert len(events) == 1  # loud, but once per fault, not once per retry
     assert events[0]["topic"] == topic.topic_path
-    assert "gcloud pubsub topics create" in events[0]["check"]
+    assert (f"gcloud pubsub topics create {topic.topic} --project {topic.project}"
+            in events[0]["check"])
+    assert "GCP_PROJECT_ID" in events[0]["check"]  # the key that exists, not PUBSUB_PROJECT
     assert [e["event"] for e in logs].count("PUBSUB_CONFIG_OK") == 1
     retries = stack.sink.total("bessai.publish.results", status="404")
     assert 2 <= retries <= 600 / 60 + 1  # retried slowly: no faster than once a minute

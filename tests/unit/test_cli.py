@@ -122,7 +122,9 @@ def test_check_config_lists_every_problem_and_exits_2(site, tmp_path):
         "e.g. 192.168.1.50"
     ) in lines
     assert any(line.startswith("  SOC_MIN_PCT='abc' is not a number") for line in lines)
-    assert lines[-1].startswith("hint: fix them in config/.env")
+    # No env file was found where it looked: the hint says so, and where it looked.
+    assert lines[-1].startswith("hint: fix them in an env file (none found; looked for "
+                                "config/.env, /etc/bessai/bessai.env) or the environment")
     assert "Traceback" not in result.stderr
 
 

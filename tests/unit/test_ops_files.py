@@ -66,10 +66,14 @@ def test_compose_names_the_three_containers_the_runbook_uses(compose):
 
 def test_gateway_reads_config_env_keeps_its_spool_on_a_volume_and_restarts(compose):
     gateway = compose["services"]["gateway"]
-    env_file = gateway["env_file"]
-    assert (COMPOSE.parent / env_file).resolve() == ROOT / "config" / ".env"
-    spool_dir = str(Path(gateway["environment"]["SPOOL_PATH"]).parent)
+    # The gateway reads config/.env itself (a SIGHUP reloads it; `docker exec ... bessai` reads
+    # the same file): the directory is mounted and BESSAI_ENV_FILE points into it.
+    assert "env_file" not in gateway
+    env_file = Path(gateway["environment"]["BESSAI_ENV_FILE"])
     mounts = {m.split(":")[1]: m.split(":")[0] for m in gateway["volumes"]}
+    assert (COMPOSE.parent / mounts[str(env_file.parent)]).resolve() == ROOT / "config"
+    assert env_file.name == ".env"
+    spool_dir = str(Path(gateway["environment"]["SPOOL_PATH"]).parent)
     assert mounts[spool_dir] in compose["volumes"]  # a named volume, not the container layer
     assert gateway["restart"] == "unless-stopped"
     assert "simulator" not in gateway.get("profiles", [])
@@ -277,7 +281,9 @@ def test_unit_restarts_on_failure_but_not_on_a_config_error():
     assert unit["Restart"] == ["on-failure"]
     assert unit["RestartPreventExitStatus"] == ["2"]  # bessai's exit code for bad settings
     assert unit["ExecStart"][0].endswith("/bessai-run")
-    assert unit["ExecStartPre"][0].split()[-1] == "check-config"
+    # Not checked in ExecStartPre: RestartPreventExitStatus covers only the main process, so a
+    # config error there was retried until start-limit-hit; bessai-run itself exits 2.
+    assert "ExecStartPre" not in unit
 
 
 def test_unit_stops_gracefully_and_reloads_with_sighup():
@@ -290,7 +296,10 @@ def test_unit_stops_gracefully_and_reloads_with_sighup():
 def test_unit_runs_unprivileged_and_hardened():
     unit = _unit()
     assert unit["User"][0] not in ("root", "0")
-    assert unit["EnvironmentFile"]
+    # One configuration for the service and the CLI: the file the search order finds by hand.
+    assert unit["Environment"].count("BESSAI_ENV_FILE=/etc/bessai/bessai.env") == 1
+    assert "EnvironmentFile" not in unit  # values in the environment could never be reloaded
+    assert not any(v.startswith("SPOOL_PATH=") for v in unit["Environment"])
     for key, value in {
         "NoNewPrivileges": "yes",
         "ProtectSystem": "strict",
@@ -353,3 +362,26 @@ def test_every_commented_example_value_is_valid(tmp_path):
     serial = get_settings({"SITE_ID": "s", "MODBUS_TRANSPORT": "serial",
                            "SERIAL_PORT": port_line.split("=", 1)[1]}, env_file=None)
     assert [str(d) for d in serial.devices] == ["inv1@serial:/dev/ttyUSB0/1"]
+
+
+def test_compose_pins_the_gateway_image_by_a_variable_whose_default_is_the_package_version():
+    """A `docker compose up -d` from a shell without BESSAI_IMAGE must not fall back to :latest:
+    compose reads ops/docker/.env (its project directory), which pins the released version."""
+    import tomllib
+
+    text = COMPOSE.read_text()
+    assert ":latest" not in text
+    assert text.count("image: ${BESSAI_IMAGE:?") == 2  # the gateway and the simulator
+    defaults = dict(line.split("=", 1) for line in (COMPOSE.parent / ".env").read_text()
+                    .splitlines() if line and not line.startswith("#"))
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert defaults["BESSAI_IMAGE"] == f"bessai-edge-gateway:{version}"
+
+
+def test_readme_and_makefile_give_the_demos_real_duration():
+    """README and the Makefile's help say how long `make demo` runs: the demo's own default."""
+    from bessai.cli.demo import build_parser as demo_parser
+
+    seconds = demo_parser().parse_args([]).duration
+    assert f"for {seconds:.0f} s" in (ROOT / "Makefile").read_text()
+    assert f"`bessai-run --simulator` for {seconds:.0f} s" in (ROOT / "README.md").read_text()

@@ -20,7 +20,7 @@ EVENTS = [
     "SAFETY_BLOCK", "SAFETY_CLEAR", "LINK_DOWN", "LINK_UP", "SPOOL_BUDGET_WARN",
     "PUBSUB_CONFIG_FAULT", "PUBSUB_POISON_MESSAGE", "HEARTBEAT_LATE", "DEVICE_LINK_DOWN",
     "DEVICE_LINK_UP", "COMMAND_ACCEPTED", "COMMAND_REJECTED", "ACTOR_RESTARTED",
-    "ACTOR_ESCALATED", "SPOOL_BUDGET_FULL", "CONFIG_RELOADED", "LOG_LEVEL_RELOAD_FAILED",
+    "ACTOR_ESCALATED", "SPOOL_BUDGET_FULL", "CONFIG_RELOADED", "CONFIG_RELOAD_FAILED",
     "GATEWAY_READY", "GATEWAY_STOPPED", "SHUTDOWN_REQUESTED",
     "UPLINK_ALL_REJECTED", "UPLINK_ALL_REJECTED_CLEARED",
     "SPOOL_DISK_FAULT",
@@ -91,10 +91,15 @@ UNIT = ROOT / "ops" / "systemd" / "bessai-gateway.service"
 LOG_METHODS = {"debug", "info", "warning", "error", "critical", "exception", "msg", "_emit"}
 UPPER_SNAKE = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$")
 EVENT_NAME = re.compile(r"^(?:[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[a-z][a-z0-9]*(?:_[a-z0-9]+)+)$")
-DEPLOYMENT_VARIABLES = {"BESSAI_IMAGE", "BESSAI_GCP_KEY_DIR", "BESSAI_COMMAND_KEYS_DIR",
-                        "OTELCOL_UPSTREAM_ENDPOINT"}
+DEPLOYMENT_VARIABLES = {"BESSAI_IMAGE", "BESSAI_GCP_KEY_DIR", "OTELCOL_UPSTREAM_ENDPOINT",
+                        "BESSAI_COMMAND_KEYS_DIR",
+                        "BESSAI_ENV_FILE",
+                        "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
+                        "OTEL_METRIC_EXPORT_INTERVAL", "OTEL_EXPORTER_OTLP_HEADERS",
+                        "OTEL_EXPORTER_OTLP_TIMEOUT"}
 """Upper-case names in the runbooks that are neither events nor gateway settings: variables of
-the compose file (checked to be there by test_deployment_variables_named_exist)."""
+the compose file or the OTel SDK's standard variables (checked to be there by
+test_deployment_variables_named_exist)."""
 
 
 def _inline_commands(text: str, program: str) -> list[list[str]]:

@@ -36,16 +36,51 @@ def test_screen_shortens_log_lines_and_keeps_the_last_ones():
 
 
 def test_screen_says_when_commands_are_unauthenticated_or_the_clock_is_untrusted():
-    assert "commands" not in render(_status())  # an older status document: no line
+    assert "command trust" not in render(_status())  # an older status document: no line
     status = _status()
     status["commands_trust"] = {"authenticated": False, "keys": {"key_ids": []},
                                 "clock": {"skew_s": 172800.4, "trusted": False}}
     text = render(status)
-    assert "commands NOT AUTHENTICATED" in text
+    assert "command trust NOT AUTHENTICATED" in text
     assert "clock skew 172800.4 s" in text
     assert "CLOCK UNTRUSTED" in text
     status["commands_trust"] = {"authenticated": True, "keys": {"key_ids": ["a", "b"]},
                                 "clock": {"skew_s": 0.2, "trusted": True}}
     text = render(status)
-    assert "commands signed (2 keys)" in text
+    assert "command trust signed (2 keys)" in text
     assert "UNTRUSTED" not in text
+
+
+def test_every_line_fits_80_columns_and_a_long_event_is_wrapped_whole():
+    long = ("ts=2026-11-27T09:58:55.611Z level=WARNING event=COMMAND_REJECTED command_id=c-1 "
+            'reason="' + "discharge blocked by safety: soc_min (soc=4.2 < 5.0) " * 4 + 'END"')
+    status = _status(forcing={"action": "charge", "power_w": 2000.0, "command_id": "c-9",
+                              "lease_renewed_s_ago": 1.0})
+    status["links"]["commands"] = {"state": "up", "handled": 3}
+    text = render(status, [long], width=80, height=40)
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert "active command: charge 2000 W" in text
+    assert "commands link up (handled 3)" in text
+    assert 'END"' in text  # the end of the event is on screen: wrapped, not cut
+
+
+def test_the_pane_scrolls_back_and_says_so():
+    lines = [f"ts=2026-11-27T09:58:{i:02d}.000Z level=INFO event=E{i}" for i in range(60)]
+    following = render(_status(), lines, width=80, height=24)
+    assert "E59" in following
+    back = render(_status(), lines, width=80, height=24, scroll=10)
+    assert "E59" not in back
+    assert "E49" in back
+    assert "scrolled back 10 rows" in back
+
+
+def test_the_log_file_gets_every_line_whole_and_rotates(tmp_path):
+    tail = LogTail(size=2, log_file=tmp_path / "gateway.log", max_bytes=200)
+    for i in range(10):
+        tail.write(f"ts=2026-11-27T09:58:{i:02d}.000Z level=INFO event=E{i} " + "x" * 40 + "\n")
+    tail.close()
+    current = (tmp_path / "gateway.log").read_text().splitlines()
+    rotated = (tmp_path / "gateway.log.1").read_text().splitlines()
+    assert current[-1].startswith("ts=2026-11-27T09:58:09.000Z level=INFO event=E9 ")
+    assert len(rotated + current) >= 4
+    assert all(line.endswith("x" * 40) for line in rotated + current)

@@ -80,6 +80,7 @@ def test_every_key_is_read_into_its_field(tmp_path):
         "SPOOL_MAX_BYTES": "2GiB",
         "STATUS_BIND": "0.0.0.0:9090",
         "LOG_LEVEL": "debug",
+        "LOG_FILE": "/var/log/bessai/gateway.log",
         "SHUTDOWN_DEADLINE_S": "25",
         "COMMAND_MAX_TTL_S": "900",
         "COMMAND_MIN_POWER_W": "50",
@@ -117,6 +118,7 @@ def test_every_key_is_read_into_its_field(tmp_path):
     assert s.status_bind == BindAddress("0.0.0.0", 9090)
     assert s.status_url == "http://127.0.0.1:9090"  # a wildcard bind is reached on loopback
     assert s.log_level == "DEBUG"
+    assert s.log_file == Path("/var/log/bessai/gateway.log")
     assert s.shutdown_deadline_s == 25.0
     assert s.command_verify_keys == Path("/etc/bessai/command-keys")
     assert s.clock_skew_max_s == 45.0
