@@ -67,7 +67,10 @@ def find_env_file(explicit: str | os.PathLike[str] | None = None,
     for via, value in (("--env-file", explicit), (ENV_VARIABLE, environ.get(ENV_VARIABLE))):
         if value is None or not str(value).strip():
             continue
-        path = Path(value).expanduser()
+        try:
+            path = Path(value).expanduser()
+        except RuntimeError:  # ``~user`` for a user this host does not have
+            path = Path(value)
         if not path.is_file():
             shown = f"{via} {str(value)!r}" if via == "--env-file" else f"{via}={str(value)!r}"
             raise ConfigError(

@@ -388,7 +388,11 @@ def _path_problem(path: Path, max_bytes: int, name_max_bytes: int) -> str | None
 
 def _path(raw: str) -> Path:
     """A file path that the kernel can open: no NUL, at most PATH_MAX, names at most NAME_MAX."""
-    path = Path(raw.strip()).expanduser()
+    try:
+        path = Path(raw.strip()).expanduser()
+    except RuntimeError:  # ``~user`` for a user this host does not have
+        raise ValueError(f"starts with {clip(raw.strip().split('/')[0], 40)!r}, a home "
+                         "directory this host does not know — write the full path") from None
     problem = _path_problem(path, PATH_MAX_BYTES, NAME_MAX_BYTES)
     if problem:
         raise ValueError(f"{problem} — set a shorter path")

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from bessai.bounds import clip
-from bessai.cli._common import human_bytes, load_settings
+from bessai.cli._common import human_bytes
 from bessai.cli._lazy import load
+from bessai.config_files import find_env_file
 from bessai.errors import FeatureUnavailableError
 from bessai.settings import (
     SPOOL_SUFFIX_RESERVE_BYTES,
@@ -224,10 +225,10 @@ def _uplink_detail(settings: Settings) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    env_file = getattr(args, "env_file", None)
-    if env_file is not None and not _is_file(Path(env_file)):
-        load_settings(args)  # raises the ConfigError that says the file does not exist
-    check = check_settings(env_file=env_file or "config/.env")
+    # The env file by the one search order (bessai.config_files): an explicit --env-file or
+    # BESSAI_ENV_FILE that does not exist is a ConfigError (exit 2) raised here.
+    choice = getattr(args, "env_choice", None) or find_env_file(getattr(args, "env_file", None))
+    check = check_settings(env_file=choice.env_file)
     problems: list[SettingProblem] = list(check.problems)
     notes: list[str] = []
     # Check what every key that parsed points at, even when other keys are wrong: one run
@@ -244,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
         _check_spool_dir(check.values["spool_path"], problems)
     commands_trust = _commands_trust(check.values, problems, notes)
     if problems:
-        raise SettingsError(problems, source=check.source)
+        raise SettingsError(problems, source=choice.source())
     settings: Settings = check.settings()
 
     devices = ", ".join(str(d) for d in settings.devices)

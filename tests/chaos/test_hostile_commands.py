@@ -51,7 +51,7 @@ async def test_a_6MB_command_is_one_bounded_rejection_and_the_site_keeps_heartbe
 
     # the process and its tree did not escalate; the site kept heartbeating through it
     assert seen["tree_running"] is True
-    assert "events" in result.restarts
+    assert "data/events" in result.restarts
     assert not any(result.restarts.values()), result.restarts
     assert seen["beats_during"] >= 5  # every 10 s for 60 s
     assert result.passed, result.summary()  # zero loss, heartbeat gap, every event delivered

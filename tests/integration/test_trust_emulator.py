@@ -116,10 +116,12 @@ class TrustBench:
 
     async def start_gateway(self, nursery: trio.Nursery, wall: WallClock,
                             **kwargs: Any) -> Gateway:
-        gw = Gateway(self.settings(), wall_clock=wall,
+        settings = self.settings()
+        # A SIGHUP reloads the whole configuration: here its source is this Settings object.
+        gw = Gateway(settings, wall_clock=wall,
                      stream_factories={DEVICE: self.sim.stream_factory()},
                      http_transport=self.transport, status_server=False, env_file=None,
-                     **kwargs)
+                     settings_loader=lambda: settings, **kwargs)
         gw.spool.limiter = FreezingLimiter()
         assert gw.command_trust.replay is not None
         gw.command_trust.replay.limiter = FreezingLimiter()
