@@ -21,13 +21,13 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import psutil
 
+from bench.chaos.accounting import account_spool
 from bench.chaos.rig import PROJECT, Result
 from bessai.sim.pubsub_emulator import EmulatorAdmin, free_port
 
@@ -191,31 +191,10 @@ def run_sigkill(emulator_host: str, workdir: Path, seed: int, *, kills: int = 6)
     finally:
         log.close()
     received = admin.pull_all(f"{topic}-sub")
-    by_id: dict[str, list[dict]] = defaultdict(list)
-    for m in received:
-        by_id[m["attributes"]["msg_id"]].append(m)
-    conn = sqlite3.connect(f"file:{spool}?mode=ro", uri=True)
-    try:
-        last = dict(conn.execute("SELECT device_id, last_seq FROM seqs").fetchall())
-        left = {m: (d, s) for m, d, s in conn.execute("SELECT msg_id, device_id, seq FROM outbox")}
-    finally:
-        conn.close()
-    seq_owner: dict[tuple[str, int], set[str]] = defaultdict(set)
-    for msg_id, copies in by_id.items():
-        a = copies[0]["attributes"]
-        seq_owner[(a["device_id"], int(a["seq"]))].add(msg_id)
-    for msg_id, (device, seq) in left.items():
-        seq_owner[(device, seq)].add(msg_id)
     r = result
-    r.produced = r.spooled = sum(last.values())
-    r.delivered = len(by_id)
-    r.duplicates = len(received) - len(by_id)
-    r.pending_at_stop = len(left)
-    missing_accepted = [m for m in accepted if m not in by_id and m not in left]
-    holes = sum(len({s for d2, s in seq_owner if d2 == d} ^ set(range(1, n + 1)))
-                for d, n in last.items())
-    reused = [k for k, ids in seq_owner.items() if len(ids) > 1]
-    r.lost = len(missing_accepted) + holes
+    ledger = account_spool(r, received, spool, accepted)
+    last, missing_accepted = ledger.last_seqs, ledger.missing_accepted
+    holes, reused = ledger.holes, ledger.reused
     r.restarts = {"process (SIGKILL)": kills}
     r.peak_spool_rows = peak_rows
     r.peak_spool_bytes = spool.stat().st_size
