@@ -1,0 +1,148 @@
+"""``python -m bench.chaos_net`` (``make chaos-net``): the gateway, the simulator and the Pub/Sub
+emulator as real processes in network namespaces of their own, links cut in the kernel for
+minutes, figures and verdicts merged into bench/CHAOS.md (its chaos-net section).
+
+Options: ``--only NAME`` (repeatable), ``--ci`` (the short CI share), ``--scale F`` (every cut
+and load duration times F, to try the harness out; the rows say so), ``--seed N``,
+``--no-write``, ``--list``. Needs root (namespaces, veths, nftables): without it, or where
+``ip netns`` is not allowed, it says why and exits 0 having run nothing (exit 3 with
+``--require``). Exit 1 if a scenario failed.
+
+Bounded: every scenario has a fixed span, every wait a deadline, ``bessai-run`` a --duration
+backstop. Namespaces, veths, nft rules and every process it started are removed on exit, also on
+failure, SIGTERM or Ctrl-C; a lane left behind by a SIGKILLed run is removed by the next run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+
+from bench.chaos.rig import Result
+from bench.chaos_net import report
+from bench.chaos_net.netns import Lane, unavailable_reason
+from bench.chaos_net.scenarios import (
+    EMULATOR_PORT,
+    SCENARIOS,
+    NetFigures,
+    NetResult,
+    run_net_scenario,
+)
+from bessai.sim.pubsub_emulator import PubSubEmulator
+
+DEFAULT_SEED = 20261127
+OUT = Path(__file__).resolve().parents[1] / "CHAOS.md"
+EXIT_UNAVAILABLE = 3
+
+
+class _Stop(Exception):
+    """SIGTERM: unwind through every ``finally`` (processes, namespaces)."""
+
+
+def _on_term(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(f"signal {signum}")
+
+
+def start_emulator(lane: Lane, workdir: Path) -> PubSubEmulator:
+    """The cloud: Google's emulator inside the lane's cloud namespace, on every address there."""
+    return PubSubEmulator(port=EMULATOR_PORT, listen="0.0.0.0", address=lane.cloud_admin_ip,
+                          command_prefix=lane.exec_prefix("cloud"),
+                          log_path=workdir / "emulator.log", startup_timeout_s=120).start()
+
+
+def run(names: list[str], *, scale: float = 1.0, seed: int = DEFAULT_SEED,
+        workdir: Path | None = None) -> list[NetResult]:
+    """Run the named scenarios one after the other in one lane; always cleans up."""
+    chosen = [next(s for s in SCENARIOS if s.name == n).scaled(scale) for n in names]
+    with tempfile.TemporaryDirectory(prefix="bessai-chaos-net-") as tmp:
+        work = workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        lane = Lane.open()
+        try:
+            print(f"lane {lane.k}: namespaces {lane.ns('gw')}, {lane.ns('inv')}, "
+                  f"{lane.ns('cloud')}; work dir {work}", flush=True)
+            emulator = start_emulator(lane, work)
+            try:
+                results = []
+                for s in chosen:
+                    print(f"{s.name}: {s.what} (scale {scale:g}, span {s.span_s:.0f} s) ...",
+                          flush=True)
+                    try:
+                        nr = run_net_scenario(s, lane, emulator, work, seed)
+                    except (Exception, _Stop) as exc:
+                        if isinstance(exc, _Stop):
+                            raise
+                        r = Result(s.name, seed)
+                        r.check("ran to the end", False, f"{type(exc).__name__}: {exc}"[:400])
+                        nr = NetResult(s, r, NetFigures(cut="-"))
+                    print(nr.result.summary(), flush=True)
+                    print(f"  figures: {nr.figures}", flush=True)
+                    for note in nr.result.notes:
+                        print(f"  note: {note}", flush=True)
+                    results.append(nr)
+                return results
+            finally:
+                emulator.stop()
+        finally:
+            lane.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.chaos_net", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", action="append", default=[], metavar="NAME")
+    parser.add_argument("--ci", action="store_true", help="only the short CI share")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply every cut/load duration (default 1: the real figures)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep spools and logs here (default: a temporary directory)")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--require", action="store_true",
+                        help=f"exit {EXIT_UNAVAILABLE} (not 0) when namespaces are unavailable")
+    args = parser.parse_args(argv)
+    if args.list:
+        for s in SCENARIOS:
+            print(f"{s.name:32} {s.what}")
+        return 0
+    known = {s.name for s in SCENARIOS}
+    unknown = [n for n in args.only if n not in known]
+    if unknown:
+        parser.error(f"unknown scenario(s) {unknown}; known: {', '.join(sorted(known))}")
+    if not 0 < args.scale <= 1:
+        parser.error("--scale must be in (0, 1]")
+    names = [s.name for s in SCENARIOS if (not args.only or s.name in args.only)
+             and (s.ci == args.ci or bool(args.only))]
+    reason = unavailable_reason()
+    if reason is not None:
+        print(f"chaos-net skipped: {reason}", file=sys.stderr)
+        return EXIT_UNAVAILABLE if args.require else 0
+    signal.signal(signal.SIGTERM, _on_term)
+    started = time.monotonic()  # wall-clock
+    try:
+        results = run(names, scale=args.scale, seed=args.seed, workdir=args.workdir)
+    except (KeyboardInterrupt, _Stop) as exc:
+        print(f"chaos-net interrupted ({exc or 'Ctrl-C'}); namespaces and processes removed",
+              file=sys.stderr)
+        return 130
+    passed = sum(nr.result.passed for nr in results)
+    print(f"{passed}/{len(results)} passed in {time.monotonic() - started:.0f} s real",
+          flush=True)  # wall-clock
+    if not args.no_write:
+        report.write(OUT, results, args.scale)
+        print(f"merged into {OUT}")
+    for nr in results:
+        if not nr.result.passed:
+            print(f"FAILED {nr.result.name} — re-run: python -m bench.chaos_net --only "
+                  f"{nr.result.name}", file=sys.stderr)
+    return 0 if passed == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
