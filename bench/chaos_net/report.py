@@ -38,8 +38,10 @@ a scenario runs alone in its lane, lanes may run side by side.
 Columns as above, and: *max HB gap* = largest interval between heartbeat writes as the
 simulator logged them, counting only gaps while the inverter link was up (limit: interval 10 s
 + one request timeout 10 s); in brackets the gap spanning an inverter cut; *safety reaction* =
-what ended forced discharge after an inverter cut and how long after the last write the device
-heard (must be within the 60 s lease); *link down reported* = cut → DEVICE_LINK_DOWN (inverter)
+after an inverter cut with a discharge forced: when the gateway's guard blocked (stale data,
+3 s), what ended the forcing on the device (its lease, its comm-loss watchdog, or the gateway's
+stop once the link was back) and how long after the last write the device heard (must be within
+the 60 s lease); *link down reported* = cut → DEVICE_LINK_DOWN (inverter)
 or LINK_DOWN link=pubsub (cloud: after 3 failed publishes; "-" = not within the cut, the link
 stayed *degraded*) in the gateway's log; *resumed* = inverter link back → first heartbeat the
 device saw (limit: one backoff cap 60 s + connect timeout 10 s + post-connect delay 1 s, + 5 s);
@@ -68,7 +70,8 @@ def row(nr: NetResult, scale: float) -> str:
                                         if f.hb_gap_over_cut_s is not None else "")
     safety = "-"
     if f.forced_end:
-        safety = f"{f.forced_end} {_fmt(f.forced_after_last_write_s)} s"
+        safety = (f"{f.forced_end}, {_fmt(f.forced_after_last_write_s)} s after the last write "
+                  "the device heard")
     cut = f.cut + (f" (scale {scale:g})" if scale != 1 else "")
     down, back = [], []
     if "cloud" in f.cut:

@@ -513,7 +513,7 @@ def _judge(scenario: NetScenario, r: Result, fig: NetFigures, ledger: Any, sim: 
                 fig.resumed_s is not None and fig.resumed_s <= bound,
                 f"first heartbeat {fig.resumed_s} s after the link came back (bound {bound:g})")
         if forced_at is not None:
-            _judge_lease(r, fig, events, start, end, lease_s)
+            _judge_lease(r, fig, events, gw, start, end, lease_s)
     if scenario.cpu_load_s:
         _judge_polls(r, fig, received)
 
@@ -534,42 +534,55 @@ def _judge_cloud(r: Result, fig: NetFigures, gw: Proc,
                 "the stop command sent after the drain was never handled")
 
 
-_LEASE_WRITE = re.compile(r"event=client_write .*tag=(forcible_period|forcible_mode) ")
+_MODE_ON = re.compile(r"event=client_write .*tag=forcible_mode value=[12]\b")
+_MODE_STOP = re.compile(r"event=client_write .*tag=forcible_mode value=0\b")
+_RENEW = re.compile(r"event=client_write .*tag=forcible_period ")
 
 
-def _judge_lease(r: Result, fig: NetFigures, events: list[SimEvent], start: float, end: float,
-                 lease_s: float) -> None:
-    """The device must not stay forced longer than one lease after the last write it heard."""
-    writes = [e.at for e in events if _LEASE_WRITE.search(e.line) and e.at <= start]
-    if not writes:
+def _judge_lease(r: Result, fig: NetFigures, events: list[SimEvent], gw: Proc, start: float,
+                 end: float, lease_s: float) -> None:
+    """The device must not stay forced longer than one lease after the last write it heard,
+    whatever ends it: its lease, its comm-loss watchdog, or the gateway's stop on reconnect (a
+    renewal after the link is back is fine if it came within the lease)."""
+    heard = [e.at for e in events
+             if (_MODE_ON.search(e.line) or _RENEW.search(e.line)) and e.at <= start]
+    if not heard:
         r.check("lease write seen before the cut", False, "no forcible_period/mode write")
         return
-    last = writes[-1]
-    ends = [e for e in events if e.at > last and (
-        (e.event == "FORCED_MODE_END") or (e.event == "COMM_LOSS"
-                                           and "forced_mode_cancelled=True" in e.line))]
-    renewals = [e.at for e in events if _LEASE_WRITE.search(e.line) and e.at > end]
-    margin = 1.5  # the simulator advances its device clock in steps; a log line is not instant
-    if ends and (not renewals or ends[0].at <= renewals[0]):
-        fig.forced_after_last_write_s = round(ends[0].at - last, 1)
-        fig.forced_end = ("lease expired" if ends[0].event == "FORCED_MODE_END"
-                          else "device comm loss")
-        r.safety_latency_s = fig.forced_after_last_write_s
-        r.check("device left forced mode within one lease of the last write",
-                fig.forced_after_last_write_s <= lease_s + margin,
-                f"forced {fig.forced_after_last_write_s} s after the last write "
-                f"(lease {lease_s:g} s)")
-        again = [e for e in events if e.at > end and re.search(
-            r"event=client_write .*tag=forcible_mode value=[12]\b", e.line)]
+    last = heard[-1]
+    first: tuple[SimEvent, str] | None = None
+    for e in events:
+        if e.at <= last:
+            continue
+        if e.event == "FORCED_MODE_END":
+            first = (e, "device lease expired")
+        elif e.event == "COMM_LOSS" and "forced_mode_cancelled=True" in e.line:
+            first = (e, "device comm-loss watchdog")
+        elif _MODE_STOP.search(e.line):
+            first = (e, "gateway's stop on reconnect")
+        elif _MODE_ON.search(e.line) or _RENEW.search(e.line):
+            first = (e, "lease renewed on reconnect")
+        else:
+            continue
+        break
+    blocks = [logfmt_ts(x) - start for x in gw.matching(r"event=SAFETY_BLOCK ")]
+    blocks = [b for b in blocks if b >= 0]
+    gateway = f"gateway SAFETY_BLOCK at +{blocks[0]:.1f} s; " if blocks else ""
+    if first is None:
+        r.check("forced mode ended or renewed after the cut", False, "nothing in the log")
+        return
+    event, kind = first
+    held = round(event.at - last, 1)
+    fig.forced_end = f"{gateway}forcing ended by the {kind}"
+    fig.forced_after_last_write_s = held
+    r.safety_latency_s = held
+    margin = 1.5  # the simulator's device clock advances in steps; a log line is not instant
+    r.check("device forced no longer than one lease after the last write it heard",
+            held <= lease_s + margin, f"{kind} {held} s after the last write (lease {lease_s:g} s)")
+    if kind.startswith("device"):
+        again = [e for e in events if e.at > end and _MODE_ON.search(e.line)]
         r.check("a lapsed command is not re-applied after the outage", not again,
                 f"forced again at +{again[0].at - end:.1f} s" if again else "")
-    else:
-        renewed = renewals[0] - last if renewals else None
-        fig.forced_end = "lease renewed in time"
-        fig.forced_after_last_write_s = None if renewed is None else round(renewed, 1)
-        r.check("lease renewed before it ran out (the cut was shorter than the lease)",
-                renewed is not None and renewed <= lease_s + margin,
-                f"next lease write {renewed} s after the last (lease {lease_s:g} s)")
 
 
 def _judge_polls(r: Result, fig: NetFigures, received: list[dict[str, Any]]) -> None:

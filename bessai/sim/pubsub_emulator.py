@@ -85,6 +85,15 @@ class PubSubEmulator:
                  f"--host-port={self.listen}:{self.port}", f"--data-dir={data_dir}"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
+        try:
+            return self._wait_ready()
+        except BaseException:  # Ctrl-C/SIGTERM while it starts: do not leave the JVM behind
+            self.stop()
+            raise
+
+    def _wait_ready(self) -> PubSubEmulator:
+        assert self._proc is not None
+        assert self.log_path is not None
         deadline = time.monotonic() + self.startup_timeout_s  # wall-clock: a real process
         while True:
             if self._proc.poll() is not None:
