@@ -356,7 +356,7 @@ def run_net_scenario(scenario: NetScenario, lane: Lane, emulator: PubSubEmulator
                               and mon.link_state("cloud") == "up" and mon.spool_young()
                               and bool(sim.matching(r"event=heartbeat"))),
                      "gateway up (device polled, cloud up, heartbeat seen)", 90)
-        mon.sleep(15)
+        mon.sleep(10)
         fig.status_failures = 0  # start-up probes before /status listened do not count
         if scenario.command:
             mark = sim.mark()
@@ -430,7 +430,7 @@ def run_net_scenario(scenario: NetScenario, lane: Lane, emulator: PubSubEmulator
                                   DRAIN_DEADLINE_S)
             fig.commands_resumed_s = None if waited is None else round(
                 time.monotonic() - sent, 1)  # wall-clock
-        mon.sleep(20)
+        mon.sleep(10)
         # ---- stop -------------------------------------------------------------------------
         gw.send(signal.SIGTERM)
         try:
