@@ -19,7 +19,7 @@ from bench.chaos_net.scenarios import SCENARIOS, NetResult
 HEAD = ("| scenario | cut | real s | produced | delivered | dup | on disk at stop | lost "
         "| max HB gap s, link up (over the cut) | safety reaction | link down reported s "
         "| resumed s | drain s | peak spool rows / KiB | peak RSS MiB (+growth) "
-        "| /status worst s | run: UTC, load avg 1/5/15 min | verdict |")
+        "| /status worst s | finished (UTC), load avg at the cut 1/5/15 min | verdict |")
 
 METHOD = """## Real network stack (`make chaos-net`)
 
