@@ -16,6 +16,7 @@ failure, SIGTERM or Ctrl-C; a lane left behind by a SIGKILLed run is removed by 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import signal
 import sys
 import tempfile
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from bench.chaos.__main__ import machine
 from bench.chaos.rig import Result
 from bench.chaos_net import report
 from bench.chaos_net.netns import Lane, unavailable_reason
@@ -31,6 +33,7 @@ from bench.chaos_net.scenarios import (
     SCENARIOS,
     NetFigures,
     NetResult,
+    load_average,
     run_net_scenario,
 )
 from bessai.sim.pubsub_emulator import PubSubEmulator
@@ -125,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNAVAILABLE if args.require else 0
     signal.signal(signal.SIGTERM, _on_term)
     started = time.monotonic()  # wall-clock
+    started_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")  # wall-clock: the run log
+    load_start = load_average()
     try:
         results = run(names, scale=args.scale, seed=args.seed, workdir=args.workdir)
     except (KeyboardInterrupt, _Stop) as exc:
@@ -135,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{passed}/{len(results)} passed in {time.monotonic() - started:.0f} s real",
           flush=True)  # wall-clock
     if not args.no_write:
-        report.write(OUT, results, args.scale)
+        report.write(OUT, results, args.scale, report.run_line(
+            names, args.scale, started_at, load_start, load_average(), machine()))
         print(f"merged into {OUT}")
     for nr in results:
         if not nr.result.passed:

@@ -100,9 +100,24 @@ def _name(line: str) -> str | None:
     return None if m is None else m.group(1)
 
 
-def merge(text: str, results: list[NetResult], scale: float) -> str:
-    """``text`` (CHAOS.md) with this run's rows and notes in the chaos-net section."""
+RUNS_KEPT = 12
+
+
+def run_line(names: list[str], scale: float, started: str, load_start: str, load_end: str,
+             machine: str) -> str:
+    """One line of the section's run log: what ran, when, where, under which load."""
+    return (f"- run {started} UTC on {machine}: {', '.join(names)}"
+            + (f" (scale {scale:g})" if scale != 1 else "")
+            + f"; load average 1/5/15 min at the start {load_start}, at the end {load_end}")
+
+
+def merge(text: str, results: list[NetResult], scale: float,
+          runs: list[str] | None = None) -> str:
+    """``text`` (CHAOS.md) with this run's rows and notes in the chaos-net section, and
+    ``runs`` appended to its run log (the last `RUNS_KEPT` are kept)."""
     head, _, section = text.partition(MARKER)
+    run_log = [line for line in section.splitlines() if line.startswith("- run ")]
+    run_log = (run_log + list(runs or []))[-RUNS_KEPT:]
     rows = {n: line for line in section.splitlines()
             if line.startswith("| net-") and (n := _name(line))}
     notes = {n: line for line in section.splitlines()
@@ -117,14 +132,17 @@ def merge(text: str, results: list[NetResult], scale: float) -> str:
     out += [rows[n] for n in names]
     out += ["", "### Scenarios and notes", ""]
     out += [notes[n] for n in names if n in notes]
+    if run_log:
+        out += ["", "### Runs", ""]
+        out += run_log
     return "\n".join(out) + "\n"
 
 
-def write(path: Path, results: list[NetResult], scale: float) -> None:
+def write(path: Path, results: list[NetResult], scale: float, run: str | None = None) -> None:
     """Merge this run's rows into ``path`` under an exclusive lock (parallel lanes)."""
     LOCK_DIR.mkdir(parents=True, exist_ok=True)
     with open(LOCK_DIR / "chaos-md.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         text = path.read_text() if path.exists() else "# Chaos suite\n"
-        path.write_text(merge(text, results, scale))
+        path.write_text(merge(text, results, scale, [run] if run else None))
 

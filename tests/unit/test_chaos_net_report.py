@@ -46,3 +46,15 @@ def test_make_chaos_rewrites_its_part_and_keeps_the_chaos_net_section(tmp_path, 
     assert "new virtual table" in text
     assert "old virtual table" not in text
     assert "| net-cloud-down-5min |" in text
+
+
+def test_each_run_adds_a_line_with_its_load_and_the_log_is_bounded():
+    text = ""
+    for i in range(report.RUNS_KEPT + 3):
+        line = report.run_line(["net-cloud-down-5min"], 1, f"2026-12-04 20:{i:02d}", "7.9 5.9 3.5",
+                               "4.4 5.9 6.0", "x86_64, 2 cores")
+        text = report.merge(text, [_result("net-cloud-down-5min")], 1, [line])
+    runs = [line for line in text.splitlines() if line.startswith("- run ")]
+    assert len(runs) == report.RUNS_KEPT
+    assert runs[-1].startswith(f"- run 2026-12-04 20:{report.RUNS_KEPT + 2:02d} UTC")
+    assert "at the start 7.9 5.9 3.5, at the end 4.4 5.9 6.0" in runs[-1]
