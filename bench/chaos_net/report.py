@@ -33,7 +33,8 @@ harness cuts links in the kernel: *down* = the gateway's interface set down (sen
 once); *black-holed* = an nftables drop rule on the link's input in both namespaces (packets
 vanish, the sender sees nothing: no RST, no ICMP). It reads /status over a management link that
 is never cut and pulls the topic back over another. Rows from separate runs are merged by name;
-a scenario runs alone in its lane, lanes may run side by side.
+a scenario runs alone in its lane, lanes may run side by side. Baseline: the virtual-time rows
+`cut-5min` and `cut-30min` above (the same cloud cut through the in-process fault transport).
 
 Columns as above, and: *max HB gap* = largest interval between heartbeat writes as the
 simulator logged them, counting only gaps while the inverter link was up (limit: interval 10 s
