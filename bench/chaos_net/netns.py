@@ -20,7 +20,8 @@ Cuts, on one link at a time (both ends):
 
 Every lane holds an exclusive lock (``/run/bessai-chaos-net/lane<k>.lock``) while it exists, so
 parallel runs pick different lanes and a lane left behind by a killed run (its lock is free) is
-removed by the next run. `Lane.close` kills nothing: the caller ends its own processes first.
+removed by the next run, with any process still inside it. `Lane.close` expects the caller to
+have ended its own processes already.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import IO
@@ -169,6 +171,13 @@ class Lane:
     def _remove(self) -> None:
         for role in ("gw", "inv", "cloud"):
             if self.ns(role) in _namespaces():
+                # a run killed with SIGKILL leaves its processes in its namespaces (the emulator's
+                # JVM above all): only ours can be in there
+                for pid in _run("ip", "netns", "pids", self.ns(role), check=False).split():
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except (ProcessLookupError, ValueError):
+                        pass
                 _run("ip", "netns", "del", self.ns(role), check=False)
         for name in (f"{PREFIX}{self.k}-c", f"{PREFIX}{self.k}-g"):
             _run("ip", "link", "del", name, check=False)  # gone with its peer's namespace
