@@ -32,9 +32,10 @@ chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos
 
 ## chaos-net: real processes in network namespaces, links cut in the kernel for 5 and 30 minutes
-## (root; about 1.5 hours; rows merged into bench/CHAOS.md). CHAOS_NET_ARGS=--scale 0.1 to try it.
+## (root; three lanes side by side, then CPU starvation alone: about 45 minutes; rows merged
+## into bench/CHAOS.md). CHAOS_NET_ARGS="--scale 0.1" to try it out.
 chaos-net: $(STAMP)
-	$(BIN)/python -m bench.chaos_net $(CHAOS_NET_ARGS)
+	$(BIN)/python -m bench.chaos_net --lanes 3 $(CHAOS_NET_ARGS)
 
 ## bench: every benchmark, results written to bench/RESULTS.md
 bench: $(STAMP)

@@ -3,10 +3,11 @@ emulator as real processes in network namespaces of their own, links cut in the 
 minutes, figures and verdicts merged into bench/CHAOS.md (its chaos-net section).
 
 Options: ``--only NAME`` (repeatable), ``--ci`` (the short CI share), ``--scale F`` (every cut
-and load duration times F, to try the harness out; the rows say so), ``--seed N``,
-``--no-write``, ``--list``. Needs root (namespaces, veths, nftables): without it, or where
-``ip netns`` is not allowed, it says why and exits 0 having run nothing (exit 3 with
-``--require``). Exit 1 if a scenario failed.
+and load duration times F, to try the harness out; the rows say so), ``--lanes N`` (that many
+runs side by side, each in its own namespaces; CPU starvation runs alone afterwards),
+``--seed N``, ``--no-write``, ``--list``. Needs root (namespaces, veths, nftables): without
+it, or where ``ip netns`` is not allowed, it says why and exits 0 having run nothing (exit 3
+with ``--require``). Exit 1 if a scenario failed.
 
 Bounded: every scenario has a fixed span, every wait a deadline, ``bessai-run`` a --duration
 backstop. Namespaces, veths, nft rules and every process it started are removed on exit, also on
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +35,7 @@ from bench.chaos_net.scenarios import (
     SCENARIOS,
     NetFigures,
     NetResult,
+    get,
     load_average,
     run_net_scenario,
 )
@@ -107,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep spools and logs here (default: a temporary directory)")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--lanes", type=int, default=1,
+                        help="run the scenarios in this many lanes side by side (child "
+                             "processes); CPU starvation always runs alone, after them")
     parser.add_argument("--require", action="store_true",
                         help=f"exit {EXIT_UNAVAILABLE} (not 0) when namespaces are unavailable")
     args = parser.parse_args(argv)
@@ -127,6 +133,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chaos-net skipped: {reason}", file=sys.stderr)
         return EXIT_UNAVAILABLE if args.require else 0
     signal.signal(signal.SIGTERM, _on_term)
+    lanes_rc = 0
+    if args.lanes > 1:
+        alone = [n for n in names if get(n).cpu_load_s]
+        try:
+            lanes_rc = _run_lanes([n for n in names if n not in alone], args)
+        except (KeyboardInterrupt, _Stop) as exc:
+            print(f"chaos-net interrupted ({exc or 'Ctrl-C'})", file=sys.stderr)
+            return 130
+        names = alone
+        if not names:
+            return lanes_rc
     started = time.monotonic()  # wall-clock
     started_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")  # wall-clock: the run log
     load_start = load_average()
@@ -147,7 +164,41 @@ def main(argv: list[str] | None = None) -> int:
         if not nr.result.passed:
             print(f"FAILED {nr.result.name} — re-run: python -m bench.chaos_net --only "
                   f"{nr.result.name}", file=sys.stderr)
-    return 0 if passed == len(results) else 1
+    return 0 if passed == len(results) and lanes_rc == 0 else 1
+
+
+def _run_lanes(names: list[str], args: argparse.Namespace) -> int:
+    """Spread ``names`` over ``args.lanes`` child runs (longest first, to the least loaded
+    lane), wait for all; each writes its own rows. SIGTERM/Ctrl-C reaches every child."""
+    overhead_s = 90.0  # start-up, settling, drain, stop per scenario
+    groups: list[list[str]] = [[] for _ in range(min(args.lanes, len(names)))]
+    load = [0.0] * len(groups)
+    for n in sorted(names, key=lambda n: -get(n).span_s):
+        i = load.index(min(load))
+        groups[i].append(n)
+        load[i] += get(n).span_s * args.scale + overhead_s
+    children = []
+    try:
+        for i, group in enumerate(groups):
+            cmd = [sys.executable, "-m", "bench.chaos_net", "--scale", str(args.scale),
+                   "--seed", str(args.seed)] + [a for n in group for a in ("--only", n)]
+            if args.no_write:
+                cmd.append("--no-write")
+            if args.workdir is not None:
+                cmd += ["--workdir", str(args.workdir / f"lane-run-{i}")]
+            print(f"lane run {i}: {', '.join(group)} (about {load[i] / 60:.0f} min)", flush=True)
+            children.append(subprocess.Popen(cmd))
+            time.sleep(5)  # one emulator JVM starting at a time
+        return max(child.wait() for child in children)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                child.kill()
 
 
 if __name__ == "__main__":
