@@ -51,8 +51,8 @@ the drain → COMMAND_ACCEPTED; *drain* = cloud back → oldest
 pending row younger than 3 polls; *peak RSS* = the gateway process, *growth* = peak minus RSS
 just before the cut; */status worst* = slowest /status answer during the run (a hang would show
 here: probes time out at 5 s). The machine is shared with other engineers' test runs while these
-rows are measured: the load average at the cut (1/5/15 min) is in each row; that load is itself
-CPU pressure on the gateway."""
+rows are measured: the load average at the cut (1/5/15 min; for CPU starvation, at the end of
+the load) is in each row; that load is itself CPU pressure on the gateway."""
 
 
 def _fmt(value: object) -> str:
