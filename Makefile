@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint chaos bench fmt clean
+.PHONY: demo test lint chaos chaos-net bench fmt clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ fmt: $(STAMP)
 ## chaos: the chaos scenarios with figures, written to bench/CHAOS.md
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos
+
+## chaos-net: real processes in network namespaces, links cut in the kernel for 5 and 30 minutes
+## (root; three lanes side by side, then CPU starvation alone: about 45 minutes; rows merged
+## into bench/CHAOS.md). CHAOS_NET_ARGS="--scale 0.1" to try it out.
+chaos-net: $(STAMP)
+	$(BIN)/python -m bench.chaos_net --lanes 3 $(CHAOS_NET_ARGS)
 
 ## bench: every benchmark, results written to bench/RESULTS.md
 bench: $(STAMP)

@@ -49,12 +49,18 @@ class PubSubEmulator:
     port: int = attrs.field(factory=free_port)
     startup_timeout_s: float = 60.0
     log_path: Path | None = None
+    listen: str = "127.0.0.1"
+    """The address the emulator binds (``0.0.0.0`` inside a network namespace of its own)."""
+    address: str | None = None
+    """The address clients (and the readiness probe) use; ``listen`` when None."""
+    command_prefix: tuple[str, ...] = ()
+    """Prepended to the gcloud command line, e.g. ``("ip", "netns", "exec", "cloud")``."""
     _proc: subprocess.Popen[bytes] | None = attrs.field(default=None, init=False, repr=False)
     _workdir: Path | None = attrs.field(default=None, init=False, repr=False)
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.address or self.listen}:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -75,10 +81,19 @@ class PubSubEmulator:
         data_dir.mkdir()
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
-                [gcloud, "beta", "emulators", "pubsub", "start",
-                 f"--host-port={self.host}", f"--data-dir={data_dir}"],
+                [*self.command_prefix, gcloud, "beta", "emulators", "pubsub", "start",
+                 f"--host-port={self.listen}:{self.port}", f"--data-dir={data_dir}"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
+        try:
+            return self._wait_ready()
+        except BaseException:  # Ctrl-C/SIGTERM while it starts: do not leave the JVM behind
+            self.stop()
+            raise
+
+    def _wait_ready(self) -> PubSubEmulator:
+        assert self._proc is not None
+        assert self.log_path is not None
         deadline = time.monotonic() + self.startup_timeout_s  # wall-clock: a real process
         while True:
             if self._proc.poll() is not None:

@@ -61,8 +61,11 @@ class Proc:
     _reader: threading.Thread | None = None
 
     @classmethod
-    def start(cls, name: str, module: str, args: Sequence[str], env: Mapping[str, str]) -> Proc:
-        popen = subprocess.Popen([PYTHON, "-m", module, *args], cwd=ROOT, env=dict(env),
+    def start(cls, name: str, module: str, args: Sequence[str], env: Mapping[str, str],
+              *, prefix: Sequence[str] = ()) -> Proc:
+        """``prefix`` goes before the interpreter, e.g. ``ip netns exec NS`` (which execs the
+        interpreter in place: the pid is the Python process's)."""
+        popen = subprocess.Popen([*prefix, PYTHON, "-m", module, *args], cwd=ROOT, env=dict(env),
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, text=True, bufsize=1)
         proc = cls(name, popen)
