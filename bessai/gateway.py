@@ -51,7 +51,15 @@ from actors import (
 )
 from bessai.clock import WallClock, system_wall_clock
 from bessai.control import CommandRouter, EventOutbox, Site, SiteConfig, build_site
+from bessai.control.controllers import ControllerConfig  # schedules (issue 15)
 from bessai.control.gate import CommandPolicy
+from bessai.control.schedule import ScheduleLimits  # schedules (issue 15)
+from bessai.control.schedule_intake import ScheduleIntake  # schedules (issue 15)
+from bessai.control.schedule_store import (  # schedules (issue 15)
+    ScheduleBook,
+    ScheduleStore,
+    schedule_path_for,
+)
 from bessai.device import UniversalDriver, load_profile
 from bessai.errors import ConfigError
 from bessai.model import Event, Snapshot
@@ -199,6 +207,8 @@ class Gateway:
     events: EventOutbox = attrs.field(init=False)
     sites: dict[str, Site] = attrs.field(init=False, factory=dict)
     router: CommandRouter = attrs.field(init=False)
+    schedule_book: ScheduleBook = attrs.field(init=False)  # schedules (issue 15)
+    schedule_intake: ScheduleIntake = attrs.field(init=False)
     supervisor: Supervisor = attrs.field(init=False)
     endpoint: Endpoint | None = attrs.field(init=False, default=None)
     uplink_actor: _HttpActor | None = attrs.field(init=False, default=None)
@@ -223,11 +233,20 @@ class Gateway:
                            wall_clock=self.wall_clock, sink=sink)
         self.snapshots = DropOldestRing(SNAPSHOT_RING_CAPACITY)
         self.events = EventOutbox()
+        self.schedule_book = _load_schedules(ScheduleStore(schedule_path_for(s.spool_path)))
         for device in s.devices:
             self.sites[device.id] = self._build_site(device)
         self.router = CommandRouter(s.site_id, {d: site.gate for d, site in self.sites.items()},
                                     emit=self.events.emit, wall_clock=self.wall_clock,
                                     metrics=self.telemetry.sink)
+        # -- schedules (issue 15): checked against each device's writable power limits --
+        self.schedule_intake = ScheduleIntake(
+            s.site_id, {d: ScheduleLimits(site.config.dispatch.charge_power_max_w,
+                                          site.config.dispatch.discharge_power_max_w,
+                                          s.command_min_power_w)
+                        for d, site in self.sites.items()},
+            ScheduleStore(schedule_path_for(s.spool_path)), self.schedule_book,
+            emit=self.events.emit, wall_clock=self.wall_clock, metrics=self.telemetry.sink)
         if s.uplink_mode != "off":
             self.endpoint = (Endpoint.for_emulator(s.pubsub_emulator_host)
                              if s.uplink_mode == "emulator" else Endpoint())
@@ -259,7 +278,9 @@ class Gateway:
 
         return build_site(config, driver, wall_clock=self.wall_clock, events=self.events,
                           metrics=self.telemetry.sink, tracer=self.telemetry.tracer,
-                          outputs=[self._push_snapshot])
+                          outputs=[self._push_snapshot],
+                          schedules=self.schedule_book,  # schedules (issue 15)
+                          control=ControllerConfig.from_settings(s))
 
     def _push_snapshot(self, snapshot: Snapshot) -> None:
         """Into the recorder's ring; a reading the full ring pushed out is counted as a drop."""
@@ -339,7 +360,9 @@ class Gateway:
         def build(client: httpx.AsyncClient) -> CommandSource:
             return CommandSource(client, s.gcp_project_id or "",
                                  s.pubsub_commands_subscription or "",
-                                 self.router.handle_command_message, endpoint=self.endpoint,
+                                 # schedules (issue 15): "type": "schedule" to the intake
+                                 self.schedule_intake.route(self.router.handle_command_message),
+                                 endpoint=self.endpoint,
                                  credentials=self._credentials, rng=self.rng,
                                  wall_clock=self.wall_clock, sink=self.telemetry.sink)
 
@@ -435,6 +458,17 @@ class Gateway:
             "telemetry": self.telemetry.status(),
             "uplink_mode": self.settings.uplink_mode,
         }
+
+
+def _load_schedules(store: ScheduleStore) -> ScheduleBook:
+    """The stored schedules (issue 15). A file that cannot be read is a state, not a crash: the
+    gateway starts without schedules (the sites still poll and guard) and says so."""
+    try:
+        return ScheduleBook(store.load_all())
+    except Exception as exc:  # sqlite3.Error, OSError: a damaged or unreadable file
+        log.error("SCHEDULE_STORE_FAILED", path=str(store.path), error=str(exc),
+                  consequence="starting without schedules; send them again")
+        return ScheduleBook()
 
 
 def _child_view(info: Any) -> dict[str, Any]:

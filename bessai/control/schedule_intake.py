@@ -78,6 +78,8 @@ class ScheduleIntake:
     wall_clock: WallClock
     metrics: MetricSink = NULL_SINK
     remember: int = 256
+    limiter: Any = None
+    """The worker-thread limiter for the store's writes (tests freeze virtual time with it)."""
     _seen: OrderedDict[str, ScheduleOutcome] = attrs.field(factory=OrderedDict)
     _lock: trio.Lock = attrs.field(factory=trio.Lock)
 
@@ -156,7 +158,8 @@ class ScheduleIntake:
                           f"{clip(schedule.device_id, 64)!r}; this gateway drives "
                           f"{sorted(self.limits)}")
         try:
-            await trio.to_thread.run_sync(self.store.replace, schedule, now)
+            await trio.to_thread.run_sync(self.store.replace, schedule, now,
+                                          limiter=self.limiter)
         except (OSError, Exception) as exc:  # sqlite3.Error, disk full, read-only...
             return reject("store_failed", f"could not store the schedule "
                           f"({type(exc).__name__}: {clip(exc)}) — the previous plan stays in "

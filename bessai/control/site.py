@@ -29,12 +29,15 @@ import trio
 from actors import Backoff, ChildSpec, Strategy, Supervisor, supervisor_spec
 from bessai.clock import WallClock
 from bessai.control.context import SiteContext
+from bessai.control.controllers import ControllerConfig  # schedules (issue 15)
 from bessai.control.device_link import RECONNECT_BACKOFF, DeviceLink, Driver
 from bessai.control.dispatch import Dispatcher, DispatchTags
 from bessai.control.events import EventOutbox
+from bessai.control.executor import DirectCommands, ScheduleExecutor  # schedules (issue 15)
 from bessai.control.gate import CommandGate, CommandPolicy
 from bessai.control.guard import SafetyGuard
 from bessai.control.limits import Limits, limits_from
+from bessai.control.schedule_store import ScheduleBook  # schedules (issue 15)
 from bessai.control.watchdog import HeartbeatSpec, Watchdog
 from bessai.model import Snapshot
 from bessai.observe.sink import NULL_SINK, MetricSink
@@ -97,6 +100,22 @@ class Site:
     last_link: DeviceLink | None = None
     last_guard: SafetyGuard | None = None
     last_watchdog: Watchdog | None = None
+    # -- schedules (issue 15): the executor child, when the tree gives a schedule book --
+    direct: DirectCommands | None = None
+    schedules: ScheduleBook | None = None
+    control: ControllerConfig = attrs.field(factory=ControllerConfig)
+    last_executor: ScheduleExecutor | None = None
+
+    def schedule_executor(self) -> ScheduleExecutor:
+        assert self.schedules is not None
+        assert self.direct is not None
+        c = self.config
+        self.last_executor = ScheduleExecutor(
+            self.ctx, self.schedules, self.direct, dispatch_tags=c.dispatch,
+            control=self.control, tick_s=c.fast_interval_s,
+            stale_after_s=c.limits.stale_after_s)
+        return self.last_executor
+    # -- end schedules --
 
     def device_link(self) -> DeviceLink:
         c = self.config
@@ -165,11 +184,14 @@ class Site:
         request in flight and close its connection; the guard and the watchdog hold nothing to
         flush (a forced command is left to the device-side lease, which ends it within a minute).
         """
-        return [
+        specs = [
             ChildSpec("device_link", self.device_link, grace_s=2.0),
             ChildSpec("safety_guard", self.safety_guard, grace_s=0.5),
             ChildSpec("watchdog", self.watchdog, grace_s=0.5),
         ]
+        if self.schedules is not None:  # schedules (issue 15): last, after the watchdog
+            specs.append(ChildSpec("schedule", self.schedule_executor, grace_s=0.5))
+        return specs
 
     def supervisor_options(self) -> dict[str, Any]:
         # rest_for_one: see the module docstring. Device faults never reach the supervisor, so
@@ -194,12 +216,15 @@ def build_site(config: SiteConfig, driver_factory: Callable[[], Driver], *,
                metrics: MetricSink = NULL_SINK,
                outputs: Sequence[Callable[[Snapshot], Any]] = (),
                fast_poll: Any = "fast", slow_poll: Any = None,
-               tracer: Tracer = NULL_TRACER) -> Site:
+               tracer: Tracer = NULL_TRACER, schedules: ScheduleBook | None = None,
+               control: ControllerConfig | None = None) -> Site:
     """Wire one device's control: context, dispatcher, gate and the children's factories.
 
     ``outputs`` receive every polled snapshot (the recorder's ring push); they must not block.
     ``events`` is where critical events go (the lead drains ``events.receive()`` into the spool).
     ``metrics`` / ``tracer`` are the telemetry seams (the device link spans each poll cycle).
+    ``schedules`` (the tree's `ScheduleBook`) adds the schedule executor child; ``control``
+    tunes its slot controllers.
     """
     ctx = SiteContext(config.site_id, config.device_id, wall_clock,
                       events=events or EventOutbox(), metrics=metrics)
@@ -216,13 +241,15 @@ def build_site(config: SiteConfig, driver_factory: Callable[[], Driver], *,
     dispatcher = Dispatcher(ctx.link, config.dispatch, wall_clock=wall_clock, blocked=blocked,
                             site_id=config.site_id, device_id=config.device_id)
     ctx.dispatcher = dispatcher
-    gate = CommandGate(config.site_id, config.device_id, dispatcher, safety=lambda: ctx.safety,
+    direct = DirectCommands(dispatcher)  # schedules (issue 15): a direct command overrides
+    gate = CommandGate(config.site_id, config.device_id, direct, safety=lambda: ctx.safety,
                        emit=ctx.events.emit, wall_clock=wall_clock, latest=ctx.latest,
                        charge_tag_max_w=config.dispatch.charge_power_max_w,
                        discharge_tag_max_w=config.dispatch.discharge_power_max_w,
                        metrics=metrics, policy=config.command_policy)
     return Site(config, ctx, driver_factory, dispatcher, gate, outputs=outputs,
-                fast_poll=fast_poll, slow_poll=slow_poll, tracer=tracer)
+                fast_poll=fast_poll, slow_poll=slow_poll, tracer=tracer, direct=direct,
+                schedules=schedules, control=control or ControllerConfig())
 
 
 LIMIT_SETTINGS = ("soc_min_pct", "soc_max_pct", "soc_hysteresis_pct", "temp_max_c",
