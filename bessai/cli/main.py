@@ -26,6 +26,7 @@ from bessai.cli import (
     device_cmd,
     health_cmd,
     profile_cmd,
+    schedule_cmd,
     sim_cmd,
     spool_cmd,
 )
@@ -34,7 +35,8 @@ from bessai.settings import DEFAULT_ENV_FILE
 
 __all__ = ["build_parser", "main"]
 
-_GROUPS = (config_cmd, device_cmd, health_cmd, profile_cmd, spool_cmd, command_cmd, sim_cmd)
+_GROUPS = (config_cmd, device_cmd, health_cmd, profile_cmd, spool_cmd, command_cmd,
+           schedule_cmd, sim_cmd)
 
 
 def _common_options(*, top: bool) -> argparse.ArgumentParser:

@@ -236,26 +236,30 @@ def _parse(data: bytes | str | Mapping[str, Any], now_wall: float | None, limits
     elif len(raw_slots) > MAX_SLOTS:
         errors["slots"] = f"has {len(raw_slots)} slots, more than {MAX_SLOTS}"
     else:
-        previous: Slot | None = None
+        previous: tuple[float, float] | None = None
         for index, raw in enumerate(raw_slots):
-            slot, over = _slot(raw, f"slots[{index}]", errors, limits)
+            slot, span, over = _slot(raw, f"slots[{index}]", errors, limits)
             if over and code == "malformed":
                 code = "over_limit"
-            if slot is None:
+            if slot is not None:
+                slots.append(slot)
+            if span is None:
                 continue
+            # order, overlap and the end are checked on every slot whose times parse, even if
+            # another of its fields is bad: every problem at once
+            start, end = span
             where = f"slots[{index}]"
             if previous is not None:
-                if slot.start < previous.start:
-                    errors[f"{where}.start"] = "slots must be in order of start time"
-                elif slot.start < previous.end:
-                    errors[f"{where}.start"] = (
-                        f"overlaps the slot before it by {previous.end - slot.start:.0f} s "
-                        "(a slot starts at or after the previous one's end)")
-            if valid_until is not None and slot.end > valid_until:
-                errors[f"{where}.end"] = (f"ends {slot.end - valid_until:.0f} s after "
-                                          "valid_until — every slot must end by then")
-            slots.append(slot)
-            previous = slot
+                if start < previous[0]:
+                    errors.setdefault(f"{where}.start", "slots must be in order of start time")
+                elif start < previous[1]:
+                    errors.setdefault(f"{where}.start", (
+                        f"overlaps the slot before it by {previous[1] - start:.0f} s "
+                        "(a slot starts at or after the previous one's end)"))
+            if valid_until is not None and end > valid_until:
+                errors.setdefault(f"{where}.end", (f"ends {end - valid_until:.0f} s after "
+                                                   "valid_until — every slot must end by then"))
+            previous = span
 
     if errors:
         # the code names the kind when there is one kind of problem; errors list them all
@@ -275,12 +279,13 @@ def _bounded(errors: dict[str, str]) -> dict[str, str]:
     return kept
 
 
-def _slot(raw: Any, where: str, errors: dict[str, str],
-          limits: ScheduleLimits) -> tuple[Slot | None, bool]:
-    """One slot, or None with its problems added to ``errors``; second: a power over a limit."""
+def _slot(raw: Any, where: str, errors: dict[str, str], limits: ScheduleLimits
+          ) -> tuple[Slot | None, tuple[float, float] | None, bool]:
+    """One slot (None if any field is bad; its problems added to ``errors``), its (start, end)
+    if those parse, and whether a power is over a limit."""
     if not isinstance(raw, Mapping):
         errors[where] = f"must be an object, got {type(raw).__name__}"
-        return None, False
+        return None, None, False
     local: dict[str, str] = {}
     start = _time(raw, "start", local, required=False)
     end = _time(raw, "end", local, required=False)
@@ -320,9 +325,10 @@ def _slot(raw: Any, where: str, errors: dict[str, str],
             over = True
     for key, reason in local.items():
         errors[f"{where}.{key}"] = reason
-    if local or action is None or start is None or end is None:
-        return None, over
-    return Slot(start, end, action, power_w, limit_w), over
+    span = (start, end) if start is not None and end is not None and end > start else None
+    if local or action is None or span is None:
+        return None, span, over
+    return Slot(span[0], span[1], action, power_w, limit_w), span, over
 
 
 def _power(raw: Mapping[str, Any], field: str, errors: dict[str, str]) -> float | None:
