@@ -363,6 +363,7 @@ class Rig:
                           http_transport=self.transport, rng=random.Random(self.seed),
                           status_server=True, env_file=None)
         self.gw.spool.limiter = FreezingLimiter()
+        self.gw.schedule_intake.limiter = FreezingLimiter()  # its SQLite writes, as the spool's
         if self.crash is not None:
             path, after_s = self.crash
             if after_s is None:  # a random point, from the seed

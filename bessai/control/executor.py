@@ -133,7 +133,7 @@ class ScheduleExecutor:
         override = self.direct.overriding(now)
         if override is not None:
             if self.state != "overridden":
-                self._note("SCHEDULE_OVERRIDDEN", schedule, command_id=override.id,
+                self._note(schedule, name="SCHEDULE_OVERRIDDEN", command_id=override.id,
                            action=override.action.value, until=override.expires_at)
                 self.state = "overridden"
             self.applied_key = None  # the slot is no longer on the device
@@ -146,7 +146,7 @@ class ScheduleExecutor:
                        else self.ctx.safety.blocked_discharge)
             if blocked:
                 if self.state != "held":
-                    self._note("SCHEDULE_SLOT_HELD", schedule, slot=want.index,
+                    self._note(schedule, name="SCHEDULE_SLOT_HELD", slot=want.index,
                                action=want.action.value,
                                reason=self.ctx.safety.reasons(charge=want.action is Action.CHARGE),
                                level="warning")
@@ -338,7 +338,8 @@ class ScheduleExecutor:
                                device=self.ctx.device_id)
         self._emit("SCHEDULE_EXPIRED", fields)
 
-    def _note(self, name: str, schedule: Schedule, level: str = "info", **fields: Any) -> None:
+    def _note(self, schedule: Schedule, *, name: str, level: str = "info",
+              **fields: Any) -> None:
         fields["schedule_id"] = schedule.schedule_id
         getattr(log, level)(name, site=self.ctx.site_id, device=self.ctx.device_id, **fields)
         self.ctx.metrics.count("bessai.schedule.transitions", state=name.lower(),

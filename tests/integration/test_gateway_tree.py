@@ -23,7 +23,7 @@ from bessai.settings import BindAddress, DeviceSpec, Settings
 from bessai.sim import Simulator
 
 GATEWAY_ORDER = ["telemetry", "spool", "recorder", "events", "site_inv1"]
-SITE_ORDER = ["device_link", "safety_guard", "watchdog"]
+SITE_ORDER = ["device_link", "safety_guard", "watchdog", "schedule"]
 
 
 @pytest.fixture
