@@ -696,6 +696,42 @@ def schedule_through_cut() -> Scenario:
                          "fixed) so every change on the device is the gateway's")
 
 
+def schedule_rejected_scenario() -> Scenario:
+    """A schedule with overlapping slots and a valid_until in the past comes down the commands
+    subscription: one SCHEDULE_REJECTED naming both, nothing stored, nothing forced."""
+
+    async def script(rig: Rig) -> None:
+        await _steady(rig, 10)
+        now = rig.wall()
+        body = {"type": "schedule", "schedule_id": "bad-plan", "site_id": SITE,
+                "device_id": DEVICE, "valid_until": now - 60,
+                "slots": [{"start": now - 600, "end": now + 600, "action": "charge",
+                           "power_w": 2000},
+                          {"start": now + 300, "end": now + 900, "action": "discharge",
+                           "power_w": 2000}]}
+        await rig.publish_raw(json.dumps(body).encode(), {"site_id": SITE, "device_id": DEVICE})
+        await _steady(rig, 30)
+
+    def checks(rig: Rig) -> None:
+        r = rig.result
+        rig.standard_checks()
+        results = [e for e in rig.delivered_events
+                   if e.get("body", {}).get("schedule_id") == "bad-plan"]
+        names = [e["name"] for e in results]
+        errors = results[0]["body"].get("errors", {}) if results else {}
+        r.check("rejected once, with every reason",
+                names == ["SCHEDULE_REJECTED"] and "past" in errors.get("valid_until", "")
+                and "overlaps" in errors.get("slots[1].start", ""),
+                f"events {names}, errors {errors}")
+        r.check("nothing stored", rig.gw.schedule_book.get(DEVICE) is None, "stored")
+        mode_tag = rig.sim.inverter.roles.mode_tag
+        forced = [w for w in rig.sim.write_log if w.tag == mode_tag and int(w.value) != 0]
+        r.check("nothing forced", not forced, f"forcing writes: {forced[:3]}")
+
+    return Scenario("schedule-rejected", "a schedule with overlapping slots and a past "
+                    "valid_until arrives on the commands subscription", script, checks)
+
+
 def _scenarios() -> list[Scenario]:
     out = [
         Scenario("cut-5min", "cloud cut for 5 minutes at 1 Hz", cloud_cut(5), cut_checks(5)),
@@ -711,6 +747,7 @@ def _scenarios() -> list[Scenario]:
         Scenario("command-expires-during-cut", "a 2-min discharge command published while the "
                  "site is cut off for 10 min", command_expires_during_cut, expired_checks),
         oversized_command_scenario(),
+        schedule_rejected_scenario(),
         Scenario("pubsub-503-storm", "150-250 consecutive 503 answers with Retry-After",
                  storm_503, storm_checks),
         Scenario("device-lost-during-cut", "10-min cloud cut; inside it the device drops the "
