@@ -345,15 +345,16 @@ def soc_checks(rig: Rig) -> None:
 
 CRASH_TARGETS = ("telemetry", "spool", "recorder", "events", "uplink", "commands", "status",
                  f"site_{DEVICE}", f"site_{DEVICE}/device_link", f"site_{DEVICE}/safety_guard",
-                 f"site_{DEVICE}/watchdog")
+                 f"site_{DEVICE}/watchdog", f"site_{DEVICE}/schedule")
 
 
 def expected_restarts(target: str) -> dict[str, int]:
-    """one_for_one at the top; rest_for_one (link → guard → watchdog) inside a site."""
+    """one_for_one at the top; rest_for_one (link → guard → watchdog → schedule) inside a
+    site."""
     if "/" not in target:
         return {target: 1}
     site, child = target.split("/")
-    order = ["device_link", "safety_guard", "watchdog"]
+    order = ["device_link", "safety_guard", "watchdog", "schedule"]
     return {f"{site}/{c}": 1 for c in order[order.index(child):]}
 
 
