@@ -9,10 +9,12 @@
     ├── events             critical events (never dropped) → spool
     ├── uplink             spool → Pub/Sub REST; link state machine     (when a topic is set)
     ├── commands           Pub/Sub pull of dispatch commands → gate   (when a subscription is set)
+    │                      (and of schedules → ScheduleIntake → schedules.sqlite + book)
     ├── site_<device>      one nested supervisor per device (rest_for_one):
     │   ├── device_link    owns the one Modbus connection; polls; serves writes by priority
     │   ├── safety_guard   limits, hysteresis, command gate, SAFETY_BLOCK
-    │   └── watchdog       heartbeat + dispatch lease renewals, through the device link
+    │   ├── watchdog       heartbeat + dispatch lease renewals, through the device link
+    │   └── schedule       the stored local schedule, slot by slot, through the dispatcher
     ├── status             /healthz and /status on STATUS_BIND (127.0.0.1 by default)
     └── sighup             re-reads LOG_LEVEL and credentials on SIGHUP (when signals are ours)
 
@@ -23,7 +25,8 @@ inside the actors and never reach the supervisor, so a 3-day outage consumes no 
 
 State that must outlive a restart lives here, outside the actor instances: the spool object
 (its rows are on disk; the spool actor re-opens it), the snapshot ring, the critical-event
-outbox, and each site's context (latest snapshot, safety state, active forced command).
+outbox, each site's context (latest snapshot, safety state, active forced command), and the
+schedule book (its plans are in ``schedules.sqlite`` beside the spool; read once at start).
 """
 
 from __future__ import annotations

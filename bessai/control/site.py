@@ -5,7 +5,9 @@ snapshot, safety state, link handle, active forced command, event outbox), the `
 `CommandGate`, and the factories of the three children. `Site.child_specs()` /
 `Site.supervisor()` hand them to the `actors` runtime.
 
-Strategy: **rest_for_one**, children in the order device link → safety guard → watchdog.
+Strategy: **rest_for_one**, children in the order device link → safety guard → watchdog
+(→ schedule executor, when the tree gives a schedule book: a crash of any of the three before
+it restarts it too, and the new instance puts the slot in force back at once).
 
 * If the device link crashes (a bug: device faults are handled inside it), the guard and the
   watchdog restart after it: they start against the new link instance, with no stale write
