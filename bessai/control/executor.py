@@ -119,6 +119,17 @@ class ScheduleExecutor:
             with trio.move_on_after(delay):
                 await changed.wait()
 
+    def status(self) -> dict[str, Any] | None:
+        """The plan this device runs and where it is (for /status), or None without one."""
+        schedule = self.book.get(self.ctx.device_id)
+        if schedule is None:
+            return None
+        found = schedule.slot_at(self.ctx.wall_clock())
+        return {"schedule_id": schedule.schedule_id, "valid_until": schedule.valid_until,
+                "state": self.state, "slot": None if found is None else found[0],
+                "slot_action": None if found is None else found[1].action.value,
+                "setpoint_w": round(self.setpoint_w, 1)}
+
     # -- deciding ---------------------------------------------------------------------------
 
     async def step(self) -> None:

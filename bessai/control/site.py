@@ -177,6 +177,8 @@ class Site:
                 "last_s_ago": None if watchdog.last_beat_at is None
                 else round(now - watchdog.last_beat_at, 3)},
             "events_pending": len(self.ctx.events.pending),
+            # schedules (issue 15): the plan and the slot in force, while a schedule runs
+            "schedule": None if self.last_executor is None else self.last_executor.status(),
         }
 
     def child_specs(self) -> list[ChildSpec]:

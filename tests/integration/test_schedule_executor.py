@@ -69,6 +69,8 @@ async def test_each_slot_boundary_reaches_the_device_within_one_poll(autojump_cl
                 assert at - boundary <= site.config.fast_interval_s
             # the charge slot held all its 15 minutes through the watchdog's lease renewals
             assert sim.values()["forcible_charge_power"] == 3000
+            view = site.status()["schedule"]
+            assert (view["slot"], view["slot_action"], view["state"]) == (2, "stop", "running")
             await trio.sleep_until(5 * q * H + 2)
             nursery.cancel_scope.cancel()
     events = [e["event"] for e in logs]
