@@ -12,10 +12,12 @@
     │   ├── emulator_setup creates missing topics/subscription      (on the Pub/Sub emulator only)
     │   ├── uplink         spool → Pub/Sub REST; link state machine     (when a topic is set)
     │   └── commands       Pub/Sub pull of dispatch commands → gate   (when a subscription is set)
+    │                      (and of schedules → ScheduleIntake → schedules.sqlite + book)
     ├── site_<device>      one nested supervisor per device (rest_for_one):
     │   ├── device_link    owns the one Modbus connection; polls; serves writes by priority
     │   ├── safety_guard   limits, hysteresis, command gate, SAFETY_BLOCK
-    │   └── watchdog       heartbeat + dispatch lease renewals, through the device link
+    │   ├── watchdog       heartbeat + dispatch lease renewals, through the device link
+    │   └── schedule       the stored local schedule, slot by slot, through the dispatcher
     ├── status             /healthz and /status on STATUS_BIND (127.0.0.1 by default)
     └── sighup             re-reads the whole configuration on SIGHUP (when signals are ours)
 
@@ -41,7 +43,8 @@ process itself keeps the battery safe.
 
 State that must outlive a restart lives here, outside the actor instances: the spool object
 (its rows are on disk; the spool actor re-opens it), the snapshot ring, the critical-event
-outbox, and each site's context (latest snapshot, safety state, active forced command).
+outbox, each site's context (latest snapshot, safety state, active forced command), and the
+schedule book (its plans are in ``schedules.sqlite`` beside the spool; read once at start).
 """
 
 from __future__ import annotations
@@ -73,7 +76,15 @@ from bessai.clock import WallClock, system_wall_clock
 from bessai.config_reload import ReloadPlan, live_settings, plan_reload
 from bessai.control import CommandRouter, EventOutbox, Site, SiteConfig, build_site
 from bessai.control.connections import connections_for, distinct
+from bessai.control.controllers import ControllerConfig  # schedules (issue 15)
 from bessai.control.gate import CommandPolicy
+from bessai.control.schedule import ScheduleLimits  # schedules (issue 15)
+from bessai.control.schedule_intake import ScheduleIntake  # schedules (issue 15)
+from bessai.control.schedule_store import (  # schedules (issue 15)
+    ScheduleBook,
+    ScheduleStore,
+    schedule_path_for,
+)
 from bessai.control.site import LIMIT_SETTINGS
 from bessai.device import UniversalDriver, load_profile
 from bessai.device.connection import ModbusConnection
@@ -260,6 +271,8 @@ class Gateway:
     router: CommandRouter = attrs.field(init=False)
     command_trust: CommandTrust = attrs.field(init=False)
     """Issue 14: verify keys, the durable replay store, the clock's trust (one per gateway)."""
+    schedule_book: ScheduleBook = attrs.field(init=False)  # schedules (issue 15)
+    schedule_intake: ScheduleIntake = attrs.field(init=False)
     supervisor: Supervisor = attrs.field(init=False)
     endpoint: Endpoint | None = attrs.field(init=False, default=None)
     uplink_actor: _HttpActor | None = attrs.field(init=False, default=None)
@@ -294,11 +307,21 @@ class Gateway:
         self.connections = connections_for(
             s.devices, lambda d: self._profile(d), site_id=s.site_id,
             stream_factories=self.stream_factories, rng=self.rng, metrics=self.telemetry.sink)
+        self.schedule_book = _load_schedules(ScheduleStore(schedule_path_for(s.spool_path)))
         for device in s.devices:
             self.sites[device.id] = self._build_site(device)
         self.router = CommandRouter(s.site_id, {d: site.gate for d, site in self.sites.items()},
                                     emit=self.events.emit, wall_clock=self.wall_clock,
                                     metrics=self.telemetry.sink, trust=self.command_trust)
+        # -- schedules (issue 15): checked against each device's writable power limits --
+        self.schedule_intake = ScheduleIntake(
+            s.site_id, {d: ScheduleLimits(site.config.dispatch.charge_power_max_w,
+                                          site.config.dispatch.discharge_power_max_w,
+                                          s.command_min_power_w)
+                        for d, site in self.sites.items()},
+            ScheduleStore(schedule_path_for(s.spool_path)), self.schedule_book,
+            emit=self.events.emit, wall_clock=self.wall_clock, metrics=self.telemetry.sink,
+            trust=self.command_trust)
         if s.uplink_mode != "off":
             self.endpoint = (Endpoint.for_emulator(s.pubsub_emulator_host)
                              if s.uplink_mode == "emulator" else Endpoint())
@@ -337,7 +360,9 @@ class Gateway:
 
         site = build_site(config, driver, wall_clock=self.wall_clock, events=self.events,
                           metrics=self.telemetry.sink, tracer=self.telemetry.tracer,
-                          outputs=[self._push_snapshot])
+                          outputs=[self._push_snapshot],
+                          schedules=self.schedule_book,  # schedules (issue 15)
+                          control=ControllerConfig.from_settings(s))
         # issue 14: the gate asks the trust layer; a forcing ends at its expiry on a clock the
         # gateway trusts (server time while the local clock is off by more than the limit)
         site.gate.trust = self.command_trust
@@ -478,7 +503,9 @@ class Gateway:
         def build(client: httpx.AsyncClient) -> CommandSource:
             return CommandSource(client, s.gcp_project_id or "",
                                  s.pubsub_commands_subscription or "",
-                                 self.router.handle_command_message, endpoint=self.endpoint,
+                                 # schedules (issue 15): "type": "schedule" to the intake
+                                 self.schedule_intake.route(self.router.handle_command_message),
+                                 endpoint=self.endpoint,
                                  credentials=self._credentials, rng=self.rng,
                                  wall_clock=self.wall_clock, sink=self.telemetry.sink,
                                  observe=self.command_trust.clock.observe_response,
@@ -668,6 +695,17 @@ class Gateway:
         healthy, lines = health_from_status(document)
         document["health"] = {"healthy": healthy, "conditions": lines}
         return document
+
+
+def _load_schedules(store: ScheduleStore) -> ScheduleBook:
+    """The stored schedules (issue 15). A file that cannot be read is a state, not a crash: the
+    gateway starts without schedules (the sites still poll and guard) and says so."""
+    try:
+        return ScheduleBook(store.load_all())
+    except Exception as exc:  # sqlite3.Error, OSError: a damaged or unreadable file
+        log.error("SCHEDULE_STORE_FAILED", path=str(store.path), error=str(exc),
+                  consequence="starting without schedules; send them again")
+        return ScheduleBook()
 
 
 def _child_view(info: Any) -> dict[str, Any]:

@@ -206,6 +206,10 @@ class Settings:
     command_verify_keys: Path | None = None
     clock_skew_max_s: float = 30.0
     # --
+    # schedules (issue 15): the slot controllers (bessai.control.controllers.ControllerConfig)
+    schedule_control_step_s: float = 10.0
+    schedule_deadband_w: float = 200.0
+    schedule_ramp_w_per_s: float = 50.0
     warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -573,6 +577,13 @@ _KEYS: tuple[_Key, ...] = (
                   "beyond which charge/discharge are refused)"),
         30.0,
     ),
+    # Schedules (issue 15): the peak_shave / export_limit slot controllers
+    _Key("SCHEDULE_CONTROL_STEP_S",
+         _float_in(1, 3600, "seconds between 1 and 3600, e.g. 10"), 10.0),
+    _Key("SCHEDULE_DEADBAND_W", _float_in(0, 100000, "watts between 0 and 100000, e.g. 200"),
+         200.0),
+    _Key("SCHEDULE_RAMP_W_PER_S",
+         _float_in(1, 100000, "watts per second between 1 and 100000, e.g. 50"), 50.0),
 )
 
 KNOWN_KEYS: tuple[str, ...] = tuple(k.name for k in _KEYS)

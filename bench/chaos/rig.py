@@ -378,6 +378,7 @@ class Rig:
         self.gw.spool.limiter = FreezingLimiter()
         if self.gw.command_trust.replay is not None:  # its SQLite thread takes no virtual time
             self.gw.command_trust.replay.limiter = FreezingLimiter()
+        self.gw.schedule_intake.limiter = FreezingLimiter()  # its SQLite writes, as the spool's
         if self.crash is not None:
             path, after_s = self.crash
             if after_s is None:  # a random point, from the seed

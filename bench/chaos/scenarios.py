@@ -442,16 +442,17 @@ def disk_full() -> Scenario:
 
 CRASH_TARGETS = ("telemetry", "data/spool", "data/recorder", "data/events", "data/uplink",
                  "data/commands", "status", f"site_{DEVICE}", f"site_{DEVICE}/device_link",
-                 f"site_{DEVICE}/safety_guard", f"site_{DEVICE}/watchdog")
+                 f"site_{DEVICE}/safety_guard", f"site_{DEVICE}/watchdog",
+                 f"site_{DEVICE}/schedule")
 
 
 def expected_restarts(target: str) -> dict[str, int]:
-    """one_for_one at the top and in the data branch; rest_for_one (link → guard → watchdog)
-    inside a site."""
+    """one_for_one at the top and in the data branch; rest_for_one (link → guard → watchdog →
+    schedule) inside a site."""
     if "/" not in target or target.startswith("data/"):
         return {target: 1}
     site, child = target.split("/")
-    order = ["device_link", "safety_guard", "watchdog"]
+    order = ["device_link", "safety_guard", "watchdog", "schedule"]
     return {f"{site}/{c}": 1 for c in order[order.index(child):]}
 
 
@@ -670,6 +671,167 @@ def oversized_command_scenario() -> Scenario:
 # ---- registry -------------------------------------------------------------------------------
 
 
+# ---- a local schedule through a day-long cut (issue 15) -----------------------------------------
+
+_SCHEDULE_SLOTS: tuple[tuple[float, float, str, float | None, float | None], ...] = (
+    # hours after the schedule arrives; the simulator's day starts at 12:00, so +6 h is 18:00
+    (0.5, 1.5, "charge", 2000.0, None),
+    (3.0, 5.0, "discharge", 1500.0, None),
+    (5.5, 6.0, "stop", None, None),
+    (6.0, 8.5, "peak_shave", None, 2000.0),  # 18:00-20:30, the simulated evening peak
+    (10.0, 12.0, "charge", 1500.0, None),
+    (14.0, 16.0, "discharge", 1500.0, None),
+    (20.0, 23.5, "export_limit", None, 1500.0),  # 08:00-11:30, morning PV
+)
+_SCHEDULE_HOURS = 24.0
+_CONTROL_STEP_S = 10.0
+
+
+def schedule_through_cut() -> Scenario:
+    """A 24-hour schedule (charge, discharge, stop, peak_shave, export_limit slots) arrives on
+    the commands subscription; at once the cloud is cut for 24 hours. The device follows every
+    boundary from the stored plan; peak_shave holds the import limit; at the end the device
+    returns to auto and everything reaches Pub/Sub after the cut."""
+    seen: dict[str, object] = {}
+
+    async def sample(rig: Rig, samples: list[tuple[float, float, float]]) -> None:
+        while True:
+            state = rig.sim.state()
+            samples.append((trio.current_time(), state.meter_power_w,
+                            state.load_power_w - state.pv_power_w))
+            await trio.sleep(rig.poll_interval_s)
+
+    async def script(rig: Rig) -> None:
+        rig.sim.inverter.settings["working_mode"] = 1  # the battery moves only when forced
+        await _steady(rig, 20)
+        t0, w0 = trio.current_time(), rig.wall()
+        h = 3600.0
+        body = {"type": "schedule", "schedule_id": f"sched-{rig.seed}", "site_id": SITE,
+                "device_id": DEVICE, "valid_until": w0 + _SCHEDULE_HOURS * h,
+                "slots": [{"start": w0 + a * h, "end": w0 + b * h, "action": act,
+                           **({"power_w": p} if p is not None else {}),
+                           **({"limit_w": lim} if lim is not None else {})}
+                          for a, b, act, p, lim in _SCHEDULE_SLOTS]}
+        await rig.publish_raw(json.dumps(body).encode(), {"site_id": SITE, "device_id": DEVICE})
+        with trio.move_on_after(120):
+            while rig.gw.schedule_book.get(DEVICE) is None:
+                await trio.sleep(1)
+        seen["t0"] = t0
+        seen["accepted_at"] = trio.current_time()
+        _, end = rig.cut_cloud(_SCHEDULE_HOURS * h + 600)
+        samples: list[tuple[float, float, float]] = []
+        seen["samples"] = samples
+        assert rig._nursery is not None
+        rig._nursery.start_soon(sample, rig, samples)
+        await trio.sleep_until(end)
+        rig.mark_recovered(end)
+        await rig.wait_drained()
+        await _steady(rig, 60)
+
+    def checks(rig: Rig) -> None:
+        r = rig.result
+        poll = rig.poll_interval_s
+        rig.standard_checks(drain_within_s=900)
+        names = [e["name"] for e in rig.delivered_events]
+        r.check("the schedule was accepted (schedule_result) before the cut",
+                "SCHEDULE_ACCEPTED" in names and "t0" in seen,
+                f"schedule events: {[n for n in names if n.startswith('SCHEDULE_')][:5]}")
+        if "t0" not in seen:
+            return
+        t0 = float(seen["t0"])  # type: ignore[arg-type]
+        mode_tag = rig.sim.inverter.roles.mode_tag
+        writes = [(w.at, int(w.value)) for w in rig.sim.write_log if w.tag == mode_tag]
+        expect = {"charge": 1, "discharge": 2, "stop": 0}
+        late: list[str] = []
+        boundaries = 0
+        previous_end = None
+        for a, b, act, _, _ in _SCHEDULE_SLOTS:
+            starts = [] if act not in expect else [(t0 + a * 3600, expect[act], act)]
+            if previous_end is not None and previous_end < a * 3600 + t0:
+                starts.append((previous_end, 0, "gap (auto)"))
+            previous_end = t0 + b * 3600
+            for at, value, what in starts:
+                boundaries += 1
+                first = next((t for t, v in writes if t >= at - 1e-3 and v == value), None)
+                if first is None or first - at > poll:
+                    late.append(f"{what} at +{(at - t0) / 3600:g} h: "
+                                f"{'never' if first is None else f'{first - at:.1f} s'}")
+        expiry = t0 + _SCHEDULE_HOURS * 3600
+        first = next((t for t, v in writes if t >= expiry - 1e-3 and v == 0), None)
+        if first is None or first - expiry > poll:
+            late.append("valid_until (auto)")
+        r.check(f"every boundary on the device within one poll ({poll:g} s) through the cut",
+                not late and boundaries >= 7, "; ".join(late[:4]))
+        r.check("SCHEDULE_EXPIRED delivered after the cut", "SCHEDULE_EXPIRED" in names,
+                "not delivered")
+        samples = seen.get("samples") or []
+        a, b, _, _, limit = _SCHEDULE_SLOTS[3]
+        assert limit is not None
+        step_response_s = _CONTROL_STEP_S + 2 * poll
+        in_slot = [(t, m, n) for t, m, n in samples  # type: ignore[misc]
+                   if t0 + a * 3600 + step_response_s <= t < t0 + b * 3600]
+        longest = 0.0
+        since = None
+        for t, meter, _ in in_slot:
+            if -meter > limit + 1:
+                since = t if since is None else since
+                longest = max(longest, t - since + poll)
+            else:
+                since = None
+        peak = max((n for _, _, n in in_slot), default=0.0)
+        r.check("peak_shave kept grid import under its limit but for the step response",
+                peak > limit + 500 and longest <= step_response_s,
+                f"unshaved peak {peak:.0f} W over limit {limit:g} W; longest over "
+                f"{longest:.0f} s (step response {step_response_s:g} s)")
+        r.notes.append(f"{boundaries + 1} boundaries checked; unshaved evening peak "
+                       f"{peak:.0f} W against limit {limit:g} W; longest time over the limit "
+                       f"{longest:.0f} s")
+
+    return Scenario("schedule-through-24h-cut", "a 24-hour schedule (charge, discharge, stop, "
+                    "peak_shave, export_limit) arrives, then the cloud is cut for 24 hours",
+                    script, checks, ci=False, poll_interval_s=10.0,
+                    long_reason="8,640 polls, a controller step every 10 s",
+                    note="poll interval 10 s to keep the run to minutes: 'within one poll' "
+                         "means within 10 s; the battery moves only when forced (working mode "
+                         "fixed) so every change on the device is the gateway's")
+
+
+def schedule_rejected_scenario() -> Scenario:
+    """A schedule with overlapping slots and a valid_until in the past comes down the commands
+    subscription: one SCHEDULE_REJECTED naming both, nothing stored, nothing forced."""
+
+    async def script(rig: Rig) -> None:
+        await _steady(rig, 10)
+        now = rig.wall()
+        body = {"type": "schedule", "schedule_id": "bad-plan", "site_id": SITE,
+                "device_id": DEVICE, "valid_until": now - 60,
+                "slots": [{"start": now - 600, "end": now + 600, "action": "charge",
+                           "power_w": 2000},
+                          {"start": now + 300, "end": now + 900, "action": "discharge",
+                           "power_w": 2000}]}
+        await rig.publish_raw(json.dumps(body).encode(), {"site_id": SITE, "device_id": DEVICE})
+        await _steady(rig, 30)
+
+    def checks(rig: Rig) -> None:
+        r = rig.result
+        rig.standard_checks()
+        results = [e for e in rig.delivered_events
+                   if e.get("body", {}).get("schedule_id") == "bad-plan"]
+        names = [e["name"] for e in results]
+        errors = results[0]["body"].get("errors", {}) if results else {}
+        r.check("rejected once, with every reason",
+                names == ["SCHEDULE_REJECTED"] and "past" in errors.get("valid_until", "")
+                and "overlaps" in errors.get("slots[1].start", ""),
+                f"events {names}, errors {errors}")
+        r.check("nothing stored", rig.gw.schedule_book.get(DEVICE) is None, "stored")
+        mode_tag = rig.sim.inverter.roles.mode_tag
+        forced = [w for w in rig.sim.write_log if w.tag == mode_tag and int(w.value) != 0]
+        r.check("nothing forced", not forced, f"forcing writes: {forced[:3]}")
+
+    return Scenario("schedule-rejected", "a schedule with overlapping slots and a past "
+                    "valid_until arrives on the commands subscription", script, checks)
+
+
 def _scenarios() -> list[Scenario]:
     out = [
         Scenario("cut-5min", "cloud cut for 5 minutes at 1 Hz", cloud_cut(5), cut_checks(5)),
@@ -686,6 +848,7 @@ def _scenarios() -> list[Scenario]:
         Scenario("command-expires-during-cut", "a 2-min discharge command published while the "
                  "site is cut off for 10 min", command_expires_during_cut, expired_checks),
         oversized_command_scenario(),
+        schedule_rejected_scenario(),
         Scenario("pubsub-503-storm", "150-250 consecutive 503 answers with Retry-After",
                  storm_503, storm_checks),
         Scenario("device-lost-during-cut", "10-min cloud cut; inside it the device drops the "
@@ -708,6 +871,7 @@ def _scenarios() -> list[Scenario]:
                  long_reason="8,600 polls and a 1 MB budget overflowing",
                  note="poll interval 10 s; SOC starts at 90 % so that PV charging crosses the "
                       "98 % limit during the cut (critical events that must survive the budget)"),
+        schedule_through_cut(),
         Scenario("sigkill-restart", "SIGKILL of the real `bessai-run --simulator` process at "
                  "random points, 6 times, then restart and drain (real clock, real processes)",
                  _no_script, _no_checks, ci=False, standalone=_sigkill,

@@ -28,6 +28,7 @@ from bessai.cli import (
     health_cmd,
     keys_cmd,
     profile_cmd,
+    schedule_cmd,
     sim_cmd,
     spool_cmd,
 )
@@ -39,7 +40,7 @@ from bessai.version import gateway_version
 __all__ = ["build_parser", "main"]
 
 _GROUPS = (config_cmd, device_cmd, health_cmd, profile_cmd, spool_cmd, command_cmd, keys_cmd,
-           sim_cmd)
+           schedule_cmd, sim_cmd)
 
 
 def _common_options(*, top: bool) -> argparse.ArgumentParser:

@@ -8,15 +8,21 @@ One site per device, wired by `build_site` and supervised rest_for_one:
 * `Watchdog` — heartbeat and lease renewal through the device link, whatever the cloud does.
 * `CommandGate` — every dispatch command passes here (`handle_command_message`): parsed,
   checked (site, device, expiry, safety), clamped, applied by the `Dispatcher`, recorded.
+* Schedules (issue 15) — `parse_schedule` / `Schedule` (the value and its validation),
+  `ScheduleStore` / `ScheduleBook` (durable, per device), `ScheduleIntake` (schedule messages on
+  the commands subscription), `ScheduleExecutor` (a site child that runs the plan through the
+  `Dispatcher`), `bessai.control.controllers` (peak_shave, export_limit).
 
 Critical events leave through the `EventOutbox` (never blocks, never drops).
 """
 
 from bessai.control.command import InvalidCommand, parse_command
 from bessai.control.context import LinkHandle, SiteContext
+from bessai.control.controllers import ControllerConfig
 from bessai.control.device_link import DeviceLink, LinkDown, LinkState, LinkStatus, Priority
 from bessai.control.dispatch import Dispatcher, DispatchTags
 from bessai.control.events import EventOutbox
+from bessai.control.executor import DirectCommands, ScheduleExecutor
 from bessai.control.gate import (
     CommandGate,
     CommandPolicy,
@@ -29,6 +35,9 @@ from bessai.control.gate import (
 )
 from bessai.control.guard import SafetyGuard
 from bessai.control.limits import Limits, RuleHit, SafetyState, evaluate, limits_from
+from bessai.control.schedule import InvalidSchedule, Schedule, Slot, SlotAction, parse_schedule
+from bessai.control.schedule_intake import ScheduleIntake
+from bessai.control.schedule_store import ScheduleBook, ScheduleStore
 from bessai.control.site import Site, SiteConfig, build_site, site_from_settings
 from bessai.control.watchdog import HeartbeatSpec, Watchdog
 
@@ -36,13 +45,16 @@ __all__ = [
     "CommandGate",
     "CommandPolicy",
     "CommandRouter",
+    "ControllerConfig",
     "Decision",
     "DeviceLink",
+    "DirectCommands",
     "DispatchTags",
     "Dispatcher",
     "EventOutbox",
     "HeartbeatSpec",
     "InvalidCommand",
+    "InvalidSchedule",
     "Limits",
     "LinkDown",
     "LinkHandle",
@@ -54,15 +66,23 @@ __all__ = [
     "RuleHit",
     "SafetyGuard",
     "SafetyState",
+    "Schedule",
+    "ScheduleBook",
+    "ScheduleExecutor",
+    "ScheduleIntake",
+    "ScheduleStore",
     "Site",
     "SiteConfig",
     "SiteContext",
+    "Slot",
+    "SlotAction",
     "Watchdog",
     "build_site",
     "decide",
     "evaluate",
     "limits_from",
     "parse_command",
+    "parse_schedule",
     "power_limits",
     "site_from_settings",
 ]

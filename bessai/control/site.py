@@ -5,7 +5,9 @@ snapshot, safety state, link handle, active forced command, event outbox), the `
 `CommandGate`, and the factories of the three children. `Site.child_specs()` /
 `Site.supervisor()` hand them to the `actors` runtime.
 
-Strategy: **rest_for_one**, children in the order device link → safety guard → watchdog.
+Strategy: **rest_for_one**, children in the order device link → safety guard → watchdog
+(→ schedule executor, when the tree gives a schedule book: a crash of any of the three before
+it restarts it too, and the new instance puts the slot in force back at once).
 
 * If the device link crashes (a bug: device faults are handled inside it), the guard and the
   watchdog restart after it: they start against the new link instance, with no stale write
@@ -29,12 +31,15 @@ import trio
 from actors import Backoff, ChildSpec, Strategy, Supervisor, supervisor_spec
 from bessai.clock import WallClock
 from bessai.control.context import SiteContext
+from bessai.control.controllers import ControllerConfig  # schedules (issue 15)
 from bessai.control.device_link import RECONNECT_BACKOFF, DeviceLink, Driver
 from bessai.control.dispatch import Dispatcher, DispatchTags
 from bessai.control.events import EventOutbox
+from bessai.control.executor import DirectCommands, ScheduleExecutor  # schedules (issue 15)
 from bessai.control.gate import CommandGate, CommandPolicy
 from bessai.control.guard import SafetyGuard
 from bessai.control.limits import Limits, limits_from, stale_after
+from bessai.control.schedule_store import ScheduleBook  # schedules (issue 15)
 from bessai.control.watchdog import HeartbeatSpec, Watchdog
 from bessai.model import Snapshot
 from bessai.observe.sink import NULL_SINK, MetricSink
@@ -108,6 +113,22 @@ class Site:
     """The instances the factories built last — for tests only; `status` never reads them."""
     last_guard: SafetyGuard | None = None
     last_watchdog: Watchdog | None = None
+    # -- schedules (issue 15): the executor child, when the tree gives a schedule book --
+    direct: DirectCommands | None = None
+    schedules: ScheduleBook | None = None
+    control: ControllerConfig = attrs.field(factory=ControllerConfig)
+    last_executor: ScheduleExecutor | None = None
+
+    def schedule_executor(self) -> ScheduleExecutor:
+        assert self.schedules is not None
+        assert self.direct is not None
+        c = self.config
+        self.last_executor = ScheduleExecutor(
+            self.ctx, self.schedules, self.direct, dispatch_tags=c.dispatch,
+            control=self.control, tick_s=c.fast_interval_s,
+            stale_after_s=c.limits.stale_after_s)
+        return self.last_executor
+    # -- end schedules --
 
     def device_link(self) -> DeviceLink:
         c = self.config
@@ -189,6 +210,8 @@ class Site:
                 "beats": beat.beats, "max_gap_s": round(beat.max_gap_s, 3),
                 "last_s_ago": round(now - beat.last_beat_at, 3)},
             "events_pending": len(self.ctx.events.pending),
+            # schedules (issue 15): the plan and the slot in force, while a schedule runs
+            "schedule": None if self.last_executor is None else self.last_executor.status(),
         }
 
     def child_specs(self) -> list[ChildSpec]:
@@ -198,11 +221,14 @@ class Site:
         request in flight and close its connection; the guard and the watchdog hold nothing to
         flush (a forced command is left to the device-side lease, which ends it within a minute).
         """
-        return [
+        specs = [
             ChildSpec("device_link", self.device_link, grace_s=2.0),
             ChildSpec("safety_guard", self.safety_guard, grace_s=0.5),
             ChildSpec("watchdog", self.watchdog, grace_s=0.5),
         ]
+        if self.schedules is not None:  # schedules (issue 15): last, after the watchdog
+            specs.append(ChildSpec("schedule", self.schedule_executor, grace_s=0.5))
+        return specs
 
     def supervisor_options(self) -> dict[str, Any]:
         # rest_for_one: see the module docstring. Device faults never reach the supervisor, so
@@ -227,12 +253,15 @@ def build_site(config: SiteConfig, driver_factory: Callable[[], Driver], *,
                metrics: MetricSink = NULL_SINK,
                outputs: Sequence[Callable[[Snapshot], Any]] = (),
                fast_poll: Any = "fast", slow_poll: Any = None,
-               tracer: Tracer = NULL_TRACER) -> Site:
+               tracer: Tracer = NULL_TRACER, schedules: ScheduleBook | None = None,
+               control: ControllerConfig | None = None) -> Site:
     """Wire one device's control: context, dispatcher, gate and the children's factories.
 
     ``outputs`` receive every polled snapshot (the recorder's ring push); they must not block.
     ``events`` is where critical events go (the lead drains ``events.receive()`` into the spool).
     ``metrics`` / ``tracer`` are the telemetry seams (the device link spans each poll cycle).
+    ``schedules`` (the tree's `ScheduleBook`) adds the schedule executor child; ``control``
+    tunes its slot controllers.
     """
     ctx = SiteContext(config.site_id, config.device_id, wall_clock,
                       events=events or EventOutbox(), metrics=metrics, limits=config.limits)
@@ -249,13 +278,15 @@ def build_site(config: SiteConfig, driver_factory: Callable[[], Driver], *,
     dispatcher = Dispatcher(ctx.link, config.dispatch, wall_clock=wall_clock, blocked=blocked,
                             site_id=config.site_id, device_id=config.device_id)
     ctx.dispatcher = dispatcher
-    gate = CommandGate(config.site_id, config.device_id, dispatcher, safety=lambda: ctx.safety,
+    direct = DirectCommands(dispatcher)  # schedules (issue 15): a direct command overrides
+    gate = CommandGate(config.site_id, config.device_id, direct, safety=lambda: ctx.safety,
                        emit=ctx.events.emit, wall_clock=wall_clock, latest=ctx.latest,
                        charge_tag_max_w=config.dispatch.charge_power_max_w,
                        discharge_tag_max_w=config.dispatch.discharge_power_max_w,
                        metrics=metrics, policy=config.command_policy)
     return Site(config, ctx, driver_factory, dispatcher, gate, outputs=outputs,
-                fast_poll=fast_poll, slow_poll=slow_poll, tracer=tracer)
+                fast_poll=fast_poll, slow_poll=slow_poll, tracer=tracer, direct=direct,
+                schedules=schedules, control=control or ControllerConfig())
 
 
 LIMIT_SETTINGS = ("soc_min_pct", "soc_max_pct", "soc_hysteresis_pct", "temp_max_c",

@@ -97,6 +97,20 @@ METRICS: tuple[MetricSpec, ...] = (
                "Pub/Sub's clock minus this host's, measured from pull answers (+: host behind)"),
     MetricSpec("bessai.clock.untrusted", _G, "1",
                "1 while the clock skew is over CLOCK_SKEW_MAX_S (charge/discharge refused)"),
+    # local schedules (issue 15)
+    MetricSpec("bessai.schedules", _C, "{schedule}",
+               "Schedule messages by decision (accepted, rejected); device is `-` when the "
+               "message named none", ("device", "decision")),
+    MetricSpec("bessai.schedule.writes", _C, "{write}",
+               "Changes the schedule executor put on the device, by action and reason "
+               "(start, slot_start, resume, restore, controller, expired)",
+               ("device", "action", "reason")),
+    MetricSpec("bessai.schedule.transitions", _C, "{transition}",
+               "Schedule slots overridden by a direct command or held by safety",
+               ("device", "state")),
+    MetricSpec("bessai.schedule.apply_failures", _C, "{write}",
+               "Schedule writes the device refused or that failed (retried every poll)",
+               ("device",)),
     # spool and uplink
     MetricSpec("bessai.spool.depth", _G, "{row}", "Rows waiting in the durable outbox"),
     MetricSpec("bessai.spool.bytes", _G, "By", "Bytes used by the durable outbox"),

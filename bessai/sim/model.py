@@ -17,6 +17,9 @@ Invariants:
   reported accordingly), and from then on the power in that direction is 0.
 * PV and load follow daily curves that are a pure function of (seed, time of day, day index):
   the same seed gives the same day.
+  A simulated day holds the two situations the local controllers exist for: midday PV well
+  above the load (export, for ``export_limit``) and an evening load peak of about 4 kW
+  (import above a typical limit, for ``peak_shave``).
 * Temperature relaxes exponentially with time constant ``temp_tau_s`` toward
   ``ambient_c + temp_rise_c_per_w * |P|`` (exact solution per step, so step size does not matter
   for a constant power).
@@ -51,6 +54,10 @@ class SiteParams:
     inverter_rise_c_per_w: float = 0.003
     sunrise_h: float = 6.0
     sunset_h: float = 20.0
+    evening_peak_w: float = attrs.field(default=2_500.0, validator=attrs.validators.ge(0))
+    """Cooking and an EV on the charger around ``evening_peak_h``: with the evening habits it
+    takes the household's import above a typical peak-shaving limit (2-3 kW) most days."""
+    evening_peak_h: float = 18.5
 
 
 @attrs.frozen
@@ -92,8 +99,10 @@ class DailyCurves:
         hour = t_in_day / 3_600.0
         morning = 900.0 * math.exp(-(((hour - 7.5) / 1.0) ** 2))
         evening = 1_500.0 * math.exp(-(((hour - 19.5) / 1.5) ** 2))
+        p = self.params
+        peak = p.evening_peak_w * math.exp(-(((hour - p.evening_peak_h) / 0.6) ** 2))
         _, noise = _cached_slots(self, int(day))
-        return (self.params.base_load_w + morning + evening) * self._interp(noise, t_in_day)
+        return (p.base_load_w + morning + evening + peak) * self._interp(noise, t_in_day)
 
 
 _SLOT_CACHE: dict[tuple[DailyCurves, int], tuple[list[float], list[float]]] = {}

@@ -106,10 +106,16 @@ class CommandTrust:
 
     def verify(self, data: bytes, attributes: Mapping[str, str], command: Command) -> str | None:
         """The rejection reason for a command whose signature does not hold, else None."""
+        return self.verify_scope(data, attributes, command.site_id, command.device_id)
+
+    def verify_scope(self, data: bytes, attributes: Mapping[str, str], site_id: str,
+                     device_id: str) -> str | None:
+        """The rejection reason for a message (a command or a schedule) whose signature does not
+        hold or whose signed body does not name ``site_id`` and ``device_id``, else None."""
         if not self.keys.configured:
             return None
-        rejection = verify_command(data, attributes, self.keys, site_id=command.site_id,
-                                   device_id=command.device_id)
+        rejection = verify_command(data, attributes, self.keys, site_id=site_id,
+                                   device_id=device_id)
         if rejection is None:
             return None
         self.sink.count("bessai.commands.signature_rejected", fault=rejection.fault.value)

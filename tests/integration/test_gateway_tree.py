@@ -24,7 +24,7 @@ from bessai.sim import Simulator
 
 GATEWAY_ORDER = ["telemetry", "data", "connection_127.0.0.1:502", "site_inv1"]
 DATA_ORDER = ["spool", "recorder", "events"]
-SITE_ORDER = ["device_link", "safety_guard", "watchdog"]
+SITE_ORDER = ["device_link", "safety_guard", "watchdog", "schedule"]
 
 
 @pytest.fixture

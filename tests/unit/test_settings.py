@@ -91,6 +91,9 @@ def test_every_key_is_read_into_its_field(tmp_path):
         "SERIAL_BAUDRATE": "19200",
         "SERIAL_PARITY": "E",
         "SERIAL_STOPBITS": "2",
+        "SCHEDULE_CONTROL_STEP_S": "15",
+        "SCHEDULE_DEADBAND_W": "100",
+        "SCHEDULE_RAMP_W_PER_S": "25",
     }
     # Every key the module knows, except DEVICES and SERIAL_PORT (exclusive with INVERTER_IP,
     # tested below).
@@ -114,6 +117,8 @@ def test_every_key_is_read_into_its_field(tmp_path):
     assert s.spool_path == Path("/var/lib/bessai/spool/outbox.sqlite")
     assert (s.command_max_ttl_s, s.command_min_power_w, s.command_min_interval_s) == (
         900.0, 50.0, 10.0)
+    assert (s.schedule_control_step_s, s.schedule_deadband_w, s.schedule_ramp_w_per_s) == (
+        15.0, 100.0, 25.0)
     assert s.spool_max_bytes == 2 * 1024**3
     assert s.status_bind == BindAddress("0.0.0.0", 9090)
     assert s.status_url == "http://127.0.0.1:9090"  # a wildcard bind is reached on loopback

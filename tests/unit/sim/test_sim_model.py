@@ -95,3 +95,13 @@ def test_curves_are_deterministic_per_seed_and_differ_between_seeds():
     assert a.pv_w(2 * 3_600.0) == 0.0  # night
     assert a.pv_w(13 * 3_600.0) > 1_000.0  # early afternoon
     assert all(a.load_w(t) > 0 for t in times)
+
+
+def test_a_simulated_day_has_an_evening_import_peak_and_midday_export():
+    """The controllers' situations happen in the simulator: seeds 0-9, every day."""
+    for seed in range(10):
+        curves = DailyCurves(SiteParams(), seed)
+        evening = max(curves.load_w(t) - curves.pv_w(t) for t in range(17 * 3600, 21 * 3600, 300))
+        midday = max(curves.pv_w(t) - curves.load_w(t) for t in range(11 * 3600, 15 * 3600, 300))
+        assert evening > 3000.0, seed  # above a typical 2-3 kW peak-shaving limit
+        assert midday > 2500.0, seed  # export for an export limit to hold back
