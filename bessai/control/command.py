@@ -212,6 +212,21 @@ def _decode(data: bytes | str) -> Any:
         raise InvalidCommand({"body": f"not valid JSON ({clip(exc, 160)})"}) from None
 
 
+def merge_scope_attributes(body: dict[str, Any], attributes: Any,
+                           errors: dict[str, str]) -> None:
+    """``site_id`` / ``device_id`` from the message attributes where the body has none; a body
+    and an attribute that disagree is an error (a message routed by one and meaning the other).
+    Shared by commands and schedules."""
+    attributes = attributes if isinstance(attributes, Mapping) else {}
+    for field in ("site_id", "device_id"):
+        from_attr = attributes.get(field)
+        if body.get(field) is None and from_attr is not None:
+            body[field] = from_attr
+        elif from_attr is not None and body.get(field) != from_attr:
+            errors[field] = (f"body says {clip_repr(body.get(field), 64)} but the message "
+                             f"attribute says {clip_repr(from_attr, 64)} — make them agree")
+
+
 def parse_command(data: bytes | str | Mapping[str, Any],
                   attributes: Mapping[str, str] | None = None) -> Command:
     """A Command from a message body (JSON bytes/str or an already decoded object).
@@ -235,15 +250,8 @@ def _parse(data: bytes | str | Mapping[str, Any],
     if not isinstance(body, Mapping):
         raise InvalidCommand({"body": f"must be a JSON object, got {type(body).__name__}"})
     body = dict(body)
-    attributes = attributes if isinstance(attributes, Mapping) else {}
     errors: dict[str, str] = {}
-    for field in ("site_id", "device_id"):
-        from_attr = attributes.get(field)
-        if body.get(field) is None and from_attr is not None:
-            body[field] = from_attr
-        elif from_attr is not None and body.get(field) != from_attr:
-            errors[field] = (f"body says {clip_repr(body.get(field), 64)} but the message "
-                             f"attribute says {clip_repr(from_attr, 64)} — make them agree")
+    merge_scope_attributes(body, attributes, errors)
 
     command_id = _text(body, "id", errors)
     site_id = _text(body, "site_id", errors) if "site_id" not in errors else None

@@ -44,6 +44,7 @@ from bessai.control.command import (
     _number,
     _text,
     _time,
+    merge_scope_attributes,
 )
 from bessai.model import Action
 
@@ -201,14 +202,7 @@ def _parse(data: bytes | str | Mapping[str, Any], now_wall: float | None, limits
     code = "malformed"
     if body.get("type") != "schedule":
         errors["type"] = f"must be \"schedule\", got {clip_repr(body.get('type'), 40)}"
-    attributes = attributes if isinstance(attributes, Mapping) else {}
-    for field in ("site_id", "device_id"):
-        from_attr = attributes.get(field)
-        if body.get(field) is None and from_attr is not None:
-            body[field] = from_attr
-        elif from_attr is not None and body.get(field) != from_attr:
-            errors[field] = (f"body says {clip_repr(body.get(field), 64)} but the message "
-                             f"attribute says {clip_repr(from_attr, 64)} — make them agree")
+    merge_scope_attributes(body, attributes, errors)
     schedule_id = _text(body, "schedule_id", errors)
     site_id = _text(body, "site_id", errors) if "site_id" not in errors else None
     device_id = _text(body, "device_id", errors) if "device_id" not in errors else None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,14 +20,6 @@ from tests.e2e.procs import Proc, free_port, logfmt_ts, start_gateway, start_sim
 pytestmark = [pytest.mark.e2e]
 
 POLL_S = 1.0
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in reversed(started):
-        proc.kill()
 
 
 def write_env(path: Path, sim_port: int, status_port: int, spool: Path, **keys: str) -> None:

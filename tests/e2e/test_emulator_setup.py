@@ -5,23 +5,14 @@ as an operator meets it — real processes, nothing created by the test."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.e2e.procs import Proc, free_port, run_cli, start_gateway, start_sim
+from tests.e2e.procs import free_port, run_cli, start_gateway, start_sim
 
 pytestmark = [pytest.mark.e2e, pytest.mark.emulator]
 PROJECT = "bessai-setup"
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in reversed(started):
-        proc.kill()
 
 
 def exists(emulator, kind: str, name: str) -> bool:

@@ -42,15 +42,6 @@ ATTRIBUTES = {"msg_id", "seq", "site_id", "device_id", "kind", "schema", "event_
 
 
 @pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    """Every process a test starts; killed at teardown whatever happened."""
-    started: list[Proc] = []
-    yield started
-    for proc in reversed(started):
-        proc.kill()
-
-
-@pytest.fixture
 def telemetry_topic(pubsub_emulator) -> PubsubTopic:
     return make_topic(pubsub_emulator)
 

@@ -6,24 +6,15 @@ named, one condition per line, on the same answer: a safety block is not silence
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 import bessai
-from tests.e2e.procs import Proc, free_port, run_cli, start_gateway, start_sim
+from tests.e2e.procs import free_port, run_cli, start_gateway, start_sim
 
 pytestmark = [pytest.mark.e2e]
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in reversed(started):
-        proc.kill()
 
 
 def env_for(tmp_path: Path, sim_port: int) -> dict[str, str]:

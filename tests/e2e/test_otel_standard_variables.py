@@ -8,23 +8,14 @@ OTEL_EXPORTER_OTLP_HEADERS win, whether set in the environment or in the env fil
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
 import bessai
-from tests.e2e.procs import Proc, free_port, start_gateway, start_sim
+from tests.e2e.procs import free_port, start_gateway, start_sim
 from tests.integration._otlp_receiver import OtlpReceiver
 
 pytestmark = [pytest.mark.e2e]
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in reversed(started):
-        proc.kill()
 
 
 def test_collector_sees_the_version_and_the_standard_variables(tmp_path, procs):

@@ -11,17 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.procs import Proc, free_port, run_cli, start_gateway, start_sim
+from tests.e2e.procs import free_port, run_cli, start_gateway, start_sim
 
 pytestmark = [pytest.mark.e2e]
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in reversed(started):
-        proc.kill()
 
 
 @pytest.fixture

@@ -17,17 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.procs import ROOT, Proc, base_env, free_port, start_gateway, start_sim
+from tests.e2e.procs import ROOT, base_env, free_port, start_gateway, start_sim
 
 pytestmark = [pytest.mark.e2e]
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in reversed(started):
-        proc.kill()
 
 
 def bessai_as_on_the_host(etc_bessai: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
