@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -153,20 +153,9 @@ class ModbusEndpoint:
                 if not used:
                     break  # wait for the rest of the frame
                 buf = buf[used:]
-                if dev_id not in contexts:
-                    factory = self.units[dev_id][0] if dev_id in self.units else self.context_for
-                    contexts[dev_id] = factory(session.peer)
-                try:
-                    answer = await self._answer(
-                        contexts[dev_id], framer, dev_id, tid, pdu_bytes, session.opened_at
-                    )
-                except _Closed:
-                    return "dropped"
-                if answer is not None:
-                    try:
-                        await session.stream.send_all(answer)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        return "peer_reset"
+                ended = await self._serve(session, framer, contexts, dev_id, tid, pdu_bytes)
+                if ended is not None:
+                    return ended
 
     async def _rtu_session_loop(self, session: _Session) -> str:
         framer = FramerRTU(DecodePDU(is_server=True))
@@ -196,20 +185,29 @@ class ModbusEndpoint:
                     continue
                 if dev_id != self.unit_id and dev_id not in self.units:
                     continue  # another device's frame on the bus
-                if dev_id not in contexts:
-                    factory = self.units[dev_id][0] if dev_id in self.units else self.context_for
-                    contexts[dev_id] = factory(session.peer)
-                try:
-                    answer = await self._answer(
-                        contexts[dev_id], framer, dev_id, tid, pdu_bytes, session.opened_at
-                    )
-                except _Closed:
-                    return "dropped"
-                if answer is not None:
-                    try:
-                        await session.stream.send_all(answer)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        return "peer_reset"
+                ended = await self._serve(session, framer, contexts, dev_id, tid, pdu_bytes)
+                if ended is not None:
+                    return ended
+
+    async def _serve(self, session: _Session, framer: Any, contexts: dict[int, RegisterContext],
+                     dev_id: int, tid: int, pdu_bytes: bytes) -> str | None:
+        """Answer one request frame on ``session`` (either framing); why the session ended, or
+        None to go on. Each unit id gets its own register context on first use."""
+        if dev_id not in contexts:
+            factory = self.units[dev_id][0] if dev_id in self.units else self.context_for
+            contexts[dev_id] = factory(session.peer)
+        try:
+            answer = await self._answer(
+                contexts[dev_id], framer, dev_id, tid, pdu_bytes, session.opened_at
+            )
+        except _Closed:
+            return "dropped"
+        if answer is not None:
+            try:
+                await session.stream.send_all(answer)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return "peer_reset"
+        return None
 
     async def _answer(
         self,
