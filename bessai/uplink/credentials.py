@@ -29,13 +29,11 @@ import httpx
 import structlog
 import trio
 
+from bessai.errors import ConfigError  # exit 2: a configuration that cannot work
+
 PUBSUB_AUDIENCE = "https://pubsub.googleapis.com/"
 PUBSUB_SCOPE = "https://www.googleapis.com/auth/pubsub"
 PRODUCTION_BASE_URL = "https://pubsub.googleapis.com"
-
-
-class ConfigError(ValueError):
-    """The uplink is configured in a way that cannot work; the message says what to set."""
 
 
 class CredentialsError(Exception):
