@@ -19,6 +19,7 @@ demo: $(STAMP)
 ## test: lint, type-check the actors runtime, then the whole test suite (unit, integration against
 ## real peers, chaos, end-to-end; includes the OTP conformance suite and the isolated install)
 test: $(STAMP)
+	bash .ci/system-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict actors
 	$(BIN)/python -m pytest
