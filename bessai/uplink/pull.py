@@ -36,7 +36,7 @@ from bessai.uplink.credentials import Credentials, CredentialsError, Endpoint, N
 from bessai.uplink.link import Link
 from bessai.uplink.message import rfc3339, validate_attributes
 from bessai.uplink.publisher import publish_json
-from bessai.uplink.retry import Backoff, retry_after_from_headers
+from bessai.uplink.retry import RetrySchedule, retry_after_from_headers
 
 CommandHandler = Callable[[bytes, dict[str, str]], Awaitable[None]]
 
@@ -75,13 +75,13 @@ class CommandSource:
     """Sees each pull answer's headers and messages before any handler runs (the clock skew
     tracker reads ``Date`` and ``publishTime``: bessai.trust.SkewTracker.observe_response)."""
     link: Link = attrs.field(init=False)
-    backoff: Backoff = attrs.field(init=False)
+    backoff: RetrySchedule = attrs.field(init=False)
     handled: int = attrs.field(default=0, init=False)
     failed: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.link = Link(name="commands", down_after=1, sink=self.sink, log=self.log)
-        self.backoff = Backoff(rng=self.rng)
+        self.backoff = RetrySchedule(rng=self.rng)
 
     @property
     def subscription_path(self) -> str:

@@ -1,8 +1,10 @@
 """When to try again: full-jitter exponential backoff that honours ``Retry-After``.
 
 Invariants:
-- A delay is ``uniform(0, min(cap_s, base_s * 2**attempt))`` ("full jitter", AWS architecture
-  blog), drawn from an injected `random.Random` so tests are reproducible.
+- A delay is drawn from ``(0, min(cap_s, base_s * 2**attempt)]`` ("full jitter", AWS architecture
+  blog) by the house's one `actors.Backoff` policy (``jitter=1``), from an injected
+  `random.Random` so tests are reproducible; this module only adds the attempt count and
+  ``Retry-After``.
 - A server's ``Retry-After`` (delta seconds or an HTTP-date) is a floor: we never come back
   sooner than asked, and never later than ``retry_after_cap_s``.
 - There is no total deadline: the disk is the buffer, so a 3-day outage is retried for 3 days.
@@ -15,6 +17,7 @@ import random
 
 import attrs
 
+from actors import Backoff
 from bessai.clock import WallClock
 
 
@@ -37,8 +40,9 @@ def parse_retry_after(value: str | None, now_wall: float) -> float | None:
 
 
 @attrs.define
-class Backoff:
-    """Per-link retry schedule; `reset` after a success."""
+class RetrySchedule:
+    """One link's retry schedule (the attempt count and ``Retry-After``) over the house's one
+    backoff policy, `actors.Backoff`; `reset` after a success."""
 
     rng: random.Random = attrs.field(factory=random.Random, repr=False)
     base_s: float = 0.5
@@ -46,11 +50,15 @@ class Backoff:
     retry_after_cap_s: float = 600.0
     attempt: int = 0
 
+    @property
+    def policy(self) -> Backoff:
+        """Full-jitter exponential: a delay anywhere in ``(0, ceiling]``."""
+        return Backoff(initial_s=self.base_s, max_s=self.cap_s, multiplier=2.0, jitter=1.0)
+
     def next_delay(self, retry_after_s: float | None = None, *, floor_s: float = 0.0) -> float:
         """The wait before the next attempt; counts the attempt."""
-        ceiling = min(self.cap_s, self.base_s * (2 ** min(self.attempt, 62)))
+        delay = self.policy.delay(min(self.attempt, 62), self.rng)
         self.attempt += 1
-        delay = self.rng.uniform(0.0, ceiling)
         if retry_after_s is not None:
             delay = max(delay, min(retry_after_s, self.retry_after_cap_s))
         return max(delay, floor_s)

@@ -45,7 +45,7 @@ from bessai.uplink.message import (
     split_batches,
 )
 from bessai.uplink.publisher import Outcome, Publisher, PublishResult
-from bessai.uplink.retry import Backoff
+from bessai.uplink.retry import RetrySchedule
 from bessai.uplink.spool import Spool
 
 
@@ -90,7 +90,7 @@ class Uplink:
     ``backoff_cap_s``)."""
     log: Any = attrs.field(factory=structlog.get_logger, repr=False)
     link: Link = attrs.field(init=False)
-    backoff: Backoff = attrs.field(init=False)
+    backoff: RetrySchedule = attrs.field(init=False)
     published: int = attrs.field(default=0, init=False)
     poisoned: int = attrs.field(default=0, init=False)
     _config_fault: bool = attrs.field(default=False, init=False, repr=False)
@@ -107,7 +107,8 @@ class Uplink:
 
     def __attrs_post_init__(self) -> None:
         self.link = Link(name="pubsub", down_after=self.down_after, sink=self.sink, log=self.log)
-        self.backoff = Backoff(rng=self.rng, base_s=self.backoff_base_s, cap_s=self.backoff_cap_s)
+        self.backoff = RetrySchedule(rng=self.rng, base_s=self.backoff_base_s,
+                                     cap_s=self.backoff_cap_s)
 
     def status(self) -> dict[str, Any]:
         """For the status endpoint (call from inside the Trio run)."""

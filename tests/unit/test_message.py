@@ -17,7 +17,7 @@ from bessai.uplink.message import (
     split_batches,
     validate_attributes,
 )
-from bessai.uplink.retry import Backoff, parse_retry_after
+from bessai.uplink.retry import RetrySchedule, parse_retry_after
 
 
 def row(i: int, size: int = 300) -> SpoolRow:
@@ -76,7 +76,7 @@ def test_retry_after_accepts_seconds_and_http_dates():
 
 def test_full_jitter_backoff_is_capped_and_honours_retry_after():
     import random
-    backoff = Backoff(rng=random.Random(3), base_s=0.5, cap_s=60)
+    backoff = RetrySchedule(rng=random.Random(3), base_s=0.5, cap_s=60)
     delays = [backoff.next_delay() for _ in range(30)]
     assert all(0 <= d <= 60 for d in delays)
     assert max(delays[:3]) <= 2.0  # the ceiling grows 0.5, 1, 2 ...
