@@ -27,6 +27,7 @@ import structlog
 import trio
 
 from bessai.control.device_link import Priority
+from bessai.device.profile import TagWrite
 from bessai.model import Action, Command
 
 log = structlog.get_logger("bessai.control.dispatch")
@@ -34,12 +35,6 @@ log = structlog.get_logger("bessai.control.dispatch")
 
 class Writer(Protocol):
     async def write(self, tag: str, value: float | int, priority: Priority) -> None: ...
-
-
-@attrs.frozen
-class TagWrite:
-    tag: str
-    value: float
 
 
 @attrs.frozen
@@ -84,8 +79,8 @@ class DispatchTags:
             discharge_power_tag=dp.discharge_power_tag, lease_tag=dp.lease.tag,
             lease_period=dp.lease.period, lease_period_s=dp.lease.period_s,
             renew_interval_s=dp.lease.renew_interval_s,
-            preset=tuple(TagWrite(w.tag, w.value) for w in dp.preset),
-            auto=tuple(TagWrite(w.tag, w.value) for w in dp.auto),
+            preset=tuple(dp.preset),
+            auto=tuple(dp.auto),
             charge_power_max_w=tag_max(dp.charge_power_tag),
             discharge_power_max_w=tag_max(dp.discharge_power_tag),
         )
