@@ -40,7 +40,7 @@ from bessai.uplink.credentials import (
 )
 from bessai.uplink.link import Link, LinkState
 from bessai.uplink.message import MessageInvalid, Priority, Record, SpoolRow
-from bessai.uplink.publisher import Outcome, Publisher, PublishResult
+from bessai.uplink.publisher import Publisher, PublishOutcome, PublishResult
 from bessai.uplink.pull import CommandSource, command_message, publish_command
 from bessai.uplink.recorder import Recorder
 from bessai.uplink.spool import (
@@ -67,8 +67,8 @@ __all__ = [
     "LinkState",
     "MessageInvalid",
     "NoAuth",
-    "Outcome",
     "Priority",
+    "PublishOutcome",
     "PublishResult",
     "Publisher",
     "Record",

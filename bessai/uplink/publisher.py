@@ -1,7 +1,7 @@
 """One Pub/Sub REST publish request, classified: the uplink decides what to do with the result.
 
 ``POST {base}/v1/projects/P/topics/T:publish`` with ``{"messages": [...]}``. The publisher never
-raises for an HTTP or transport failure; it returns a `PublishResult` whose `Outcome` says
+raises for an HTTP or transport failure; it returns a `PublishResult` whose `PublishOutcome` says
 what the response means:
 
 | response | outcome |
@@ -38,7 +38,7 @@ from bessai.uplink.retry import retry_after_from_headers
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
-class Outcome(enum.StrEnum):
+class PublishOutcome(enum.StrEnum):
     OK = "ok"
     RETRY = "retry"
     UNAUTHORIZED = "unauthorized"
@@ -48,7 +48,7 @@ class Outcome(enum.StrEnum):
 
 @attrs.frozen
 class PublishResult:
-    outcome: Outcome
+    outcome: PublishOutcome
     status: int | None
     message_ids: tuple[str, ...] = ()
     retry_after_s: float | None = None
@@ -60,18 +60,18 @@ class PublishResult:
         return str(self.status) if self.status is not None else self.reason.split(":")[0]
 
 
-def classify(status: int) -> Outcome:
+def classify(status: int) -> PublishOutcome:
     if status == 200:
-        return Outcome.OK
+        return PublishOutcome.OK
     if status in RETRYABLE_STATUS:
-        return Outcome.RETRY
+        return PublishOutcome.RETRY
     if status == 401:
-        return Outcome.UNAUTHORIZED
+        return PublishOutcome.UNAUTHORIZED
     if status in (400, 413):
-        return Outcome.BAD_REQUEST
+        return PublishOutcome.BAD_REQUEST
     if status in (403, 404):
-        return Outcome.CONFIG_FAULT
-    return Outcome.RETRY
+        return PublishOutcome.CONFIG_FAULT
+    return PublishOutcome.RETRY
 
 
 def _error_detail(response: httpx.Response) -> str:
@@ -115,7 +115,8 @@ class Publisher:
         try:
             headers = await self.credentials.headers()
         except CredentialsError as exc:
-            return PublishResult(Outcome.RETRY, None, reason=f"credentials unavailable ({exc})")
+            return PublishResult(PublishOutcome.RETRY, None,
+                                 reason=f"credentials unavailable ({exc})")
         headers["content-type"] = "application/json"
         response = None
         # httpx's timeouts cover each read and write; this deadline also covers a peer (or an
@@ -125,23 +126,23 @@ class Publisher:
                 response = await self.client.post(self.url, content=body, headers=headers,
                                                   timeout=self.timeout_s)
             except (httpx.TransportError, trio.BrokenResourceError, OSError) as exc:
-                return PublishResult(Outcome.RETRY, None,
+                return PublishResult(PublishOutcome.RETRY, None,
                                      reason=f"{type(exc).__name__}: {str(exc)[:120]}")
         if response is None:
-            return PublishResult(Outcome.RETRY, None,
+            return PublishResult(PublishOutcome.RETRY, None,
                                  reason=f"Timeout: no answer within {self.timeout_s * 2:.0f} s")
         outcome = classify(response.status_code)
         retry_after = retry_after_from_headers(response.headers, self.wall_clock)
-        if outcome is Outcome.OK:
+        if outcome is PublishOutcome.OK:
             try:
                 ids = tuple(response.json().get("messageIds", ()))
             except ValueError:
                 ids = ()
             if len(ids) != len(rows):
-                return PublishResult(Outcome.RETRY, 200, ids,
+                return PublishResult(PublishOutcome.RETRY, 200, ids,
                                      reason=f"200 with {len(ids)} messageIds for {len(rows)} "
                                             "messages")
-            return PublishResult(Outcome.OK, 200, ids)
+            return PublishResult(PublishOutcome.OK, 200, ids)
         return PublishResult(outcome, response.status_code, retry_after_s=retry_after,
                              reason=f"{response.status_code} {_error_detail(response)}")
 

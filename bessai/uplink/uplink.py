@@ -44,7 +44,7 @@ from bessai.uplink.message import (
     record_from_event,
     split_batches,
 )
-from bessai.uplink.publisher import Outcome, Publisher, PublishResult
+from bessai.uplink.publisher import Publisher, PublishOutcome, PublishResult
 from bessai.uplink.retry import RetrySchedule
 from bessai.uplink.spool import Spool
 
@@ -168,7 +168,7 @@ class Uplink:
         for failure in failures:
             self.spool.release(failure.rows)
         if failures and self.all_rejected and all(
-                f.result.outcome is Outcome.BAD_REQUEST for f in failures):
+                f.result.outcome is PublishOutcome.BAD_REQUEST for f in failures):
             # the network is back (Pub/Sub answered), but it still rejects every message
             self.link.succeeded()
             self.link.rejecting(f"Pub/Sub rejects every message "
@@ -204,7 +204,7 @@ class Uplink:
         """Back off. Rows held because every message is rejected are not link failures (the
         peer answered): they wait at least ``all_rejected_retry_s`` without touching the link's
         failure count; any other failure goes through the link state machine."""
-        other = [f for f in failures if f.result.outcome is not Outcome.BAD_REQUEST]
+        other = [f for f in failures if f.result.outcome is not PublishOutcome.BAD_REQUEST]
         if other or not self.all_rejected:
             await self._back_off(other or failures)
             return
@@ -250,7 +250,7 @@ class Uplink:
         self.backoff.reset()
 
     async def _back_off(self, failures: list[_Failure]) -> None:
-        config = [f for f in failures if f.result.outcome is Outcome.CONFIG_FAULT]
+        config = [f for f in failures if f.result.outcome is PublishOutcome.CONFIG_FAULT]
         worst = config[0] if config else failures[0]
         retry_after = max((f.result.retry_after_s for f in failures
                            if f.result.retry_after_s is not None), default=None)
@@ -272,17 +272,17 @@ class Uplink:
             span.set(status=result.status_label, outcome=result.outcome.value)
         self.sink.record("bessai.publish.latency_s", trio.current_time() - started)
         self.sink.count("bessai.publish.results", status=result.status_label)
-        if result.outcome is Outcome.OK:
+        if result.outcome is PublishOutcome.OK:
             self.spool.ack(rows)
             self._accepted()
             self.published += len(rows)
             self.sink.count("bessai.publish.messages", len(rows))
             return []
-        if result.outcome is Outcome.UNAUTHORIZED and not refreshed:
+        if result.outcome is PublishOutcome.UNAUTHORIZED and not refreshed:
             self.log.info("credentials_refresh_after_401", topic=self.publisher.topic_path)
             self.publisher.credentials.invalidate()
             return await self._send(rows, refreshed=True)
-        if result.outcome is Outcome.BAD_REQUEST:
+        if result.outcome is PublishOutcome.BAD_REQUEST:
             if self.all_rejected:  # hold: no bisection, no dead letters
                 return [_Failure(rows, result)]
             if len(rows) == 1:
