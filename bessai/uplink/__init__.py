@@ -39,7 +39,7 @@ from bessai.uplink.credentials import (
     make_client,
 )
 from bessai.uplink.link import Link, LinkState
-from bessai.uplink.message import MessageInvalid, Priority, Record, SpoolRow
+from bessai.uplink.message import MessageInvalid, Record, RowPriority, SpoolRow
 from bessai.uplink.publisher import Publisher, PublishOutcome, PublishResult
 from bessai.uplink.pull import CommandSource, command_message, publish_command
 from bessai.uplink.recorder import Recorder
@@ -67,12 +67,12 @@ __all__ = [
     "LinkState",
     "MessageInvalid",
     "NoAuth",
-    "Priority",
     "PublishOutcome",
     "PublishResult",
     "Publisher",
     "Record",
     "Recorder",
+    "RowPriority",
     "ServiceAccountKey",
     "Spool",
     "SpoolError",

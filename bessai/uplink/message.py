@@ -45,7 +45,7 @@ SCHEMAS = {
 }
 
 
-class Priority(enum.IntEnum):
+class RowPriority(enum.IntEnum):
     """Drop order under the disk budget: highest value is dropped first; CRITICAL never is."""
 
     CRITICAL = 0
@@ -109,8 +109,8 @@ def _as_kind(value: Any) -> EventKind:
     return value if value.__class__ is EventKind else EventKind(value)
 
 
-def _as_priority(value: Any) -> Priority:
-    return value if value.__class__ is Priority else Priority(value)
+def _as_priority(value: Any) -> RowPriority:
+    return value if value.__class__ is RowPriority else RowPriority(value)
 
 
 @attrs.frozen
@@ -122,7 +122,7 @@ class Record:
     kind: EventKind = attrs.field(converter=_as_kind)
     event_time: float
     data: bytes = attrs.field(repr=lambda d: f"<{len(d)} bytes>")
-    priority: Priority = attrs.field(converter=_as_priority)
+    priority: RowPriority = attrs.field(converter=_as_priority)
 
     @property
     def schema(self) -> str:
@@ -174,7 +174,7 @@ def record_from_snapshot(snapshot: Snapshot) -> Record:
         payload["invalid"] = {name: r.reason for name, r in readings.items() if not r.valid}
     return Record(site_id=snapshot.site_id, device_id=snapshot.device_id,
                   kind=EventKind.TELEMETRY, event_time=snapshot.ts, data=_json(payload),
-                  priority=Priority.TELEMETRY)
+                  priority=RowPriority.TELEMETRY)
 
 
 def record_from_event(event: Event) -> Record:
@@ -194,7 +194,7 @@ def record_from_event(event: Event) -> Record:
     }
     return Record(site_id=event.site_id, device_id=event.device_id, kind=event.kind,
                   event_time=event.ts, data=_json(payload),
-                  priority=Priority.CRITICAL if event.critical else Priority.EVENT)
+                  priority=RowPriority.CRITICAL if event.critical else RowPriority.EVENT)
 
 
 def gap_payload(*, site_id: str, device_id: str, first_seq: int, last_seq: int, count: int,

@@ -25,8 +25,8 @@ from bessai.model import Event, Snapshot
 from bessai.observe.sink import NULL_SINK, MetricSink
 from bessai.uplink.message import (
     MessageInvalid,
-    Priority,
     Record,
+    RowPriority,
     record_from_event,
     record_from_snapshot,
 )
@@ -90,7 +90,7 @@ class Recorder:
                 await self.spool.append_many(records)
             except SpoolWriteError:
                 # telemetry: already counted by the spool, with a gap record to follow
-                records = [r for r in records if r.priority == Priority.CRITICAL]
+                records = [r for r in records if r.priority == RowPriority.CRITICAL]
                 if records:
                     await trio.sleep(self.retry_s)
                 continue

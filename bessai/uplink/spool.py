@@ -79,8 +79,8 @@ from bessai.uplink.message import (
     MAX_BATCH_BYTES,
     MAX_BATCH_MESSAGES,
     MAX_MESSAGE_BYTES,
-    Priority,
     Record,
+    RowPriority,
     SpoolRow,
     gap_payload,
 )
@@ -214,7 +214,7 @@ _data_of = operator.attrgetter("data")
 _priority_of = operator.attrgetter("priority")
 _KIND_TEXT = {kind: str(kind) for kind in EventKind}.__getitem__
 """A kind as a plain ``str``: sqlite3 binds exact ``str``/``int`` without its adapter lookup."""
-_PRIORITY_INT = {p: int(p) for p in Priority}.__getitem__
+_PRIORITY_INT = {p: int(p) for p in RowPriority}.__getitem__
 _MAX_VALID_IDS = 4096
 
 
@@ -873,7 +873,7 @@ class Spool:
         hold everything critical (its appender keeps waiting until the disk recovers)."""
         held: list[_Waiter] = []
         for waiter in self._pending:
-            if any(r.priority == Priority.CRITICAL for r in waiter.records):
+            if any(r.priority == RowPriority.CRITICAL for r in waiter.records):
                 held.append(waiter)
                 continue
             for record in waiter.records:
@@ -926,7 +926,7 @@ class Spool:
                                last_seq=last, count=item.count, first_ts=item.first_ts,
                                last_ts=item.last_ts, reason=item.reason)
             rows.append((seq, str(uuid.uuid4()), item.site_id, item.device_id,
-                         str(EventKind.GAP), item.last_ts, data, int(Priority.CRITICAL), now,
+                         str(EventKind.GAP), item.last_ts, data, int(RowPriority.CRITICAL), now,
                          len(data) + ROW_OVERHEAD_BYTES))
             devices.add(item.device_id)
         return rows, devices
@@ -967,13 +967,13 @@ class Spool:
             self._salvaged = conn.execute(
                 "SELECT id, seq, msg_id, site_id, device_id, kind, event_time, data, priority, "
                 "enqueued_at, size FROM outbox WHERE priority = ? ORDER BY id",
-                (int(Priority.CRITICAL),)).fetchall()
+                (int(RowPriority.CRITICAL),)).fetchall()
             top = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
             self._salvaged_top_id = top[0] if top else 0
             for site, device, first, last, count, first_ts, last_ts in conn.execute(
                     "SELECT site_id, device_id, min(seq), max(seq), count(*), min(event_time), "
                     "max(event_time) FROM outbox WHERE priority != ? GROUP BY device_id",
-                    (int(Priority.CRITICAL),)):
+                    (int(RowPriority.CRITICAL),)):
                 lost.append(_Lost(site, device, "file_deleted", count, first_ts, last_ts,
                                   first_seq=first, last_seq=last))
         except sqlite3.Error as exc:
@@ -1078,7 +1078,7 @@ class Spool:
                                 excess: int) -> list[tuple[Any, ...]]:
         victims: list[tuple[Any, ...]] = []
         freed = 0
-        for priority in (Priority.TELEMETRY, Priority.EVENT):
+        for priority in (RowPriority.TELEMETRY, RowPriority.EVENT):
             after = 0
             while freed < excess:
                 chunk = conn.execute(
@@ -1103,7 +1103,7 @@ class Spool:
         rows = conn.execute(
             "SELECT id, site_id, device_id, seq, event_time, size FROM outbox "
             "WHERE priority > ? AND enqueued_at < ? ORDER BY id",
-            (int(Priority.CRITICAL), before)).fetchall()
+            (int(RowPriority.CRITICAL), before)).fetchall()
         return [t for t in rows if t[0] not in leased]
 
     def _drop(self, conn: sqlite3.Connection, victims: list[tuple[Any, ...]], reason: str,
@@ -1153,7 +1153,7 @@ class Spool:
                 "INSERT INTO outbox (seq, msg_id, site_id, device_id, kind, event_time, data,"
                 " priority, enqueued_at, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (seq, str(uuid.uuid4()), site_id, device_id, str(EventKind.GAP), last_ts, data,
-                 int(Priority.CRITICAL), now, len(data) + ROW_OVERHEAD_BYTES))
+                 int(RowPriority.CRITICAL), now, len(data) + ROW_OVERHEAD_BYTES))
             d_depth += 1
             d_size += len(data) + ROW_OVERHEAD_BYTES
             gaps += 1

@@ -25,7 +25,7 @@ from structlog.testing import capture_logs
 
 from bessai.clock import trio_wall_clock
 from bessai.model import EventKind
-from bessai.uplink.message import Priority, Record
+from bessai.uplink.message import Record, RowPriority
 from bessai.uplink.spool import Spool, SpoolWriteError
 from tests.disk_faults import (
     DiskFiller,
@@ -42,13 +42,13 @@ FAULT, RECOVERED = "SPOOL_DISK_FAULT", "SPOOL_DISK_RECOVERED"
 def telemetry(ts: float, size: int = 200) -> Record:
     return Record(site_id="s1", device_id="inv1", kind=EventKind.TELEMETRY, event_time=ts,
                   data=json.dumps({"ts": ts, "pad": "x" * size}).encode(),
-                  priority=Priority.TELEMETRY)
+                  priority=RowPriority.TELEMETRY)
 
 
 def critical(ts: float, size: int = 100) -> Record:
     return Record(site_id="s1", device_id="inv1", kind=EventKind.EVENT, event_time=ts,
                   data=json.dumps({"name": "SAFETY_BLOCK", "ts": ts, "pad": "y" * size}).encode(),
-                  priority=Priority.CRITICAL)
+                  priority=RowPriority.CRITICAL)
 
 
 def make_spool(path: Path, **kwargs) -> Spool:
@@ -286,7 +286,7 @@ _UNPRIVILEGED = textwrap.dedent("""
     import json, os, sys
     import structlog, trio
     from bessai.clock import system_wall_clock
-    from bessai.uplink.message import Priority, Record
+    from bessai.uplink.message import RowPriority, Record
     from bessai.uplink.spool import Spool
 
     os.setgroups([]); os.setgid(65534); os.setuid(65534)
@@ -302,7 +302,7 @@ _UNPRIVILEGED = textwrap.dedent("""
             while not os.path.exists(flag):
                 await trio.sleep(0.05)
             record = Record(site_id="s1", device_id="inv1", kind="event", event_time=1.0,
-                            data=b'{"name": "SAFETY_BLOCK"}', priority=Priority.CRITICAL)
+                            data=b'{"name": "SAFETY_BLOCK"}', priority=RowPriority.CRITICAL)
             accepted = await spool.append(record)
             print(json.dumps({"condition": spool.stats().condition, "seq": accepted.seq}),
                   flush=True)

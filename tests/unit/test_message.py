@@ -10,8 +10,8 @@ import pytest
 from bessai.uplink.message import (
     MAX_BATCH_MESSAGES,
     MessageInvalid,
-    Priority,
     Record,
+    RowPriority,
     SpoolRow,
     rfc3339,
     split_batches,
@@ -44,7 +44,7 @@ def test_attribute_limits_are_checked_locally():
                                           ("é" * 512, True), ("é" * 513, False), ("", False)])
 def test_record_validation_matches_the_full_attribute_check(site, ok):
     record = Record(site_id=site, device_id="inv1", kind="telemetry", event_time=0.0,
-                    data=b"{}", priority=Priority.TELEMETRY)
+                    data=b"{}", priority=RowPriority.TELEMETRY)
     if ok:
         record.validate()
     else:

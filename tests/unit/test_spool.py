@@ -15,8 +15,8 @@ from bessai.observe.sink import RecordingSink
 from bessai.uplink import spool as spool_mod
 from bessai.uplink.message import (
     MessageInvalid,
-    Priority,
     Record,
+    RowPriority,
     record_from_event,
     record_from_snapshot,
 )
@@ -220,7 +220,7 @@ async def test_invalid_record_is_refused_before_it_enters_the_spool(tmp_path, au
     async with trio.open_nursery() as n:
         spool = await running(n, Spool(tmp_path / "s.sqlite", wall_clock=trio_wall_clock()))
         bad = Record(site_id="s" * 2000, device_id="inv1", kind="telemetry", event_time=0.0,
-                     data=b"{}", priority=Priority.TELEMETRY)
+                     data=b"{}", priority=RowPriority.TELEMETRY)
         with pytest.raises(MessageInvalid, match="shorten the site or device id"):
             await spool.append(bad)
         assert spool.stats().depth == 0
@@ -291,7 +291,7 @@ async def test_an_oversized_record_among_known_ids_refuses_the_whole_group(
         spool = await running(n, Spool(tmp_path / "s.sqlite", wall_clock=trio_wall_clock()))
         await spool.append_many([snap("inv1", 1.0)])  # (site1, inv1) is now known-good
         big = Record(site_id="site1", device_id="inv1", kind="telemetry", event_time=2.0,
-                     data=b"x" * 10_000_001, priority=Priority.TELEMETRY)
+                     data=b"x" * 10_000_001, priority=RowPriority.TELEMETRY)
         with pytest.raises(MessageInvalid, match="Pub/Sub allows"):
             await spool.append_many([snap("inv1", 2.0), big])
         assert spool.stats().depth == 1
