@@ -54,7 +54,7 @@ class Snapshot:
         return {name: (r.value if r.valid else None) for name, r in self.readings.items()}
 
 
-class EventKind(enum.StrEnum):
+class RecordKind(enum.StrEnum):
     """The ``kind`` attribute of a published message."""
 
     TELEMETRY = "telemetry"
@@ -76,7 +76,7 @@ class Event:
     device_id: str
     ts: float
     body: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda m: dict(m))
-    kind: EventKind = EventKind.EVENT
+    kind: RecordKind = RecordKind.EVENT
     critical: bool = True
 
 

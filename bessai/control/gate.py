@@ -64,7 +64,7 @@ from bessai.control.command import InvalidCommand, parse_command
 from bessai.control.dispatch import DispatchStopped
 from bessai.control.events import EventEmitter
 from bessai.control.limits import SafetyState
-from bessai.model import Action, Command, Event, EventKind, Snapshot
+from bessai.model import Action, Command, Event, RecordKind, Snapshot
 from bessai.observe.sink import NULL_SINK, MetricSink
 
 log = structlog.get_logger("bessai.control.gate")
@@ -276,7 +276,7 @@ def outcome_event(outcome: Outcome, *, site_id: str, device_id: str, ts: float) 
                           for k, v in list(outcome.errors.items())[:32]}
     name = "COMMAND_REJECTED" if outcome.decision is Decision.REJECTED else "COMMAND_ACCEPTED"
     return Event(name=name, site_id=site_id, device_id=device_id, ts=ts, body=body,
-                 kind=EventKind.COMMAND_RESULT, critical=True)
+                 kind=RecordKind.COMMAND_RESULT, critical=True)
 
 
 @attrs.define

@@ -42,7 +42,7 @@ from bessai.control.schedule import (
     parse_schedule,
 )
 from bessai.control.schedule_store import ScheduleBook, ScheduleStore
-from bessai.model import Event, EventKind
+from bessai.model import Event, RecordKind
 from bessai.observe.sink import NULL_SINK, MetricSink
 
 log = structlog.get_logger("bessai.control.schedule_intake")
@@ -216,4 +216,4 @@ class ScheduleIntake:
         else:
             log.warning(name, site=self.site_id, device=device, **fields)
         self.emit(Event(name=name, site_id=self.site_id, device_id=device, ts=self.wall_clock(),
-                        body=body, kind=EventKind.COMMAND_RESULT, critical=True))
+                        body=body, kind=RecordKind.COMMAND_RESULT, critical=True))

@@ -27,7 +27,7 @@ from typing import Any
 import attrs
 
 from bessai.bounds import bound_body, clip
-from bessai.model import Event, EventKind, Snapshot
+from bessai.model import Event, RecordKind, Snapshot
 
 MAX_ATTRIBUTES = 100
 MAX_ATTRIBUTE_KEY_BYTES = 256
@@ -38,10 +38,10 @@ MAX_BATCH_BYTES = 9_000_000
 """Pub/Sub allows 10 MB per request; 9 MB leaves room for JSON framing we do not count exactly."""
 
 SCHEMAS = {
-    EventKind.TELEMETRY: "bessai.telemetry.v1",
-    EventKind.EVENT: "bessai.event.v1",
-    EventKind.GAP: "bessai.gap.v1",
-    EventKind.COMMAND_RESULT: "bessai.command_result.v1",
+    RecordKind.TELEMETRY: "bessai.telemetry.v1",
+    RecordKind.EVENT: "bessai.event.v1",
+    RecordKind.GAP: "bessai.gap.v1",
+    RecordKind.COMMAND_RESULT: "bessai.command_result.v1",
 }
 
 
@@ -105,8 +105,8 @@ def _json(obj: Any) -> bytes:
     return _encode_json(obj).encode()
 
 
-def _as_kind(value: Any) -> EventKind:
-    return value if value.__class__ is EventKind else EventKind(value)
+def _as_kind(value: Any) -> RecordKind:
+    return value if value.__class__ is RecordKind else RecordKind(value)
 
 
 def _as_priority(value: Any) -> RowPriority:
@@ -119,7 +119,7 @@ class Record:
 
     site_id: str
     device_id: str
-    kind: EventKind = attrs.field(converter=_as_kind)
+    kind: RecordKind = attrs.field(converter=_as_kind)
     event_time: float
     data: bytes = attrs.field(repr=lambda d: f"<{len(d)} bytes>")
     priority: RowPriority = attrs.field(converter=_as_priority)
@@ -153,7 +153,7 @@ def attributes_for(record: Record | SpoolRow, *, seq: int, msg_id: str) -> dict[
         "site_id": record.site_id,
         "device_id": record.device_id,
         "kind": str(record.kind),
-        "schema": SCHEMAS[EventKind(record.kind)],
+        "schema": SCHEMAS[RecordKind(record.kind)],
         "event_time": rfc3339(record.event_time),
     }
 
@@ -173,7 +173,7 @@ def record_from_snapshot(snapshot: Snapshot) -> Record:
     if not all(map(_valid_of, readings.values())):
         payload["invalid"] = {name: r.reason for name, r in readings.items() if not r.valid}
     return Record(site_id=snapshot.site_id, device_id=snapshot.device_id,
-                  kind=EventKind.TELEMETRY, event_time=snapshot.ts, data=_json(payload),
+                  kind=RecordKind.TELEMETRY, event_time=snapshot.ts, data=_json(payload),
                   priority=RowPriority.TELEMETRY)
 
 
@@ -225,7 +225,7 @@ class SpoolRow:
 
     @property
     def schema(self) -> str:
-        return SCHEMAS[EventKind(self.kind)]
+        return SCHEMAS[RecordKind(self.kind)]
 
     def attributes(self) -> dict[str, str]:
         return attributes_for(self, seq=self.seq, msg_id=self.msg_id)

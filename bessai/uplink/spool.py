@@ -65,7 +65,7 @@ import structlog
 import trio
 
 from bessai.clock import WallClock, system_wall_clock
-from bessai.model import EventKind
+from bessai.model import RecordKind
 from bessai.observe.sink import NULL_SINK, MetricSink
 from bessai.uplink.disk import (
     ACTIONS,
@@ -212,7 +212,7 @@ _kind_of = operator.attrgetter("kind")
 _time_of = operator.attrgetter("event_time")
 _data_of = operator.attrgetter("data")
 _priority_of = operator.attrgetter("priority")
-_KIND_TEXT = {kind: str(kind) for kind in EventKind}.__getitem__
+_KIND_TEXT = {kind: str(kind) for kind in RecordKind}.__getitem__
 """A kind as a plain ``str``: sqlite3 binds exact ``str``/``int`` without its adapter lookup."""
 _PRIORITY_INT = {p: int(p) for p in RowPriority}.__getitem__
 _MAX_VALID_IDS = 4096
@@ -926,7 +926,7 @@ class Spool:
                                last_seq=last, count=item.count, first_ts=item.first_ts,
                                last_ts=item.last_ts, reason=item.reason)
             rows.append((seq, str(uuid.uuid4()), item.site_id, item.device_id,
-                         str(EventKind.GAP), item.last_ts, data, int(RowPriority.CRITICAL), now,
+                         str(RecordKind.GAP), item.last_ts, data, int(RowPriority.CRITICAL), now,
                          len(data) + ROW_OVERHEAD_BYTES))
             devices.add(item.device_id)
         return rows, devices
@@ -1125,7 +1125,7 @@ class Spool:
             count = len(rows)
             existing = conn.execute(
                 "SELECT id, data, size FROM outbox WHERE kind = ? AND device_id = ? "
-                "ORDER BY id DESC LIMIT 1", (str(EventKind.GAP), device_id)).fetchone()
+                "ORDER BY id DESC LIMIT 1", (str(RecordKind.GAP), device_id)).fetchone()
             if existing and existing[0] not in group.leased:
                 old = json.loads(existing[1])
                 if old.get("reason") == reason:
@@ -1152,7 +1152,7 @@ class Spool:
             conn.execute(
                 "INSERT INTO outbox (seq, msg_id, site_id, device_id, kind, event_time, data,"
                 " priority, enqueued_at, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (seq, str(uuid.uuid4()), site_id, device_id, str(EventKind.GAP), last_ts, data,
+                (seq, str(uuid.uuid4()), site_id, device_id, str(RecordKind.GAP), last_ts, data,
                  int(RowPriority.CRITICAL), now, len(data) + ROW_OVERHEAD_BYTES))
             d_depth += 1
             d_size += len(data) + ROW_OVERHEAD_BYTES

@@ -33,7 +33,7 @@ import structlog
 import trio
 
 from bessai.bounds import clip
-from bessai.model import Event, EventKind
+from bessai.model import Event, RecordKind
 from bessai.observe.sink import NULL_SINK, MetricSink
 from bessai.observe.tracing import NULL_TRACER, Tracer
 from bessai.uplink.link import Link
@@ -50,7 +50,7 @@ from bessai.uplink.spool import Spool
 
 
 def _is_poison_alert(row: SpoolRow) -> bool:
-    if row.kind != EventKind.EVENT:
+    if row.kind != RecordKind.EVENT:
         return False
     try:
         return json.loads(row.data).get("name") == "PUBSUB_POISON_MESSAGE"
@@ -307,7 +307,7 @@ class Uplink:
             return  # never alert about an alert: a rejected alert must not start a loop
         await self._alert(Event(
             name="PUBSUB_POISON_MESSAGE", site_id=row.site_id, device_id=row.device_id,
-            ts=self.spool.wall_clock(), kind=EventKind.EVENT, critical=True,
+            ts=self.spool.wall_clock(), kind=RecordKind.EVENT, critical=True,
             body={"msg_id": row.msg_id, "seq": row.seq, "kind": row.kind,
                   "reason": result.reason}))
 

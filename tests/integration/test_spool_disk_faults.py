@@ -24,7 +24,7 @@ import trio
 from structlog.testing import capture_logs
 
 from bessai.clock import trio_wall_clock
-from bessai.model import EventKind
+from bessai.model import RecordKind
 from bessai.uplink.message import Record, RowPriority
 from bessai.uplink.spool import Spool, SpoolWriteError
 from tests.disk_faults import (
@@ -40,13 +40,13 @@ FAULT, RECOVERED = "SPOOL_DISK_FAULT", "SPOOL_DISK_RECOVERED"
 
 
 def telemetry(ts: float, size: int = 200) -> Record:
-    return Record(site_id="s1", device_id="inv1", kind=EventKind.TELEMETRY, event_time=ts,
+    return Record(site_id="s1", device_id="inv1", kind=RecordKind.TELEMETRY, event_time=ts,
                   data=json.dumps({"ts": ts, "pad": "x" * size}).encode(),
                   priority=RowPriority.TELEMETRY)
 
 
 def critical(ts: float, size: int = 100) -> Record:
-    return Record(site_id="s1", device_id="inv1", kind=EventKind.EVENT, event_time=ts,
+    return Record(site_id="s1", device_id="inv1", kind=RecordKind.EVENT, event_time=ts,
                   data=json.dumps({"name": "SAFETY_BLOCK", "ts": ts, "pad": "y" * size}).encode(),
                   priority=RowPriority.CRITICAL)
 

@@ -10,7 +10,7 @@ from bessai.control.command import InvalidCommand, parse_command
 from bessai.control.events import EventOutbox
 from bessai.control.gate import CommandGate, Decision, PowerLimits, decide, power_limits
 from bessai.control.limits import SafetyState, evaluate
-from bessai.model import Action, Command, EventKind, Snapshot, TagReading
+from bessai.model import Action, Command, RecordKind, Snapshot, TagReading
 
 NOW = 1_767_225_600.0
 
@@ -159,7 +159,7 @@ async def test_handle_message_applies_and_records_accepted_event():
     assert applier.applied == [("c-1", Action.DISCHARGE, 2000.0)]
     [event] = events.take_nowait()
     assert (event.name, event.kind, event.critical) == ("COMMAND_ACCEPTED",
-                                                       EventKind.COMMAND_RESULT, True)
+                                                       RecordKind.COMMAND_RESULT, True)
     assert event.body["applied_power_w"] == 2000.0
     assert event.body["decision"] == "clamped"
 
@@ -273,7 +273,7 @@ async def test_overflowing_or_deep_commands_are_rejected_with_a_reason_not_raise
     assert outcome.decision is Decision.REJECTED
     assert outcome.reason
     [event] = events.take_nowait()
-    assert (event.name, event.kind) == ("COMMAND_REJECTED", EventKind.COMMAND_RESULT)
+    assert (event.name, event.kind) == ("COMMAND_REJECTED", RecordKind.COMMAND_RESULT)
     assert applier.applied == []
 
 

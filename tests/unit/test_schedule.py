@@ -17,7 +17,7 @@ from bessai.control.schedule import (
 )
 from bessai.control.schedule_intake import ScheduleIntake
 from bessai.control.schedule_store import ScheduleBook, ScheduleStore
-from bessai.model import EventKind
+from bessai.model import RecordKind
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 H = 3600.0
@@ -138,7 +138,7 @@ async def test_an_accepted_schedule_is_stored_put_in_the_book_and_acknowledged(t
     assert intake.book.get("inv1").schedule_id == "s-1"
     assert intake.store.load_all()["inv1"].schedule_id == "s-1"
     assert [e.name for e in events] == ["SCHEDULE_ACCEPTED"]
-    assert events[0].kind is EventKind.COMMAND_RESULT
+    assert events[0].kind is RecordKind.COMMAND_RESULT
     assert events[0].critical
     assert events[0].body["type"] == "schedule_result"
 
