@@ -100,9 +100,8 @@ from bessai.uplink.credentials import (
     make_client,
 )
 from bessai.uplink.emulator_setup import EmulatorSetup
-from bessai.uplink.message import MessageInvalid, record_from_event
 from bessai.uplink.publisher import Publisher
-from bessai.uplink.recorder import Recorder
+from bessai.uplink.recorder import Recorder, record_event
 from bessai.uplink.spool import Spool
 from bessai.uplink.uplink import Uplink
 from bessai.version import gateway_version
@@ -442,29 +441,8 @@ class Gateway:
         return Recorder(self.spool, snapshots=self.snapshots, sink=self.telemetry.sink)
 
     async def _record_event(self, event: Event) -> None:
-        """Deliver one critical event: returns once it is on disk (then the outbox forgets it).
-
-        An event whose body JSON cannot carry (NaN, an object) is recorded with those values
-        as text rather than raised: raising would crash the ``events`` child on the same event
-        forever, and every critical event queued behind it would never reach the spool.
-        """
-        try:
-            record = record_from_event(event)
-        except (TypeError, ValueError) as error:
-            log.error("EVENT_BODY_NOT_JSON", name=event.name, device=event.device_id,
-                      error=str(error), hint="recorded with the offending values as text; "
-                      "report this as a bug")
-            record = record_from_event(attrs.evolve(event, body=_json_safe(event.body)))
-        try:
-            await self.spool.append(record)
-        except MessageInvalid as error:
-            # Too large for Pub/Sub: raising would crash-loop this child on the same event.
-            # Keep the event (name, device, time) and say what was cut.
-            log.error("EVENT_BODY_TOO_LARGE", name=clip(event.name, 80), device=event.device_id,
-                      error=clip(str(error), 200), hint="recorded without its body")
-            await self.spool.append(record_from_event(attrs.evolve(
-                event, name=clip(event.name, 80),
-                body={"body_dropped": clip(str(error), 200)})))
+        """Deliver one critical event: returns once it is on disk (then the outbox forgets it)."""
+        await record_event(self.spool, event)
 
     def _uplink(self) -> _HttpActor:
         s = self.settings
@@ -721,19 +699,6 @@ def _link_view(link: Any, **extra: Any) -> dict[str, Any]:
     return {"state": str(link.state.value), "reason": link.reason,
             "down_for_s": None if link.down_since is None else round(now - link.down_since, 3),
             **extra}
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with everything strict JSON cannot hold (NaN, infinities, objects) as text."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if isinstance(value, float) and math.isfinite(value):
-        return value
-    return repr(value)
 
 
 def _host_name() -> str:

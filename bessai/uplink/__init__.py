@@ -6,7 +6,7 @@ Wiring (done once, in the gateway tree)::
     endpoint = Endpoint.from_env()                       # emulator if PUBSUB_EMULATOR_HOST
     creds    = credentials_for(endpoint, key_file)       # NoAuth / ServiceAccountKey / ADC
     client   = make_client(endpoint)                     # httpx.AsyncClient, TLS verified
-    recorder = Recorder(spool, snapshots_rx, events_rx, sink=sink)
+    recorder = Recorder(spool, snapshots_rx, sink=sink)      # events: record_event(spool, e)
     uplink   = Uplink(spool, Publisher(client, project, topic, endpoint=endpoint,
                                        credentials=creds), sink=sink)
     commands = CommandSource(client, project, subscription, safety_gate.handle,

@@ -1,4 +1,6 @@
-"""The recorder actor: snapshots and events from mailboxes → the spool.
+"""Into the spool: the recorder actor (snapshots from their mailbox) and `record_event`, the one
+path by which a critical event reaches the spool (the gateway's ``events`` child runs it over
+the `EventOutbox`, which holds events while the spool cannot take them).
 
 It drains whatever is waiting in a mailbox (up to ``max_batch``) and appends it as one group,
 so a burst costs one commit, not one per item. Invariants:
@@ -14,13 +16,15 @@ so a burst costs one commit, not one per item. Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 import structlog
 import trio
 
+from bessai.bounds import clip
 from bessai.model import Event, Snapshot
 from bessai.observe.sink import NULL_SINK, MetricSink
 from bessai.uplink.message import (
@@ -32,14 +36,15 @@ from bessai.uplink.message import (
 )
 from bessai.uplink.spool import Spool, SpoolWriteError
 
+log = structlog.get_logger("bessai.uplink.recorder")
+
 
 @attrs.define(eq=False)
 class Recorder:
-    """Appends every `Snapshot` and `Event` it receives to ``spool``."""
+    """Appends every `Snapshot` it receives to ``spool`` (events go by `record_event`)."""
 
     spool: Spool
     snapshots: trio.abc.ReceiveChannel[Snapshot] | None = None
-    events: trio.abc.ReceiveChannel[Event] | None = None
     max_batch: int = 5000
     retry_s: float = 1.0
     sink: MetricSink = NULL_SINK
@@ -47,12 +52,10 @@ class Recorder:
     recorded: int = attrs.field(default=0, init=False)
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Runs until both mailboxes are closed."""
+        """Runs until the mailbox is closed."""
         async with trio.open_nursery() as nursery:
             if self.snapshots is not None:
                 nursery.start_soon(self._pump, self.snapshots, record_from_snapshot)
-            if self.events is not None:
-                nursery.start_soon(self._pump, self.events, record_from_event)
             task_status.started()
 
     async def _pump(self, channel: Any, convert: Callable[[Any], Record]) -> None:
@@ -96,3 +99,40 @@ class Recorder:
                 continue
             self.recorded += len(records)
             return
+
+
+async def record_event(spool: Spool, event: Event) -> None:
+    """Append one critical event; returns once it is on disk.
+
+    Never raises for the event's content: one whose body JSON cannot carry (NaN, an object) is
+    recorded with those values as text, and one too large for Pub/Sub without its body. Raising
+    would crash the caller on the same event forever, and every critical event queued behind it
+    would never reach the spool.
+    """
+    try:
+        record = record_from_event(event)
+    except (TypeError, ValueError) as error:
+        log.error("EVENT_BODY_NOT_JSON", name=event.name, device=event.device_id,
+                  error=str(error), hint="recorded with the offending values as text; "
+                  "report this as a bug")
+        record = record_from_event(attrs.evolve(event, body=_json_safe(event.body)))
+    try:
+        await spool.append(record)
+    except MessageInvalid as error:
+        log.error("EVENT_BODY_TOO_LARGE", name=clip(event.name, 80), device=event.device_id,
+                  error=clip(str(error), 200), hint="recorded without its body")
+        await spool.append(record_from_event(attrs.evolve(
+            event, name=clip(event.name, 80), body={"body_dropped": clip(str(error), 200)})))
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with everything strict JSON cannot hold (NaN, infinities, objects) as text."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return repr(value)

@@ -12,11 +12,12 @@ import httpx
 import trio
 
 from bessai.clock import WallClock
+from bessai.control.events import EventOutbox
 from bessai.model import Event, Snapshot, TagReading
 from bessai.observe.sink import RecordingSink
 from bessai.uplink.credentials import Credentials, Endpoint, NoAuth
 from bessai.uplink.publisher import Publisher
-from bessai.uplink.recorder import Recorder
+from bessai.uplink.recorder import Recorder, record_event
 from bessai.uplink.spool import Spool
 from bessai.uplink.uplink import Uplink
 from tests.conftest_pubsub import PubsubTopic
@@ -29,12 +30,17 @@ class Stack:
     uplink: Uplink
     recorder: Recorder
     snapshots: trio.MemorySendChannel
-    events: trio.MemorySendChannel
+    events: EventOutbox
     transport: FaultyTransport
     client: httpx.AsyncClient
     sink: RecordingSink
     wall: WallClock
     sent: int = 0
+    events_recorded: int = 0
+
+    async def record_event(self, event: Event) -> None:
+        await record_event(self.spool, event)
+        self.events_recorded += 1
 
     async def send_snapshot(self, device: str, ts: float | None = None, **values: object) -> None:
         readings = {k: TagReading(v) for k, v in (values or {"soc": 50.0}).items()}
@@ -46,13 +52,13 @@ class Stack:
     async def send_event(self, device: str, name: str = "SAFETY_BLOCK", ts: float | None = None,
                          **body: object) -> None:
         self.sent += 1
-        await self.events.send(Event(name=name, site_id="site1", device_id=device,
-                                     ts=self.wall() if ts is None else ts,
-                                     body=body or {"rule": "soc_min"}))
+        self.events.emit(Event(name=name, site_id="site1", device_id=device,
+                               ts=self.wall() if ts is None else ts,
+                               body=body or {"rule": "soc_min"}))
 
     async def wait_recorded(self) -> None:
         """Let the recorder catch up, as real time would while commits run in threads."""
-        while self.recorder.recorded < self.sent:
+        while self.recorder.recorded + self.events_recorded < self.sent:
             with trio.move_on_after(1):
                 await self.spool.wait_changed()
 
@@ -60,7 +66,7 @@ class Stack:
         with trio.fail_after(timeout_s):
             while True:
                 stats = self.spool.stats()
-                if self.recorder.recorded < self.sent:
+                if self.recorder.recorded + self.events_recorded < self.sent:
                     await trio.sleep(0.5)
                     continue
                 if stats.depth == 0 and stats.leased == 0:
@@ -84,12 +90,14 @@ async def start_stack(nursery: trio.Nursery, tmp_path: Path, topic: PubsubTopic,
                           wall_clock=wall)
     uplink = Uplink(spool, publisher, sink=sink, rng=random.Random(seed))
     snap_tx, snap_rx = trio.open_memory_channel(100_000)
-    ev_tx, ev_rx = trio.open_memory_channel(10_000)
-    recorder = Recorder(spool, snap_rx, ev_rx, sink=sink)
+    recorder = Recorder(spool, snap_rx, sink=sink)
+    events = EventOutbox()  # critical events: the gateway's one path into the spool
+    stack = Stack(spool, uplink, recorder, snap_tx, events, transport, client, sink, wall)
     await nursery.start(spool.run)
     await nursery.start(recorder.run)
+    await nursery.start(events.forward, stack.record_event)
     await nursery.start(uplink.run)
-    return Stack(spool, uplink, recorder, snap_tx, ev_tx, transport, client, sink, wall)
+    return stack
 
 
 @attrs.define

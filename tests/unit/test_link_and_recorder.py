@@ -9,7 +9,7 @@ from bessai.clock import trio_wall_clock
 from bessai.model import Event, Snapshot, TagReading
 from bessai.observe.sink import RecordingSink
 from bessai.uplink.link import Link, LinkState
-from bessai.uplink.recorder import Recorder
+from bessai.uplink.recorder import Recorder, record_event
 from bessai.uplink.spool import Spool
 
 
@@ -44,14 +44,13 @@ async def test_config_fault_takes_the_link_down_at_once():
     assert link.state is LinkState.DOWN
 
 
-async def test_recorder_spools_snapshots_and_events_and_refuses_invalid_ones(
+async def test_recorder_spools_snapshots_in_groups_and_refuses_invalid_ones(
         tmp_path, autojump_clock):
     sink = RecordingSink()
     wall = trio_wall_clock()
     spool = Spool(tmp_path / "s.sqlite", wall_clock=wall)
     snap_tx, snap_rx = trio.open_memory_channel(1000)
-    ev_tx, ev_rx = trio.open_memory_channel(10)
-    recorder = Recorder(spool, snap_rx, ev_rx, sink=sink)
+    recorder = Recorder(spool, snap_rx, sink=sink)
     async with trio.open_nursery() as n:
         await n.start(spool.run)
         async with trio.open_nursery() as inner:
@@ -60,13 +59,28 @@ async def test_recorder_spools_snapshots_and_events_and_refuses_invalid_ones(
                 await snap_tx.send(Snapshot("site1", "inv1", wall(), 0.0,
                                             {"soc": TagReading(i)}))
             await snap_tx.send(Snapshot("site1", "x" * 5000, wall(), 0.0, {}))  # id too long
-            await ev_tx.send(Event("SAFETY_BLOCK", "site1", "inv1", wall(),
-                                   {"rule": "soc_min"}))
             await snap_tx.aclose()
-            await ev_tx.aclose()
         n.cancel_scope.cancel()
-    # the recorder returned when both mailboxes closed, with everything on disk
-    assert recorder.recorded == 501
-    assert spool.stats().depth == 501
+    # the recorder returned when its mailbox closed, with everything on disk
+    assert recorder.recorded == 500
+    assert spool.stats().depth == 500
     assert sink.total("bessai.spool.drops", reason="invalid") == 1
     assert spool.stats().commits < 20  # bursts are written as groups, not row by row
+
+
+async def test_a_critical_event_json_cannot_carry_or_pubsub_would_refuse_still_reaches_the_spool(
+        tmp_path, autojump_clock):
+    """`record_event` is the one path for critical events: it never raises for content, or
+    the events child would crash on the same event forever."""
+    wall = trio_wall_clock()
+    spool = Spool(tmp_path / "s.sqlite", wall_clock=wall)
+    async with trio.open_nursery() as n:
+        await n.start(spool.run)
+        with capture_logs() as logs:
+            await record_event(spool, Event("SAFETY_BLOCK", "site1", "inv1", wall(),
+                                            {"value": float("nan"), "obj": object()}))
+            await record_event(spool, Event("SAFETY_BLOCK", "site1", "inv1", wall(),
+                                            {"blob": "x" * 11_000_000}))
+        n.cancel_scope.cancel()
+    assert spool.stats().depth == 2  # both on disk: the 11 MB body as a clipped copy
+    assert "EVENT_BODY_NOT_JSON" in {e["event"] for e in logs}
