@@ -29,6 +29,7 @@ import psutil
 
 from bench.chaos.accounting import account_spool
 from bench.chaos.rig import PROJECT, Result
+from bessai.cli.run import simulator_spool
 from bessai.sim.pubsub_emulator import EmulatorAdmin, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,13 +89,19 @@ def run_sigkill(emulator_host: str, workdir: Path, seed: int, *, kills: int = 6)
     admin = EmulatorAdmin(f"http://{emulator_host}", PROJECT)
     admin.create_topic(topic)
     admin.create_subscription(f"{topic}-sub", topic)
-    spool = workdir / f"sigkill-{seed}.sqlite"
+    # A directory of its own (a schedule another scenario stored beside its spool must not reach
+    # this gateway), and the file `bessai-run --simulator` really writes: its own spool beside
+    # the configured one.
+    run_dir = workdir / "sigkill"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    configured = run_dir / f"sigkill-{seed}.sqlite"
+    spool = simulator_spool(configured)
     env_file = workdir / "empty.env"
     env_file.write_text("")
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT), SITE_ID="chaos-site",
                INVERTER_IP="127.0.0.1", GCP_PROJECT_ID=PROJECT, PUBSUB_TOPIC=topic,
-               PUBSUB_EMULATOR_HOST=emulator_host, SPOOL_PATH=str(spool),
+               PUBSUB_EMULATOR_HOST=emulator_host, SPOOL_PATH=str(configured),
                STATUS_BIND=f"127.0.0.1:{port}", LOG_LEVEL="WARNING", POLL_INTERVAL_S="0.2",
                SHUTDOWN_DEADLINE_S="10")
     for key in ("PUBSUB_COMMANDS_SUBSCRIPTION", "OTEL_EXPORTER_OTLP_ENDPOINT",
