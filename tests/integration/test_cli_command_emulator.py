@@ -6,24 +6,19 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 
 import httpx
 import pytest
 
 from bessai.control.command import parse_command
-from tests.integration.cli_harness import run_bessai
+from tests.integration.cli_harness import run_bessai, topic_with_subscription
 
 
 @pytest.mark.emulator
 def test_command_is_published_to_the_commands_topic_in_the_gateways_wire_form(request, tmp_path):
     emulator = request.getfixturevalue("pubsub_emulator")
     project = "bessai-test"
-    topic, sub = f"cmd-{uuid.uuid4().hex[:8]}", f"sub-{uuid.uuid4().hex[:8]}"
-    base = f"http://{emulator.host}/v1/projects/{project}"
-    assert httpx.put(f"{base}/topics/{topic}", timeout=10).status_code == 200
-    assert httpx.put(f"{base}/subscriptions/{sub}", timeout=10,
-                     json={"topic": f"projects/{project}/topics/{topic}"}).status_code == 200
+    topic, sub, base = topic_with_subscription(emulator.host, project)
     profile = tmp_path / "profile.json"
     profile.write_text("{}")
     result = run_bessai(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import stat
-import uuid
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 
 from bessai.control.command import parse_command
 from bessai.trust import CommandTrust, SkewTracker, VerifyKeys
-from tests.integration.cli_harness import ROOT, run_bessai
+from tests.integration.cli_harness import ROOT, run_bessai, topic_with_subscription
 
 
 def generate(out: Path, name: str) -> str:
@@ -78,11 +77,7 @@ def test_check_config_lists_key_ids_and_refuses_a_private_key_in_the_verify_set(
 def test_command_sign_key_publishes_a_command_the_gateway_verifies(request, tmp_path):
     emulator = request.getfixturevalue("pubsub_emulator")
     project = "bessai-test"
-    topic, sub = f"cmd-{uuid.uuid4().hex[:8]}", f"sub-{uuid.uuid4().hex[:8]}"
-    base = f"http://{emulator.host}/v1/projects/{project}"
-    assert httpx.put(f"{base}/topics/{topic}", timeout=10).status_code == 200
-    assert httpx.put(f"{base}/subscriptions/{sub}", timeout=10,
-                     json={"topic": f"projects/{project}/topics/{topic}"}).status_code == 200
+    topic, sub, base = topic_with_subscription(emulator.host, project)
     out = generate(tmp_path / "op", "dispatch")
     key_id = next(line.split()[-1] for line in out.splitlines() if line.startswith("key id:"))
     result = run_bessai("command", "charge", "--power-w", "2000",

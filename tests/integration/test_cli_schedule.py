@@ -6,14 +6,13 @@ from __future__ import annotations
 import base64
 import json
 import time
-import uuid
 
 import httpx
 import pytest
 
 from bessai.control.schedule import parse_schedule
 from bessai.control.schedule_store import ScheduleStore
-from tests.integration.cli_harness import run_bessai
+from tests.integration.cli_harness import run_bessai, topic_with_subscription
 
 ENV = {"SITE_ID": "site-test-01", "DEVICES": "inv1@127.0.0.1:5020/1"}
 
@@ -61,11 +60,7 @@ def test_show_prints_the_stored_plan_and_marks_the_current_slot(tmp_path):
 def test_push_publishes_the_schedule_to_the_commands_topic(request, tmp_path):
     emulator = request.getfixturevalue("pubsub_emulator")
     project = "bessai-test"
-    topic, sub = f"cmd-{uuid.uuid4().hex[:8]}", f"sub-{uuid.uuid4().hex[:8]}"
-    base = f"http://{emulator.host}/v1/projects/{project}"
-    assert httpx.put(f"{base}/topics/{topic}", timeout=10).status_code == 200
-    assert httpx.put(f"{base}/subscriptions/{sub}", timeout=10,
-                     json={"topic": f"projects/{project}/topics/{topic}"}).status_code == 200
+    topic, sub, base = topic_with_subscription(emulator.host, project)
     now = time.time()
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(plan(now)))
