@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -58,6 +60,19 @@ def heartbeat_times(sim: Simulator) -> list[float]:
     return [w.at for w in sim.write_log if w.tag == "heartbeat"]
 
 
+@asynccontextmanager
+async def two_units_on_one_connection(
+        sim: Simulator) -> AsyncIterator[tuple[trio.Nursery, list]]:
+    """Units 1 and 2 of ``sim`` as sites inv1 and inv2 on one connection owner, running."""
+    connection = shared_connection(sim, {1: "inv1", 2: "inv2"})
+    sites = [unit_site(sim, "inv1", 1, connection), unit_site(sim, "inv2", 2, connection)]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(connection.run)
+        for site in sites:
+            await nursery.start(site.supervisor().run)
+        yield nursery, sites
+
+
 def max_gap(times: list[float]) -> float:
     return max(b - a for a, b in itertools.pairwise(times))
 
@@ -65,13 +80,8 @@ def max_gap(times: list[float]) -> float:
 async def test_two_units_behind_one_single_client_device_share_one_connection_for_ten_minutes(
         autojump_clock):
     async with Simulator(units=(1, 2), single_client=True, soc_pct=50) as sim:
-        connection = shared_connection(sim, {1: "inv1", 2: "inv2"})
-        sites = [unit_site(sim, "inv1", 1, connection), unit_site(sim, "inv2", 2, connection)]
         with capture_logs() as logs:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(connection.run)
-                for site in sites:
-                    await nursery.start(site.supervisor().run)
+            async with two_units_on_one_connection(sim) as (nursery, sites):
                 await trio.sleep(600)
                 now = trio.current_time()
                 latest = [site.ctx.latest() for site in sites]
@@ -120,13 +130,8 @@ async def test_two_connections_to_one_single_client_device_evict_each_other(auto
 async def test_a_unit_that_stops_answering_does_not_delay_the_other_units_heartbeats(
         autojump_clock):
     async with Simulator(units=(1, 2), single_client=True, soc_pct=50) as sim:
-        connection = shared_connection(sim, {1: "inv1", 2: "inv2"})
-        sites = [unit_site(sim, "inv1", 1, connection), unit_site(sim, "inv2", 2, connection)]
         with capture_logs() as logs:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(connection.run)
-                for site in sites:
-                    await nursery.start(site.supervisor().run)
+            async with two_units_on_one_connection(sim) as (nursery, sites):
                 await trio.sleep(30)
                 silent_from = trio.current_time()
                 sim.unit(2).faults.silent = True  # unit 2 stops answering; unit 1 does not
