@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 import trio
@@ -59,15 +60,21 @@ async def read_through(profile_doc: dict, port: int, driver_out: list | None = N
         return await driver.read_all()
 
 
-async def test_every_core_tag_reads_as_pysunspec2_computes_it_with_its_scale_factor(
-        socket_clock):
-    words, models = sunspec_image.build(CHAIN)
+async def discover_and_read(words: Any) -> tuple[Any, Any]:
+    """Serve ``words`` with pymodbus's server, discover the map and read one snapshot through
+    the discovered profile; the server is stopped whatever happens."""
     peer = serve(words)
     try:
         found = await discover_on(peer.port)
-        snapshot = await read_through(found.profile, peer.port)
+        return found, await read_through(found.profile, peer.port)
     finally:
         peer.kill()
+
+
+async def test_every_core_tag_reads_as_pysunspec2_computes_it_with_its_scale_factor(
+        socket_clock):
+    words, models = sunspec_image.build(CHAIN)
+    found, snapshot = await discover_and_read(words)
     assert found.base == 40000
     assert [m.model_id for m in found.chain] == list(CHAIN)
     assert not found.truncated
@@ -85,12 +92,7 @@ async def test_every_core_tag_reads_as_pysunspec2_computes_it_with_its_scale_fac
 
 async def test_unknown_model_is_listed_and_skipped_and_the_rest_still_reads(socket_clock):
     words, models = sunspec_image.build((1, 103, 124, 802), unknown=[(64900, 12)])
-    peer = serve(words)
-    try:
-        found = await discover_on(peer.port)
-        snapshot = await read_through(found.profile, peer.port)
-    finally:
-        peer.kill()
+    found, snapshot = await discover_and_read(words)
     assert found.unknown == (64900,)
     assert 64900 in [m.model_id for m in found.chain]
     assert not any(name.startswith("64900") for name in found.profile["tags"])
@@ -142,12 +144,7 @@ async def test_no_marker_is_a_discovery_error_that_says_what_to_check(socket_clo
 
 async def test_soc_at_the_not_implemented_sentinel_is_invalid_and_blocks_safety(socket_clock):
     words, _ = sunspec_image.build((1, 103, 124, 802, 803), overrides={802: {"SoC": None}})
-    peer = serve(words)
-    try:
-        found = await discover_on(peer.port)
-        snapshot = await read_through(found.profile, peer.port)
-    finally:
-        peer.kill()
+    _, snapshot = await discover_and_read(words)
     reading = snapshot.readings["soc"]
     assert not reading.valid
     assert reading.value is None
@@ -219,12 +216,7 @@ def test_cli_discover_without_a_sunspec_map_fails_with_a_hint(tmp_path):
 async def test_a_model_length_pointing_past_the_address_space_ends_the_chain(socket_clock):
     words, models = sunspec_image.build((1, 103, 124, 802), end_marker=False)
     words += [64900, 60000]  # a vendor model claiming 60000 registers from ~40280
-    peer = serve(words)
-    try:
-        found = await discover_on(peer.port)
-        snapshot = await read_through(found.profile, peer.port)
-    finally:
-        peer.kill()
+    found, snapshot = await discover_and_read(words)
     assert found.truncated
     assert [m.model_id for m in found.chain] == [1, 103, 124, 802]
     assert snapshot.value("soc") == pytest.approx(models[802].SoC.cvalue)
