@@ -32,8 +32,8 @@ import collections
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import attrs
 import structlog
@@ -43,7 +43,25 @@ from bessai.observe.catalog import BY_NAME, Kind
 from bessai.observe.sink import NULL_SINK, MetricSink
 from bessai.observe.tracing import NULL_TRACER, OtelTracer, Tracer
 
+if TYPE_CHECKING:
+    # The SDK is typed; it is imported at run time only where a Telemetry is built (the OTLP
+    # exporters pull in requests and protobuf), so a disabled gateway never pays for it.
+    from opentelemetry.metrics import CallbackOptions, Meter, Observation
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
 SERVICE_NAME = "bessai-edge-gateway"
+_T = TypeVar("_T")
+_Number = TypeVar("_Number", int, float)
+_Scalar = str | bool | int | float
+"""An OTel attribute value as the gateway sends it (sequences are never sent)."""
 log = structlog.get_logger("bessai.observe.otel")
 
 
@@ -56,7 +74,7 @@ def _check_endpoint(_: Any, __: Any, value: str | None) -> None:
         )
 
 
-def _positive(_: Any, attribute: attrs.Attribute, value: float) -> None:
+def _positive(_: Any, attribute: attrs.Attribute[_Number], value: _Number) -> None:
     if not value > 0:
         raise ValueError(f"{attribute.name}={value!r} must be greater than 0")
 
@@ -104,7 +122,7 @@ _TIMEOUT_VARIABLES = ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_METRICS_
                       "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
 
 
-def project_resource(defaults: Mapping[str, str]) -> Any:
+def project_resource(defaults: Mapping[str, str]) -> Resource:
     """The OTel resource: the project's attributes (service.name, service.version, site.id,
     host.name), overridden by ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` as the SDK's
     own detector reads them (``Resource.create`` alone would let the defaults win)."""
@@ -182,37 +200,37 @@ class _ExportHealth:
                              "and counted, the gateway is unaffected")
 
 
-def _span_exporter_class():
+def _counting_span_exporter(inner: SpanExporter, drops: DropCounter,
+                            health: _ExportHealth) -> SpanExporter:
+    """The OTLP span exporter unchanged, except that spans lost in a failed export are counted.
+
+    The SDK base class is imported here, where telemetry is built, not when the module is.
+    """
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
     class CountingSpanExporter(SpanExporter):
-        """Counts spans lost in failed exports; otherwise the OTLP exporter unchanged."""
-
-        def __init__(self, inner: Any, drops: DropCounter, health: _ExportHealth) -> None:
-            self._inner, self._drops, self._health = inner, drops, health
-
-        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
             try:
-                result = self._inner.export(spans)
+                result = inner.export(spans)
             except Exception:
                 result = SpanExportResult.FAILURE
             if result is SpanExportResult.SUCCESS:
-                self._health.ok()
+                health.ok()
             else:
-                self._drops.add("spans", "export_failed", len(spans))
-                self._health.failed(len(spans))
+                drops.add("spans", "export_failed", len(spans))
+                health.failed(len(spans))
             return result
 
         def shutdown(self) -> None:
-            self._inner.shutdown()
+            inner.shutdown()
 
         def force_flush(self, timeout_millis: int = 30000) -> bool:
-            return self._inner.force_flush(timeout_millis)
+            return inner.force_flush(timeout_millis)
 
-    return CountingSpanExporter
+    return CountingSpanExporter()
 
 
-def _count_points(metrics_data: Any) -> int:
+def _count_points(metrics_data: MetricsData) -> int:
     try:
         return sum(len(metric.data.data_points)
                    for rm in metrics_data.resource_metrics
@@ -222,42 +240,44 @@ def _count_points(metrics_data: Any) -> int:
         return 1
 
 
-def _metric_exporter_class():
+def _counting_metric_exporter(inner: MetricExporter, drops: DropCounter,
+                              health: _ExportHealth) -> MetricExporter:
+    """The OTLP metric exporter unchanged, except that data points lost in a failed export are
+    counted. Its preferred temporality and aggregation are copied from the inner exporter, where
+    the SDK keeps them in private attributes: read defensively (a dict or nothing), so an SDK
+    that renames them costs the preference, not the export."""
     from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 
+    temporality = getattr(inner, "_preferred_temporality", None)
+    aggregation = getattr(inner, "_preferred_aggregation", None)
+
     class CountingMetricExporter(MetricExporter):
-        """Counts data points lost in failed exports; otherwise the OTLP exporter unchanged."""
-
-        def __init__(self, inner: Any, drops: DropCounter, health: _ExportHealth) -> None:
-            super().__init__(
-                preferred_temporality=getattr(inner, "_preferred_temporality", None),
-                preferred_aggregation=getattr(inner, "_preferred_aggregation", None))
-            self._inner, self._drops, self._health = inner, drops, health
-
-        def export(self, metrics_data: Any, timeout_millis: float = 10_000,
+        def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000,
                    **kwargs: Any) -> MetricExportResult:
             try:
-                result = self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+                result = inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
             except Exception:
                 result = MetricExportResult.FAILURE
             if result is MetricExportResult.SUCCESS:
-                self._health.ok()
+                health.ok()
             else:
                 points = _count_points(metrics_data)
-                self._drops.add("metrics", "export_failed", points)
-                self._health.failed(points)
+                drops.add("metrics", "export_failed", points)
+                health.failed(points)
             return result
 
         def force_flush(self, timeout_millis: float = 10_000) -> bool:
-            return self._inner.force_flush(timeout_millis=timeout_millis)
+            return inner.force_flush(timeout_millis=timeout_millis)
 
         def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-            self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+            inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
-    return CountingMetricExporter
+    return CountingMetricExporter(
+        preferred_temporality=temporality if isinstance(temporality, dict) else None,
+        preferred_aggregation=aggregation if isinstance(aggregation, dict) else None)
 
 
-class _CountingDeque(collections.deque):
+class _CountingDeque(collections.deque[_T], Generic[_T]):
     """The span queue: bounded like the SDK's, but it counts what its bound pushes out.
 
     ``appendleft`` on a full deque silently drops the oldest item; checking the length and
@@ -269,54 +289,71 @@ class _CountingDeque(collections.deque):
         self._lock = threading.Lock()
         self._on_drop = on_drop
 
-    def appendleft(self, item: Any) -> None:
+    def appendleft(self, item: _T) -> None:
         with self._lock:
             full = len(self) == self.maxlen
             super().appendleft(item)
         if full:
             self._on_drop()
 
-    def pop(self) -> Any:
+    # deque.pop takes no index, unlike MutableSequence.pop (typeshed ignores it for deque too)
+    def pop(self) -> _T:  # type: ignore[override]
         with self._lock:
             return super().pop()
 
 
-def _span_processor_class():
+@runtime_checkable
+class _SdkBatchQueue(Protocol):
+    """What the span-drop count relies on in the SDK's private batch processor
+    (``BatchSpanProcessor._batch_processor``, a ``BatchProcessor`` of
+    ``opentelemetry.sdk._shared_internal``): the bounded deque its worker thread empties with
+    ``pop()``, and a shutdown that takes a timeout. Checked with `isinstance` at run time, so an
+    SDK that renames them is noticed instead of failing."""
+
+    _queue: collections.deque[ReadableSpan]
+
+    # the SDK annotates timeout_millis as int but only divides it; a float deadline is what we pass
+    def shutdown(self, timeout_millis: float = 30000) -> None: ...
+
+
+def _counting_span_processor(exporter: SpanExporter, drops: DropCounter,
+                             shutdown_timeout_ms: Callable[[], float],
+                             **kwargs: Any) -> BatchSpanProcessor:
+    """A BatchSpanProcessor whose bounded queue counts the spans it drops, and whose shutdown
+    waits at most ``shutdown_timeout_ms()`` (read when it shuts down).
+
+    The SDK drops the oldest span when its queue is full and only logs it. Right after
+    construction (queue still empty) the SDK's deque is replaced by a `_CountingDeque` of the
+    same bound. If a future SDK renames these internals (`_SdkBatchQueue`), queue drops go
+    uncounted (a warning says so) and nothing else changes.
+    """
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     class CountingBatchSpanProcessor(BatchSpanProcessor):
-        """BatchSpanProcessor whose bounded queue counts the spans it drops.
-
-        The SDK drops the oldest span when its queue is full and only logs it. Right after
-        construction (queue still empty) the SDK's deque is replaced by a `_CountingDeque` of the
-        same bound. If a future SDK renames these internals, queue drops go uncounted (a
-        warning says so) and nothing else changes.
-        """
-
-        def __init__(self, exporter: Any, drops: DropCounter, **kwargs: Any) -> None:
+        def __init__(self) -> None:
             super().__init__(exporter, **kwargs)
-            self.shutdown_timeout_ms = 30_000.0
             inner = getattr(self, "_batch_processor", None)
-            queue = getattr(inner, "_queue", None)
-            if isinstance(queue, collections.deque) and queue.maxlen and not queue:
-                inner._queue = _CountingDeque(queue.maxlen,
-                                              lambda: drops.add("spans", "queue_full"))
+            self._sdk_batch = inner if isinstance(inner, _SdkBatchQueue) else None
+            queue = self._sdk_batch._queue if self._sdk_batch is not None else None
+            if (self._sdk_batch is not None and isinstance(queue, collections.deque)
+                    and queue.maxlen and not queue):
+                self._sdk_batch._queue = _CountingDeque(
+                    queue.maxlen, lambda: drops.add("spans", "queue_full"))
             else:
                 log.warning("TELEMETRY_QUEUE_DROPS_UNCOUNTED",
                             hint="this OpenTelemetry SDK version hides its span queue; "
                                  "spans dropped by a full queue will not be counted")
 
         def shutdown(self) -> None:
-            inner = getattr(self, "_batch_processor", None)
-            if inner is not None:
-                inner.shutdown(timeout_millis=self.shutdown_timeout_ms)
+            if self._sdk_batch is not None:
+                self._sdk_batch.shutdown(timeout_millis=shutdown_timeout_ms())
             else:
-                super().shutdown()
+                super().shutdown()  # type: ignore[no-untyped-call]  # the SDK leaves it unannotated
 
-    return CountingBatchSpanProcessor
+    return CountingBatchSpanProcessor()
 
 
-def _otel_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+def _otel_attributes(attributes: dict[str, Any]) -> dict[str, _Scalar]:
     return {k: v if isinstance(v, str | bool | int | float) else str(v)
             for k, v in attributes.items() if v is not None}
 
@@ -328,21 +365,22 @@ class _LastValueGauge:
     cardinality limit); a new attribute set beyond that is ignored.
     """
 
-    def __init__(self, meter: Any, name: str, unit: str, description: str,
+    def __init__(self, meter: Meter, name: str, unit: str, description: str,
                  max_series: int = 2000) -> None:
-        self._values: dict[frozenset, tuple[float, dict[str, Any]]] = {}
+        self._values: dict[frozenset[tuple[str, _Scalar]],
+                           tuple[float, dict[str, _Scalar]]] = {}
         self._lock = threading.Lock()
         self._max_series = max_series
         meter.create_observable_gauge(name, callbacks=[self._observe], unit=unit,
                                       description=description)
 
-    def set(self, value: float, attributes: dict[str, Any]) -> None:
+    def set(self, value: float, attributes: dict[str, _Scalar]) -> None:
         key = frozenset(attributes.items())
         with self._lock:
             if key in self._values or len(self._values) < self._max_series:
                 self._values[key] = (value, attributes)
 
-    def _observe(self, _options: Any) -> list[Any]:
+    def _observe(self, _options: CallbackOptions) -> Iterable[Observation]:
         from opentelemetry.metrics import Observation
 
         with self._lock:
@@ -350,6 +388,9 @@ class _LastValueGauge:
 
 
 _METHOD_KIND = {"count": Kind.COUNTER, "record": Kind.HISTOGRAM, "gauge": Kind.GAUGE}
+
+_Report = Callable[[float, dict[str, _Scalar]], None]
+"""How a value reaches an instrument: its ``add``, ``record`` or ``set`` (one per kind)."""
 
 
 class OtelSink:
@@ -360,14 +401,14 @@ class OtelSink:
     kinds; the catalogue's kind wins and a warning is logged once per name).
     """
 
-    def __init__(self, meter: Any, drops: DropCounter) -> None:
+    def __init__(self, meter: Meter, drops: DropCounter) -> None:
         self._meter = meter
         self._drops = drops
-        self._instruments: dict[str, tuple[Kind, Any]] = {}
+        self._instruments: dict[str, tuple[Kind, _Report]] = {}
         self._lock = threading.Lock()
         self._warned: set[str] = set()
 
-    def _instrument(self, name: str, method: str) -> Any:
+    def _instrument(self, name: str, method: str) -> _Report | None:
         entry = self._instruments.get(name)
         if entry is None:
             with self._lock:
@@ -387,27 +428,27 @@ class OtelSink:
             return None
         return instrument
 
-    def _create(self, name: str, asked: Kind) -> tuple[Kind, Any]:
+    def _create(self, name: str, asked: Kind) -> tuple[Kind, _Report]:
         spec = BY_NAME.get(name)
         kind = spec.kind if spec else asked
         unit = spec.unit if spec else ""
         description = spec.description if spec else ""
         if kind is Kind.COUNTER:
-            return kind, self._meter.create_counter(name, unit=unit, description=description)
+            return kind, self._meter.create_counter(name, unit=unit, description=description).add
         if kind is Kind.HISTOGRAM:
             buckets = list(spec.buckets) if spec and spec.buckets else None
             return kind, self._meter.create_histogram(
                 name, unit=unit, description=description,
-                explicit_bucket_boundaries_advisory=buckets)
+                explicit_bucket_boundaries_advisory=buckets).record
         if hasattr(self._meter, "create_gauge"):
-            return kind, self._meter.create_gauge(name, unit=unit, description=description)
-        return kind, _LastValueGauge(self._meter, name, unit, description)  # SDK < 1.23
+            return kind, self._meter.create_gauge(name, unit=unit, description=description).set
+        return kind, _LastValueGauge(self._meter, name, unit, description).set  # SDK < 1.23
 
     def count(self, name: str, value: int = 1, **attributes: Any) -> None:
         try:
             instrument = self._instrument(name, "count")
             if instrument is not None:
-                instrument.add(value, _otel_attributes(attributes))
+                instrument(value, _otel_attributes(attributes))
         except Exception:
             self._drops.add("metrics", "sink_error")
 
@@ -415,7 +456,7 @@ class OtelSink:
         try:
             instrument = self._instrument(name, "record")
             if instrument is not None:
-                instrument.record(value, _otel_attributes(attributes))
+                instrument(value, _otel_attributes(attributes))
         except Exception:
             self._drops.add("metrics", "sink_error")
 
@@ -423,7 +464,7 @@ class OtelSink:
         try:
             instrument = self._instrument(name, "gauge")
             if instrument is not None:
-                instrument.set(value, _otel_attributes(attributes))
+                instrument(value, _otel_attributes(attributes))
         except Exception:
             self._drops.add("metrics", "sink_error")
 
@@ -436,9 +477,9 @@ class Telemetry:
         self.drops = DropCounter()
         self.sink: MetricSink = NULL_SINK
         self.tracer: Tracer = NULL_TRACER
-        self._meter_provider: Any = None
-        self._tracer_provider: Any = None
-        self._span_processor: Any = None
+        self._meter_provider: MeterProvider | None = None
+        self._tracer_provider: TracerProvider | None = None
+        self._span_shutdown_timeout_ms = 30_000.0
         self._health: tuple[_ExportHealth, ...] = ()
         self._closed = False
         if config.enabled:
@@ -476,7 +517,7 @@ class Telemetry:
                        else config.export_interval_s * 1000)
 
         self._health = (_ExportHealth("metrics", base), _ExportHealth("spans", base))
-        metric_exporter = _metric_exporter_class()(
+        metric_exporter = _counting_metric_exporter(
             OTLPMetricExporter(endpoint=f"{base}/v1/metrics", timeout=timeout_s),
             self.drops, self._health[0])
         reader = PeriodicExportingMetricReader(
@@ -491,18 +532,18 @@ class Telemetry:
             description=BY_NAME["bessai.telemetry.dropped"].description)
         self.sink = OtelSink(meter, self.drops)
 
-        span_exporter = _span_exporter_class()(
+        span_exporter = _counting_span_exporter(
             OTLPSpanExporter(endpoint=f"{base}/v1/traces", timeout=timeout_s),
             self.drops, self._health[1])
-        self._span_processor = _span_processor_class()(
-            span_exporter, self.drops,
+        span_processor = _counting_span_processor(
+            span_exporter, self.drops, lambda: self._span_shutdown_timeout_ms,
             max_queue_size=config.max_queue_size,
             max_export_batch_size=min(config.max_export_batch_size, config.max_queue_size),
             schedule_delay_millis=config.schedule_delay_s * 1000,
             export_timeout_millis=config.export_timeout_s * 1000,
         )
         self._tracer_provider = TracerProvider(resource=resource)
-        self._tracer_provider.add_span_processor(self._span_processor)
+        self._tracer_provider.add_span_processor(span_processor)
         self.tracer = OtelTracer(self._tracer_provider.get_tracer("bessai"))
 
     def _shutdown_blocking(self, deadline_s: float) -> None:
@@ -511,9 +552,11 @@ class Telemetry:
         Each gets half the deadline; the caller enforces the whole deadline on Trio's clock.
         """
         half_ms = max(deadline_s * 500, 1.0)
-        self._span_processor.shutdown_timeout_ms = half_ms
-        self._tracer_provider.shutdown()
-        self._meter_provider.shutdown(timeout_millis=half_ms)
+        self._span_shutdown_timeout_ms = half_ms
+        if self._tracer_provider is not None:
+            self._tracer_provider.shutdown()
+        if self._meter_provider is not None:
+            self._meter_provider.shutdown(timeout_millis=half_ms)
 
     async def shutdown(self, deadline_s: float | None = None) -> bool:
         """Flush and stop the exporters within ``deadline_s``; True if it finished in time.
