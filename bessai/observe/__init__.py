@@ -5,7 +5,7 @@ knows OpenTelemetry, HTTP or stdout lives here and is wired once, by the gateway
 """
 
 from bessai.observe.actor import SwitchableSink, SwitchableTracer, TelemetryActor
-from bessai.observe.health import check_health
+from bessai.observe.health import check_health, health_from_status
 from bessai.observe.logs import (
     configure_logging,
     get_log_level,
@@ -15,7 +15,7 @@ from bessai.observe.logs import (
 from bessai.observe.otel import OtelSink, Telemetry, TelemetryConfig
 from bessai.observe.redact import redact_text, redact_value
 from bessai.observe.sink import NULL_SINK, MetricSink, NullSink, RecordingSink
-from bessai.observe.status import StatusServer, health_from_status
+from bessai.observe.status import StatusServer
 from bessai.observe.tracing import NULL_TRACER, NullTracer, SpanHandle, Tracer
 
 __all__ = [

@@ -38,6 +38,7 @@ from typing import Any, TextIO
 
 import structlog
 import trio
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 from bessai.clock import WallClock, system_wall_clock
 from bessai.observe import logfmt
@@ -68,14 +69,14 @@ def _level_number(level: str | int) -> int:
         raise ValueError(
             f"LOG_LEVEL={level!r} is not a log level — set it to one of {', '.join(LEVELS)}"
         )
-    return logging.getLevelName(name)
+    return logging.getLevelNamesMapping()[name]
 
 
 def _iso_utc(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-def _ordered(event_dict: dict[str, Any]) -> list[tuple[str, Any]]:
+def _ordered(event_dict: EventDict) -> list[tuple[str, Any]]:
     head = [(k, event_dict[k]) for k in _HEAD if k in event_dict]
     body = [(k, v) for k, v in event_dict.items() if k not in _HEAD and k not in _TAIL]
     tail = [(k, event_dict[k]) for k in _TAIL if k in event_dict]
@@ -140,7 +141,7 @@ class _State:
 _METHOD_LEVEL = {"warn": "WARNING", "exception": "ERROR", "fatal": "CRITICAL", "msg": "INFO"}
 
 
-def _add_level(_: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _add_level(_: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """Stamp LEVEL and drop events below the current threshold.
 
     Filtering here (not with a filtering wrapper class) is what makes `set_log_level` reach
@@ -153,26 +154,26 @@ def _add_level(_: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str
     return event_dict
 
 
-def _make_timestamper(wall_clock: WallClock):
-    def add_ts(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _make_timestamper(wall_clock: WallClock) -> Processor:
+    def add_ts(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
         event_dict["ts"] = _iso_utc(wall_clock())
         return event_dict
     return add_ts
 
 
-def _make_site_adder(site_id: str | None):
-    def add_site(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _make_site_adder(site_id: str | None) -> Processor:
+    def add_site(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
         if site_id is not None:
             event_dict.setdefault("site", site_id)
         return event_dict
     return add_site
 
 
-def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return redact_fields(event_dict)
 
 
-def _render(_: Any, __: str, event_dict: dict[str, Any]) -> str:
+def _render(_: WrappedLogger, __: str, event_dict: EventDict) -> str:
     return logfmt.render(_ordered(event_dict))
 
 

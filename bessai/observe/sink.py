@@ -44,7 +44,11 @@ class NullSink:
 NULL_SINK = NullSink()
 
 
-def _key(name: str, attributes: dict[str, Any]) -> tuple[str, tuple[tuple[str, Any], ...]]:
+MetricKey = tuple[str, tuple[tuple[str, Any], ...]]
+"""A metric name and its sorted attributes: ``("bessai.safety.blocks", (("rule", "soc_min"),))``."""
+
+
+def _key(name: str, attributes: dict[str, Any]) -> MetricKey:
     return name, tuple(sorted(attributes.items()))
 
 
@@ -52,9 +56,9 @@ def _key(name: str, attributes: dict[str, Any]) -> tuple[str, tuple[tuple[str, A
 class RecordingSink:
     """Keeps everything in memory, for tests and for the status endpoint's counters."""
 
-    counters: dict[tuple, int] = attrs.field(factory=lambda: defaultdict(int))
-    samples: dict[tuple, list[float]] = attrs.field(factory=lambda: defaultdict(list))
-    gauges: dict[tuple, float] = attrs.field(factory=dict)
+    counters: dict[MetricKey, int] = attrs.field(factory=lambda: defaultdict(int))
+    samples: dict[MetricKey, list[float]] = attrs.field(factory=lambda: defaultdict(list))
+    gauges: dict[MetricKey, float] = attrs.field(factory=dict)
 
     def count(self, name: str, value: int = 1, **attributes: Any) -> None:
         self.counters[_key(name, attributes)] += value
