@@ -28,6 +28,16 @@ class TagReading:
     reason: str | None = None
 
 
+def _readings_copy(readings: Mapping[str, TagReading]) -> dict[str, TagReading]:
+    """The snapshot's own copy: the caller's mapping may change after the snapshot is taken."""
+    return dict(readings)
+
+
+def _body_copy(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The event's own copy: the caller's mapping may change after the event is sent."""
+    return dict(body)
+
+
 @attrs.frozen
 class Snapshot:
     """All tags read in one poll cycle of one device.
@@ -40,7 +50,7 @@ class Snapshot:
     device_id: str
     ts: float
     taken_at: float
-    readings: Mapping[str, TagReading] = attrs.field(converter=lambda m: dict(m))
+    readings: Mapping[str, TagReading] = attrs.field(converter=_readings_copy)
 
     def value(self, tag: str) -> float | int | str | None:
         """The tag's value if it was read and valid, else None."""
@@ -75,7 +85,7 @@ class Event:
     site_id: str
     device_id: str
     ts: float
-    body: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda m: dict(m))
+    body: Mapping[str, Any] = attrs.field(factory=dict, converter=_body_copy)
     kind: RecordKind = RecordKind.EVENT
     critical: bool = True
 

@@ -37,6 +37,10 @@ class Framing(Protocol):
     """Whether a late reply can be told apart from the next one (MBAP: transaction ids), so a
     timed-out request need not cost the connection."""
 
+    @property
+    def decoder(self) -> DecodePDU:
+        """pymodbus's PDU decoder for this wire format's replies."""
+
     def reset(self) -> None: ...
 
     def build(self, request: ModbusPDU, unit: int, tid: int) -> bytes: ...
@@ -47,7 +51,8 @@ class Framing(Protocol):
 
     def parse(self, buf: bytearray) -> tuple[int, int, bytes] | None: ...
 
-    async def receive(self, stream: trio.abc.Stream, buf: bytearray | None = None) -> bytes: ...
+    async def receive(self, stream: trio.abc.Stream,
+                      buf: bytearray | None = None) -> bytes | bytearray: ...
 
     def clear_stale(self, buf: bytearray) -> None: ...
 
@@ -104,7 +109,8 @@ class MbapFraming:
             raise ModbusProtocolError(f"unframeable reply {frame.hex()}")
         return tid, unit, pdu_bytes
 
-    async def receive(self, stream: trio.abc.Stream, buf: bytearray | None = None) -> bytes:
+    async def receive(self, stream: trio.abc.Stream,
+                      buf: bytearray | None = None) -> bytes | bytearray:
         return await stream.receive_some(4096)
 
     def clear_stale(self, buf: bytearray) -> None:
@@ -216,7 +222,8 @@ class RtuFraming:
             raise ModbusCrcError(frame)
         return 0, frame[0], frame[1:-2]
 
-    async def receive(self, stream: trio.abc.Stream, buf: bytearray | None = None) -> bytes:
+    async def receive(self, stream: trio.abc.Stream,
+                      buf: bytearray | None = None) -> bytes | bytearray:
         """Bytes from the line; mid-frame silence longer than the truncation gap is an error."""
         if not buf:
             data = await stream.receive_some(256)

@@ -103,7 +103,7 @@ class ModbusClient:
         self.unit_id = unit_id
         self.timeout_s = timeout_s
         self.connection.register(unit_id, device_id)
-        self._decoder = self.connection.framing.decoder  # type: ignore[attr-defined]
+        self._decoder = self.connection.framing.decoder
 
     # ---- the connection's state, for callers that only hold the client --------------------
 
