@@ -19,7 +19,7 @@ Critical events leave through the `EventOutbox` (never blocks, never drops).
 from bessai.control.command import InvalidCommand, parse_command
 from bessai.control.context import LinkHandle, SiteContext
 from bessai.control.controllers import ControllerConfig
-from bessai.control.device_link import DeviceLink, LinkDown, LinkState, LinkStatus, Priority
+from bessai.control.device_link import DeviceLink, LinkDown, LinkStatus, Priority
 from bessai.control.dispatch import Dispatcher, DispatchTags
 from bessai.control.events import EventOutbox
 from bessai.control.executor import DirectCommands, ScheduleExecutor
@@ -40,6 +40,7 @@ from bessai.control.schedule_intake import ScheduleIntake
 from bessai.control.schedule_store import ScheduleBook, ScheduleStore
 from bessai.control.site import Site, SiteConfig, build_site, site_from_settings
 from bessai.control.watchdog import HeartbeatSpec, Watchdog
+from bessai.link import LinkState
 
 __all__ = [
     "CommandGate",

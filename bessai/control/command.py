@@ -75,6 +75,12 @@ class InvalidCommand(ValueError):
         super().__init__(clip(f"invalid command — {detail}", MAX_REASON_CHARS))
 
 
+def field_errors(errors: Mapping[str, str]) -> dict[str, str]:
+    """An outcome's own copy of the field → reason map (`InvalidCommand.errors`,
+    `InvalidSchedule.errors`): the attrs converter of every outcome that carries one."""
+    return dict(errors)
+
+
 def json_depth(text: str) -> int:
     """The deepest bracket nesting of ``text`` (JSON), strings skipped; cheap, never recursive.
 
@@ -260,8 +266,10 @@ def _parse(data: bytes | str | Mapping[str, Any],
     action: Action | None = None
     raw_action = body.get("action")
     try:
-        action = Action(raw_action)
-    except (ValueError, TypeError):
+        action = Action(raw_action) if isinstance(raw_action, str) else None
+    except ValueError:
+        pass
+    if action is None:
         errors["action"] = (f"{clip_repr(raw_action, 40)} is not an action — use one of "
                             f"{', '.join(a.value for a in Action)}")
 
@@ -288,6 +296,11 @@ def _parse(data: bytes | str | Mapping[str, Any],
 
     if errors:
         raise InvalidCommand(errors, command_id=command_id)
-    return Command(id=command_id, site_id=site_id, device_id=device_id,  # type: ignore[arg-type]
-                   action=action, power_w=power_w, issued_at=issued_at or 0.0,
-                   expires_at=expires_at)  # type: ignore[arg-type]
+    # every field left None above has its reason in errors
+    assert command_id is not None
+    assert site_id is not None
+    assert device_id is not None
+    assert action is not None
+    assert expires_at is not None
+    return Command(id=command_id, site_id=site_id, device_id=device_id, action=action,
+                   power_w=power_w, issued_at=issued_at or 0.0, expires_at=expires_at)

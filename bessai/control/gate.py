@@ -60,7 +60,7 @@ import trio
 
 from bessai.bounds import MAX_REASON_CHARS, clip
 from bessai.clock import WallClock
-from bessai.control.command import InvalidCommand, parse_command
+from bessai.control.command import InvalidCommand, field_errors, parse_command
 from bessai.control.dispatch import DispatchStopped
 from bessai.control.events import EventEmitter
 from bessai.control.limits import SafetyState
@@ -85,7 +85,7 @@ class Outcome:
     decision: Decision
     reason: str
     applied_power_w: float | None = None
-    errors: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(m))
+    errors: Mapping[str, str] = attrs.field(factory=dict, converter=field_errors)
     command_id: str | None = None
     code: str = "ok"
     """Machine-readable: ``ok``, ``clamped``, ``end_forcing`` or why it was rejected (the

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -113,6 +113,11 @@ class Slot:
         return body
 
 
+def _slots_tuple(slots: Iterable[Slot]) -> tuple[Slot, ...]:
+    """A schedule's own, immutable sequence of slots, whatever the caller built them in."""
+    return tuple(slots)
+
+
 @attrs.frozen
 class Schedule:
     """A validated plan for one device. Build it with `parse_schedule`."""
@@ -121,7 +126,7 @@ class Schedule:
     site_id: str
     device_id: str
     valid_until: float
-    slots: tuple[Slot, ...] = attrs.field(converter=tuple)
+    slots: tuple[Slot, ...] = attrs.field(converter=_slots_tuple)
     issued_at: float | None = None
 
     def slot_at(self, wall: float) -> tuple[int, Slot] | None:
@@ -260,9 +265,13 @@ def _parse(data: bytes | str | Mapping[str, Any], now_wall: float | None, limits
         if code == "expired" and len(errors) > 1:
             code = "malformed"
         raise InvalidSchedule(_bounded(errors), schedule_id=schedule_id, code=code)
-    return Schedule(schedule_id=schedule_id, site_id=site_id,  # type: ignore[arg-type]
-                    device_id=device_id, valid_until=valid_until,  # type: ignore[arg-type]
-                    slots=slots, issued_at=issued_at)
+    # every field left None above has its reason in errors
+    assert schedule_id is not None
+    assert site_id is not None
+    assert device_id is not None
+    assert valid_until is not None
+    return Schedule(schedule_id=schedule_id, site_id=site_id, device_id=device_id,
+                    valid_until=valid_until, slots=slots, issued_at=issued_at)
 
 
 def _bounded(errors: dict[str, str]) -> dict[str, str]:
@@ -291,9 +300,12 @@ def _slot(raw: Any, where: str, errors: dict[str, str], limits: ScheduleLimits
     if start is not None and end is not None and end <= start:
         local["end"] = "must be later than start"
     action: SlotAction | None = None
+    raw_action = raw.get("action")
     try:
-        action = SlotAction(raw.get("action"))
-    except (ValueError, TypeError):
+        action = SlotAction(raw_action) if isinstance(raw_action, str) else None
+    except ValueError:
+        pass
+    if action is None:
         local["action"] = (f"{clip_repr(raw.get('action'), 40)} is not a slot action — use one "
                            f"of {', '.join(a.value for a in SlotAction)}")
     power_w = _power(raw, "power_w", local)

@@ -32,6 +32,7 @@ import trio
 
 from bessai.bounds import MAX_REASON_CHARS, clip
 from bessai.clock import WallClock
+from bessai.control.command import field_errors
 from bessai.control.events import EventEmitter
 from bessai.control.schedule import (
     InvalidSchedule,
@@ -60,7 +61,7 @@ class ScheduleOutcome:
     reason: str
     schedule_id: str | None = None
     device_id: str | None = None
-    errors: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(m))
+    errors: Mapping[str, str] = attrs.field(factory=dict, converter=field_errors)
 
 
 class ScopeVerifier(Protocol):
