@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import attrs
 import trio
+
+_T = TypeVar("_T")
 
 DEFAULT_MARGIN_S = 86_400.0
 """How long past its expiry an id is kept: a day covers any plausible clock error on a sender."""
@@ -55,7 +58,7 @@ def store_path_for(spool_path: Path) -> Path:
 class ReplayStore:
     path: Path
     margin_s: float = DEFAULT_MARGIN_S
-    limiter: Any = attrs.field(factory=lambda: trio.CapacityLimiter(1))
+    limiter: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(1))
     _conn: sqlite3.Connection | None = attrs.field(default=None, init=False)
     _guard: threading.Lock = attrs.field(factory=threading.Lock, init=False)
 
@@ -102,7 +105,7 @@ class ReplayStore:
         return bool(self._run(lambda c: c.execute(
             "SELECT 1 FROM handled WHERE id = ?", (command_id,)).fetchone() is not None))
 
-    def _run(self, work: Any) -> Any:
+    def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         with self._guard:
             try:
                 if self._conn is None:
@@ -128,5 +131,6 @@ class ReplayStore:
         except sqlite3.Error:
             conn.close()
             raise
-        conn.isolation_level = ""  # `with conn:` opens and commits transactions from here on
+        # `with conn:` opens (BEGIN DEFERRED, SQLite's default) and commits from here on
+        conn.isolation_level = "DEFERRED"
         return conn

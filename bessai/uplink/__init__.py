@@ -27,8 +27,8 @@ PUBSUB_CONFIG_OK, CREDENTIALS_KEY_READABLE, CREDENTIALS_KEY_RELOADED, COMMAND_HA
 COMMAND_UNDECODABLE, COMMAND_ACK_FAILED, UPLINK_ALERT_NOT_SPOOLED.
 """
 
+from bessai.errors import ConfigError
 from bessai.uplink.credentials import (
-    ConfigError,
     Credentials,
     CredentialsError,
     DefaultCredentials,

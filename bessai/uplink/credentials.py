@@ -22,7 +22,7 @@ import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import httpx
@@ -30,6 +30,10 @@ import structlog
 import trio
 
 from bessai.errors import ConfigError  # exit 2: a configuration that cannot work
+
+if TYPE_CHECKING:  # google-auth is imported where credentials are first loaded
+    import google.auth.credentials
+    from google.auth import jwt
 
 PUBSUB_AUDIENCE = "https://pubsub.googleapis.com/"
 PUBSUB_SCOPE = "https://www.googleapis.com/auth/pubsub"
@@ -91,7 +95,7 @@ class NoAuth:
         pass
 
 
-def _bearer(token: Any) -> dict[str, str]:
+def _bearer(token: str | bytes | None) -> dict[str, str]:
     if isinstance(token, bytes):
         token = token.decode()
     return {"authorization": f"Bearer {token}"}
@@ -104,20 +108,20 @@ class ServiceAccountKey:
     path: Path = attrs.field(converter=Path)
     audience: str = PUBSUB_AUDIENCE
     log: Any = attrs.field(factory=structlog.get_logger, repr=False)
-    _creds: Any = attrs.field(default=None, init=False, repr=False)
+    _creds: jwt.Credentials | None = attrs.field(default=None, init=False, repr=False)
     _mtime_ns: int | None = attrs.field(default=None, init=False, repr=False)
     _stale: bool = attrs.field(default=False, init=False, repr=False)
     loads: int = attrs.field(default=0, init=False)
     refreshes: int = attrs.field(default=0, init=False)
 
     async def headers(self) -> dict[str, str]:
-        await trio.to_thread.run_sync(self._ensure_fresh)
-        return _bearer(self._creds.token)
+        creds = await trio.to_thread.run_sync(self._ensure_fresh)
+        return _bearer(creds.token)
 
     def invalidate(self) -> None:
         self._stale = True
 
-    def _ensure_fresh(self) -> None:
+    def _ensure_fresh(self) -> jwt.Credentials:
         from google.auth import jwt
 
         try:
@@ -126,13 +130,15 @@ class ServiceAccountKey:
             raise CredentialsError(
                 f"cannot read the service-account key file {self.path} "
                 f"({type(exc).__name__}) — check GOOGLE_APPLICATION_CREDENTIALS") from None
-        if self._creds is None or st.st_mtime_ns != self._mtime_ns:
+        creds = self._creds
+        if creds is None or st.st_mtime_ns != self._mtime_ns:
             if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
                 self.log.warning("CREDENTIALS_KEY_READABLE", path=str(self.path),
                                  mode=oct(stat.S_IMODE(st.st_mode)),
                                  action=f"chmod 600 {self.path}")
             try:
-                creds = jwt.Credentials.from_service_account_file(
+                # google-auth leaves this classmethod unannotated; it returns jwt.Credentials
+                creds = jwt.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
                     str(self.path), audience=self.audience)
             except Exception as exc:
                 raise CredentialsError(
@@ -143,15 +149,16 @@ class ServiceAccountKey:
             self._creds, self._mtime_ns = creds, st.st_mtime_ns
             self._stale = True
             self.loads += 1
-        if self._stale or not self._creds.valid:
+        if self._stale or not creds.valid:
             try:
-                self._creds.refresh(None)  # local signing: no network
+                creds.refresh(None)  # local signing: no network
                 self.refreshes += 1
             except Exception as exc:
                 raise CredentialsError(
                     f"could not sign a JWT with {self.path} ({type(exc).__name__}) — "
                     "check the key is intact") from None
             self._stale = False
+        return creds
 
 
 @attrs.define
@@ -159,17 +166,18 @@ class DefaultCredentials:
     """Application default credentials, loaded and refreshed in a worker thread."""
 
     scopes: tuple[str, ...] = (PUBSUB_SCOPE,)
-    _creds: Any = attrs.field(default=None, init=False, repr=False)
+    _creds: google.auth.credentials.Credentials | None = attrs.field(
+        default=None, init=False, repr=False)
     _stale: bool = attrs.field(default=False, init=False, repr=False)
 
     async def headers(self) -> dict[str, str]:
-        await trio.to_thread.run_sync(self._ensure_fresh)
-        return _bearer(self._creds.token)
+        creds = await trio.to_thread.run_sync(self._ensure_fresh)
+        return _bearer(creds.token)
 
     def invalidate(self) -> None:
         self._stale = True
 
-    def _ensure_fresh(self) -> None:
+    def _ensure_fresh(self) -> google.auth.credentials.Credentials:
         import google.auth
         import google.auth.exceptions
         import google.auth.transport.requests
@@ -177,9 +185,13 @@ class DefaultCredentials:
         try:
             if self._creds is None:
                 self._creds, _ = google.auth.default(scopes=list(self.scopes))
-            if self._stale or not self._creds.valid:
-                self._creds.refresh(google.auth.transport.requests.Request())
+            creds = self._creds
+            if self._stale or not creds.valid:
+                # google-auth leaves the abstract Credentials.refresh unannotated
+                creds.refresh(  # type: ignore[no-untyped-call]
+                    google.auth.transport.requests.Request())
                 self._stale = False
+            return creds
         except google.auth.exceptions.DefaultCredentialsError:
             raise CredentialsError(
                 "no Google credentials found — set GOOGLE_APPLICATION_CREDENTIALS to a "

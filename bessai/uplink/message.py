@@ -37,12 +37,14 @@ MAX_BATCH_MESSAGES = 1000
 MAX_BATCH_BYTES = 9_000_000
 """Pub/Sub allows 10 MB per request; 9 MB leaves room for JSON framing we do not count exactly."""
 
-SCHEMAS = {
+SCHEMAS: dict[str, str] = {
     RecordKind.TELEMETRY: "bessai.telemetry.v1",
     RecordKind.EVENT: "bessai.event.v1",
     RecordKind.GAP: "bessai.gap.v1",
     RecordKind.COMMAND_RESULT: "bessai.command_result.v1",
 }
+"""The schema of each `RecordKind`. Keyed by str: a RecordKind is a StrEnum, so a spool row's
+plain ``kind`` string finds its schema without a conversion on the publish path."""
 
 
 class RowPriority(enum.IntEnum):

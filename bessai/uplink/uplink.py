@@ -53,9 +53,10 @@ def _is_poison_alert(row: SpoolRow) -> bool:
     if row.kind != RecordKind.EVENT:
         return False
     try:
-        return json.loads(row.data).get("name") == "PUBSUB_POISON_MESSAGE"
-    except (ValueError, AttributeError):
+        body: object = json.loads(row.data)
+    except ValueError:
         return False
+    return isinstance(body, dict) and body.get("name") == "PUBSUB_POISON_MESSAGE"
 
 
 @attrs.frozen
