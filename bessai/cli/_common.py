@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, TypeAlias
 
 from bessai.config_files import find_env_file
 from bessai.settings import Settings, SettingsError, get_settings
+
+if TYPE_CHECKING:
+    Subcommands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+    """What ``add_subparsers`` returns: each command module's ``register`` adds its parsers to
+    it (generic only in typeshed, so named for the type checker alone)."""
 
 
 def load_settings(args: argparse.Namespace) -> Settings:

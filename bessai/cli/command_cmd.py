@@ -15,7 +15,7 @@ import base64
 import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -26,8 +26,11 @@ from bessai.errors import ConfigError, OperationFailedError
 from bessai.model import Action, Command
 from bessai.settings import Settings
 
+if TYPE_CHECKING:
+    from bessai.cli._common import Subcommands
 
-def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+
+def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
         "command",
         parents=[common],
@@ -50,25 +53,26 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 def build_command(settings: Settings, args: argparse.Namespace, now: float) -> Command:
     """The command to send; a `ConfigError` for a request that cannot be right."""
     action = Action(args.action)
+    power_w: float | None = args.power_w
     if action in (Action.CHARGE, Action.DISCHARGE):
-        if args.power_w is None or args.power_w <= 0:
+        if power_w is None or power_w <= 0:
             raise ConfigError(f"`{action}` needs a power: --power-w N (watts, > 0)",
                               hint=f"e.g. bessai command {action} --power-w 5000")
-    elif args.power_w is not None:
+    elif power_w is not None:
         raise ConfigError(f"`{action}` takes no --power-w", hint=f"bessai command {action}")
     if not 5 <= args.ttl_s <= 86400:
         raise ConfigError(f"--ttl-s {args.ttl_s:g} is out of range",
                           hint="give 5 to 86400 seconds; the default is 300")
     # the gateway would reject these (ttl_too_long, below_min_power): say so before sending
-    if action in (Action.CHARGE, Action.DISCHARGE):
+    if power_w is not None:  # charge or discharge: the only actions with a power (above)
         if args.ttl_s > settings.command_max_ttl_s:
             raise ConfigError(
                 f"--ttl-s {args.ttl_s:g} is longer than COMMAND_MAX_TTL_S="
                 f"{settings.command_max_ttl_s:g}: the gateway would reject it",
                 hint="send a shorter command and renew it")
-        if args.power_w < settings.command_min_power_w:
+        if power_w < settings.command_min_power_w:
             raise ConfigError(
-                f"--power-w {args.power_w:g} is below COMMAND_MIN_POWER_W="
+                f"--power-w {power_w:g} is below COMMAND_MIN_POWER_W="
                 f"{settings.command_min_power_w:g}: the gateway would reject it",
                 hint=f"bessai command stop, to stop; or at least "
                      f"--power-w {settings.command_min_power_w:g}")
@@ -84,7 +88,7 @@ def build_command(settings: Settings, args: argparse.Namespace, now: float) -> C
         site_id=settings.site_id,
         device_id=device.id,
         action=action,
-        power_w=float(args.power_w or 0.0),
+        power_w=power_w or 0.0,
         issued_at=now,
         expires_at=now + args.ttl_s,
     )

@@ -16,7 +16,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bessai.bounds import clip
 from bessai.cli._common import human_bytes
@@ -32,8 +32,11 @@ from bessai.settings import (
     redact_url,
 )
 
+if TYPE_CHECKING:
+    from bessai.cli._common import Subcommands
 
-def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+
+def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
         "check-config",
         parents=[common],

@@ -118,9 +118,10 @@ def run_demo(duration_s: float, screen: bool) -> int:
 
 def _get_json(url: str) -> dict[str, Any] | None:
     try:
-        return httpx.get(url, timeout=5).json()
+        document = httpx.get(url, timeout=5).json()
     except (httpx.HTTPError, ValueError):
         return None
+    return document if isinstance(document, dict) else None
 
 
 def _report(emulator: PubSubEmulator | None, env: dict[str, str],

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -25,10 +25,13 @@ from bessai.cli._lazy import has_in_mro, load
 from bessai.errors import BessaiError, ConfigError, OperationFailedError
 from bessai.settings import DEFAULT_PROFILE, DeviceSpec, SettingsError
 
+if TYPE_CHECKING:
+    from bessai.cli._common import Subcommands
+
 _UNIT_HINT = "check MODBUS_UNIT_ID (Huawei: 0 direct, 1 via SDongle) and the profile's addresses"
 
 
-def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
         "probe",
         parents=[common],

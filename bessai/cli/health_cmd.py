@@ -13,7 +13,7 @@ import argparse
 import inspect
 import io
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -30,8 +30,11 @@ _ANSWERED_HINT = (
     "device link down: §6.2)"
 )
 
+if TYPE_CHECKING:
+    from bessai.cli._common import Subcommands
 
-def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+
+def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
         "health",
         parents=[common],

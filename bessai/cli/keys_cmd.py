@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bessai.cli._lazy import load
 
+if TYPE_CHECKING:
+    from bessai.cli._common import Subcommands
 
-def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+
+def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
         "keys",
         parents=[common],

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bessai.cli._lazy import has_in_mro, load
 from bessai.errors import ConfigError
 
+if TYPE_CHECKING:
+    from bessai.cli._common import Subcommands
 
-def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+
+def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser("profile", parents=[common], help="check or explain a profile")
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True

@@ -19,7 +19,7 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -29,8 +29,11 @@ from bessai.clock import system_wall_clock
 from bessai.errors import ConfigError, OperationFailedError
 from bessai.settings import Settings
 
+if TYPE_CHECKING:
+    from bessai.cli._common import Subcommands
 
-def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+
+def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser("schedule", parents=[common],
                                  help="send or show a device's local schedule")
     actions = parser.add_subparsers(dest="action", metavar="ACTION")

@@ -6,11 +6,15 @@ Everything after ``sim`` goes to bessai-sim untouched (``bessai sim --help`` sho
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from bessai.cli._lazy import load
 
+if TYPE_CHECKING:
+    from bessai.cli._common import Subcommands
 
-def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+
+def register(commands: Subcommands, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
         "sim",
         help="run the Modbus simulator (same options as bessai-sim; see `bessai sim --help`)",
