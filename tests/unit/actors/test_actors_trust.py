@@ -276,6 +276,8 @@ def test_user_code_and_the_package_type_check_under_mypy_strict(tmp_path):
             await send.send("no")  # type: ignore[arg-type]
             print(sup, n, answer, ring, requests)
     '''))
+    # run from tmp_path: an embedder's view, --strict alone, not this repository's [tool.mypy]
+    # (which `make test` applies to actors and bessai together)
     done = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
                            str(ROOT / "actors"), str(user)],
                           capture_output=True, text=True, cwd=tmp_path, check=False)
