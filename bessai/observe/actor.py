@@ -56,7 +56,7 @@ class SwitchableTracer:
         return self.target.span(name, **attributes)
 
 
-def _kind_name(kind: Any) -> str:
+def _kind_name(kind: object) -> str:
     name = getattr(kind, "name", None) or getattr(kind, "value", None) or kind
     return str(name)
 
@@ -76,7 +76,7 @@ class TelemetryActor:
     _seen_restarts: dict[tuple[str, str], int] = attrs.field(factory=dict, init=False)
     _reconfigured: trio.Event = attrs.field(factory=trio.Event, init=False)
 
-    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         telemetry = self._start()
         task_status.started()
         try:
@@ -129,7 +129,7 @@ class TelemetryActor:
                 "endpoint": self.config.endpoint, "dropped": self.drops(),
                 "restarts": dict(self.restarts)}
 
-    def on_event(self, event: Any) -> None:
+    def on_event(self, event: object) -> None:
         """Supervisor hook: log the event; count restarts in ``bessai.actor.restarts``.
 
         Written against ``actors.SupervisorEvent`` (kind STARTED/RESTARTED/EXITED/ESCALATED,
@@ -170,7 +170,7 @@ class TelemetryActor:
         except Exception:
             pass
 
-    def _count_restarts(self, supervisor: str, child: str, kind: str, restarts: Any) -> None:
+    def _count_restarts(self, supervisor: str, child: str, kind: str, restarts: object) -> None:
         key = (supervisor, child)
         if not isinstance(restarts, int) or isinstance(restarts, bool):
             new = 1 if "restart" in kind else 0  # an event without counts: one per RESTARTED

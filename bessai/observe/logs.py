@@ -245,7 +245,7 @@ def get_log_level() -> str:
 
 
 async def reload_log_level_on_sighup(
-    read_level: Callable[[], str], task_status: Any = trio.TASK_STATUS_IGNORED,
+    read_level: Callable[[], str], task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Until cancelled: on each SIGHUP, apply ``read_level()`` (e.g. LOG_LEVEL re-read from the
     settings). A bad value is logged and the current level kept; the gateway never dies of it.

@@ -111,7 +111,7 @@ class StatusServer:
     _reading: dict[int, trio.CancelScope] = attrs.field(factory=dict, init=False, repr=False)
     """Connections still receiving their request head, oldest first (insertion order)."""
 
-    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             listeners = await trio.open_tcp_listeners(self.port, host=self.host)
         except OSError as error:

@@ -92,7 +92,7 @@ class CommandSource:
         return {**self.link.status(), "subscription": self.subscription_path,
                 "handled": self.handled, "handler_failures": self.failed}
 
-    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
             try:

@@ -118,7 +118,7 @@ class Uplink:
                 "config_fault": self._config_fault, "all_rejected": self.all_rejected,
                 "spool": self.spool.stats().to_json()}
 
-    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.spool.reset_leases()
         task_status.started()
         while True:
