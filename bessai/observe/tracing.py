@@ -16,9 +16,13 @@ Invariants of `OtelTracer`:
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bessai.observe.redact import redact_fields
+
+if TYPE_CHECKING:  # the OTel API, for the checker; imported at run time only by Telemetry
+    from opentelemetry import trace
 
 
 class SpanHandle(Protocol):
@@ -57,9 +61,9 @@ class NullTracer:
 NULL_TRACER = NullTracer()
 
 
-def otel_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+def otel_attributes(attributes: dict[str, Any]) -> dict[str, str | bool | int | float]:
     """Redacted attributes with OTel-compatible values."""
-    clean: dict[str, Any] = {}
+    clean: dict[str, str | bool | int | float] = {}
     for key, value in redact_fields(attributes).items():
         if value is None:
             continue
@@ -70,7 +74,7 @@ def otel_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
 class _OtelSpanHandle:
     __slots__ = ("_span",)
 
-    def __init__(self, span: Any) -> None:
+    def __init__(self, span: trace.Span) -> None:
         self._span = span
 
     def set(self, **attributes: Any) -> None:
@@ -83,33 +87,34 @@ class _OtelSpanHandle:
 class _OtelSpanContext:
     __slots__ = ("_cm", "_span")
 
-    def __init__(self, tracer: Any, name: str, attributes: dict[str, Any]) -> None:
-        self._cm = tracer.start_as_current_span(
+    def __init__(self, tracer: trace.Tracer, name: str, attributes: dict[str, Any]) -> None:
+        self._cm: AbstractContextManager[trace.Span] = tracer.start_as_current_span(
             name, attributes=otel_attributes(attributes),
             record_exception=False, set_status_on_exception=False,
         )
-        self._span: Any = None
+        self._span: trace.Span | None = None  # stays None if entering fails
 
     def __enter__(self) -> SpanHandle:
         try:
             self._span = self._cm.__enter__()
         except Exception:
-            self._cm = None
             return _NULL_SPAN
         return _OtelSpanHandle(self._span)
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if self._cm is None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        span = self._span
+        if span is None:  # entering failed: there is no span to end
             return None
         try:
             if exc_type is not None:
                 from opentelemetry.trace import Status, StatusCode
 
                 if issubclass(exc_type, Exception):
-                    self._span.set_attribute("error.type", exc_type.__qualname__)
-                    self._span.set_status(Status(StatusCode.ERROR, exc_type.__qualname__))
+                    span.set_attribute("error.type", exc_type.__qualname__)
+                    span.set_status(Status(StatusCode.ERROR, exc_type.__qualname__))
                 else:
-                    self._span.set_attribute("cancelled", True)
+                    span.set_attribute("cancelled", True)
             self._cm.__exit__(None, None, None)
         except Exception:
             pass
@@ -119,7 +124,7 @@ class _OtelSpanContext:
 class OtelTracer:
     """Spans through an OpenTelemetry tracer owned by a `bessai.observe.otel.Telemetry`."""
 
-    def __init__(self, otel_tracer: Any) -> None:
+    def __init__(self, otel_tracer: trace.Tracer) -> None:
         self._tracer = otel_tracer
 
     def span(self, name: str, **attributes: Any) -> AbstractContextManager[SpanHandle]:
