@@ -46,7 +46,7 @@ from bessai.observe.tracing import NULL_TRACER, OtelTracer, Tracer
 if TYPE_CHECKING:
     # The SDK is typed; it is imported at run time only where a Telemetry is built (the OTLP
     # exporters pull in requests and protobuf), so a disabled gateway never pays for it.
-    from opentelemetry.metrics import CallbackOptions, Meter, Observation
+    from opentelemetry.metrics import CallbackOptions, Counter, Meter, Observation
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
     from opentelemetry.sdk.resources import Resource
@@ -151,7 +151,7 @@ class DropCounter:
 
     _counts: dict[tuple[str, str], int] = attrs.field(factory=dict)
     _lock: threading.Lock = attrs.field(factory=threading.Lock)
-    _counter: Any = None
+    _counter: Counter | None = None
 
     def add(self, signal: str, reason: str, n: int = 1) -> None:
         if n <= 0:
