@@ -34,7 +34,7 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 import structlog
 import trio
@@ -83,10 +83,20 @@ def _ordered(event_dict: EventDict) -> list[tuple[str, Any]]:
     return head + body + tail
 
 
+class LogStream(Protocol):
+    """Where log lines go: stdout, a file, or the status screen's tail
+    (`bessai.cli.screen.LogTail`). Each finished line is written whole, then flushed; nothing
+    else is asked of it."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
 class _LineSink(logging.Handler):
     """Writes finished lines to the stream under one lock; also the stdlib handler."""
 
-    def __init__(self, stream: TextIO, wall_clock: WallClock, site_id: str | None) -> None:
+    def __init__(self, stream: LogStream, wall_clock: WallClock, site_id: str | None) -> None:
         super().__init__()
         self.stream = stream
         self.wall_clock = wall_clock
@@ -179,7 +189,7 @@ def _render(_: WrappedLogger, __: str, event_dict: EventDict) -> str:
 
 def configure_logging(
     level: str | int = "INFO",
-    stream: TextIO | None = None,
+    stream: LogStream | None = None,
     site_id: str | None = None,
     *,
     wall_clock: WallClock = system_wall_clock,
