@@ -34,7 +34,7 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 import structlog
 import trio
@@ -82,10 +82,18 @@ def _ordered(event_dict: dict[str, Any]) -> list[tuple[str, Any]]:
     return head + body + tail
 
 
+class LineStream(Protocol):
+    """Where log lines go: stdout, or the status screen's `bessai.cli.screen.LogTail`."""
+
+    def write(self, text: str, /) -> object: ...
+
+    def flush(self) -> object: ...
+
+
 class _LineSink(logging.Handler):
     """Writes finished lines to the stream under one lock; also the stdlib handler."""
 
-    def __init__(self, stream: TextIO, wall_clock: WallClock, site_id: str | None) -> None:
+    def __init__(self, stream: LineStream, wall_clock: WallClock, site_id: str | None) -> None:
         super().__init__()
         self.stream = stream
         self.wall_clock = wall_clock
@@ -178,7 +186,7 @@ def _render(_: Any, __: str, event_dict: dict[str, Any]) -> str:
 
 def configure_logging(
     level: str | int = "INFO",
-    stream: TextIO | None = None,
+    stream: LineStream | None = None,
     site_id: str | None = None,
     *,
     wall_clock: WallClock = system_wall_clock,
