@@ -78,7 +78,7 @@ async def _run(write_path: str, delay_s: float, hours: float) -> Run:
             nursery.cancel_scope.cancel()
         cpu = time.process_time() - cpu0
     key = ("bessai.device.write_latency_s", (("device", "inv1"), ("priority", "heartbeat")))
-    return Run(sink.samples[key], site.last_watchdog.max_gap_s, cpu / hours,
+    return Run(sink.samples[key], site.ctx.heartbeat.max_gap_s, cpu / hours,
                sim.state().comm_lost)
 
 

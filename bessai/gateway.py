@@ -45,6 +45,12 @@ State that must outlive a restart lives here, outside the actor instances: the s
 (its rows are on disk; the spool actor re-opens it), the snapshot ring, the critical-event
 outbox, each site's context (latest snapshot, safety state, active forced command), and the
 schedule book (its plans are in ``schedules.sqlite`` beside the spool; read once at start).
+
+Status is published, not scraped: the uplink and the commands source write their link state
+into the gateway's `StatusCell`s (``cloud_status``, ``commands_status``), the site children
+into their `SiteContext`'s, and each cell is marked ended the moment its instance ends.
+`Gateway.status` reads those cells and the supervisors' introspection, never an instance, so
+during a restart backoff ``/status`` says ``restarting`` instead of a dead instance's state.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ import random
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import httpx
@@ -63,20 +69,20 @@ import trio
 
 from actors import (
     Backoff,
+    ChildInfo,
     ChildSpec,
     DropOldestRing,
     IsolatedBranch,
-    Restart,
     Strategy,
     Supervisor,
+    SupervisorEscalation,
     SupervisorEvent,
 )
 from bessai.bounds import clip
 from bessai.clock import WallClock, system_wall_clock
 from bessai.config_reload import ReloadPlan, live_settings, plan_reload
-from bessai.control import CommandRouter, EventOutbox, Site, SiteConfig, build_site
+from bessai.control import CommandRouter, EventOutbox, Site, site_from_settings
 from bessai.control.connections import connections_for, distinct
-from bessai.control.controllers import ControllerConfig  # schedules (issue 15)
 from bessai.control.gate import CommandPolicy
 from bessai.control.schedule import ScheduleLimits  # schedules (issue 15)
 from bessai.control.schedule_intake import ScheduleIntake  # schedules (issue 15)
@@ -86,12 +92,13 @@ from bessai.control.schedule_store import (  # schedules (issue 15)
     schedule_path_for,
 )
 from bessai.control.site import LIMIT_SETTINGS
-from bessai.device import UniversalDriver, load_profile
+from bessai.device import Profile, load_profile
 from bessai.device.connection import ModbusConnection
 from bessai.model import Event, Snapshot
 from bessai.observe import StatusServer, TelemetryActor, TelemetryConfig, health_from_status
 from bessai.observe.logs import set_log_level
 from bessai.settings import DeviceSpec, Settings, SettingsError, get_settings
+from bessai.status_cell import LinkReport, StatusCell, link_view
 from bessai.trust import CommandTrust
 from bessai.uplink.credentials import (
     Endpoint,
@@ -148,10 +155,19 @@ DATA_BRANCH_BACKOFF = Backoff(initial_s=1.0, max_s=60.0, multiplier=2.0, jitter=
 cloud is retried at least that often), and healthy again after 2 quiet minutes."""
 
 
+class _ClientActor(Protocol):
+    """An actor built around an httpx client (the uplink, the commands source, the emulator
+    set-up)."""
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None: ...
+
+
 @attrs.define(eq=False)
 class _HttpActor:
     """Runs an actor that needs an httpx client, and closes the client when the actor ends.
 
+    ``status``: the tree's cell the inner actor publishes its link into; marked ended here when
+    the actor ends, however it ends, so ``/status`` never shows a dead instance's link.
     Graceful stop: without ``drained`` it ends at once; with it (the uplink) it keeps running
     until ``drained()`` has held twice in a row `DRAIN_CHECK_S` apart (so a group the recorder
     is committing right now is not missed), within the supervisor's grace, then it is cancelled.
@@ -159,28 +175,36 @@ class _HttpActor:
 
     endpoint: Endpoint
     transport: httpx.AsyncBaseTransport | None
-    build: Callable[[httpx.AsyncClient], Any]
+    build: Callable[[httpx.AsyncClient], _ClientActor]
     timeout_s: float = 30.0
+    status: StatusCell[LinkReport] | None = None
     drained: Callable[[], bool] | None = None
-    progress: Callable[[], Any] | None = None
-    current: Any = None
+    progress: Callable[[], object] | None = None
+    """What else moves while a drain is worth waiting for (rows still arriving)."""
     _stop: trio.Event = attrs.field(factory=trio.Event, init=False)
 
     def request_stop(self) -> None:
         self._stop.set()
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        if self.status is None:
+            await self._run(task_status)
+            return
+        with self.status.running():
+            await self._run(task_status)
+
+    async def _run(self, task_status: Any) -> None:
         async with make_client(self.endpoint, timeout_s=self.timeout_s,
                                transport=self.transport) as client:
-            self.current = self.build(client)
+            actor = self.build(client)
             async with trio.open_nursery() as nursery:
-                await nursery.start(self._run_current, nursery.cancel_scope)
+                await nursery.start(self._run_actor, actor, nursery.cancel_scope)
                 task_status.started()
                 nursery.start_soon(self._stop_when_drained, nursery.cancel_scope)
 
-    async def _run_current(self, scope: trio.CancelScope,
-                           task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        await self.current.run(task_status=task_status)
+    async def _run_actor(self, actor: _ClientActor, scope: trio.CancelScope,
+                         task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        await actor.run(task_status=task_status)
         scope.cancel()  # it ended by itself: so does this actor (the supervisor decides)
 
     async def _stop_when_drained(self, scope: trio.CancelScope) -> None:
@@ -208,13 +232,15 @@ class _HttpActor:
         scope.cancel()
 
     def _link_down(self) -> bool:
-        return bool(getattr(getattr(self.current, "link", None), "is_down", False))
+        report = None if self.status is None else self.status.value
+        return report is not None and report.is_down
 
-    def _progress(self) -> Any:
-        """What moves while a drain is worth waiting for: messages published, and (through
-        ``progress``) rows still arriving from the recorder."""
+    def _progress(self) -> tuple[int, object]:
+        """What moves while a drain is worth waiting for: messages published (the count in the
+        status cell), and (through ``progress``) rows still arriving from the recorder."""
+        report = None if self.status is None else self.status.value
         extra = self.progress() if self.progress is not None else None
-        return (getattr(self.current, "published", 0), extra)
+        return (0 if report is None else report.count, extra)
 
 
 @attrs.define(eq=False)
@@ -223,7 +249,7 @@ class _SighupReloader:
     main thread's signals. ``reload`` must not raise: a crash here would leave the process
     without a handler while this child restarts, and the next SIGHUP would kill it."""
 
-    reload: Callable[[], Any]
+    reload: Callable[[], object]
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(signal.SIGHUP) as signals:
@@ -265,7 +291,9 @@ class Gateway:
     data_children: tuple[ChildSpec, ...] = attrs.field(init=False)
     """The ``data`` branch's children; each rebuild of the branch reads this (a seam for chaos
     tests, which wrap one of them)."""
-    data_branch: IsolatedBranch | None = attrs.field(init=False, default=None)
+    data_branch: IsolatedBranch = attrs.field(init=False)
+    """The ``data`` child: the same object on every start (its state is the branch's health),
+    so its introspection answers for the supervisor it runs now."""
     sites: dict[str, Site] = attrs.field(init=False, factory=dict)
     router: CommandRouter = attrs.field(init=False)
     command_trust: CommandTrust = attrs.field(init=False)
@@ -274,15 +302,15 @@ class Gateway:
     schedule_intake: ScheduleIntake = attrs.field(init=False)
     supervisor: Supervisor = attrs.field(init=False)
     endpoint: Endpoint | None = attrs.field(init=False, default=None)
-    uplink_actor: _HttpActor | None = attrs.field(init=False, default=None)
-    commands_actor: _HttpActor | None = attrs.field(init=False, default=None)
-    status_actor: StatusServer | None = attrs.field(init=False, default=None)
+    cloud_status: StatusCell[LinkReport] = attrs.field(init=False, factory=StatusCell)
+    """The running uplink's Pub/Sub link and published count (``links.cloud`` in /status)."""
+    commands_status: StatusCell[LinkReport] = attrs.field(init=False, factory=StatusCell)
+    """The running commands source's link and handled count (``links.commands``)."""
     supervisor_done: trio.Event = attrs.field(init=False, factory=trio.Event)
     """Set when the tree has ended, whether by a stop request or an escalation."""
     connections: dict[str, ModbusConnection] = attrs.field(init=False, factory=dict)
     """Device id → its endpoint's connection (one object per endpoint)."""
-    _profiles: dict[str, Any] = attrs.field(init=False, factory=dict)
-    _site_supervisors: dict[str, Supervisor] = attrs.field(init=False, factory=dict)
+    _profiles: dict[str, Profile] = attrs.field(init=False, factory=dict)
     _credentials: SwitchableCredentials | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
@@ -322,11 +350,14 @@ class Gateway:
             emit=self.events.emit, wall_clock=self.wall_clock, metrics=self.telemetry.sink,
             trust=self.command_trust)
         if s.uplink_mode != "off":
-            self.endpoint = (Endpoint.for_emulator(s.pubsub_emulator_host)
+            self.endpoint = (Endpoint.for_emulator(s.pubsub_emulator_host or "")
                              if s.uplink_mode == "emulator" else Endpoint())
             self._credentials = SwitchableCredentials(
                 credentials_for(self.endpoint, s.google_application_credentials))
         self.data_children = tuple(self._data_specs())
+        self.data_branch = IsolatedBranch(self._build_data_supervisor,
+                                          backoff=DATA_BRANCH_BACKOFF,
+                                          on_state=self._on_data_state, rng=self.rng)
         self.supervisor = Supervisor(children=self._child_specs(), strategy=Strategy.ONE_FOR_ONE,
                                      intensity=GATEWAY_INTENSITY, period_s=GATEWAY_PERIOD_S,
                                      backoff=GATEWAY_BACKOFF, name="gateway",
@@ -334,34 +365,17 @@ class Gateway:
 
     # ---- wiring ---------------------------------------------------------------------------
 
-    def _profile(self, device: DeviceSpec) -> Any:
+    def _profile(self, device: DeviceSpec) -> Profile:
         if device.id not in self._profiles:
             self._profiles[device.id] = load_profile(device.profile)
         return self._profiles[device.id]
 
     def _build_site(self, device: DeviceSpec) -> Site:
-        s = self.settings
-        profile = self._profile(device)
-        connection = self.connections[device.id]
-        config = SiteConfig.from_profile(
-            profile, site_id=s.site_id, device_id=device.id,
-            limits={"soc_min_pct": s.soc_min_pct, "soc_max_pct": s.soc_max_pct,
-                    "soc_hysteresis_pct": s.soc_hysteresis_pct, "temp_max_c": s.temp_max_c,
-                    "temp_hysteresis_c": s.temp_hysteresis_c},
-            fast_interval_s=s.poll_interval_s, slow_interval_s=s.slow_poll_interval_s,
-            command_policy=CommandPolicy.from_settings(s),
-            own_connection=False)
-
-        def driver() -> UniversalDriver:
-            return UniversalDriver(profile, unit_id=device.unit_id, connection=connection,
-                                   site_id=s.site_id, device_id=device.id,
-                                   wall_clock=self.wall_clock, rng=self.rng)
-
-        site = build_site(config, driver, wall_clock=self.wall_clock, events=self.events,
-                          metrics=self.telemetry.sink, tracer=self.telemetry.tracer,
-                          outputs=[self._push_snapshot],
-                          schedules=self.schedule_book,  # schedules (issue 15)
-                          control=ControllerConfig.from_settings(s))
+        site = site_from_settings(
+            self.settings, device, wall_clock=self.wall_clock, profile=self._profile(device),
+            events=self.events, metrics=self.telemetry.sink, tracer=self.telemetry.tracer,
+            outputs=[self._push_snapshot], connection=self.connections[device.id],
+            rng=self.rng, schedules=self.schedule_book)  # schedules (issue 15)
         # issue 14: the gate asks the trust layer; a forcing ends at its expiry on a clock the
         # gateway trusts (server time while the local clock is off by more than the limit)
         site.gate.trust = self.command_trust
@@ -395,42 +409,39 @@ class Gateway:
             specs.append(ChildSpec("commands", self._commands, grace_s=1.0))
         return specs
 
-    def _data(self) -> IsolatedBranch:
-        def build() -> Supervisor:
-            return Supervisor(children=self.data_children, strategy=Strategy.ONE_FOR_ONE,
-                              intensity=GATEWAY_INTENSITY, period_s=GATEWAY_PERIOD_S,
-                              backoff=GATEWAY_BACKOFF, name="data", on_event=self._on_event,
-                              rng=self.rng)
+    def _build_data_supervisor(self) -> Supervisor:
+        """A fresh ``data`` supervisor for each (re)build of the branch."""
+        return Supervisor(children=self.data_children, strategy=Strategy.ONE_FOR_ONE,
+                          intensity=GATEWAY_INTENSITY, period_s=GATEWAY_PERIOD_S,
+                          backoff=GATEWAY_BACKOFF, name="data", on_event=self._on_event,
+                          rng=self.rng)
 
-        self.data_branch = IsolatedBranch(build, backoff=DATA_BRANCH_BACKOFF,
-                                          on_state=self._on_data_state, rng=self.rng)
-        return self.data_branch
-
-    def _on_data_state(self, degraded: bool, escalation: Any) -> None:
+    def _on_data_state(self, degraded: bool, escalation: SupervisorEscalation | None) -> None:
         if degraded:
-            log.error("DATA_BRANCH_DEGRADED", child=getattr(escalation, "child_id", None),
-                      error=clip(repr(getattr(escalation, "last_exception", None)), 300),
+            log.error("DATA_BRANCH_DEGRADED",
+                      child=None if escalation is None else escalation.child_id,
+                      error=clip(repr(None if escalation is None
+                                      else escalation.last_exception), 300),
                       held_events=len(self.events.pending),
                       action="the spool/uplink branch crash-looped and is rebuilt with backoff "
                              "(up to 60 s); the device sites keep running; critical events are "
                              "held in memory. Look at the error and SPOOL_DISK_FAULT lines")
         else:
             log.warning("DATA_BRANCH_RECOVERED", held_events=len(self.events.pending),
-                        escalations=self.data_branch.escalations if self.data_branch else 0)
+                        escalations=self.data_branch.escalations)
 
     def _child_specs(self) -> list[ChildSpec]:
         s = self.settings
         specs = [
             ChildSpec("telemetry", lambda: self.telemetry, grace_s=s.shutdown_deadline_s),
-            ChildSpec("data", self._data, grace_s=math.inf),
+            ChildSpec("data", lambda: self.data_branch, grace_s=math.inf),
         ]
         for connection in distinct(self.connections):
             # The same object on every start: the connection outlives its owner's restarts.
             specs.append(ChildSpec(f"connection_{connection.peer}",
-                                   lambda c=connection: c, grace_s=2.0))
-        for device_id in self.sites:
-            specs.append(ChildSpec(f"site_{device_id}", self._site_factory(device_id),
-                                   grace_s=math.inf))
+                                   _same(connection), grace_s=2.0))
+        for site in self.sites.values():
+            specs.append(site.supervisor_spec(on_event=self._on_event))
         if self.status_server:
             specs.append(ChildSpec("status", self._status, grace_s=0.0))
         if self.handle_sighup:
@@ -446,24 +457,30 @@ class Gateway:
 
     def _uplink(self) -> _HttpActor:
         s = self.settings
-        assert self.endpoint is not None
+        endpoint, credentials = self._cloud()
 
         def build(client: httpx.AsyncClient) -> Uplink:
             publisher = Publisher(client, s.gcp_project_id or "", s.pubsub_topic or "",
-                                  endpoint=self.endpoint, credentials=self._credentials,
+                                  endpoint=endpoint, credentials=credentials,
                                   wall_clock=self.wall_clock,
                                   extra_attributes=SIMULATED if self.simulated else {})
             # A 403/404 is retried with the normal backoff (capped at a minute), not a fixed
             # minute: a topic created by hand is used within seconds.
             return Uplink(self.spool, publisher, sink=self.telemetry.sink,
-                          tracer=self.telemetry.tracer, rng=self.rng, config_fault_retry_s=0.0)
+                          tracer=self.telemetry.tracer, rng=self.rng, config_fault_retry_s=0.0,
+                          status_cell=self.cloud_status)
 
-        self.uplink_actor = _HttpActor(self.endpoint, self.http_transport, build,
-                                       drained=self._nothing_to_publish,
-                                       progress=self._rows_accepted)
-        return self.uplink_actor
+        return _HttpActor(endpoint, self.http_transport, build, status=self.cloud_status,
+                          drained=self._nothing_to_publish, progress=self._rows_accepted)
 
-    def _rows_accepted(self) -> Any:
+    def _cloud(self) -> tuple[Endpoint, SwitchableCredentials]:
+        """The Pub/Sub endpoint and credentials (only the cloud children ask: they exist only
+        when the uplink is not off)."""
+        assert self.endpoint is not None
+        assert self._credentials is not None
+        return self.endpoint, self._credentials
+
+    def _rows_accepted(self) -> object:
         """Changes while the recorder still moves readings into the spool."""
         return (len(self.snapshots), len(self.events.pending), self.spool.stats().depth)
 
@@ -476,49 +493,37 @@ class Gateway:
         from bessai.uplink.pull import CommandSource
 
         s = self.settings
-        assert self.endpoint is not None
+        endpoint, credentials = self._cloud()
 
         def build(client: httpx.AsyncClient) -> CommandSource:
             return CommandSource(client, s.gcp_project_id or "",
                                  s.pubsub_commands_subscription or "",
                                  # schedules (issue 15): "type": "schedule" to the intake
                                  self.schedule_intake.route(self.router.handle_command_message),
-                                 endpoint=self.endpoint,
-                                 credentials=self._credentials, rng=self.rng,
+                                 endpoint=endpoint, credentials=credentials, rng=self.rng,
                                  wall_clock=self.wall_clock, sink=self.telemetry.sink,
                                  observe=self.command_trust.clock.observe_response,
-                                 config_fault_retry_s=0.0)
+                                 config_fault_retry_s=0.0, status_cell=self.commands_status)
 
-        self.commands_actor = _HttpActor(self.endpoint, self.http_transport, build)
-        return self.commands_actor
+        return _HttpActor(endpoint, self.http_transport, build, status=self.commands_status)
 
     def _emulator_setup(self) -> _HttpActor:
         """The topics and subscription this configuration needs, created on the emulator."""
         s = self.settings
-        assert self.endpoint is not None
-        topics = [t for t in (s.pubsub_topic, s.pubsub_commands_topic) if t]
-        subscriptions = ([(s.pubsub_commands_subscription, s.pubsub_commands_topic)]
-                         if s.pubsub_commands_subscription and s.pubsub_commands_topic else [])
+        endpoint, _ = self._cloud()
+        topics = tuple(t for t in (s.pubsub_topic, s.pubsub_commands_topic) if t)
+        subscriptions = ((s.pubsub_commands_subscription, s.pubsub_commands_topic),
+                         ) if s.pubsub_commands_subscription and s.pubsub_commands_topic else ()
 
         def build(client: httpx.AsyncClient) -> EmulatorSetup:
-            return EmulatorSetup(client, self.endpoint, s.gcp_project_id or "", topics,
+            return EmulatorSetup(client, endpoint, s.gcp_project_id or "", topics,
                                  subscriptions)
 
-        return _HttpActor(self.endpoint, self.http_transport, build, timeout_s=5.0)
-
-    def _site_factory(self, device_id: str) -> Callable[[], Supervisor]:
-        def start() -> Supervisor:
-            sup = self.sites[device_id].supervisor(on_event=self._on_event)
-            self._site_supervisors[device_id] = sup
-            return sup
-
-        return start
+        return _HttpActor(endpoint, self.http_transport, build, timeout_s=5.0)
 
     def _status(self) -> StatusServer:
         bind = self.settings.status_bind
-        self.status_actor = StatusServer(self.status, self.health, host=bind.host,
-                                         port=bind.port)
-        return self.status_actor
+        return StatusServer(self.status, self.health, host=bind.host, port=bind.port)
 
     def _sighup(self) -> _SighupReloader:
         return _SighupReloader(self.reload_config)
@@ -566,7 +571,8 @@ class Gateway:
             self.sites[device_id].apply(config)
         if "LOG_LEVEL" in applied:
             set_log_level(effective.log_level)
-        if "GOOGLE_APPLICATION_CREDENTIALS" in applied and self.endpoint is not None:
+        if ("GOOGLE_APPLICATION_CREDENTIALS" in applied and self.endpoint is not None
+                and self._credentials is not None):
             self._credentials.target = credentials_for(
                 self.endpoint, effective.google_application_credentials)
         if "OTEL_EXPORTER_OTLP_ENDPOINT" in applied:
@@ -621,17 +627,18 @@ class Gateway:
         return health_from_status(self.status())
 
     def status(self) -> dict[str, Any]:
-        """The status document behind ``/status`` and the terminal screen."""
+        """The status document behind ``/status`` and the terminal screen.
+
+        Read from what the tree owns — the supervisors' introspection, the status cells, the
+        sites' contexts, the spool — never from an actor instance (see the module docstring)."""
         actors: dict[str, Any] = {}
-        for info in self.supervisor.which_children():
+        for info in self.supervisor.which_children(recursive=True):
             actors[info.id] = _child_view(info)
+            for child in info.children:  # a running site supervisor's children
+                actors[f"{info.id}/{child.id}"] = _child_view(child)
         branch = self.data_branch
-        if branch is not None:
-            for info in branch.which_children():
-                actors[f"data/{info.id}"] = _child_view(info)
-        for device_id, sup in self._site_supervisors.items():
-            for info in sup.which_children():
-                actors[f"site_{device_id}/{info.id}"] = _child_view(info)
+        for info in branch.which_children():
+            actors[f"data/{info.id}"] = _child_view(info)
         links: dict[str, Any] = {}
         sites: dict[str, Any] = {}
         for device_id, site in self.sites.items():
@@ -643,12 +650,12 @@ class Gateway:
             links[f"device:{device_id}"] = view["link"]
         for connection in distinct(self.connections):
             links[f"connection:{connection.peer}"] = connection.status()
-        uplink = self.uplink_actor.current if self.uplink_actor else None
-        if uplink is not None:
-            links["cloud"] = _link_view(uplink.link, published=uplink.published)
-        commands = self.commands_actor.current if self.commands_actor else None
+        cloud = link_view(self.cloud_status, "published")
+        if cloud is not None:
+            links["cloud"] = cloud
+        commands = link_view(self.commands_status, "handled", "handler_failures")
         if commands is not None:
-            links["commands"] = _link_view(commands.link, handled=commands.handled)
+            links["commands"] = commands
         spool = self.spool.stats().to_json()
         document = {
             "site": self.settings.site_id,
@@ -658,10 +665,9 @@ class Gateway:
             "links": links,
             "sites": sites,
             "spool": spool,
-            "data_branch": {"state": "degraded" if branch and branch.degraded else "ok",
-                            "escalations": branch.escalations if branch else 0,
-                            "last_escalation": None if branch is None
-                            or branch.last_escalation is None
+            "data_branch": {"state": "degraded" if branch.degraded else "ok",
+                            "escalations": branch.escalations,
+                            "last_escalation": None if branch.last_escalation is None
                             else clip(repr(branch.last_escalation.last_exception), 300)},
             "events_held": len(self.events.pending),
             "events_dropped": self.events.dropped,
@@ -675,6 +681,11 @@ class Gateway:
         return document
 
 
+def _same(connection: ModbusConnection) -> Callable[[], ModbusConnection]:
+    """A factory that hands out the same connection on every start."""
+    return lambda: connection
+
+
 def _load_schedules(store: ScheduleStore) -> ScheduleBook:
     """The stored schedules (issue 15). A file that cannot be read is a state, not a crash: the
     gateway starts without schedules (the sites still poll and guard) and says so."""
@@ -686,19 +697,11 @@ def _load_schedules(store: ScheduleStore) -> ScheduleBook:
         return ScheduleBook()
 
 
-def _child_view(info: Any) -> dict[str, Any]:
+def _child_view(info: ChildInfo) -> dict[str, Any]:
     failure = info.last_failure
-    return {"state": info.state.value if hasattr(info.state, "value") else str(info.state),
-            "restart": info.restart.value if isinstance(info.restart, Restart) else info.restart,
+    return {"state": info.state.value, "restart": info.restart.value,
             "restarts": info.restarts,
             "last_failure": None if failure is None else failure.exception_repr}
-
-
-def _link_view(link: Any, **extra: Any) -> dict[str, Any]:
-    now = trio.current_time()
-    return {"state": str(link.state.value), "reason": link.reason,
-            "down_for_s": None if link.down_since is None else round(now - link.down_since, 3),
-            **extra}
 
 
 def _host_name() -> str:

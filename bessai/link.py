@@ -29,6 +29,7 @@ Invariants:
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -81,6 +82,12 @@ class Link:
     """Whether the current down state was logged (a quiet down recovers quietly)."""
     announce_first_up: bool = True
     """Log the up event at INFO on the first success (False: a debug line)."""
+    on_change: Callable[[], None] | None = attrs.field(default=None, repr=False)
+    """Called after every change of state or reason (the owner publishes its status cell)."""
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def _set(self, state: LinkState) -> None:
         if state != self.state:
@@ -116,6 +123,7 @@ class Link:
         """A probe is about to go out (only from down)."""
         if self.state == LinkState.DOWN:
             self._set(LinkState.PROBING)
+            self._changed()
 
     def rejecting(self, reason: str) -> None:
         """The peer answers but refuses what is sent (Pub/Sub answering 400 to everything):
@@ -124,6 +132,7 @@ class Link:
         if not self.is_down:
             self._set(LinkState.DEGRADED)
         self.reason = reason
+        self._changed()
 
     def succeeded(self) -> None:
         if self.state is LinkState.UP and self.failures == 0:
@@ -149,6 +158,7 @@ class Link:
         self.retry_at = None
         self.announced = True
         self._set(LinkState.UP)
+        self._changed()
 
     def failed(self, reason: str, retry_in_s: float, *, fatal: bool = False,
                announce: bool = True) -> None:
@@ -184,6 +194,7 @@ class Link:
                            retry_in_s=round(retry_in_s, 2), failures=self.failures,
                            **self.fields)
         self.reason = reason
+        self._changed()
 
     def _announce_down(self, reason: str, retry_in_s: float, previous: LinkState) -> None:
         self.announced = True

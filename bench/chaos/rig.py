@@ -191,8 +191,13 @@ def crash_child(gw: Gateway, path: str, after_s: float | trio.Event,
         device = site_id.removeprefix("site_")
         site = gw.sites[device]
         fields = {a.name: getattr(site, a.name) for a in attrs.fields(Site) if a.init}
-        gw.sites[device] = _CrashingSite(**fields, target=child, after_s=after_s,
-                                         crashed_at=crashed_at, times=times)
+        crashing = _CrashingSite(**fields, target=child, after_s=after_s,
+                                 crashed_at=crashed_at, times=times)
+        gw.sites[device] = crashing
+        # the gateway nests each site by its supervisor_spec, built with the tree: rebuild it
+        gw.supervisor = attrs.evolve(gw.supervisor, children=tuple(
+            crashing.supervisor_spec(on_event=gw._on_event) if s.id == site_id else s
+            for s in gw.supervisor.children))
         return crashed_at
     specs = tuple(_crash_once(s, after_s, crashed_at, times) if s.id == path else s
                   for s in gw.supervisor.children)

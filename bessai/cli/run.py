@@ -24,8 +24,9 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+import attrs
 import structlog
 import trio
 
@@ -35,6 +36,11 @@ from bessai.config_files import find_env_file
 from bessai.errors import BessaiError, ConfigError, OperationFailedError
 from bessai.settings import DEFAULT_ENV_FILE, get_settings, load_env
 from bessai.version import gateway_version
+
+if TYPE_CHECKING:
+    from bessai.cli.screen import LogTail
+    from bessai.device.modbus import StreamFactory
+    from bessai.settings import Settings
 
 log = structlog.get_logger("bessai.run")
 
@@ -54,7 +60,7 @@ def simulator_defaults(env_file: str | None) -> dict[str, str]:
     return defaults
 
 
-def load_run_settings(args: argparse.Namespace) -> Any:
+def load_run_settings(args: argparse.Namespace) -> Settings:
     """The settings as `bessai-run` reads them, at start and again on every SIGHUP."""
     env: dict[str, str] | None = None
     if args.simulator:
@@ -71,12 +77,10 @@ def simulator_spool(spool_path: Path) -> Path:
     return spool_path.with_name(f"{spool_path.stem}.simulator{spool_path.suffix or '.sqlite'}")
 
 
-def simulator_settings(settings: Any, *, publish: bool) -> Any:
+def simulator_settings(settings: Settings, *, publish: bool) -> Settings:
     """The settings of a ``--simulator`` run: its own spool, and no publishing to a real Pub/Sub
     topic (the emulator is fine) unless ``--publish-simulated``. Every message it publishes
     carries ``simulated=true`` (`Gateway.simulated`)."""
-    import attrs
-
     changes: dict[str, Any] = {"spool_path": simulator_spool(settings.spool_path)}
     if settings.uplink_mode == "cloud" and not publish:
         changes.update(pubsub_topic=None, pubsub_commands_subscription=None,
@@ -134,70 +138,102 @@ force_exit = _exit_now
 """How a second signal ends the process (a seam for in-process tests)."""
 
 
-async def _watch_signals(gateway: Any, deadline_s: float, cancel: trio.CancelScope,
-                         state: dict[str, Any]) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            if state["stopping"]:
-                log.warning("SHUTDOWN_FORCED", signal=signal.Signals(signum).name)
-                state["forced"] = True
-                cancel.cancel()
-                force_exit(EXIT_FORCED)
-                return
-            _begin_stop(gateway, deadline_s, cancel, state, signal=signal.Signals(signum).name)
-
-
-async def _stop_after(gateway: Any, duration_s: float, deadline_s: float,
-                      cancel: trio.CancelScope, state: dict[str, Any]) -> None:
-    await trio.sleep(duration_s)
-    if not state["stopping"]:
-        _begin_stop(gateway, deadline_s, cancel, state, reason="duration elapsed")
-
-
 HARD_STOP_MARGIN_S = 5.0
 """How long past SHUTDOWN_DEADLINE_S the process may take before it is ended regardless."""
 
 
-def _begin_stop(gateway: Any, deadline_s: float, cancel: trio.CancelScope,
-                state: dict[str, Any], **why: Any) -> None:
-    """Graceful stop within ``deadline_s``, then cancellation; and a hard stop behind both.
+class Stoppable(Protocol):
+    """What a shutdown asks of the tree (`bessai.gateway.Gateway`)."""
 
-    Cancellation cannot cut short clean-up that a supervisor shields (each child's grace), so a
-    timer thread ends the process ``HARD_STOP_MARGIN_S`` after the deadline: a service manager
-    waiting on the stop must never wait forever. What the spool committed is on disk."""
-    state["stopping"] = True
-    log.warning("SHUTDOWN_REQUESTED", **why, deadline_s=deadline_s)
-    gateway.request_stop()
-    cancel.deadline = trio.current_time() + deadline_s
-
-    def hard_stop() -> None:
-        log.critical("SHUTDOWN_DEADLINE_EXCEEDED", deadline_s=deadline_s, action="exit now")
-        force_exit(EXIT_DEADLINE)
-
-    timer = threading.Timer(deadline_s + HARD_STOP_MARGIN_S, hard_stop)
-    timer.daemon = True
-    timer.start()
-    state["hard_stop"] = timer
+    def request_stop(self) -> None: ...
 
 
-async def run_gateway(args: argparse.Namespace, settings: Any, tail: Any | None) -> int:
-    state: dict[str, Any] = {"stopping": False, "forced": False}
+@attrs.define(eq=False)
+class Shutdown:
+    """This process's one stop: begun once (a signal, or ``--duration``), forced by a second
+    signal, bounded by a hard-stop timer that `run_gateway` disarms once the tree has ended."""
+
+    deadline_s: float
+    """SHUTDOWN_DEADLINE_S: the graceful stop's budget; then the rest is cancelled."""
+    stopping: bool = False
+    forced: bool = False
+    hard_stop: threading.Timer | None = None
+    """Armed by `begin`: ends the process `HARD_STOP_MARGIN_S` after the deadline."""
+
+    def begin(self, gateway: Stoppable, cancel: trio.CancelScope, **why: str) -> None:
+        """Graceful stop within the deadline, then cancellation; and a hard stop behind both.
+
+        Cancellation cannot cut short clean-up that a supervisor shields (each child's grace),
+        so a timer thread ends the process ``HARD_STOP_MARGIN_S`` after the deadline: a service
+        manager waiting on the stop must never wait forever. What the spool committed is on
+        disk."""
+        self.stopping = True
+        log.warning("SHUTDOWN_REQUESTED", **why, deadline_s=self.deadline_s)
+        gateway.request_stop()
+        cancel.deadline = trio.current_time() + self.deadline_s
+        deadline_s = self.deadline_s
+
+        def hard_stop() -> None:
+            log.critical("SHUTDOWN_DEADLINE_EXCEEDED", deadline_s=deadline_s, action="exit now")
+            force_exit(EXIT_DEADLINE)
+
+        timer = threading.Timer(self.deadline_s + HARD_STOP_MARGIN_S, hard_stop)
+        timer.daemon = True
+        timer.start()
+        self.hard_stop = timer
+
+    def force(self, cancel: trio.CancelScope, signal_name: str) -> None:
+        """A second signal: leave now (exit 130)."""
+        log.warning("SHUTDOWN_FORCED", signal=signal_name)
+        self.forced = True
+        cancel.cancel()
+        force_exit(EXIT_FORCED)
+
+    def disarm(self) -> None:
+        """The tree has ended: the hard stop must not fire any more."""
+        if self.hard_stop is not None:
+            self.hard_stop.cancel()
+
+
+async def _watch_signals(gateway: Stoppable, cancel: trio.CancelScope,
+                         shutdown: Shutdown) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if shutdown.stopping:
+                shutdown.force(cancel, name)
+                return
+            shutdown.begin(gateway, cancel, signal=name)
+
+
+async def _stop_after(gateway: Stoppable, duration_s: float, cancel: trio.CancelScope,
+                      shutdown: Shutdown) -> None:
+    await trio.sleep(duration_s)
+    if not shutdown.stopping:
+        shutdown.begin(gateway, cancel, reason="duration elapsed")
+
+
+async def run_gateway(args: argparse.Namespace, settings: Settings, tail: LogTail | None,
+                      shutdown: Shutdown | None = None) -> int:
+    """The whole run, as ``bessai-run`` does it inside ``trio.run``: returns the exit code.
+    ``shutdown``: the stop's state (default: a new one with SHUTDOWN_DEADLINE_S; a test passes
+    its own to look at the hard-stop timer afterwards)."""
+    if shutdown is None:
+        shutdown = Shutdown(settings.shutdown_deadline_s)
     try:
-        return await _run_until_stopped(args, settings, tail, state)
+        return await _run_until_stopped(args, settings, tail, shutdown)
     finally:
-        timer = state.get("hard_stop")
-        if timer is not None:
-            timer.cancel()
+        shutdown.disarm()
 
 
-async def _run_until_stopped(args: argparse.Namespace, settings: Any, tail: Any | None,
-                             state: dict[str, Any]) -> int:
+async def _run_until_stopped(args: argparse.Namespace, settings: Settings,
+                             tail: LogTail | None, shutdown: Shutdown) -> int:
     from bessai.cli.screen import show
     from bessai.gateway import Gateway
     from bessai.sim import Simulator
 
     async with trio.open_nursery() as outer:
-        factories = {}
+        factories: dict[str, StreamFactory] = {}
         if args.simulator:
             for device in settings.devices:
                 sim = Simulator(str(device.profile), soc_pct=args.sim_soc, temp_c=args.sim_temp,
@@ -211,11 +247,9 @@ async def _run_until_stopped(args: argparse.Namespace, settings: Any, tail: Any 
             _log_simulator_mode(args, settings)
         with trio.CancelScope() as cancel:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_watch_signals, gateway, settings.shutdown_deadline_s,
-                                   cancel, state)
+                nursery.start_soon(_watch_signals, gateway, cancel, shutdown)
                 if args.duration is not None:
-                    nursery.start_soon(_stop_after, gateway, args.duration,
-                                       settings.shutdown_deadline_s, cancel, state)
+                    nursery.start_soon(_stop_after, gateway, args.duration, cancel, shutdown)
                 await nursery.start(gateway.run)
                 if not gateway.supervisor_done.is_set():
                     # Everything built at startup (modules, profiles, the tree, the OTel SDK:
@@ -230,7 +264,7 @@ async def _run_until_stopped(args: argparse.Namespace, settings: Any, tail: Any 
                 await gateway.supervisor_done.wait()
                 nursery.cancel_scope.cancel()
         outer.cancel_scope.cancel()
-    if state["forced"]:
+    if shutdown.forced:
         return EXIT_FORCED
     if cancel.cancelled_caught:
         log.warning("SHUTDOWN_DEADLINE_EXCEEDED", deadline_s=settings.shutdown_deadline_s)
@@ -238,7 +272,7 @@ async def _run_until_stopped(args: argparse.Namespace, settings: Any, tail: Any 
     return 0
 
 
-def _log_simulator_mode(args: argparse.Namespace, settings: Any) -> None:
+def _log_simulator_mode(args: argparse.Namespace, settings: Settings) -> None:
     """One WARNING that says what a simulator run does with its data, and why."""
     fields: dict[str, Any] = {"spool": str(settings.spool_path), "uplink": settings.uplink_mode}
     if settings.uplink_mode == "off" and not args.publish_simulated:
@@ -292,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report_failure(error)
 
 
-def check_profiles(settings: Any, *, env_file: str | None = None) -> None:
+def check_profiles(settings: Settings, *, env_file: str | None = None) -> None:
     """Load every device's profile before anything starts: a missing or broken profile is a
     configuration error (exit 2) with the path to fix, not a traceback from inside the tree."""
     from bessai.device import load_profile
@@ -321,7 +355,7 @@ def check_profiles(settings: Any, *, env_file: str | None = None) -> None:
                               "at a valid one (`bessai profile validate PATH`)") from None
 
 
-def check_status_bind(settings: Any) -> None:
+def check_status_bind(settings: Settings) -> None:
     """Fail fast when STATUS_BIND cannot be bound: most often another gateway is already
     running here, and two gateways would fight over the inverter's only Modbus connection."""
     bind = settings.status_bind

@@ -8,9 +8,11 @@ When a child crashes and is rebuilt, its successor finds here what the old one k
 * ``safety`` — the guard's current decision (the gate reads it; a restarted guard resumes from
   it, so hysteresis memory and already-logged blocks survive the restart);
 * ``link`` — a handle to whichever device-link instance is running now, so the watchdog, the
-  guard and dispatch always write through the live connection, and the unit's link status as
-  the running instance last published it (the status endpoint reads that, never an instance);
+  guard and dispatch always write through the live connection, and a `StatusCell` with the
+  unit's link status as the running instance last published it (the status endpoint reads
+  that, never an instance; while the link restarts it says so, with the error);
 * ``heartbeat`` — the watchdog's counters (beats, largest gap), published the same way;
+* ``schedule`` — the schedule executor's progress (its state and setpoint), a `StatusCell`;
 * ``dispatch`` — the active forced command, renewed by the watchdog, stopped by the guard;
 * ``limits`` — the safety limits in force: the tree publishes new ones on a configuration
   reload (SIGHUP) and the guard reads them at every decision, so a new limit applies from the
@@ -33,10 +35,12 @@ from bessai.control.events import EventOutbox
 from bessai.control.limits import UNKNOWN, Limits, SafetyState
 from bessai.model import Snapshot
 from bessai.observe.sink import NULL_SINK, MetricSink
+from bessai.status_cell import StatusCell
 
 if TYPE_CHECKING:
     from bessai.control.device_link import DeviceLink
     from bessai.control.dispatch import Dispatcher
+    from bessai.control.executor import ScheduleProgress
 
 
 @attrs.define(eq=False)
@@ -50,8 +54,9 @@ class LinkHandle:
 
     device_id: str
     current: DeviceLink | None = None
-    published: LinkStatus | None = None
-    """The unit's link status as the running instance last published it (None: never ran)."""
+    cell: StatusCell[LinkStatus] = attrs.field(factory=StatusCell)
+    """The unit's link status as the running instance last published it; marked ended (with
+    the error, while it restarts) when that instance ends."""
     _changed: trio.Event = attrs.field(factory=trio.Event)
 
     def attach(self, link: DeviceLink) -> None:
@@ -64,7 +69,7 @@ class LinkHandle:
             self.notify()
 
     def publish(self, status: LinkStatus) -> None:
-        self.published = status
+        self.cell.publish(status)
 
     def notify(self) -> None:
         """Wake every `wait_up` waiter to look again (a link's state changed)."""
@@ -77,7 +82,8 @@ class LinkHandle:
 
     @property
     def status(self) -> LinkStatus | None:
-        return self.published
+        """The running instance's latest status (None while no instance runs)."""
+        return self.cell.value
 
     async def write(self, tag: str, value: float | int, priority: Priority) -> None:
         link = self.current
@@ -113,12 +119,14 @@ class SiteContext:
     safety: SafetyState = UNKNOWN
     safety_evaluated: bool = False
     limits: Limits | None = None
+    """The live safety limits (None: the guard's own, as built). Replaced whole, never mutated."""
     waiting_for_data_since: float | None = None
     """Trio time the first guard began waiting for the device's first snapshot (a restarted
     guard keeps the same deadline and does not announce the wait again)."""
-    """The live safety limits (None: the guard's own, as built). Replaced whole, never mutated."""
     link: LinkHandle = attrs.field(init=False)
     heartbeat: HeartbeatStats = attrs.field(factory=HeartbeatStats)
+    schedule: StatusCell[ScheduleProgress] = attrs.field(factory=StatusCell)
+    """The running schedule executor's state and setpoint (issue 15)."""
     dispatcher: Dispatcher | None = None
 
     def __attrs_post_init__(self) -> None:

@@ -13,13 +13,13 @@ Invariants:
   private connection's owner inside itself. Every request goes through the connection's
   scheduler one at a time, so Huawei's one-client rule holds.
 * **Writes go first, by priority** (`Priority`: SAFETY < HEARTBEAT < DISPATCH, lower first, all
-  ahead of reads). With `UniversalDriver` (``write_path="direct"``, chosen automatically) a
-  write waits only for the request in flight: its client's priority lock hands the connection
-  to the most urgent waiter between two requests, even in the middle of a poll. With a driver
-  that takes no priority (``"queue"``), writes wait in this link's priority queue, drained
-  before every poll. `write()` returns once the device acknowledged, or raises: `LinkDown` when
-  there is no connection (so the caller can decide to wait with `wait_up()` or give up), the
-  driver's own error when the device refused.
+  ahead of reads). With ``write_path="direct"`` (the default) a write waits only for the
+  request in flight: the driver's priority lock hands the connection to the most urgent waiter
+  between two requests, even in the middle of a poll. With ``"queue"`` (the benchmark's
+  baseline), writes wait in this link's priority queue, drained before every poll. `write()`
+  returns once the device acknowledged, or raises: `LinkDown` when there is no connection (so
+  the caller can decide to wait with `wait_up()` or give up), the driver's own error when the
+  device refused.
 * **Publishing never blocks.** Each snapshot goes to every output callback (a latest-value cell's
   writer, a drop-oldest ring's push); they must return at once. A slow consumer cannot delay a
   poll or a write.
@@ -30,8 +30,11 @@ Invariants:
   answers again. Each is logged once per transition, never once per attempt, so a 30-minute or
   3-day outage neither crashes the actor nor floods the log. Only a bug escapes `run`.
 * **Status is published.** Every change of the unit's `LinkStatus` is written into the
-  tree-owned handle (`SiteContext.link`), which the status endpoint reads; no one asks the
+  tree-owned handle's `StatusCell` (`SiteContext.link`), which the status endpoint reads; when
+  the instance ends the cell says so (restarting, with the error, or stopped); no one asks the
   instance.
+* **The driver is a `Driver`** — a complete Protocol (`UniversalDriver` satisfies it, checked by
+  mypy below); the link never probes a driver for what it can do.
 """
 
 from __future__ import annotations
@@ -39,11 +42,10 @@ from __future__ import annotations
 import contextlib
 import enum
 import heapq
-import inspect
 import itertools
 import random
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import attrs
 import structlog
@@ -52,10 +54,16 @@ import trio
 from actors import Backoff
 from bessai.device.connection import RECONNECT_BACKOFF, ModbusConnection
 from bessai.device.errors import ModbusProtocolError
+from bessai.device.planner import ReadRequest
+from bessai.device.profile import Poll
 from bessai.link import Link, LinkState
 from bessai.model import Snapshot
 from bessai.observe.sink import NULL_SINK, MetricSink
-from bessai.observe.tracing import NULL_TRACER, Tracer
+from bessai.observe.tracing import NULL_TRACER, SpanHandle, Tracer
+
+if TYPE_CHECKING:
+    from bessai.control.context import LinkHandle
+    from bessai.device.driver import UniversalDriver
 
 log = structlog.get_logger("bessai.control.device_link")
 
@@ -85,19 +93,47 @@ class LinkDown(ConnectionError):
                          " — the write was not sent; it reconnects by itself with backoff")
 
 
+PollClass = Poll | str | None
+"""A poll class as the driver's read plan takes it (None: every readable tag)."""
+
+WritePath = Literal["direct", "queue"]
+
+
 class Driver(Protocol):
-    """What the device link needs from `bessai.device.UniversalDriver`."""
+    """Everything the device link asks of a driver. `bessai.device.UniversalDriver` is the one
+    in production (mypy checks it satisfies this, below); a test's fake implements all of it."""
 
     @property
     def connection(self) -> ModbusConnection:
         """The endpoint's connection the driver's requests go through."""
+        ...
+
+    @property
+    def unit_fault(self) -> Exception | None:
+        """Set by `read_all` when this unit stopped answering (a timeout, a lost connection);
+        the snapshot then carries the tags it could not read as invalid."""
+        ...
+
+    def plan(self, poll_class: PollClass = None) -> Sequence[ReadRequest]:
+        """The coalesced Modbus requests one poll of ``poll_class`` sends."""
+        ...
 
     async def connect(self) -> None: ...
 
-    async def read_all(self, poll_class: Any = None) -> Snapshot: ...
+    async def read_all(self, poll_class: PollClass = None) -> Snapshot: ...
 
-    async def write_tag(self, name: str, value: float | int, **kwargs: Any) -> Any:
-        """``priority=`` is passed when the driver accepts it (see `DeviceLink.write_path`)."""
+    async def write_tag(self, name: str, value: float | int, *, priority: int = ...) -> None:
+        """Write one tag; ``priority`` orders it on the connection (lower first, reads at 10)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close a private connection (a shared one is its owner's to close)."""
+        ...
+
+
+if TYPE_CHECKING:
+    def _universal_driver_is_a_driver(driver: UniversalDriver) -> Driver:
+        return driver  # mypy fails here if UniversalDriver stops satisfying the Protocol
 
 
 @attrs.frozen
@@ -125,27 +161,18 @@ class _WriteRequest:
 
 
 @contextlib.contextmanager
-def _fail_after(seconds: float, message: str) -> Any:
+def _fail_after(seconds: float, message: str) -> Iterator[None]:
     with trio.move_on_after(seconds) as scope:
         yield
     if scope.cancelled_caught:
         raise TimeoutError(message)
 
 
-def _accepts_priority(driver: Any) -> bool:
-    """Whether the driver's write_tag takes ``priority=`` (UniversalDriver: its client's
-    priority lock orders requests, lower first, reads at 10)."""
-    try:
-        return "priority" in inspect.signature(driver.write_tag).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _poll_label(poll_class: Any) -> str:
+def _poll_label(poll_class: PollClass) -> str:
     """A poll class as a metric/span label: ``None`` (every readable tag) is ``all``."""
     if poll_class is None:
         return "all"
-    return str(getattr(poll_class, "value", poll_class))
+    return poll_class.value if isinstance(poll_class, Poll) else poll_class
 
 
 def _merge(previous: Snapshot | None, new: Snapshot) -> Snapshot:
@@ -182,12 +209,15 @@ class DeviceLink:
     tracer: Tracer = NULL_TRACER
     """One ``poll_cycle`` span per poll: device, poll class, requests, tags_ok, tags_failed,
     outcome (ok, partial, failed, link_fault)."""
-    fast_poll: Any = "fast"
-    slow_poll: Any = None
+    fast_poll: PollClass = "fast"
+    slow_poll: PollClass = None
     call_timeout_s: float | None = None
-    write_path: str = attrs.field(default="auto", validator=attrs.validators.in_(
-        ("auto", "direct", "queue")))
-    handle: Any = None  # a context.LinkHandle: attached while running, given every status
+    write_path: WritePath = attrs.field(default="direct", validator=attrs.validators.in_(
+        ("direct", "queue")))
+    """``direct``: writes go through the driver's priority lock from the caller's task;
+    ``queue``: they wait in this link's queue, drained between polls (a benchmark baseline)."""
+    handle: LinkHandle | None = None
+    """The tree's handle: attached while running, given every status (its `StatusCell`)."""
     rng: random.Random = attrs.field(factory=random.Random)
     own_connection: bool = True
     retry_cap_s: float | None = None
@@ -196,13 +226,12 @@ class DeviceLink:
     unit: Link = attrs.field(init=False)
     latest: Snapshot | None = attrs.field(init=False, default=None)
     _queue: list[tuple[int, int, _WriteRequest]] = attrs.field(init=False, factory=list)
-    _seq: itertools.count = attrs.field(init=False, factory=itertools.count)
+    _seq: itertools.count[int] = attrs.field(init=False, factory=itertools.count)
     _wake: trio.Event = attrs.field(init=False, factory=trio.Event)
     _up: trio.Event = attrs.field(init=False, factory=trio.Event)
     _stopping: bool = attrs.field(init=False, default=False)
     _attempt: int = attrs.field(init=False, default=0)
     _write_fault: str | None = attrs.field(init=False, default=None)
-    _direct: bool = attrs.field(init=False, default=False)
     _last_snapshot_at: float | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
@@ -212,10 +241,6 @@ class DeviceLink:
                          down_event="DEVICE_UNIT_DOWN", reason_changed_event=None,
                          down_level="error", gauge=None, announce_first_up=False,
                          fields={"site": self.site_id, "device": self.device_id})
-        if self.write_path == "auto":
-            self._direct = _accepts_priority(self.driver)
-        else:
-            self._direct = self.write_path == "direct"
 
     # -- the public face --------------------------------------------------------------------
 
@@ -237,7 +262,7 @@ class DeviceLink:
             raise LinkDown(self.device_id, self.status.reason)
         started = trio.current_time()
         try:
-            if self._direct:
+            if self.write_path == "direct":
                 await self._write_direct(tag, value, priority)
             else:
                 await self._write_queued(tag, value, priority)
@@ -301,6 +326,13 @@ class DeviceLink:
         if self.handle is not None:
             self.handle.attach(self)
         task_status.started(self)
+        # The cell says "restarting" (with the error) or "stopped" once this instance has ended:
+        # the status endpoint never shows this instance's last state after that.
+        with (self.handle.cell.running() if self.handle is not None
+              else contextlib.nullcontext()):
+            await self._run_until_stopped()
+
+    async def _run_until_stopped(self) -> None:
         connection = self.connection
         try:
             async with trio.open_nursery() as nursery:
@@ -376,8 +408,8 @@ class DeviceLink:
         return _fail_after(seconds, f"{what} took longer than {seconds:g} s (device link's "
                            f"call_timeout_s {self.call_timeout_s:g} s x {requests} requests)")
 
-    def _requests_in(self, poll_class: Any) -> int:
-        """How many requests a poll sends (the driver's read plan), 1 if the driver has none."""
+    def _requests_in(self, poll_class: PollClass) -> int:
+        """How many requests a poll sends (the driver's read plan), at least 1."""
         return self._planned_requests(poll_class) or 1
 
     async def _serve(self) -> None:
@@ -429,22 +461,20 @@ class DeviceLink:
                             tag=request.tag, value=request.value, error=str(exc))
             request.done.set()
 
-    async def _poll(self, poll_class: Any) -> None:
+    async def _poll(self, poll_class: PollClass) -> None:
         with self.tracer.span("poll_cycle", device=self.device_id, poll=_poll_label(poll_class),
                               requests=self._planned_requests(poll_class)) as span:
             await self._poll_traced(poll_class, span)
 
-    def _planned_requests(self, poll_class: Any) -> int | None:
-        """How many Modbus requests the driver's coalesced plan sends for this poll class."""
-        plan = getattr(self.driver, "plan", None)
-        if plan is None:
-            return None
+    def _planned_requests(self, poll_class: PollClass) -> int | None:
+        """How many Modbus requests the driver's coalesced plan sends for this poll class (None
+        if the profile cannot plan it: the poll itself then reports why)."""
         try:
-            return len(plan(poll_class))
+            return len(self.driver.plan(poll_class))
         except Exception:
             return None
 
-    async def _poll_traced(self, poll_class: Any, span: Any) -> None:
+    async def _poll_traced(self, poll_class: PollClass, span: SpanHandle) -> None:
         started = trio.current_time()
         try:
             with self._deadline("read", self._requests_in(poll_class)):
@@ -463,7 +493,7 @@ class DeviceLink:
         ok = sum(1 for r in snapshot.readings.values() if r.valid)
         failed = len(snapshot.readings) - ok
         span.set(tags_ok=ok, tags_failed=failed, outcome="partial" if failed else "ok")
-        fault = getattr(self.driver, "unit_fault", None)
+        fault = self.driver.unit_fault
         if fault is not None or not self.connection.connected:
             # The driver marks each failed request's tags invalid rather than raising; if the
             # unit stopped answering (or the connection went away) meanwhile, the unit is
@@ -549,13 +579,8 @@ class DeviceLink:
                 self._wake = trio.Event()
 
     async def _close_driver(self) -> None:
-        close = getattr(self.driver, "aclose", None) or getattr(self.driver, "close", None)
-        if close is None:
-            return
         try:
-            result = close()
-            if hasattr(result, "__await__"):
-                await result
+            await self.driver.aclose()
         except Exception as exc:
             log.debug("device_close_failed", device=self.device_id, error=str(exc))
 

@@ -25,7 +25,8 @@ write at most once per `ControllerConfig.write_interval_s`.
 
 Invariants: reads only the `ScheduleBook` and the site context (no disk, no cloud); a device
 error is a state (``SCHEDULE_APPLY_FAILED`` once per streak, retried next period); only a bug
-escapes `run`.
+escapes `run`. Its progress (state, setpoint) is published after every step into the site
+context's `StatusCell` (``ctx.schedule``), which `schedule_status` reads for ``/status``.
 """
 
 from __future__ import annotations
@@ -45,8 +46,34 @@ from bessai.control.gate import Applier, power_limits
 from bessai.control.schedule import Schedule, Slot
 from bessai.control.schedule_store import ScheduleBook
 from bessai.model import Action, Command, Event
+from bessai.status_cell import Presence
 
 log = structlog.get_logger("bessai.control.executor")
+
+
+@attrs.frozen
+class ScheduleProgress:
+    """What the running executor publishes: where it is in the plan, and its setpoint."""
+
+    state: str
+    setpoint_w: float
+
+
+def schedule_status(ctx: SiteContext, book: ScheduleBook) -> dict[str, Any] | None:
+    """The plan this device runs and where it is (for /status), or None without one (or
+    before the executor first ran). The plan comes from the book; the state and setpoint from
+    the running executor's cell — ``restarting`` / ``stopped`` while none runs."""
+    schedule = book.get(ctx.device_id)
+    cell = ctx.schedule
+    if schedule is None or cell.presence is Presence.NEVER_STARTED:
+        return None
+    found = schedule.slot_at(ctx.wall_clock())
+    progress = cell.value
+    return {"schedule_id": schedule.schedule_id, "valid_until": schedule.valid_until,
+            "state": str(cell.presence) if progress is None else progress.state,
+            "slot": None if found is None else found[0],
+            "slot_action": None if found is None else found[1].action.value,
+            "setpoint_w": None if progress is None else round(progress.setpoint_w, 1)}
 
 
 @attrs.define(eq=False)
@@ -105,10 +132,19 @@ class ScheduleExecutor:
         self._stop.set()
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started(self)
+        with self.ctx.schedule.running():
+            self._publish()
+            task_status.started(self)
+            await self._run()
+
+    def _publish(self) -> None:
+        self.ctx.schedule.publish(ScheduleProgress(self.state, self.setpoint_w))
+
+    async def _run(self) -> None:
         while not self._stop.is_set():
             changed = self.book.changed_event()
             await self.step()
+            self._publish()
             delay = self.tick_s
             schedule = self.book.get(self.ctx.device_id)
             if schedule is not None:
@@ -118,17 +154,6 @@ class ScheduleExecutor:
                     delay = max(0.0, min(delay, boundary - now))
             with trio.move_on_after(delay):
                 await changed.wait()
-
-    def status(self) -> dict[str, Any] | None:
-        """The plan this device runs and where it is (for /status), or None without one."""
-        schedule = self.book.get(self.ctx.device_id)
-        if schedule is None:
-            return None
-        found = schedule.slot_at(self.ctx.wall_clock())
-        return {"schedule_id": schedule.schedule_id, "valid_until": schedule.valid_until,
-                "state": self.state, "slot": None if found is None else found[0],
-                "slot_action": None if found is None else found[1].action.value,
-                "setpoint_w": round(self.setpoint_w, 1)}
 
     # -- deciding ---------------------------------------------------------------------------
 

@@ -1,9 +1,14 @@
 """One site supervisor per device: device link, safety guard, watchdog — and the gate beside it.
 
 `build_site` wires everything for one device in one place: the tree-owned `SiteContext` (latest
-snapshot, safety state, link handle, active forced command, event outbox), the `Dispatcher`, the
-`CommandGate`, and the factories of the three children. `Site.child_specs()` /
-`Site.supervisor()` hand them to the `actors` runtime.
+snapshot, safety state, link handle, active forced command, event outbox, status cells), the
+`Dispatcher`, the `CommandGate`, and the factories of the children. `Site.child_specs()` /
+`Site.supervisor()` / `Site.supervisor_spec()` hand them to the `actors` runtime;
+`site_from_settings` builds a `Site` from the settings (the gateway's and the tools' one way).
+
+The factories keep nothing: every child publishes what ``/status`` shows into the context's
+cells while it runs, and `Site.status` reads only those, so a crashed child never answers for
+itself during its restart backoff.
 
 Strategy: **rest_for_one**, children in the order device link → safety guard → watchdog
 (→ schedule executor, when the tree gives a schedule book: a crash of any of the three before
@@ -22,28 +27,40 @@ Device and cloud outages consume no restart intensity: they are states inside th
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
-from actors import Backoff, ChildSpec, Strategy, Supervisor, supervisor_spec
+from actors import Backoff, ChildSpec, EventHook, Strategy, Supervisor, supervisor_spec
 from bessai.clock import WallClock
 from bessai.control.context import SiteContext
 from bessai.control.controllers import ControllerConfig  # schedules (issue 15)
-from bessai.control.device_link import RECONNECT_BACKOFF, DeviceLink, Driver
+from bessai.control.device_link import DeviceLink, Driver, PollClass, WritePath
 from bessai.control.dispatch import Dispatcher, DispatchTags
 from bessai.control.events import EventOutbox
-from bessai.control.executor import DirectCommands, ScheduleExecutor  # schedules (issue 15)
+from bessai.control.executor import (  # schedules (issue 15)
+    DirectCommands,
+    ScheduleExecutor,
+    schedule_status,
+)
 from bessai.control.gate import CommandGate, CommandPolicy
 from bessai.control.guard import SafetyGuard
 from bessai.control.limits import Limits, limits_from, stale_after
 from bessai.control.schedule_store import ScheduleBook  # schedules (issue 15)
 from bessai.control.watchdog import HeartbeatSpec, Watchdog
-from bessai.model import Snapshot
+from bessai.device.connection import RECONNECT_BACKOFF, ModbusConnection
+from bessai.device.modbus import StreamFactory
+from bessai.model import Action, Snapshot
 from bessai.observe.sink import NULL_SINK, MetricSink
 from bessai.observe.tracing import NULL_TRACER, Tracer
+from bessai.status_cell import Presence
+
+if TYPE_CHECKING:
+    from bessai.device import Profile, UniversalDriver
+    from bessai.settings import DeviceSpec, Settings
 
 
 @attrs.frozen
@@ -66,7 +83,7 @@ class SiteConfig:
     """False when the tree runs the endpoint's connection (the gateway, several units)."""
     call_timeout_s: float | None = None
     heartbeat_late_tolerance_s: float = 1.0
-    write_path: str = "auto"  # DeviceLink.write_path: "auto", "direct" or "queue"
+    write_path: WritePath = "direct"  # DeviceLink.write_path: "direct" or "queue"
     command_policy: CommandPolicy = attrs.field(factory=CommandPolicy)
     """TTL, minimum power and rate bounds of the command gate (COMMAND_* settings)."""
 
@@ -106,54 +123,44 @@ class Site:
     dispatcher: Dispatcher
     gate: CommandGate
     outputs: Sequence[Callable[[Snapshot], Any]] = ()
-    fast_poll: Any = "fast"
-    slow_poll: Any = None
+    fast_poll: PollClass = "fast"
+    slow_poll: PollClass = None
     tracer: Tracer = NULL_TRACER
-    last_link: DeviceLink | None = None
-    """The instances the factories built last — for tests only; `status` never reads them."""
-    last_guard: SafetyGuard | None = None
-    last_watchdog: Watchdog | None = None
     # -- schedules (issue 15): the executor child, when the tree gives a schedule book --
     direct: DirectCommands | None = None
     schedules: ScheduleBook | None = None
     control: ControllerConfig = attrs.field(factory=ControllerConfig)
-    last_executor: ScheduleExecutor | None = None
 
     def schedule_executor(self) -> ScheduleExecutor:
         assert self.schedules is not None
         assert self.direct is not None
         c = self.config
-        self.last_executor = ScheduleExecutor(
+        return ScheduleExecutor(
             self.ctx, self.schedules, self.direct, dispatch_tags=c.dispatch,
             control=self.control, tick_s=c.fast_interval_s,
             stale_after_s=c.limits.stale_after_s)
-        return self.last_executor
     # -- end schedules --
 
     def device_link(self) -> DeviceLink:
         c = self.config
-        self.last_link = DeviceLink(
+        return DeviceLink(
             self.driver_factory(), c.site_id, c.device_id, fast_interval_s=c.fast_interval_s,
             slow_interval_s=c.slow_interval_s, outputs=self.outputs,
             latest_outputs=[self.ctx.snapshots.set], backoff=c.backoff,
             metrics=self.ctx.metrics, tracer=self.tracer, call_timeout_s=c.call_timeout_s,
             handle=self.ctx.link, own_connection=c.own_connection, retry_cap_s=c.retry_cap_s,
             fast_poll=self.fast_poll, slow_poll=self.slow_poll, write_path=c.write_path)
-        return self.last_link
 
     def safety_guard(self) -> SafetyGuard:
         c = self.config
-        self.last_guard = SafetyGuard(self.ctx, limits=c.limits,
-                                      tick_s=c.guard_tick_s or c.fast_interval_s,
-                                      dispatch_tags=c.dispatch, watchdog=None)
-        return self.last_guard
+        return SafetyGuard(self.ctx, limits=c.limits, tick_s=c.guard_tick_s or c.fast_interval_s,
+                           dispatch_tags=c.dispatch, watchdog=None)
 
     def watchdog(self) -> Watchdog:
         c = self.config
-        self.last_watchdog = Watchdog(self.ctx, heartbeat=c.heartbeat,
-                                      renew_interval_s=c.dispatch.renew_interval_s,
-                                      late_tolerance_s=c.heartbeat_late_tolerance_s)
-        return self.last_watchdog
+        return Watchdog(self.ctx, heartbeat=c.heartbeat,
+                        renew_interval_s=c.dispatch.renew_interval_s,
+                        late_tolerance_s=c.heartbeat_late_tolerance_s)
 
     def reconfigured(self, limits: Mapping[str, float], *, fast_interval_s: float,
                      slow_interval_s: float, stale_polls: int = 3) -> SiteConfig:
@@ -161,8 +168,9 @@ class Site:
         staleness threshold follows the fast poll. Raises ValueError and changes nothing if the
         result is inconsistent (the reload then keeps everything as it was)."""
         c = self.config
-        new_limits = attrs.evolve(c.limits, **limits,
-                                  stale_after_s=stale_after(fast_interval_s, stale_polls))
+        changes: dict[str, Any] = {**limits,
+                                   "stale_after_s": stale_after(fast_interval_s, stale_polls)}
+        new_limits = attrs.evolve(c.limits, **changes)
         return attrs.evolve(c, limits=new_limits, fast_interval_s=fast_interval_s,
                             slow_interval_s=slow_interval_s)
 
@@ -179,10 +187,16 @@ class Site:
 
     def status(self) -> dict[str, Any]:
         """A JSON-ready view of this device's control loop, for the status endpoint and the
-        CLI: link state and why, snapshot age, active safety rules, forcing, heartbeat."""
+        CLI: link state and why, snapshot age, active safety rules, forcing, heartbeat.
+        Reads only what the tree owns: the context's cells, the dispatcher, the schedule book.
+        While the device link restarts its state is ``restarting`` with the error."""
         now = trio.current_time()
-        link = self.ctx.link.status
+        cell = self.ctx.link.cell
+        link = cell.value
         link_view: dict[str, Any] = {"state": "stopped"}
+        if link is None and cell.presence is Presence.RESTARTING:
+            link_view = {"state": str(cell.presence), "reason": cell.ended_reason,
+                         "for_s": None if cell.since is None else round(now - cell.since, 3)}
         if link is not None:
             age = link.snapshot_age(now)
             link_view = {
@@ -211,7 +225,8 @@ class Site:
                 "last_s_ago": round(now - beat.last_beat_at, 3)},
             "events_pending": len(self.ctx.events.pending),
             # schedules (issue 15): the plan and the slot in force, while a schedule runs
-            "schedule": None if self.last_executor is None else self.last_executor.status(),
+            "schedule": None if self.schedules is None
+            else schedule_status(self.ctx, self.schedules),
         }
 
     def child_specs(self) -> list[ChildSpec]:
@@ -235,15 +250,18 @@ class Site:
         # only bugs count against the intensity: 3 crashes within a minute escalate to the
         # gateway supervisor (which restarts the whole site) instead of crash-looping here.
         return {"strategy": Strategy.REST_FOR_ONE, "intensity": 3, "period_s": 60.0,
-                "backoff": Backoff(initial_s=0.5, max_s=10.0, jitter=0.2, reset_after_s=60.0)}
+                "backoff": Backoff(initial_s=0.5, max_s=10.0, jitter=0.2, reset_after_s=60.0),
+                "name": f"site:{self.config.device_id}"}
 
-    def supervisor(self, *, on_event: Any = None) -> Supervisor:
+    def supervisor(self, *, on_event: EventHook | None = None) -> Supervisor:
         """The site supervisor, to run on its own (``await nursery.start(sup.run)``)."""
-        return Supervisor(children=self.child_specs(), name=f"site:{self.config.device_id}",
-                          on_event=on_event, **self.supervisor_options())
+        return Supervisor(children=self.child_specs(), on_event=on_event,
+                          **self.supervisor_options())
 
-    def supervisor_spec(self, child_id: str | None = None, *, on_event: Any = None) -> ChildSpec:
-        """A ChildSpec nesting this site's supervisor under the gateway supervisor."""
+    def supervisor_spec(self, child_id: str | None = None, *,
+                        on_event: EventHook | None = None) -> ChildSpec:
+        """A ChildSpec nesting this site's supervisor under the gateway supervisor (a fresh
+        supervisor per start; nothing keeps it — reach it with ``Supervisor.nested``)."""
         return supervisor_spec(child_id or f"site_{self.config.device_id}", self.child_specs(),
                                on_event=on_event, **self.supervisor_options())
 
@@ -252,7 +270,7 @@ def build_site(config: SiteConfig, driver_factory: Callable[[], Driver], *,
                wall_clock: WallClock, events: EventOutbox | None = None,
                metrics: MetricSink = NULL_SINK,
                outputs: Sequence[Callable[[Snapshot], Any]] = (),
-               fast_poll: Any = "fast", slow_poll: Any = None,
+               fast_poll: PollClass = "fast", slow_poll: PollClass = None,
                tracer: Tracer = NULL_TRACER, schedules: ScheduleBook | None = None,
                control: ControllerConfig | None = None) -> Site:
     """Wire one device's control: context, dispatcher, gate and the children's factories.
@@ -266,9 +284,7 @@ def build_site(config: SiteConfig, driver_factory: Callable[[], Driver], *,
     ctx = SiteContext(config.site_id, config.device_id, wall_clock,
                       events=events or EventOutbox(), metrics=metrics, limits=config.limits)
 
-    def blocked(action: Any) -> bool:
-        from bessai.model import Action
-
+    def blocked(action: Action) -> bool:
         if action is Action.CHARGE:
             return ctx.safety.blocked_charge
         if action is Action.DISCHARGE:
@@ -294,23 +310,28 @@ LIMIT_SETTINGS = ("soc_min_pct", "soc_max_pct", "soc_hysteresis_pct", "temp_max_
 """The `bessai.settings.Settings` fields that become a site's `Limits`."""
 
 
-def site_from_settings(settings: Any, device: Any, *, wall_clock: WallClock,
-                       profile: Any = None, events: EventOutbox | None = None,
-                       metrics: MetricSink = NULL_SINK,
+def site_from_settings(settings: Settings, device: DeviceSpec, *, wall_clock: WallClock,
+                       profile: Profile | None = None, events: EventOutbox | None = None,
+                       metrics: MetricSink = NULL_SINK, tracer: Tracer = NULL_TRACER,
                        outputs: Sequence[Callable[[Snapshot], Any]] = (),
-                       stream_factory: Any = None, connection: Any = None) -> Site:
-    """The `Site` for one ``settings.devices`` entry: limits and poll rates from the settings,
-    watchdog and dispatch from the device's profile, a `UniversalDriver` to ``device.host``.
+                       stream_factory: StreamFactory | None = None,
+                       connection: ModbusConnection | None = None,
+                       rng: random.Random | None = None,
+                       schedules: ScheduleBook | None = None) -> Site:
+    """The `Site` for one ``settings.devices`` entry: limits, poll rates, command policy and
+    slot controllers from the settings, watchdog and dispatch from the device's profile, a
+    `UniversalDriver` to ``device.host``. The gateway builds its sites here, and so do tools.
 
     ``stream_factory`` replaces TCP (``Simulator.stream_factory()`` for an in-process device).
     ``connection``: the endpoint's shared `ModbusConnection`, run by the tree (see
     `bessai.control.connections`); without it each device link runs a private one.
+    ``schedules`` (the tree's `ScheduleBook`) adds the schedule executor child.
     """
     from bessai.device import UniversalDriver, load_profile
 
-    profile = profile if profile is not None else load_profile(device.profile)
+    loaded = profile if profile is not None else load_profile(device.profile)
     config = SiteConfig.from_profile(
-        profile, site_id=settings.site_id, device_id=device.id,
+        loaded, site_id=settings.site_id, device_id=device.id,
         limits={name: getattr(settings, name) for name in LIMIT_SETTINGS},
         fast_interval_s=settings.poll_interval_s, slow_interval_s=settings.slow_poll_interval_s,
         command_policy=CommandPolicy.from_settings(settings),
@@ -318,16 +339,17 @@ def site_from_settings(settings: Any, device: Any, *, wall_clock: WallClock,
 
     def driver() -> UniversalDriver:
         if connection is not None:
-            return UniversalDriver(profile, unit_id=device.unit_id, connection=connection,
+            return UniversalDriver(loaded, unit_id=device.unit_id, connection=connection,
                                    site_id=settings.site_id, device_id=device.id,
-                                   wall_clock=wall_clock)
+                                   wall_clock=wall_clock, rng=rng)
         if stream_factory is not None:
-            return UniversalDriver(profile, unit_id=device.unit_id,
+            return UniversalDriver(loaded, unit_id=device.unit_id,
                                    stream_factory=stream_factory, site_id=settings.site_id,
-                                   device_id=device.id, wall_clock=wall_clock)
-        return UniversalDriver(profile, device.host, device.port, device.unit_id,
+                                   device_id=device.id, wall_clock=wall_clock, rng=rng)
+        return UniversalDriver(loaded, device.host, device.port, device.unit_id,
                                site_id=settings.site_id, device_id=device.id,
-                               wall_clock=wall_clock)
+                               wall_clock=wall_clock, rng=rng)
 
     return build_site(config, driver, wall_clock=wall_clock, events=events, metrics=metrics,
-                      outputs=outputs)
+                      outputs=outputs, tracer=tracer, schedules=schedules,
+                      control=ControllerConfig.from_settings(settings))

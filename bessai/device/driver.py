@@ -205,7 +205,8 @@ class UniversalDriver:
         return Snapshot(site_id=self.site_id, device_id=self.device_id, ts=self.wall_clock(),
                         taken_at=trio.current_time(), readings=readings)
 
-    async def _read(self, table, address: int, count: int, tag: str | None) -> list[int]:
+    async def _read(self, table: Table, address: int, count: int,
+                    tag: str | None) -> list[int]:
         if Table(table).is_bits:
             return await self.client.read_bits(table, address, count, tag=tag,
                                                priority=PRIORITY_READ)

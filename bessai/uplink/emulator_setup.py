@@ -13,7 +13,7 @@ with the exact ``gcloud`` command), retried with the normal backoff.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -30,6 +30,14 @@ log = structlog.get_logger("bessai.uplink.emulator_setup")
 CHECK_EVERY_S = 30.0
 FIRST_TRY_S = 5.0
 """How long the first creation may hold the start-up (then it goes on in the background)."""
+
+
+def _names(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
+def _pairs(values: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple(values)
 
 
 def _not_real_pubsub(_inst: Any, _attr: Any, endpoint: Endpoint) -> None:
@@ -71,8 +79,8 @@ class EmulatorSetup:
     client: httpx.AsyncClient
     endpoint: Endpoint = attrs.field(validator=_not_real_pubsub)
     project: str
-    topics: tuple[str, ...] = attrs.field(converter=tuple)
-    subscriptions: tuple[tuple[str, str], ...] = attrs.field(converter=tuple)
+    topics: tuple[str, ...] = attrs.field(converter=_names)
+    subscriptions: tuple[tuple[str, str], ...] = attrs.field(converter=_pairs)
     check_every_s: float = CHECK_EVERY_S
     created: list[str] = attrs.field(factory=list, init=False)
 

@@ -32,6 +32,7 @@ from bessai.bounds import clip
 from bessai.clock import WallClock, system_wall_clock
 from bessai.model import Command
 from bessai.observe.sink import NULL_SINK, MetricSink
+from bessai.status_cell import LinkReport, StatusCell
 from bessai.uplink.credentials import Credentials, CredentialsError, Endpoint, NoAuth
 from bessai.uplink.link import Link
 from bessai.uplink.message import rfc3339, validate_attributes
@@ -74,13 +75,16 @@ class CommandSource:
     observe: Callable[[Mapping[str, str], list[dict[str, Any]]], None] | None = None
     """Sees each pull answer's headers and messages before any handler runs (the clock skew
     tracker reads ``Date`` and ``publishTime``: bessai.trust.SkewTracker.observe_response)."""
+    status_cell: StatusCell[LinkReport] | None = attrs.field(default=None, repr=False)
+    """The tree's cell this instance publishes its link state and ``handled`` into."""
     link: Link = attrs.field(init=False)
     backoff: RetrySchedule = attrs.field(init=False)
     handled: int = attrs.field(default=0, init=False)
     failed: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
-        self.link = Link(name="commands", down_after=1, sink=self.sink, log=self.log)
+        self.link = Link(name="commands", down_after=1, sink=self.sink, log=self.log,
+                         on_change=self._publish_status)
         self.backoff = RetrySchedule(rng=self.rng)
 
     @property
@@ -92,7 +96,12 @@ class CommandSource:
         return {**self.link.status(), "subscription": self.subscription_path,
                 "handled": self.handled, "handler_failures": self.failed}
 
+    def _publish_status(self) -> None:
+        if self.status_cell is not None:
+            self.status_cell.publish(LinkReport.of(self.link, self.handled, self.failed))
+
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._publish_status()
         task_status.started()
         while True:
             try:
@@ -169,6 +178,7 @@ class CommandSource:
                 await self.handler(data, attributes)
             except Exception as exc:
                 self.failed += 1
+                self._publish_status()
                 self.sink.count("bessai.commands.handler_failures")
                 self.log.error("COMMAND_HANDLER_FAILED", message_id=clip(message_id, 64),
                                command_id=clip(attributes.get("msg_id"), 64),
@@ -177,6 +187,7 @@ class CommandSource:
                 nacks.append(ack_id)
                 continue
             self.handled += 1
+            self._publish_status()
             self.sink.count("bessai.commands.received")
             acks.append(ack_id)
         await self._settle("acknowledge", {"ackIds": acks}, acks)

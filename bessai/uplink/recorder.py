@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import structlog
@@ -39,12 +39,21 @@ from bessai.uplink.spool import Spool, SpoolWriteError
 log = structlog.get_logger("bessai.uplink.recorder")
 
 
+class SnapshotSource(Protocol):
+    """Where the recorder reads snapshots: the gateway's `actors.DropOldestRing`, or a trio
+    memory channel's receive end."""
+
+    async def receive(self) -> Snapshot: ...
+
+    def receive_nowait(self) -> Snapshot: ...
+
+
 @attrs.define(eq=False)
 class Recorder:
     """Appends every `Snapshot` it receives to ``spool`` (events go by `record_event`)."""
 
     spool: Spool
-    snapshots: trio.abc.ReceiveChannel[Snapshot] | None = None
+    snapshots: SnapshotSource | None = None
     max_batch: int = 5000
     retry_s: float = 1.0
     sink: MetricSink = NULL_SINK

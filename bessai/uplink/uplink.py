@@ -36,6 +36,7 @@ from bessai.bounds import clip
 from bessai.model import Event, RecordKind
 from bessai.observe.sink import NULL_SINK, MetricSink
 from bessai.observe.tracing import NULL_TRACER, Tracer
+from bessai.status_cell import LinkReport, StatusCell
 from bessai.uplink.link import Link
 from bessai.uplink.message import (
     MAX_BATCH_BYTES,
@@ -90,6 +91,8 @@ class Uplink:
     """Least delay between probes while every message is rejected (the backoff grows to
     ``backoff_cap_s``)."""
     log: Any = attrs.field(factory=structlog.get_logger, repr=False)
+    status_cell: StatusCell[LinkReport] | None = attrs.field(default=None, repr=False)
+    """The tree's cell this instance publishes its link state and ``published`` into."""
     link: Link = attrs.field(init=False)
     backoff: RetrySchedule = attrs.field(init=False)
     published: int = attrs.field(default=0, init=False)
@@ -107,7 +110,8 @@ class Uplink:
         return self._rejected_since is not None
 
     def __attrs_post_init__(self) -> None:
-        self.link = Link(name="pubsub", down_after=self.down_after, sink=self.sink, log=self.log)
+        self.link = Link(name="pubsub", down_after=self.down_after, sink=self.sink, log=self.log,
+                         on_change=self._publish_status)
         self.backoff = RetrySchedule(rng=self.rng, base_s=self.backoff_base_s,
                                      cap_s=self.backoff_cap_s)
 
@@ -118,7 +122,12 @@ class Uplink:
                 "config_fault": self._config_fault, "all_rejected": self.all_rejected,
                 "spool": self.spool.stats().to_json()}
 
+    def _publish_status(self) -> None:
+        if self.status_cell is not None:
+            self.status_cell.publish(LinkReport.of(self.link, self.published))
+
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._publish_status()
         self.spool.reset_leases()
         task_status.started()
         while True:
@@ -277,6 +286,7 @@ class Uplink:
             self.spool.ack(rows)
             self._accepted()
             self.published += len(rows)
+            self._publish_status()
             self.sink.count("bessai.publish.messages", len(rows))
             return []
         if result.outcome is PublishOutcome.UNAUTHORIZED and not refreshed:

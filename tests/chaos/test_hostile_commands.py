@@ -40,8 +40,8 @@ async def test_a_6MB_command_is_one_bounded_rejection_and_the_site_keeps_heartbe
         await trio.sleep(60)
         seen["beats_during"] = len(rig.heartbeat_times()) - beats_before
         seen["tree_running"] = rig.gw.status()["tree_running"]
-        source = rig.gw.commands_actor.current if rig.gw.commands_actor else None
-        seen["handled"] = None if source is None else (source.handled, source.failed)
+        source = rig.gw.commands_status.value  # what the running commands source published
+        seen["handled"] = None if source is None else (source.count, source.failed)
 
     rig = Rig("why1-oversized", 20261127, tmp_path, pubsub_emulator.host)
     try:

@@ -20,39 +20,12 @@ def link_to(sim, **kwargs):
     return DeviceLink(driver, "site1", "inv1", **kwargs)
 
 
-class WithoutPriority:
-    """The driver seam without ``priority=`` on writes (any simpler driver): the link must fall
-    back to its own queue."""
-
-    def __init__(self, driver):
-        self.driver = driver
-
-    @property
-    def connection(self):
-        return self.driver.connection
-
-    async def connect(self):
-        await self.driver.connect()
-
-    async def read_all(self, poll_class=None):
-        return await self.driver.read_all(poll_class)
-
-    async def write_tag(self, name, value):
-        await self.driver.write_tag(name, value)
-
-    async def aclose(self):
-        await self.driver.aclose()
-
-
 @pytest.mark.parametrize(("write_path", "wait_at_most"), [("direct", "one request"),
                                                           ("queue", "one poll")])
 async def test_writes_go_out_by_priority_ahead_of_reads(autojump_clock, write_path,
                                                         wait_at_most):
     async with Simulator() as sim:
-        link = link_to(sim, fast_interval_s=0.5)
-        if write_path == "queue":
-            link = DeviceLink(WithoutPriority(link.driver), "site1", "inv1", fast_interval_s=0.5)
-        assert link.write_path == "auto"
+        link = link_to(sim, fast_interval_s=0.5, write_path=write_path)
         async with trio.open_nursery() as nursery:
             await nursery.start(link.run)
             await link.wait_up()
