@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -16,3 +17,13 @@ def procs() -> Iterator[list[Proc]]:
     yield started
     for proc in reversed(started):
         proc.kill()
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """``host:port`` that accepts connections and never answers (a black-holed cloud, a hung
+    collector)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        yield f"127.0.0.1:{server.getsockname()[1]}"
