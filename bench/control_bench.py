@@ -29,7 +29,7 @@ import structlog
 import trio
 import trio.testing
 
-from bench._machine import machine_description, utc_now, write_results
+from bench._machine import machine_description, publish_table, utc_now
 from bessai.clock import trio_wall_clock
 from bessai.control.gate import CommandPolicy
 from bessai.control.site import SiteConfig, build_site
@@ -134,10 +134,7 @@ def main() -> None:
             lines.append(f"| {delay_s:g} | {name} | {b:.3f} | {r:.3f} | {ratio(b, r)} |")
         assert not base.comm_lost
         assert not res.comm_lost
-    lines += ["", "Run: `/work/venv/bin/python -m bench.control_bench`."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    write_results(RESULTS, text)
+    publish_table(RESULTS, lines, run="bench.control_bench")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from bench._machine import machine_description, utc_now, write_results
+from bench._machine import machine_description, publish_table, utc_now
 from bessai.observe.status import StatusServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,9 +110,7 @@ def main() -> int:
         "`bessai health` exited 1, \"unhealthy\"). The last row runs today's shedding with the "
         "old 32-slot budget: the oldest hostile connection is dropped for each newcomer.",
     ]
-    text = "\n".join(lines) + "\n"
-    write_results(RESULTS, text)
-    print(text)
+    publish_table(RESULTS, lines)
     return 0 if all(row["ok"] == ROUNDS for row in rows) else 1
 
 
