@@ -9,27 +9,21 @@ import itertools
 import trio
 from structlog.testing import capture_logs
 
-from bessai.clock import trio_wall_clock
 from bessai.control.controllers import ControllerConfig
 from bessai.control.schedule import Schedule, Slot, SlotAction
 from bessai.control.schedule_store import ScheduleBook
-from bessai.control.site import Site, SiteConfig, build_site
-from bessai.device import UniversalDriver
+from bessai.control.site import Site
 from bessai.model import Action, Command
 from bessai.sim import Simulator
+from tests.sites import make_site
 
 T0 = 1_767_225_600.0  # Trio time 0 = 2026-01-01T00:00:00Z (trio_wall_clock's default epoch)
 H = 3600.0
 STOP, CHARGE, DISCHARGE = 0, 1, 2
 
 
-def make_site(sim: Simulator, book: ScheduleBook, **control: float) -> Site:
-    wall = trio_wall_clock()
-    config = SiteConfig.from_profile(sim.profile, site_id="site1", device_id="inv1")
-    return build_site(config, lambda: UniversalDriver(
-        sim.profile, stream_factory=sim.stream_factory(), site_id="site1", device_id="inv1",
-        wall_clock=wall), wall_clock=wall, schedules=book,
-        control=ControllerConfig(**control))
+def scheduled_site(sim: Simulator, book: ScheduleBook, **control: float) -> Site:
+    return make_site(sim, schedules=book, control=ControllerConfig(**control))
 
 
 def schedule(*slots: tuple[float, float, str, float | None, float | None],
@@ -56,7 +50,7 @@ async def test_each_slot_boundary_reaches_the_device_within_one_poll(autojump_cl
                       (3 * q, 4 * q, "stop", None, None), until_h=5 * q))
     sim = Simulator(soc_pct=50, start_hour=0)
     sim.inverter.write_log_max = 10**6
-    site = make_site(sim, book)
+    site = scheduled_site(sim, book)
     with capture_logs() as logs:
         async with sim, trio.open_nursery() as nursery:
             await nursery.start(site.supervisor().run)
@@ -87,7 +81,7 @@ async def test_a_restart_in_mid_slot_puts_the_slot_back_within_one_lease(autojum
     sim = Simulator(soc_pct=80, start_hour=0)
     sim.inverter.write_log_max = 10**6
     async with sim:
-        first = make_site(sim, book)
+        first = scheduled_site(sim, book)
         async with trio.open_nursery() as nursery:
             await nursery.start(first.supervisor().run)
             await trio.sleep(600)
@@ -97,7 +91,7 @@ async def test_a_restart_in_mid_slot_puts_the_slot_back_within_one_lease(autojum
         lease_s = first.config.dispatch.lease_period_s
         await trio.sleep(lease_s + 5)  # the device left forced mode by itself
         assert sim.state().forced_mode == STOP
-        second = make_site(sim, book)  # a new process: nothing but the stored schedule
+        second = scheduled_site(sim, book)  # a new process: nothing but the stored schedule
         async with trio.open_nursery() as nursery:
             restarted = trio.current_time()
             await nursery.start(second.supervisor().run)
@@ -119,7 +113,7 @@ async def test_soc_crossing_blocks_a_discharge_slot_and_the_plan_goes_on_after_h
     sim.inverter.settings["discharge_cutoff"] = 0.0  # the gateway's 5 % is the only floor
     sim.inverter.settings["working_mode"] = 1  # the battery idles unless forced
     sim.inverter.write_log_max = 10**6
-    site = make_site(sim, book)
+    site = scheduled_site(sim, book)
     with capture_logs() as logs:
         async with sim, trio.open_nursery() as nursery:
             await nursery.start(site.supervisor().run)
@@ -146,7 +140,7 @@ async def test_a_held_discharge_slot_resumes_when_the_block_clears(autojump_cloc
     sim.inverter.settings["discharge_cutoff"] = 0.0
     sim.inverter.settings["working_mode"] = 1
     sim.inverter.write_log_max = 10**6
-    site = make_site(sim, book)
+    site = scheduled_site(sim, book)
     with capture_logs() as logs:
         async with sim, trio.open_nursery() as nursery:
             await nursery.start(site.supervisor().run)
@@ -175,7 +169,7 @@ async def test_a_direct_command_overrides_the_slot_for_its_lifetime_then_yields(
     book.put(schedule((0, 6, "charge", 3000, None)))
     sim = Simulator(soc_pct=50, start_hour=0)
     sim.inverter.write_log_max = 10**6
-    site = make_site(sim, book)
+    site = scheduled_site(sim, book)
     with capture_logs() as logs:
         async with sim, trio.open_nursery() as nursery:
             await nursery.start(site.supervisor().run)
@@ -210,7 +204,7 @@ async def test_peak_shave_keeps_grid_import_under_the_limit_except_the_step_resp
     sim = Simulator(soc_pct=90, start_hour=17)  # the simulated evening: 17:00 to 20:00
     sim.inverter.settings["working_mode"] = 1  # fixed: the battery idles unless forced
     sim.inverter.write_log_max = 10**6
-    site = make_site(sim, book, step_s=step_s, deadband_w=150.0, ramp_w_per_s=20.0)
+    site = scheduled_site(sim, book, step_s=step_s, deadband_w=150.0, ramp_w_per_s=20.0)
     poll_s = site.config.fast_interval_s
     step_response_s = step_s + 2 * poll_s
     over_since = None
