@@ -16,6 +16,7 @@ from bessai.model import Action, Command
 from bessai.observe.sink import RecordingSink
 from bessai.sim import Simulator
 from tests.sites import DEVICE, SITE, make_site, running_site
+from tests.waits import wait_for
 
 
 def running(sim, outputs=(), **config):
@@ -32,14 +33,6 @@ def command(action, power_w=3000.0, ttl_s=600.0, **fields):
     return Command(**values)
 
 
-async def wait_for(predicate, step=0.05, limit=600.0):
-    start = trio.current_time()
-    while not predicate():
-        await trio.sleep(step)
-        assert trio.current_time() - start < limit, "condition never became true"
-    return trio.current_time()
-
-
 async def test_forced_discharge_at_soc_5_2_is_stopped_on_the_device_below_5_0(autojump_clock):
     sim = Simulator(soc_pct=5.2)
     sim.inverter.settings["discharge_cutoff"] = 0.0  # let the device itself go below 5 %
@@ -48,8 +41,8 @@ async def test_forced_discharge_at_soc_5_2_is_stopped_on_the_device_below_5_0(au
         assert outcome.decision is Decision.ACCEPTED
         assert sim.state().forced_mode == 2
         # the reading (register, 0.1 % steps) crosses the limit
-        crossed = await wait_for(lambda: sim.values()["soc"] < 5.0, step=0.01)
-        stopped = await wait_for(lambda: sim.state().forced_mode == 0, step=0.01)
+        crossed = await wait_for(lambda: sim.values()["soc"] < 5.0, step_s=0.01)
+        stopped = await wait_for(lambda: sim.state().forced_mode == 0, step_s=0.01)
         assert stopped - crossed <= config_poll_s(site) + 0.5  # one poll + read + write
         assert SOC_MIN in site.ctx.safety.active
         assert site.ctx.safety.blocked_discharge
@@ -72,8 +65,8 @@ async def test_soc_min_clears_only_with_hysteresis_when_charging_back(autojump_c
         assert accepted.decision is Decision.ACCEPTED
         await wait_for(lambda: sim.values()["soc"] >= clear_at - 0.5)
         assert SOC_MIN in site.ctx.safety.active  # inside the band: still blocked
-        reached = await wait_for(lambda: sim.values()["soc"] >= clear_at, step=0.01)
-        cleared = await wait_for(lambda: SOC_MIN not in site.ctx.safety.active, step=0.01)
+        reached = await wait_for(lambda: sim.values()["soc"] >= clear_at, step_s=0.01)
+        cleared = await wait_for(lambda: SOC_MIN not in site.ctx.safety.active, step_s=0.01)
         assert cleared - reached <= config_poll_s(site) + 0.5
 
 
@@ -86,7 +79,7 @@ async def test_over_temperature_blocks_both_directions_and_stops_forcing(autojum
         await wait_for(lambda: TEMP_MAX in site.ctx.safety.active)
         assert site.ctx.safety.blocked_charge
         assert site.ctx.safety.blocked_discharge
-        await wait_for(lambda: sim.state().forced_mode == 0, limit=2)
+        await wait_for(lambda: sim.state().forced_mode == 0, timeout_s=2)
         for action in (Action.CHARGE, Action.DISCHARGE):
             outcome = await site.gate.submit(command(action))
             assert outcome.decision is Decision.REJECTED
@@ -114,12 +107,12 @@ async def test_soc_reading_the_invalid_sentinel_blocks_both_directions(autojump_
         await site.gate.submit(command(Action.DISCHARGE, 2000))
         sim.faults.invalid_tags.add("soc")  # 0xFFFF on the wire
         went = trio.current_time()
-        blocked = await wait_for(lambda: INVALID_DATA in site.ctx.safety.active, step=0.01)
+        blocked = await wait_for(lambda: INVALID_DATA in site.ctx.safety.active, step_s=0.01)
         assert blocked - went <= config_poll_s(site) + 0.5
         assert site.ctx.safety.active[INVALID_DATA].tag == "soc"
         assert site.ctx.safety.blocked_charge
         assert site.ctx.safety.blocked_discharge
-        await wait_for(lambda: sim.state().forced_mode == 0, limit=2)  # forcing stopped
+        await wait_for(lambda: sim.state().forced_mode == 0, timeout_s=2)  # forcing stopped
         sim.faults.invalid_tags.clear()
         await wait_for(lambda: site.ctx.safety.ok)
 
@@ -172,7 +165,7 @@ async def test_cancelled_site_leaves_forced_mode_on_the_device_within_the_lease(
             assert sim.state().forced_mode == 2
         died = trio.current_time()  # the gateway is gone: nobody renews the lease
         lease_s = sim.profile.dispatch.lease.period_s
-        ended = await wait_for(lambda: sim.state().forced_mode == 0, step=0.5)
+        ended = await wait_for(lambda: sim.state().forced_mode == 0, step_s=0.5)
         assert ended - died <= lease_s
 
 
@@ -247,7 +240,7 @@ async def test_stop_that_cannot_be_written_is_logged_once_and_done_when_the_link
             sim.faults.clear()
             await site.ctx.link.wait_up()
             back = trio.current_time()
-            stopped = await wait_for(lambda: sim.state().forced_mode == 0, step=0.01)
+            stopped = await wait_for(lambda: sim.state().forced_mode == 0, step_s=0.01)
             assert stopped - back <= config_poll_s(site) + 0.5
     assert [e["event"] for e in logs].count("SAFETY_STOP_FAILED") == 1
     assert [e["event"] for e in logs].count("SAFETY_STOP") == 1
@@ -263,7 +256,7 @@ async def test_heartbeat_resumes_the_moment_the_device_link_returns(autojump_clo
             await site.ctx.link.wait_up()
             up_at = site.ctx.link.status.since
             beats = sim.state().heartbeat_count
-            await wait_for(lambda: sim.state().heartbeat_count > beats, step=0.01)
+            await wait_for(lambda: sim.state().heartbeat_count > beats, step_s=0.01)
             assert trio.current_time() - up_at <= 0.5
             assert not sim.state().comm_lost
     late = [e for e in logs if e["event"] == "HEARTBEAT_LATE"]
@@ -282,7 +275,7 @@ async def test_heartbeat_late_is_said_when_the_gap_passes_the_threshold_not_afte
             threshold_s = spec.interval_s + site.config.heartbeat_late_tolerance_s
             sim.faults.silent = True
             went = site.last_watchdog.last_beat_at
-            await wait_for(lambda: any(e["event"] == "HEARTBEAT_LATE" for e in logs), step=0.01)
+            await wait_for(lambda: any(e["event"] == "HEARTBEAT_LATE" for e in logs), step_s=0.01)
             said_at = trio.current_time()
             # Said at the threshold (while the device's own timeout still runs), link still down.
             assert said_at - went <= threshold_s + 0.1
@@ -300,7 +293,7 @@ async def test_lease_is_renewed_while_forced_and_forcing_ends_at_command_expiry(
     async with sim, running(sim) as site:
         t0 = trio.current_time()
         await site.gate.submit(command(Action.CHARGE, 2000, ttl_s=150))
-        await wait_for(lambda: sim.state().forced_mode == 0, step=0.01)
+        await wait_for(lambda: sim.state().forced_mode == 0, step_s=0.01)
         ended = trio.current_time() - t0
         leases = [w.at for w in sim.write_log if w.tag == "forcible_period"]
         assert len(leases) >= 7  # the apply, then every 20 s

@@ -21,6 +21,7 @@ from bessai.clock import trio_wall_clock
 from bessai.gateway import Gateway
 from bessai.settings import BindAddress, DeviceSpec, Settings
 from bessai.sim import Simulator
+from tests.waits import wait_for
 
 GATEWAY_ORDER = ["telemetry", "data", "connection_127.0.0.1:502", "site_inv1"]
 DATA_ORDER = ["spool", "recorder", "events"]
@@ -47,14 +48,6 @@ def gateway(tmp_path: Path, sim: Simulator, events: list[SupervisorEvent], **kwa
 
 def kinds(events: list[SupervisorEvent], kind: EventKind, supervisor: str) -> list[str]:
     return [e.child_id for e in events if e.kind is kind and e.supervisor == supervisor]
-
-
-async def wait_for(predicate, *, timeout_s: float, what: str) -> None:
-    with trio.move_on_after(timeout_s):
-        while not predicate():
-            await trio.sleep(0.1)
-        return
-    raise AssertionError(f"not within {timeout_s} s (virtual): {what}")
 
 
 def link_state(gw: Gateway) -> str:

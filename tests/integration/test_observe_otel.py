@@ -8,7 +8,7 @@ import io
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import structlog
@@ -23,6 +23,7 @@ from bessai.observe.otel import Telemetry, TelemetryConfig
 from bessai.observe.sink import RecordingSink
 from bessai.observe.tracing import NULL_TRACER
 from tests.logfmt_strict import parse_logfmt
+from tests.waits import wait_real
 
 
 @pytest.fixture
@@ -57,15 +58,6 @@ def black_hole_endpoint() -> Iterator[str]:
     sock.close()
 
 
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Wait in *real* time (the SDK threads run on it) without blocking Trio."""
-    end = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met within the real-time bound")
-        await trio.to_thread.run_sync(time.sleep, 0.02)
-
-
 def fast(endpoint: str, **overrides) -> TelemetryConfig:
     values = {"endpoint": endpoint, "site_id": "plant-1", "host_name": "edge-7",
                   "export_interval_s": 0.1, "schedule_delay_s": 0.05, "export_timeout_s": 1.0,
@@ -95,7 +87,7 @@ async def test_metrics_and_spans_arrive_with_names_attributes_and_resource(
         span.set(registers=42)
     with pytest.raises(RuntimeError), tracer.span("publish_batch", messages=3):
         raise RuntimeError("Authorization: Bearer not-for-the-collector")
-    await wait_until(lambda: len(receiver.spans()) >= 2 and {
+    await wait_real(lambda: len(receiver.spans()) >= 2 and {
         "bessai.safety.blocks", "bessai.device.poll_latency_s", "bessai.spool.depth",
         "bessai.device.link_up", "bessai.actor.restarts"} <= receiver.metric_names())
     assert await telemetry.shutdown(3.0)
@@ -248,14 +240,14 @@ async def _503_then_200(receiver: OtlpReceiver) -> None:
     telemetry = Telemetry(fast(receiver.endpoint, export_timeout_s=2.0, export_interval_s=30))
     with telemetry.tracer.span("publish_batch", messages=10):
         pass
-    await wait_until(lambda: telemetry.drops.total("spans", "export_failed") == 1)
+    await wait_real(lambda: telemetry.drops.total("spans", "export_failed") == 1)
     assert receiver.hits["/v1/traces"] >= 3, "a 503 must be retried before the batch is dropped"
     assert receiver.hits["/v1/traces"] <= 6, "retries are bounded (6 attempts at most)"
 
     receiver.status = 200
     with telemetry.tracer.span("publish_batch", messages=11):
         pass
-    await wait_until(lambda: len(receiver.spans()) == 1)
+    await wait_real(lambda: len(receiver.spans()) == 1)
     assert await telemetry.shutdown(3.0)
     # the final metric export carries the drop counter to the collector
     dropped = receiver.points("bessai.telemetry.dropped")

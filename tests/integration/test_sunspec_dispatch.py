@@ -21,6 +21,7 @@ from bessai.observe.sink import RecordingSink
 from bessai.sim.sunspec import sunspec_simulator
 from bessai.sunspec.discover import discover
 from tests.sites import make_site, running_site
+from tests.waits import wait_for
 
 SITE, DEVICE = "site1", "ss1"
 MODE, LEASE, HEARTBEAT = "124_storctl_mod", "124_inoutwrte_rvrttms", "802_ctrlhb"
@@ -46,14 +47,6 @@ def command(action, power_w, ttl_s):
                    power_w=power_w, issued_at=now, expires_at=now + ttl_s)
 
 
-async def wait_for(predicate, step=0.5, limit=600.0):
-    start = trio.current_time()
-    while not predicate():
-        await trio.sleep(step)
-        assert trio.current_time() - start < limit, "condition never became true"
-    return trio.current_time()
-
-
 async def test_revert_timer_renewed_while_gateway_lives_device_reverts_alone_after_it_dies(
         autojump_clock):
     sim = sunspec_simulator((1, 103, 124, 802), soc_pct=60.0)
@@ -73,7 +66,7 @@ async def test_revert_timer_renewed_while_gateway_lives_device_reverts_alone_aft
             assert max(b - a for a, b in itertools.pairwise(renewals)) <= 10.5
             assert sim.state().heartbeat_count >= 18  # 802 CtrlHb every 10 s
         died = trio.current_time()  # the gateway is gone: nobody renews the revert timer
-        ended = await wait_for(lambda: sim.state().forced_mode == 0, step=0.25)
+        ended = await wait_for(lambda: sim.state().forced_mode == 0, step_s=0.25)
         assert ended - died <= lease_s
         assert ended - died < profile.watchdog.device_timeout_s
         assert not sim.state().comm_lost  # the revert timer ended it, not the heartbeat loss
