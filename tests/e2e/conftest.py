@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -17,13 +16,3 @@ def procs() -> Iterator[list[Proc]]:
     yield started
     for proc in reversed(started):
         proc.kill()
-
-
-@pytest.fixture
-def black_hole() -> Iterator[str]:
-    """``host:port`` that accepts connections and never answers (a black-holed cloud, a hung
-    collector)."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(64)
-        yield f"127.0.0.1:{server.getsockname()[1]}"

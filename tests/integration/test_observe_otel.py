@@ -48,16 +48,6 @@ def refused_endpoint() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-@pytest.fixture
-def black_hole_endpoint() -> Iterator[str]:
-    """A collector that accepts TCP connections (kernel backlog) and never answers."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    sock.close()
-
-
 def fast(endpoint: str, **overrides) -> TelemetryConfig:
     values = {"endpoint": endpoint, "site_id": "plant-1", "host_name": "edge-7",
                   "export_interval_s": 0.1, "schedule_delay_s": 0.05, "export_timeout_s": 1.0,
@@ -190,9 +180,9 @@ async def test_dead_collector_for_30_virtual_minutes_costs_counted_drops_not_mem
 
 
 def test_black_holed_collector_never_blocks_callers_and_shutdown_meets_its_deadline(
-        black_hole_endpoint: str) -> None:
+        black_hole: str) -> None:
     """Real clock on purpose: the shutdown deadline bounds a real thread's real wait."""
-    config = fast(black_hole_endpoint, max_queue_size=16, max_export_batch_size=8,
+    config = fast(f"http://{black_hole}", max_queue_size=16, max_export_batch_size=8,
                   export_timeout_s=1.0)
     durations: list[float] = []
 
