@@ -37,6 +37,24 @@ def mode_writes(sim: Simulator) -> list[tuple[float, int]]:
     return [(w.at, int(w.value)) for w in sim.write_log if w.tag == "forcible_mode"]
 
 
+def booked(*slots: tuple[float, float, str, float | None, float | None],
+           until_h: float = 24.0) -> ScheduleBook:
+    """A schedule book holding one `schedule` of ``slots``."""
+    book = ScheduleBook()
+    book.put(schedule(*slots, until_h=until_h))
+    return book
+
+
+def recording_sim(soc_pct: float, start_hour: float = 0.0, **settings: float) -> Simulator:
+    """A simulator at ``soc_pct`` from ``start_hour`` that keeps every write (the tests read
+    the mode writes), its inverter ``settings`` overridden (``working_mode=1``: the battery
+    idles unless forced; ``discharge_cutoff=0.0``: the gateway's 5 % is the only floor)."""
+    sim = Simulator(soc_pct=soc_pct, start_hour=start_hour)
+    sim.inverter.settings.update(settings)
+    sim.inverter.write_log_max = 10**6
+    return sim
+
+
 def first_write_after(sim: Simulator, at: float, value: int) -> float | None:
     """The first write of ``value`` to the mode tag from ``at`` on (a millisecond early counts:
     wall time is epoch seconds in a float, a few hundred nanoseconds coarse)."""
@@ -44,12 +62,10 @@ def first_write_after(sim: Simulator, at: float, value: int) -> float | None:
 
 
 async def test_each_slot_boundary_reaches_the_device_within_one_poll(autojump_clock):
-    book = ScheduleBook()
     q = 0.25  # quarter hours
-    book.put(schedule((q, 2 * q, "charge", 3000, None), (2 * q, 3 * q, "discharge", 2000, None),
-                      (3 * q, 4 * q, "stop", None, None), until_h=5 * q))
-    sim = Simulator(soc_pct=50, start_hour=0)
-    sim.inverter.write_log_max = 10**6
+    book = booked((q, 2 * q, "charge", 3000, None), (2 * q, 3 * q, "discharge", 2000, None),
+                  (3 * q, 4 * q, "stop", None, None), until_h=5 * q)
+    sim = recording_sim(50)
     site = scheduled_site(sim, book)
     with capture_logs() as logs:
         async with sim, trio.open_nursery() as nursery:
@@ -76,10 +92,8 @@ async def test_each_slot_boundary_reaches_the_device_within_one_poll(autojump_cl
 
 
 async def test_a_restart_in_mid_slot_puts_the_slot_back_within_one_lease(autojump_clock):
-    book = ScheduleBook()
-    book.put(schedule((0, 6, "discharge", 2500, None)))
-    sim = Simulator(soc_pct=80, start_hour=0)
-    sim.inverter.write_log_max = 10**6
+    book = booked((0, 6, "discharge", 2500, None))
+    sim = recording_sim(80)
     async with sim:
         first = scheduled_site(sim, book)
         async with trio.open_nursery() as nursery:
@@ -106,13 +120,9 @@ async def test_a_restart_in_mid_slot_puts_the_slot_back_within_one_lease(autojum
 
 async def test_soc_crossing_blocks_a_discharge_slot_and_the_plan_goes_on_after_hysteresis(
         autojump_clock):
-    book = ScheduleBook()
-    book.put(schedule((0, 0.5, "discharge", 5000, None), (0.5, 0.6, "charge", 5000, None),
-                      (0.6, 1, "discharge", 1000, None)))
-    sim = Simulator(soc_pct=8.0, start_hour=0)
-    sim.inverter.settings["discharge_cutoff"] = 0.0  # the gateway's 5 % is the only floor
-    sim.inverter.settings["working_mode"] = 1  # the battery idles unless forced
-    sim.inverter.write_log_max = 10**6
+    book = booked((0, 0.5, "discharge", 5000, None), (0.5, 0.6, "charge", 5000, None),
+                  (0.6, 1, "discharge", 1000, None))
+    sim = recording_sim(8.0, discharge_cutoff=0.0, working_mode=1)
     site = scheduled_site(sim, book)
     with capture_logs() as logs:
         async with sim, trio.open_nursery() as nursery:
@@ -134,12 +144,9 @@ async def test_soc_crossing_blocks_a_discharge_slot_and_the_plan_goes_on_after_h
 
 
 async def test_a_held_discharge_slot_resumes_when_the_block_clears(autojump_clock):
-    book = ScheduleBook()
-    book.put(schedule((0, 20, "discharge", 2000, None)))
-    sim = Simulator(soc_pct=4.0, start_hour=0)  # below the 5 % limit: blocked from the start
-    sim.inverter.settings["discharge_cutoff"] = 0.0
-    sim.inverter.settings["working_mode"] = 1
-    sim.inverter.write_log_max = 10**6
+    book = booked((0, 20, "discharge", 2000, None))
+    # below the 5 % limit: blocked from the start
+    sim = recording_sim(4.0, discharge_cutoff=0.0, working_mode=1)
     site = scheduled_site(sim, book)
     with capture_logs() as logs:
         async with sim, trio.open_nursery() as nursery:
@@ -165,10 +172,8 @@ async def test_a_held_discharge_slot_resumes_when_the_block_clears(autojump_cloc
 
 async def test_a_direct_command_overrides_the_slot_for_its_lifetime_then_yields(
         autojump_clock):
-    book = ScheduleBook()
-    book.put(schedule((0, 6, "charge", 3000, None)))
-    sim = Simulator(soc_pct=50, start_hour=0)
-    sim.inverter.write_log_max = 10**6
+    book = booked((0, 6, "charge", 3000, None))
+    sim = recording_sim(50)
     site = scheduled_site(sim, book)
     with capture_logs() as logs:
         async with sim, trio.open_nursery() as nursery:
@@ -199,11 +204,8 @@ async def test_peak_shave_keeps_grid_import_under_the_limit_except_the_step_resp
         autojump_clock):
     limit_w = 1500.0
     step_s = 10.0
-    book = ScheduleBook()
-    book.put(schedule((0, 3, "peak_shave", None, limit_w)))
-    sim = Simulator(soc_pct=90, start_hour=17)  # the simulated evening: 17:00 to 20:00
-    sim.inverter.settings["working_mode"] = 1  # fixed: the battery idles unless forced
-    sim.inverter.write_log_max = 10**6
+    book = booked((0, 3, "peak_shave", None, limit_w))
+    sim = recording_sim(90, start_hour=17, working_mode=1)  # the evening: 17:00 to 20:00
     site = scheduled_site(sim, book, step_s=step_s, deadband_w=150.0, ramp_w_per_s=20.0)
     poll_s = site.config.fast_interval_s
     step_response_s = step_s + 2 * poll_s
