@@ -27,33 +27,13 @@ import trio.testing
 
 from bessai.observe.status import StatusServer
 from tests.integration.cli_harness import ROOT, cli_env
-
-ALL_UP: dict[str, Any] = {
-    "tree_running": True,
-    "actors": {"spool": {"state": "running"}},
-    "links": {"device:inv1": {"state": "up"}},
-}
+from tests.status_clients import ALL_UP, get_healthz, hostile_connections, partial_head
 
 
 @pytest.fixture
 def clock() -> trio.testing.MockClock:
     """Virtual time that waits for the loopback sockets: it jumps only after 50 real ms idle."""
     return trio.testing.MockClock(autojump_threshold=0.05)
-
-
-def _partial_head(i: int) -> bytes:
-    return f"GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Slow-{i}: ".encode()
-
-
-async def _get(port: int) -> tuple[int, bytes]:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
-        reply = b""
-        while chunk := await stream.receive_some(65536):
-            reply += chunk
-    head, _, body = reply.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
 
 
 @pytest.mark.parametrize("hostile", [200, 600])
@@ -64,17 +44,12 @@ async def test_idle_and_slow_loris_connections_do_not_deny_healthz_to_a_real_cli
     server = StatusServer(lambda: ALL_UP, port=0)
     async with trio.open_nursery() as nursery:
         port = await nursery.start(server.run)
-        streams = []
-        for i in range(hostile):
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            if i % 2:  # slow loris: a partial header that never ends
-                await stream.send_all(_partial_head(i))
-            streams.append(stream)
+        streams = await hostile_connections(port, hostile)
         await trio.sleep(0.2)  # the clock jumps once the server has accepted every one of them
         for attempt in range(3):  # three real requests, each while the hostile ones hang on
             started = trio.current_time()
             with trio.fail_after(5):
-                status, body = await _get(port)
+                status, body = await get_healthz(port)
             took = trio.current_time() - started
             assert (status, body) == (200, b"ok\n"), (attempt, status, body)
             assert took == 0.0, f"the real client waited {took:.3f} virtual s on a timer"
@@ -95,7 +70,7 @@ async def test_slow_loris_connections_are_dropped_after_the_head_deadline(
     async with trio.open_nursery() as nursery:
         port = await nursery.start(server.run)
         stream = await trio.open_tcp_stream("127.0.0.1", port)
-        await stream.send_all(_partial_head(0))
+        await stream.send_all(partial_head(0))
         started = trio.current_time()
         with trio.fail_after(10):
             reply = b""
@@ -139,7 +114,7 @@ def test_bessai_health_says_healthy_while_100_slow_connections_hang(server_in_th
         for i in range(100):
             sock = socket.create_connection(("127.0.0.1", port))
             if i % 2:
-                sock.sendall(_partial_head(i))
+                sock.sendall(partial_head(i))
             hostile.append(sock)
         time.sleep(0.2)
         started = time.monotonic()
