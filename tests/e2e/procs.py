@@ -173,6 +173,11 @@ def start_sim(port: int, *extra: str) -> Proc:
     return proc
 
 
+def sim_port(sim: Proc) -> int:
+    """The TCP port a started simulator listens on (from its SIM_LISTENING line)."""
+    return int(sim.wait_for(r"event=SIM_LISTENING").split("port=")[1].split()[0])
+
+
 def start_gateway(env: Mapping[str, str], *args: str) -> Proc:
     """``python -m bessai.cli.run --no-screen``, configured by ``env`` (not waited for)."""
     return Proc.start("bessai-run", "bessai.cli.run", ["--no-screen", *args], base_env(env))

@@ -14,7 +14,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.procs import Proc, free_port, logfmt_ts, start_gateway, start_sim, wait_until
+from tests.e2e.procs import (
+    Proc,
+    free_port,
+    logfmt_ts,
+    sim_port,
+    start_gateway,
+    start_sim,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.e2e]
 
@@ -36,18 +44,18 @@ def running(tmp_path: Path, procs: list[Proc]):
     reading was evaluated; returns (gateway, rewrite(**keys), status_url)."""
     sim = start_sim(0, "--soc", "60")
     procs.append(sim)
-    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    port = sim_port(sim)
     status_port = free_port()
     env_file = tmp_path / "gateway.env"
     spool = tmp_path / "spool.sqlite"
-    write_env(env_file, sim_port, status_port, spool)
+    write_env(env_file, port, status_port, spool)
     gateway = start_gateway({}, "--env-file", str(env_file))
     procs.append(gateway)
     gateway.wait_for(r"event=GATEWAY_READY", 20)
     gateway.wait_for(r"event=DEVICE_LINK_UP", 20)
 
     def rewrite(**keys: str) -> None:
-        write_env(env_file, sim_port, status_port, spool, **keys)
+        write_env(env_file, port, status_port, spool, **keys)
 
     return gateway, rewrite, f"http://127.0.0.1:{status_port}"
 

@@ -31,6 +31,7 @@ from tests.e2e.procs import (
     free_port,
     logfmt_ts,
     run_cli,
+    sim_port,
     start_gateway,
     start_sim,
     stop_within_deadline,
@@ -105,7 +106,7 @@ def started_sim(procs: list[Proc], port: int, *args: str) -> int:
     """Start ``python -m bessai.sim`` on ``port`` (0: any), tracked in ``procs``; its port."""
     sim = start_sim(port, *args)
     procs.append(sim)
-    return int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    return sim_port(sim)
 
 
 def linked_gateway(tmp_path: Path, procs: list[Proc], telemetry: PubsubTopic | None = None,

@@ -22,6 +22,7 @@ from tests.e2e.procs import (
     free_port,
     logfmt_ts,
     run_cli,
+    sim_port,
     start_gateway,
     start_sim,
     stop_within_deadline,
@@ -41,7 +42,7 @@ def test_stop_takes_under_a_second_with_the_cloud_black_holed_and_the_collector_
         tmp_path, procs, black_hole):
     sim = start_sim(0)
     procs.append(sim)
-    port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    port = sim_port(sim)
     spool = tmp_path / "spool.sqlite"
     status_bind = f"127.0.0.1:{free_port()}"
     env = {"SITE_ID": "stop-site", "INVERTER_IP": "127.0.0.1", "INVERTER_PORT": str(port),

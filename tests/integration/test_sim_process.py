@@ -15,7 +15,7 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
-from tests.e2e.procs import PYTHON, ROOT, Proc, base_env, start_sim
+from tests.e2e.procs import PYTHON, ROOT, Proc, base_env, sim_port, start_sim
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,7 @@ def running_sim(*args: str) -> Iterator[tuple[Proc, int]]:
     """``python -m bessai.sim --port 0 ARGS`` and its port; at the end it must exit 0 on
     SIGTERM (unless the test ended it), and it is killed whatever happened."""
     proc = start_sim(0, *args)
-    port = int(proc.wait_for(r"event=SIM_LISTENING").split("port=")[1].split()[0])
+    port = sim_port(proc)
     try:
         yield proc, port
         if proc.popen.poll() is None:
