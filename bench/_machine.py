@@ -35,6 +35,15 @@ def utc_now() -> str:
     return f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"
 
 
+def cell(value: object) -> str:
+    """A figure as a results table shows it: ``-`` for none, a float in its shortest form."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def write_results(path: Path, text: str) -> None:
     """Write a results table, creating bench/results/ if it is missing."""
     path.parent.mkdir(parents=True, exist_ok=True)

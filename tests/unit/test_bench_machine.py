@@ -7,6 +7,7 @@ import platform
 import re
 
 from bench._machine import (
+    cell,
     cpu_model,
     machine_description,
     publish_table,
@@ -38,3 +39,8 @@ def test_publish_table_prints_and_writes_the_table_ending_with_its_run_command(
     assert target.read_text() == text
     assert capsys.readouterr().out == text + "\n"
     assert publish_table(target, ["# Sim"]) == "# Sim\n"  # no run line asked for
+
+
+def test_a_table_cell_shows_none_as_a_dash_and_floats_in_their_shortest_form() -> None:
+    assert [cell(None), cell(0.5), cell(2.0), cell(1e-7), cell(3), cell("up")] == [
+        "-", "0.5", "2", "1e-07", "3", "up"]
