@@ -243,9 +243,12 @@ def test_soc_below_min_is_blocked_within_one_poll_and_the_block_reaches_pubsub(
     gateway = start_gateway(gateway_env(tmp_path, sim_port, telemetry_topic))
     procs.append(gateway)
     block = gateway.wait_for(r"level=CRITICAL event=SAFETY_BLOCK rule=soc_min", 15)
-    first_poll = gateway.wait_for(r"event=DEVICE_LINK_UP", 1)  # logged on the first poll back
     assert "value=4" in block, block
     assert "limit=5" in block, block
+    ready = gateway.wait_for(r"event=SAFETY_DATA_READY", 5)  # the first reading judged...
+    assert "rules=soc_min" in ready, ready  # ...tripped the rule
+    first_poll = gateway.wait_for(r"event=DEVICE_LINK_UP", 1)  # logged on the first poll back
+    # by the gateway's own timestamps: the guard judges a reading as it arrives, not a poll later
     delay_s = logfmt_ts(block) - logfmt_ts(first_poll)
     assert -0.05 <= delay_s <= 1.0, f"SAFETY_BLOCK {delay_s:.3f} s after the first poll"
     print(f"SAFETY_BLOCK {delay_s * 1000:.0f} ms after the first successful poll")
