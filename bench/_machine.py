@@ -35,7 +35,27 @@ def utc_now() -> str:
     return f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"
 
 
+def cell(value: object) -> str:
+    """A figure as a results table shows it: ``-`` for none, a float in its shortest form."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def write_results(path: Path, text: str) -> None:
     """Write a results table, creating bench/results/ if it is missing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def publish_table(path: Path, lines: list[str], *, run: str | None = None) -> str:
+    """Print a results table and write it to ``path``; ``run`` (a module, e.g.
+    ``bench.device_bench``) ends it with the command that re-runs it. Returns the text."""
+    if run is not None:
+        lines = [*lines, "", f"Run: `/work/venv/bin/python -m {run}`."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    write_results(path, text)
+    return text

@@ -95,6 +95,15 @@ async def _baseline_restart_latency(n: int) -> list[float]:
 # ---------------------------------------------------------------- mailboxes
 
 
+async def _per_message_s(producer, consumer) -> float:
+    """Seconds per message while ``producer`` and ``consumer`` run together to the end."""
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(producer)
+        nursery.start_soon(consumer)
+    return (time.perf_counter() - start) / MESSAGES
+
+
 async def _channel(make) -> float:
     send, receive = make()
 
@@ -108,11 +117,7 @@ async def _channel(make) -> float:
             async for _ in receive:
                 pass
 
-    start = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(producer)
-        nursery.start_soon(consumer)
-    return (time.perf_counter() - start) / MESSAGES
+    return await _per_message_s(producer, consumer)
 
 
 async def _cell() -> tuple[float, int]:
@@ -131,11 +136,7 @@ async def _cell() -> tuple[float, int]:
             seen = (await cell.wait_newer(seen)).version
             delivered += 1
 
-    start = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(producer)
-        nursery.start_soon(consumer)
-    return (time.perf_counter() - start) / MESSAGES, delivered
+    return await _per_message_s(producer, consumer), delivered
 
 
 async def _ring() -> tuple[float, int]:
@@ -151,11 +152,7 @@ async def _ring() -> tuple[float, int]:
         async for _ in ring:
             pass
 
-    start = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(producer)
-        nursery.start_soon(consumer)
-    return (time.perf_counter() - start) / MESSAGES, ring.dropped
+    return await _per_message_s(producer, consumer), ring.dropped
 
 
 # ---------------------------------------------------------------- report

@@ -37,7 +37,7 @@ import structlog
 import trio
 import trio.testing
 
-from bench._machine import machine_description, utc_now, write_results
+from bench._machine import machine_description, publish_table, utc_now
 from bessai.clock import trio_wall_clock
 from bessai.device import ModbusConnection, UniversalDriver, load_profile, tcp_stream_factory
 from bessai.device.framing import RtuFraming, frame_gap_s
@@ -216,10 +216,7 @@ def main() -> None:
     for cooldown, measured, minimum, frames, wire_bytes in rtu:
         lines.append(f"| {cooldown:g} | {frames} | {wire_bytes} | {minimum:.3f} | "
                      f"{measured:.3f} | {measured / minimum:.3f} |")
-    lines += ["", "Run: `/work/venv/bin/python -m bench.connection_bench`."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    write_results(RESULTS, text)
+    publish_table(RESULTS, lines, run="bench.connection_bench")
 
 
 if __name__ == "__main__":

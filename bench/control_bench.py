@@ -29,14 +29,13 @@ import structlog
 import trio
 import trio.testing
 
-from bench._machine import machine_description, utc_now, write_results
+from bench._machine import machine_description, publish_table, utc_now
 from bessai.clock import trio_wall_clock
 from bessai.control.gate import CommandPolicy
-from bessai.control.site import SiteConfig, build_site
-from bessai.device import UniversalDriver
 from bessai.model import Action, Command
 from bessai.observe.sink import RecordingSink
 from bessai.sim import Simulator
+from tests.sites import make_site, running_site
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "control.md"
@@ -54,28 +53,19 @@ async def _run(write_path: str, delay_s: float, hours: float) -> Run:
     sim = Simulator(soc_pct=80)
     wall = trio_wall_clock()
     sink = RecordingSink()
-    # one forced command held for the whole run (renewed by the watchdog): allow its TTL
-    config = SiteConfig.from_profile(sim.profile, site_id="site1", device_id="inv1",
-                                     write_path=write_path,
-                                     command_policy=CommandPolicy(max_ttl_s=hours * 3600 + 600))
     async with sim:
         sim.faults.delay_s = delay_s
-        site = build_site(config, lambda: UniversalDriver(
-            sim.profile, stream_factory=sim.stream_factory(), site_id="site1",
-            device_id="inv1", wall_clock=wall), wall_clock=wall, metrics=sink)
+        # one forced command held for the whole run (renewed by the watchdog): allow its TTL
+        site = make_site(sim, config={
+            "write_path": write_path,
+            "command_policy": CommandPolicy(max_ttl_s=hours * 3600 + 600)}, metrics=sink)
 
         cpu0 = time.process_time()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(site.device_link().run)
-            await nursery.start(site.safety_guard().run)
-            await nursery.start(site.watchdog().run)
-            await site.ctx.link.wait_up()
-            await trio.sleep(5)
+        async with running_site(site, settle_s=5):
             now = wall()
             await site.gate.submit(Command("bench", "site1", "inv1", Action.DISCHARGE, 1000.0,
                                            now, now + hours * 3600 + 600))
             await trio.sleep(hours * 3600)
-            nursery.cancel_scope.cancel()
         cpu = time.process_time() - cpu0
     key = ("bessai.device.write_latency_s", (("device", "inv1"), ("priority", "heartbeat")))
     return Run(sink.samples[key], site.ctx.heartbeat.max_gap_s, cpu / hours,
@@ -134,10 +124,7 @@ def main() -> None:
             lines.append(f"| {delay_s:g} | {name} | {b:.3f} | {r:.3f} | {ratio(b, r)} |")
         assert not base.comm_lost
         assert not res.comm_lost
-    lines += ["", "Run: `/work/venv/bin/python -m bench.control_bench`."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    write_results(RESULTS, text)
+    publish_table(RESULTS, lines, run="bench.control_bench")
 
 
 if __name__ == "__main__":

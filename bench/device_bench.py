@@ -28,7 +28,7 @@ import attrs
 import structlog
 import trio
 
-from bench._machine import machine_description, utc_now, write_results
+from bench._machine import machine_description, publish_table, utc_now
 from bessai.device import UniversalDriver, load_profile
 from bessai.device.planner import plan
 from bessai.device.profile import Profile
@@ -127,10 +127,7 @@ def main() -> None:
             lines.append(f"| {cooldown_s:g} | {n} | {label} | {base[key]:.2f} | {res[key]:.2f} "
                          f"| {res[key] / base[key]:.3f} | {alt[key]:.2f} "
                          f"| {alt[key] / base[key]:.3f} |")
-    lines += ["", "Run: `/work/venv/bin/python -m bench.device_bench`."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    write_results(RESULTS, text)
+    publish_table(RESULTS, lines, run="bench.device_bench")
 
 
 if __name__ == "__main__":

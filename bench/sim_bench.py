@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench._machine import machine_description, utc_now, write_results
+from bench._machine import machine_description, publish_table, utc_now
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "sim.md"
@@ -224,9 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         ours = statistics.median(results[name]["trio"])
         echo = statistics.median(results[name]["trio-echo"])
         lines.append(f"| {name} | {base:,.0f} | {ours:,.0f} | {ours / base:.2f} | {echo:,.0f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    write_results(RESULTS, text)
+    publish_table(RESULTS, lines)
     return 0
 
 

@@ -24,43 +24,25 @@ from typing import Any
 
 import trio
 
-from bench._machine import machine_description, utc_now, write_results
+from bench._machine import machine_description, publish_table, utc_now
 from bessai.observe.status import StatusServer
+from tests.status_clients import ALL_UP, get_healthz, hostile_connections
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "status.md"
 ROUNDS = 50
-ALL_UP: dict[str, Any] = {"tree_running": True, "actors": {"spool": {"state": "running"}},
-                          "links": {"device:inv1": {"state": "up"}}}
-
-
-async def _get(port: int) -> int:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
-        reply = b""
-        while chunk := await stream.receive_some(65536):
-            reply += chunk
-    return int(reply.split(b" ", 2)[1])
-
-
 async def case(hostile: int, **server_options: Any) -> dict[str, Any]:
     server = StatusServer(lambda: ALL_UP, port=0, **server_options)
     latencies: list[float] = []
     statuses: list[int] = []
     async with trio.open_nursery() as nursery:
         port = await nursery.start(server.run)
-        streams = []
-        for i in range(hostile):
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            if i % 2:
-                await stream.send_all(f"GET /healthz HTTP/1.1\r\nX-Slow-{i}: ".encode())
-            streams.append(stream)
+        streams = await hostile_connections(port, hostile)
         await trio.sleep(0.2)
         for _ in range(ROUNDS):
             started = time.perf_counter()
             with trio.fail_after(10):
-                statuses.append(await _get(port))
+                statuses.append((await get_healthz(port))[0])
             latencies.append(time.perf_counter() - started)
         for stream in streams:
             await stream.aclose()
@@ -110,9 +92,7 @@ def main() -> int:
         "`bessai health` exited 1, \"unhealthy\"). The last row runs today's shedding with the "
         "old 32-slot budget: the oldest hostile connection is dropped for each newcomer.",
     ]
-    text = "\n".join(lines) + "\n"
-    write_results(RESULTS, text)
-    print(text)
+    publish_table(RESULTS, lines)
     return 0 if all(row["ok"] == ROUNDS for row in rows) else 1
 
 

@@ -7,6 +7,9 @@ real sockets or threads use a MockClock with autojump_threshold around 0.05.
 pytest_plugins = ("tests.conftest_pubsub",)
 
 
+import socket  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
 import pytest  # noqa: E402
 
 
@@ -19,3 +22,13 @@ def _isolated_logging():
     reset_logging()
     yield
     reset_logging()
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """``host:port`` that accepts TCP connections (the kernel's backlog) and never answers: a
+    black-holed cloud, a hung collector."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        yield f"127.0.0.1:{server.getsockname()[1]}"

@@ -20,6 +20,7 @@ from pathlib import Path
 import trio
 from trio.testing import MockClock
 
+from bench._machine import cell, machine_description
 from bench.chaos.rig import Result
 from bench.chaos.scenarios import SCENARIOS, Scenario, run_scenario, run_standalone
 from bessai.observe.logs import configure_logging
@@ -30,24 +31,7 @@ OUT = Path(__file__).resolve().parents[1] / "CHAOS.md"
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{platform.machine()}, {os.cpu_count()} cores, {cpu}, "
-            f"Python {platform.python_version()}")
-
-
-def _fmt(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
+    return f"{machine_description()}, Python {platform.python_version()}"
 
 
 def table(results: list[tuple[Scenario, Result]]) -> str:
@@ -60,12 +44,12 @@ def table(results: list[tuple[Scenario, Result]]) -> str:
         verdict = "PASS" if r.passed else "**FAIL**: " + "; ".join(
             f"{c.name} ({c.detail})" for c in r.failures())
         lines.append(
-            f"| {s.name} | {_fmt(r.poll_interval_s)} | {_fmt(r.virtual_s)} | {_fmt(r.real_s)} "
+            f"| {s.name} | {cell(r.poll_interval_s)} | {cell(r.virtual_s)} | {cell(r.real_s)} "
             f"| {r.produced} | {r.delivered} | {r.duplicates} | {r.dropped} ({r.gap_records}) "
-            f"| {r.pending_at_stop} | {r.lost} | {_fmt(r.max_heartbeat_gap_s)} "
-            f"| {_fmt(r.safety_latency_s)} | {restarts} | {_fmt(r.drain_s)} "
+            f"| {r.pending_at_stop} | {r.lost} | {cell(r.max_heartbeat_gap_s)} "
+            f"| {cell(r.safety_latency_s)} | {restarts} | {cell(r.drain_s)} "
             f"| {r.peak_spool_rows} / {r.peak_spool_bytes // 1024} "
-            f"| {_fmt(r.peak_rss_mb)} (+{_fmt(r.rss_growth_mb)}) "
+            f"| {cell(r.peak_rss_mb)} (+{cell(r.rss_growth_mb)}) "
             f"| {verdict} |")
     return "\n".join(lines)
 

@@ -108,6 +108,15 @@ async def _steady(rig: Rig, seconds: float) -> None:
     await trio.sleep(seconds)
 
 
+async def _recovered(rig: Rig, end: float, steady_s: float) -> None:
+    """The fault ends at ``end``: mark the recovery, wait for the spool to drain, then run
+    ``steady_s`` more seconds undisturbed (what the checks judge the aftermath on)."""
+    await trio.sleep_until(end)
+    rig.mark_recovered(end)
+    await rig.wait_drained()
+    await _steady(rig, steady_s)
+
+
 # ---- cloud cuts -----------------------------------------------------------------------------
 
 
@@ -115,10 +124,7 @@ def cloud_cut(minutes: float) -> Script:
     async def script(rig: Rig) -> None:
         await _steady(rig, 30)
         _, end = rig.cut_cloud(minutes * 60)
-        await trio.sleep_until(end)
-        rig.mark_recovered(end)
-        await rig.wait_drained()
-        await _steady(rig, 30)
+        await _recovered(rig, end, steady_s=30)
 
     return script
 
@@ -148,10 +154,7 @@ def flapping(up_s: float, down_s: float, hours: float) -> Script:
         while t < end:
             rig.faults.cut(t, min(t + down_s, end))
             t += down_s + up_s
-        await trio.sleep_until(end)
-        rig.mark_recovered(end)
-        await rig.wait_drained()
-        await _steady(rig, 60)
+        await _recovered(rig, end, steady_s=60)
 
     return script
 
@@ -198,10 +201,7 @@ async def device_lost_during_cut(rig: Rig) -> None:
     rig.hb_allowance_s = 25.0
     await trio.sleep(rig.hb_allowance_s)
     rig.sim.faults.silent = False
-    await trio.sleep_until(end)
-    rig.mark_recovered(end)
-    await rig.wait_drained()
-    await _steady(rig, 30)
+    await _recovered(rig, end, steady_s=30)
 
 
 def device_lost_checks(rig: Rig) -> None:
@@ -262,10 +262,7 @@ async def command_expires_during_cut(rig: Rig) -> None:
     _, end = rig.cut_cloud(10 * 60)
     await trio.sleep(rig.rng.uniform(5, 60))
     rig.command_id = await rig.publish_command("discharge", 3000.0, ttl_s=120)
-    await trio.sleep_until(end)
-    rig.mark_recovered(end)
-    await rig.wait_drained()
-    await _steady(rig, 60)
+    await _recovered(rig, end, steady_s=60)
 
 
 def expired_checks(rig: Rig) -> None:
@@ -726,10 +723,7 @@ def schedule_through_cut() -> Scenario:
         seen["samples"] = samples
         assert rig._nursery is not None
         rig._nursery.start_soon(sample, rig, samples)
-        await trio.sleep_until(end)
-        rig.mark_recovered(end)
-        await rig.wait_drained()
-        await _steady(rig, 60)
+        await _recovered(rig, end, steady_s=60)
 
     def checks(rig: Rig) -> None:
         r = rig.result

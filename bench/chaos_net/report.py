@@ -12,6 +12,7 @@ import fcntl
 import re
 from pathlib import Path
 
+from bench._machine import cell
 from bench.chaos_net import MARKER
 from bench.chaos_net.netns import LOCK_DIR
 from bench.chaos_net.scenarios import SCENARIOS, NetResult
@@ -55,38 +56,30 @@ rows are measured: the load average at the cut (1/5/15 min; for CPU starvation, 
 the load) is in each row; that load is itself CPU pressure on the gateway."""
 
 
-def _fmt(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
 def row(nr: NetResult, scale: float) -> str:
     r, f = nr.result, nr.figures
     verdict = "PASS" if r.passed else "**FAIL**: " + "; ".join(
         f"{c.name} ({c.detail})" for c in r.failures())
-    hb = _fmt(r.max_heartbeat_gap_s) + (f" ({_fmt(f.hb_gap_over_cut_s)})"
+    hb = cell(r.max_heartbeat_gap_s) + (f" ({cell(f.hb_gap_over_cut_s)})"
                                         if f.hb_gap_over_cut_s is not None else "")
     safety = "-"
     if f.forced_end:
-        safety = (f"{f.forced_end}, {_fmt(f.forced_after_last_write_s)} s after the last write "
+        safety = (f"{f.forced_end}, {cell(f.forced_after_last_write_s)} s after the last write "
                   "the device heard")
     cut = f.cut + (f" (scale {scale:g})" if scale != 1 else "")
     down, back = [], []
     if "cloud" in f.cut:
-        down.append(f"cloud {_fmt(f.cloud_down_reported_s)}")
-        back.append(f"cloud {_fmt(f.cloud_up_s)}, commands {_fmt(f.commands_resumed_s)}")
+        down.append(f"cloud {cell(f.cloud_down_reported_s)}")
+        back.append(f"cloud {cell(f.cloud_up_s)}, commands {cell(f.commands_resumed_s)}")
     if "inverter" in f.cut:
-        down.append(f"inverter {_fmt(f.link_down_reported_s)}")
-        back.append(f"inverter {_fmt(f.resumed_s)}")
+        down.append(f"inverter {cell(f.link_down_reported_s)}")
+        back.append(f"inverter {cell(f.resumed_s)}")
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")  # wall-clock: the run's date
-    return (f"| {r.name} | {cut} | {_fmt(r.real_s)} | {r.produced} | {r.delivered} "
+    return (f"| {r.name} | {cut} | {cell(r.real_s)} | {r.produced} | {r.delivered} "
             f"| {r.duplicates} | {r.pending_at_stop} | {r.lost} | {hb} | {safety} "
-            f"| {'; '.join(down) or '-'} | {'; '.join(back) or '-'} | {_fmt(r.drain_s)} "
+            f"| {'; '.join(down) or '-'} | {'; '.join(back) or '-'} | {cell(r.drain_s)} "
             f"| {r.peak_spool_rows} / {r.peak_spool_bytes // 1024} "
-            f"| {_fmt(r.peak_rss_mb)} (+{_fmt(r.rss_growth_mb)}) | {_fmt(f.status_worst_s)} "
+            f"| {cell(r.peak_rss_mb)} (+{cell(r.rss_growth_mb)}) | {cell(f.status_worst_s)} "
             f"| {now}, {f.load_avg or '-'} | {verdict} |")
 
 

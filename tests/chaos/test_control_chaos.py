@@ -11,10 +11,9 @@ from structlog.testing import capture_logs
 
 from bessai.clock import trio_wall_clock
 from bessai.control.limits import INVALID_DATA, NO_DATA, STALE_DATA
-from bessai.control.site import SiteConfig, build_site
-from bessai.device import UniversalDriver
 from bessai.model import Action, Command
 from bessai.sim import Simulator
+from tests.sites import make_site
 
 FAULTS = ("silent", "busy", "drop", "delay", "invalid_soc", "low_soc_reading", "none")
 
@@ -29,10 +28,7 @@ async def test_hours_of_random_device_faults_cost_no_restart_and_end_clean(
     rng = random.Random(seed)
     wall = trio_wall_clock()
     async with Simulator(soc_pct=60) as sim:
-        config = SiteConfig.from_profile(sim.profile, site_id="site1", device_id="inv1")
-        site = build_site(config, lambda: UniversalDriver(
-            sim.profile, stream_factory=sim.stream_factory(), site_id="site1",
-            device_id="inv1", wall_clock=wall), wall_clock=wall)
+        site = make_site(sim)
         sup = site.supervisor()
         violations = []
         with capture_logs() as logs:

@@ -6,22 +6,9 @@ import trio
 from structlog.testing import capture_logs
 
 from bessai.clock import trio_wall_clock
-from bessai.control.site import SiteConfig, build_site
-from bessai.device import UniversalDriver
 from bessai.sim import Simulator
 from tests.pubsub_faults import FreezingLimiter
-
-SITE, DEVICE = "site1", "inv1"
-
-
-def make_site(sim: Simulator):
-    wall = trio_wall_clock()
-    config = SiteConfig.from_profile(sim.profile, site_id=SITE, device_id=DEVICE)
-    return build_site(
-        config,
-        lambda: UniversalDriver(sim.profile, stream_factory=sim.stream_factory(),
-                                site_id=SITE, device_id=DEVICE, wall_clock=wall),
-        wall_clock=wall)
+from tests.sites import DEVICE, SITE, make_site
 
 
 async def test_a_slow_device_answering_within_its_timeout_keeps_the_link_up(autojump_clock):

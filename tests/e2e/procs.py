@@ -15,13 +15,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 
+from bessai.cli.run import HARD_STOP_MARGIN_S
 from bessai.settings import KNOWN_KEYS
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -132,11 +136,46 @@ class Proc:
             self._reader.join(timeout=5)
 
 
+def wait_until(predicate: Callable[[], T], timeout_s: float, what: str) -> T:
+    """``predicate()``'s first truthy value, polled every 0.1 s; fails naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        time.sleep(0.1)
+
+
+def stop_within_deadline(gateway: Proc, deadline_s: float) -> None:
+    """SIGTERM, then the gateway's own verdict on its SHUTDOWN_DEADLINE_S (``deadline_s``).
+
+    The process judges the deadline on its own clock: a graceful stop that overran it logs
+    SHUTDOWN_DEADLINE_EXCEEDED, one that even cancellation could not end is cut by the hard
+    stop (exit 1), and one that finished in time exits 0 after GATEWAY_STOPPED. So this waits
+    generously (a loaded test machine is not the gateway overrunning) and asserts the verdict;
+    a process that hangs after GATEWAY_STOPPED (an exit hook) still fails the wait.
+    """
+    mark = gateway.mark()
+    gateway.send(signal.SIGTERM)
+    rc = gateway.wait(deadline_s + HARD_STOP_MARGIN_S + 10)
+    tail = gateway.output()[-3000:]
+    assert rc == 0, tail
+    assert gateway.matching(r"event=GATEWAY_STOPPED", after=mark), tail
+    assert not gateway.matching(r"event=SHUTDOWN_DEADLINE_EXCEEDED", after=mark), tail
+
+
 def start_sim(port: int, *extra: str) -> Proc:
     """``python -m bessai.sim --port PORT ...``, returned once it listens."""
     proc = Proc.start("bessai-sim", "bessai.sim", ["--port", str(port), *extra], base_env({}))
     proc.wait_for(r"event=SIM_LISTENING", 20)
     return proc
+
+
+def sim_port(sim: Proc) -> int:
+    """The TCP port a started simulator listens on (from its SIM_LISTENING line)."""
+    return int(sim.wait_for(r"event=SIM_LISTENING").split("port=")[1].split()[0])
 
 
 def start_gateway(env: Mapping[str, str], *args: str) -> Proc:

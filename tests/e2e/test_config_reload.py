@@ -9,13 +9,20 @@ nothing and every problem is logged; the process never crashes on a reload.
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.procs import Proc, free_port, logfmt_ts, start_gateway, start_sim
+from tests.e2e.procs import (
+    Proc,
+    free_port,
+    logfmt_ts,
+    sim_port,
+    start_gateway,
+    start_sim,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.e2e]
 
@@ -37,18 +44,18 @@ def running(tmp_path: Path, procs: list[Proc]):
     reading was evaluated; returns (gateway, rewrite(**keys), status_url)."""
     sim = start_sim(0, "--soc", "60")
     procs.append(sim)
-    sim_port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    port = sim_port(sim)
     status_port = free_port()
     env_file = tmp_path / "gateway.env"
     spool = tmp_path / "spool.sqlite"
-    write_env(env_file, sim_port, status_port, spool)
+    write_env(env_file, port, status_port, spool)
     gateway = start_gateway({}, "--env-file", str(env_file))
     procs.append(gateway)
     gateway.wait_for(r"event=GATEWAY_READY", 20)
     gateway.wait_for(r"event=DEVICE_LINK_UP", 20)
 
     def rewrite(**keys: str) -> None:
-        write_env(env_file, sim_port, status_port, spool, **keys)
+        write_env(env_file, port, status_port, spool, **keys)
 
     return gateway, rewrite, f"http://127.0.0.1:{status_port}"
 
@@ -56,6 +63,19 @@ def running(tmp_path: Path, procs: list[Proc]):
 def safety(status_url: str) -> dict:
     return httpx.get(status_url + "/status", timeout=5, trust_env=False).json()[
         "sites"]["inv1"]["safety"]
+
+
+def spooled(status_url: str) -> int:
+    """Readings in the spool: one more per poll the guard has already evaluated."""
+    return int(httpx.get(status_url + "/status", timeout=5, trust_env=False).json()[
+        "spool"]["depth"])
+
+
+def wait_for_polls(status_url: str, polls: int) -> None:
+    """Until ``polls`` more readings are spooled: that many polls were taken and judged (the
+    guard sees a snapshot before the recorder's spool commit does), however slow the machine."""
+    target = spooled(status_url) + polls
+    wait_until(lambda: spooled(status_url) >= target, 30, f"{polls} more polls spooled")
 
 
 def reload(gateway: Proc, pattern: str) -> tuple[int, str]:
@@ -91,7 +111,7 @@ def test_an_invalid_file_changes_nothing_and_every_problem_is_logged(running):
     mark, failed = reload(gateway, r"event=CONFIG_RELOAD_FAILED")
     for part in ("level=ERROR", "errors=2", "POLL_INTERVAL_S='banana'", "TEMP_MAX_C='999'"):
         assert part in failed, failed
-    time.sleep(3 * POLL_S)  # three polls: the old limit (98) is still the one in force
+    wait_for_polls(status_url, 3)  # three polls: the old limit (98) is still the one in force
     assert not gateway.matching(r"event=SAFETY_BLOCK rule=soc_max", after=mark)
     assert not gateway.matching(r"event=CONFIG_RELOADED", after=mark)
     assert safety(status_url)["blocked_charge"] is False
@@ -106,7 +126,7 @@ def test_keys_that_need_a_restart_are_named_and_not_applied(running, tmp_path):
     _, reloaded = reload(gateway, r"event=CONFIG_RELOADED ")
     assert "applied=SOC_MAX_PCT:98->97,LOG_LEVEL:INFO->DEBUG " in reloaded, reloaded
     assert "needs_restart=SPOOL_PATH " in reloaded, reloaded
-    time.sleep(2 * POLL_S)
+    wait_for_polls(status_url, 2)
     status = httpx.get(status_url + "/status", timeout=5, trust_env=False).json()
     assert status["spool"]["path"] != str(moved), status["spool"]
     assert not moved.exists()

@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.e2e.procs import free_port, run_cli, start_gateway, start_sim
+from tests.e2e.procs import free_port, run_cli, sim_port, start_gateway, start_sim
 
 pytestmark = [pytest.mark.e2e, pytest.mark.emulator]
 PROJECT = "bessai-setup"
@@ -27,7 +27,7 @@ def test_command_and_gateway_create_what_they_need_on_the_emulator(tmp_path, pro
     telemetry, commands, subscription = f"tel-{tag}", f"cmd-{tag}", f"cmd-{tag}-sub"
     sim = start_sim(0)
     procs.append(sim)
-    port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    port = sim_port(sim)
     env = {"SITE_ID": "emu-site", "INVERTER_IP": "127.0.0.1", "INVERTER_PORT": str(port),
            "SPOOL_PATH": str(tmp_path / "spool.sqlite"), "SHUTDOWN_DEADLINE_S": "5",
            "STATUS_BIND": f"127.0.0.1:{free_port()}", "GCP_PROJECT_ID": PROJECT,

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 import bessai
-from tests.e2e.procs import free_port, run_cli, start_gateway, start_sim
+from tests.e2e.procs import free_port, run_cli, sim_port, start_gateway, start_sim
 
 pytestmark = [pytest.mark.e2e]
 
@@ -28,7 +28,7 @@ def test_a_hot_battery_is_named_by_bessai_health_and_status_while_the_exit_stays
         tmp_path, procs):
     sim = start_sim(0, "--temp", "46")
     procs.append(sim)
-    port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    port = sim_port(sim)
     env = env_for(tmp_path, port)
     gateway = start_gateway(env)
     procs.append(gateway)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import bessai
-from tests.e2e.procs import free_port, start_gateway, start_sim
+from tests.e2e.procs import free_port, sim_port, start_gateway, start_sim
 from tests.integration._otlp_receiver import OtlpReceiver
 
 pytestmark = [pytest.mark.e2e]
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.e2e]
 def test_collector_sees_the_version_and_the_standard_variables(tmp_path, procs):
     sim = start_sim(0)
     procs.append(sim)
-    port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    port = sim_port(sim)
     env_file = tmp_path / "gateway.env"
     env_file.write_text("OTEL_EXPORTER_OTLP_HEADERS=x-collector-tenant=bess-7\n")
     with OtlpReceiver() as receiver:

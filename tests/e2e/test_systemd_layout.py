@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.procs import ROOT, base_env, free_port, start_gateway, start_sim
+from tests.e2e.procs import ROOT, base_env, free_port, sim_port, start_gateway, start_sim
 
 pytestmark = [pytest.mark.e2e]
 
@@ -46,7 +46,7 @@ def mount_point() -> Iterator[None]:
 def test_spool_stats_by_hand_finds_the_services_spool(tmp_path, procs, mount_point):
     sim = start_sim(0)
     procs.append(sim)
-    port = int(sim.wait_for(r"SIM_LISTENING").split("port=")[1].split()[0])
+    port = sim_port(sim)
     etc_bessai = tmp_path / "etc-bessai"
     etc_bessai.mkdir()
     spool = tmp_path / "var-lib-bessai" / "spool" / "outbox.sqlite"

@@ -2,8 +2,6 @@
 loopback ports from one process, reports the ports on one line, and exits 0 on SIGTERM. Also the
 bench's parser of Pub/Sub publish times. Real process, real clock."""
 
-import time
-
 import pytest
 import trio
 
@@ -38,7 +36,5 @@ def test_sim_farm_serves_independent_devices_on_separate_ports_and_stops_on_sigt
         socs = trio.run(read_all)
         assert all(soc == pytest.approx(50.0, abs=1.0) for soc in socs)
     finally:
-        started = time.monotonic()
-        proc.stop(timeout_s=10)
-    assert proc.popen.returncode == 0
-    assert time.monotonic() - started < 5
+        proc.stop(timeout_s=10)  # SIGTERM; a farm still running after 10 s is killed (-9)
+    assert proc.popen.returncode == 0  # it ended by itself, on the signal

@@ -6,23 +6,10 @@ snapshot arrives within the stated deadline. Virtual time, the in-process simula
 import trio
 from structlog.testing import capture_logs
 
-from bessai.clock import trio_wall_clock
 from bessai.control.guard import FIRST_DATA_DEADLINE_S
 from bessai.control.limits import NO_DATA, SOC_MIN
-from bessai.control.site import SiteConfig, build_site
-from bessai.device import UniversalDriver
 from bessai.sim import Simulator
-
-SITE, DEVICE = "site1", "inv1"
-
-
-def site_for(sim):
-    wall = trio_wall_clock()
-    config = SiteConfig.from_profile(sim.profile, site_id=SITE, device_id=DEVICE)
-    return build_site(
-        config, lambda: UniversalDriver(sim.profile, stream_factory=sim.stream_factory(),
-                                        site_id=SITE, device_id=DEVICE, wall_clock=wall),
-        wall_clock=wall)
+from tests.sites import make_site
 
 
 def criticals(logs):
@@ -42,7 +29,7 @@ async def test_a_normal_start_blocks_until_the_first_snapshot_without_a_critical
     sim = Simulator(soc_pct=50)
     with capture_logs() as logs:
         async with sim:
-            site = site_for(sim)
+            site = make_site(sim)
             assert site.ctx.safety.blocked_charge  # before anything ran: blocked
             assert site.ctx.safety.blocked_discharge
             await run_for(site, 10)
@@ -63,7 +50,7 @@ async def test_a_device_silent_from_the_start_is_critical_only_after_the_deadlin
     sim.faults.silent = True
     with capture_logs() as logs:
         async with sim:
-            site = site_for(sim)
+            site = make_site(sim)
             await run_for(site, FIRST_DATA_DEADLINE_S - 1)
             assert criticals(logs) == []
             assert site.ctx.safety.blocked_charge
@@ -77,6 +64,6 @@ async def test_a_limit_tripped_by_the_first_reading_is_critical_at_once(autojump
     sim = Simulator(soc_pct=4.0)
     with capture_logs() as logs:
         async with sim:
-            await run_for(site_for(sim), 5)
+            await run_for(make_site(sim), 5)
     blocks = [e for e in criticals(logs) if e["event"] == "SAFETY_BLOCK"]
     assert [b["rule"] for b in blocks] == [SOC_MIN]

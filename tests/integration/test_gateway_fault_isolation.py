@@ -32,6 +32,7 @@ from tests.disk_faults import (
     small_tmpfs,
 )
 from tests.pubsub_faults import FreezingLimiter
+from tests.waits import wait_for
 
 
 @pytest.fixture
@@ -58,14 +59,6 @@ def heartbeats(sim: Simulator) -> list[float]:
 def max_gap(times: list[float], since: float, until: float = float("inf")) -> float:
     times = [t for t in times if since <= t <= until]
     return max((b - a for a, b in itertools.pairwise(times)), default=float("inf"))
-
-
-async def wait_for(predicate, what: str, timeout_s: float = 120) -> None:
-    with trio.move_on_after(timeout_s):
-        while not predicate():
-            await trio.sleep(0.2)
-        return
-    raise AssertionError(f"not within {timeout_s} s (virtual): {what}")
 
 
 class AlwaysCrashes:

@@ -207,16 +207,6 @@ async def test_gateway_exports_every_issue6_metric_with_its_attributes_spans_and
     assert sum(b["messages"] for b in batches if b["status"] == "200") >= published > 0
 
 
-@pytest.fixture
-def black_hole() -> Iterator[str]:
-    """A collector that accepts TCP connections (kernel backlog) and never answers."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    sock.close()
-
-
 POLL_S = 0.5  # a Huawei fast poll takes ~0.3 s (its requests are 50 ms apart: cooldown_s)
 HEARTBEAT_S = 0.5
 RUN_S = 4.0
@@ -258,8 +248,9 @@ async def test_dead_collector_costs_the_poll_loop_and_heartbeat_nothing_and_drop
     env = {"POLL_INTERVAL_S": str(POLL_S), "SHUTDOWN_DEADLINE_S": "1"}
     up, up_gap, _ = await run_timed(gateway_settings(tmp_path / "up", receiver.endpoint, **env),
                                     duration_s=RUN_S, telemetry=fast)
-    down, down_gap, gw = await run_timed(gateway_settings(tmp_path / "down", black_hole, **env),
-                                         duration_s=RUN_S, telemetry=fast)
+    down, down_gap, gw = await run_timed(
+        gateway_settings(tmp_path / "down", f"http://{black_hole}", **env),
+        duration_s=RUN_S, telemetry=fast)
     report = (f"poll interval collector up: median {statistics.median(up):.4f} max "
               f"{max(up):.4f}; black-holed: median {statistics.median(down):.4f} max "
               f"{max(down):.4f}; heartbeat max gap up {up_gap:.3f} down {down_gap:.3f}")

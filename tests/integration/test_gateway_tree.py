@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -21,6 +22,7 @@ from bessai.clock import trio_wall_clock
 from bessai.gateway import Gateway
 from bessai.settings import BindAddress, DeviceSpec, Settings
 from bessai.sim import Simulator
+from tests.waits import wait_for
 
 GATEWAY_ORDER = ["telemetry", "data", "connection_127.0.0.1:502", "site_inv1"]
 DATA_ORDER = ["spool", "recorder", "events"]
@@ -45,16 +47,18 @@ def gateway(tmp_path: Path, sim: Simulator, events: list[SupervisorEvent], **kwa
                    event_hook=events.append, env_file=None, **kwargs)
 
 
+async def started_gateway(nursery: trio.Nursery, tmp_path: Path, events: list[SupervisorEvent],
+                          **sim_options: Any) -> tuple[Simulator, Gateway]:
+    """A simulator (``sim_options``) and a gateway polling it, both started in ``nursery``."""
+    sim = Simulator(**sim_options)
+    await nursery.start(sim.run)
+    gw = gateway(tmp_path, sim, events)
+    await nursery.start(gw.run)
+    return sim, gw
+
+
 def kinds(events: list[SupervisorEvent], kind: EventKind, supervisor: str) -> list[str]:
     return [e.child_id for e in events if e.kind is kind and e.supervisor == supervisor]
-
-
-async def wait_for(predicate, *, timeout_s: float, what: str) -> None:
-    with trio.move_on_after(timeout_s):
-        while not predicate():
-            await trio.sleep(0.1)
-        return
-    raise AssertionError(f"not within {timeout_s} s (virtual): {what}")
 
 
 def link_state(gw: Gateway) -> str:
@@ -64,10 +68,7 @@ def link_state(gw: Gateway) -> str:
 async def test_tree_starts_in_order_and_stops_in_reverse_order(tmp_path):
     events: list[SupervisorEvent] = []
     async with trio.open_nursery() as nursery:
-        sim = Simulator()
-        await nursery.start(sim.run)
-        gw = gateway(tmp_path, sim, events)
-        await nursery.start(gw.run)
+        _, gw = await started_gateway(nursery, tmp_path, events)
         assert kinds(events, EventKind.STARTED, "gateway") == GATEWAY_ORDER
         assert kinds(events, EventKind.STARTED, "data") == DATA_ORDER
         assert kinds(events, EventKind.STARTED, "site:inv1") == SITE_ORDER
@@ -89,10 +90,7 @@ async def test_tree_starts_in_order_and_stops_in_reverse_order(tmp_path):
 async def test_status_document_and_health_follow_the_device_link(tmp_path):
     events: list[SupervisorEvent] = []
     async with trio.open_nursery() as nursery:
-        sim = Simulator(soc_pct=61.0)
-        await nursery.start(sim.run)
-        gw = gateway(tmp_path, sim, events)
-        await nursery.start(gw.run)
+        sim, gw = await started_gateway(nursery, tmp_path, events, soc_pct=61.0)
         await wait_for(lambda: link_state(gw) == "up", timeout_s=10, what="link up")
         await wait_for(lambda: gw.status()["sites"]["inv1"]["values"] is not None,
                        timeout_s=5, what="a reading")
@@ -154,10 +152,7 @@ async def test_an_event_json_cannot_carry_does_not_block_the_critical_events_beh
 
     events: list[SupervisorEvent] = []
     async with trio.open_nursery() as nursery:
-        sim = Simulator()
-        await nursery.start(sim.run)
-        gw = gateway(tmp_path, sim, events)
-        await nursery.start(gw.run)
+        _, gw = await started_gateway(nursery, tmp_path, events)
         depth = gw.spool.stats().depth
         gw.events.emit(Event(name="SAFETY_BLOCK", site_id="tree-site", device_id="inv1",
                              ts=1.0, body={"rule": "soc_min", "value": float("nan"),

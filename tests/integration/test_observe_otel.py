@@ -8,7 +8,7 @@ import io
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import structlog
@@ -23,6 +23,7 @@ from bessai.observe.otel import Telemetry, TelemetryConfig
 from bessai.observe.sink import RecordingSink
 from bessai.observe.tracing import NULL_TRACER
 from tests.logfmt_strict import parse_logfmt
+from tests.waits import wait_real
 
 
 @pytest.fixture
@@ -45,25 +46,6 @@ def refused_endpoint() -> str:
     port = sock.getsockname()[1]
     sock.close()
     return f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-def black_hole_endpoint() -> Iterator[str]:
-    """A collector that accepts TCP connections (kernel backlog) and never answers."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    sock.close()
-
-
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Wait in *real* time (the SDK threads run on it) without blocking Trio."""
-    end = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met within the real-time bound")
-        await trio.to_thread.run_sync(time.sleep, 0.02)
 
 
 def fast(endpoint: str, **overrides) -> TelemetryConfig:
@@ -95,7 +77,7 @@ async def test_metrics_and_spans_arrive_with_names_attributes_and_resource(
         span.set(registers=42)
     with pytest.raises(RuntimeError), tracer.span("publish_batch", messages=3):
         raise RuntimeError("Authorization: Bearer not-for-the-collector")
-    await wait_until(lambda: len(receiver.spans()) >= 2 and {
+    await wait_real(lambda: len(receiver.spans()) >= 2 and {
         "bessai.safety.blocks", "bessai.device.poll_latency_s", "bessai.spool.depth",
         "bessai.device.link_up", "bessai.actor.restarts"} <= receiver.metric_names())
     assert await telemetry.shutdown(3.0)
@@ -197,11 +179,17 @@ async def test_dead_collector_for_30_virtual_minutes_costs_counted_drops_not_mem
           f"max={worst * 1e6:.0f} us")
 
 
+EXPORT_HANG_S = 5.0
+"""How long each export to the black hole hangs (its timeout)."""
+
+
 def test_black_holed_collector_never_blocks_callers_and_shutdown_meets_its_deadline(
-        black_hole_endpoint: str) -> None:
-    """Real clock on purpose: the shutdown deadline bounds a real thread's real wait."""
-    config = fast(black_hole_endpoint, max_queue_size=16, max_export_batch_size=8,
-                  export_timeout_s=1.0)
+        black_hole: str) -> None:
+    """Real clock on purpose: the shutdown deadline bounds a real thread's real wait. Each
+    export hangs for its 5 s timeout, so a caller or a shutdown that waited on one would take
+    5 s or more: the bounds below leave a loaded machine seconds of room and still fail then."""
+    config = fast(f"http://{black_hole}", max_queue_size=16, max_export_batch_size=8,
+                  export_timeout_s=EXPORT_HANG_S)
     durations: list[float] = []
 
     async def main() -> tuple[Telemetry, float, bool]:
@@ -218,9 +206,8 @@ def test_black_holed_collector_never_blocks_callers_and_shutdown_meets_its_deadl
 
     telemetry, shutdown_s, finished = trio.run(main)
     assert telemetry.drops.total("spans", "queue_full") > 300
-    # each export hangs for its 1 s timeout: a caller that waited on one would take >= 1 s
-    assert max(durations) < 0.2, f"a call took {max(durations) * 1000:.1f} ms"
-    assert shutdown_s < 1.0, f"shutdown took {shutdown_s:.2f} s with a 0.5 s deadline"
+    assert max(durations) < EXPORT_HANG_S / 5, f"a call took {max(durations) * 1000:.1f} ms"
+    assert shutdown_s < EXPORT_HANG_S / 2, f"shutdown took {shutdown_s:.2f} s (deadline 0.5 s)"
     assert not finished
     print(f"\nblack hole: queue_full={telemetry.drops.total('spans', 'queue_full')} "
           f"max call={max(durations) * 1e6:.0f} us shutdown={shutdown_s * 1000:.0f} ms")
@@ -248,14 +235,14 @@ async def _503_then_200(receiver: OtlpReceiver) -> None:
     telemetry = Telemetry(fast(receiver.endpoint, export_timeout_s=2.0, export_interval_s=30))
     with telemetry.tracer.span("publish_batch", messages=10):
         pass
-    await wait_until(lambda: telemetry.drops.total("spans", "export_failed") == 1)
+    await wait_real(lambda: telemetry.drops.total("spans", "export_failed") == 1)
     assert receiver.hits["/v1/traces"] >= 3, "a 503 must be retried before the batch is dropped"
     assert receiver.hits["/v1/traces"] <= 6, "retries are bounded (6 attempts at most)"
 
     receiver.status = 200
     with telemetry.tracer.span("publish_batch", messages=11):
         pass
-    await wait_until(lambda: len(receiver.spans()) == 1)
+    await wait_real(lambda: len(receiver.spans()) == 1)
     assert await telemetry.shutdown(3.0)
     # the final metric export carries the drop counter to the collector
     dropped = receiver.points("bessai.telemetry.dropped")

@@ -9,27 +9,21 @@ import itertools
 import trio
 from structlog.testing import capture_logs
 
-from bessai.clock import trio_wall_clock
 from bessai.control.controllers import ControllerConfig
 from bessai.control.schedule import Schedule, Slot, SlotAction
 from bessai.control.schedule_store import ScheduleBook
-from bessai.control.site import Site, SiteConfig, build_site
-from bessai.device import UniversalDriver
+from bessai.control.site import Site
 from bessai.model import Action, Command
 from bessai.sim import Simulator
+from tests.sites import make_site
 
 T0 = 1_767_225_600.0  # Trio time 0 = 2026-01-01T00:00:00Z (trio_wall_clock's default epoch)
 H = 3600.0
 STOP, CHARGE, DISCHARGE = 0, 1, 2
 
 
-def make_site(sim: Simulator, book: ScheduleBook, **control: float) -> Site:
-    wall = trio_wall_clock()
-    config = SiteConfig.from_profile(sim.profile, site_id="site1", device_id="inv1")
-    return build_site(config, lambda: UniversalDriver(
-        sim.profile, stream_factory=sim.stream_factory(), site_id="site1", device_id="inv1",
-        wall_clock=wall), wall_clock=wall, schedules=book,
-        control=ControllerConfig(**control))
+def scheduled_site(sim: Simulator, book: ScheduleBook, **control: float) -> Site:
+    return make_site(sim, schedules=book, control=ControllerConfig(**control))
 
 
 def schedule(*slots: tuple[float, float, str, float | None, float | None],
@@ -43,6 +37,24 @@ def mode_writes(sim: Simulator) -> list[tuple[float, int]]:
     return [(w.at, int(w.value)) for w in sim.write_log if w.tag == "forcible_mode"]
 
 
+def booked(*slots: tuple[float, float, str, float | None, float | None],
+           until_h: float = 24.0) -> ScheduleBook:
+    """A schedule book holding one `schedule` of ``slots``."""
+    book = ScheduleBook()
+    book.put(schedule(*slots, until_h=until_h))
+    return book
+
+
+def recording_sim(soc_pct: float, start_hour: float = 0.0, **settings: float) -> Simulator:
+    """A simulator at ``soc_pct`` from ``start_hour`` that keeps every write (the tests read
+    the mode writes), its inverter ``settings`` overridden (``working_mode=1``: the battery
+    idles unless forced; ``discharge_cutoff=0.0``: the gateway's 5 % is the only floor)."""
+    sim = Simulator(soc_pct=soc_pct, start_hour=start_hour)
+    sim.inverter.settings.update(settings)
+    sim.inverter.write_log_max = 10**6
+    return sim
+
+
 def first_write_after(sim: Simulator, at: float, value: int) -> float | None:
     """The first write of ``value`` to the mode tag from ``at`` on (a millisecond early counts:
     wall time is epoch seconds in a float, a few hundred nanoseconds coarse)."""
@@ -50,13 +62,11 @@ def first_write_after(sim: Simulator, at: float, value: int) -> float | None:
 
 
 async def test_each_slot_boundary_reaches_the_device_within_one_poll(autojump_clock):
-    book = ScheduleBook()
     q = 0.25  # quarter hours
-    book.put(schedule((q, 2 * q, "charge", 3000, None), (2 * q, 3 * q, "discharge", 2000, None),
-                      (3 * q, 4 * q, "stop", None, None), until_h=5 * q))
-    sim = Simulator(soc_pct=50, start_hour=0)
-    sim.inverter.write_log_max = 10**6
-    site = make_site(sim, book)
+    book = booked((q, 2 * q, "charge", 3000, None), (2 * q, 3 * q, "discharge", 2000, None),
+                  (3 * q, 4 * q, "stop", None, None), until_h=5 * q)
+    sim = recording_sim(50)
+    site = scheduled_site(sim, book)
     with capture_logs() as logs:
         async with sim, trio.open_nursery() as nursery:
             await nursery.start(site.supervisor().run)
@@ -82,12 +92,10 @@ async def test_each_slot_boundary_reaches_the_device_within_one_poll(autojump_cl
 
 
 async def test_a_restart_in_mid_slot_puts_the_slot_back_within_one_lease(autojump_clock):
-    book = ScheduleBook()
-    book.put(schedule((0, 6, "discharge", 2500, None)))
-    sim = Simulator(soc_pct=80, start_hour=0)
-    sim.inverter.write_log_max = 10**6
+    book = booked((0, 6, "discharge", 2500, None))
+    sim = recording_sim(80)
     async with sim:
-        first = make_site(sim, book)
+        first = scheduled_site(sim, book)
         async with trio.open_nursery() as nursery:
             await nursery.start(first.supervisor().run)
             await trio.sleep(600)
@@ -97,7 +105,7 @@ async def test_a_restart_in_mid_slot_puts_the_slot_back_within_one_lease(autojum
         lease_s = first.config.dispatch.lease_period_s
         await trio.sleep(lease_s + 5)  # the device left forced mode by itself
         assert sim.state().forced_mode == STOP
-        second = make_site(sim, book)  # a new process: nothing but the stored schedule
+        second = scheduled_site(sim, book)  # a new process: nothing but the stored schedule
         async with trio.open_nursery() as nursery:
             restarted = trio.current_time()
             await nursery.start(second.supervisor().run)
@@ -112,14 +120,10 @@ async def test_a_restart_in_mid_slot_puts_the_slot_back_within_one_lease(autojum
 
 async def test_soc_crossing_blocks_a_discharge_slot_and_the_plan_goes_on_after_hysteresis(
         autojump_clock):
-    book = ScheduleBook()
-    book.put(schedule((0, 0.5, "discharge", 5000, None), (0.5, 0.6, "charge", 5000, None),
-                      (0.6, 1, "discharge", 1000, None)))
-    sim = Simulator(soc_pct=8.0, start_hour=0)
-    sim.inverter.settings["discharge_cutoff"] = 0.0  # the gateway's 5 % is the only floor
-    sim.inverter.settings["working_mode"] = 1  # the battery idles unless forced
-    sim.inverter.write_log_max = 10**6
-    site = make_site(sim, book)
+    book = booked((0, 0.5, "discharge", 5000, None), (0.5, 0.6, "charge", 5000, None),
+                  (0.6, 1, "discharge", 1000, None))
+    sim = recording_sim(8.0, discharge_cutoff=0.0, working_mode=1)
+    site = scheduled_site(sim, book)
     with capture_logs() as logs:
         async with sim, trio.open_nursery() as nursery:
             await nursery.start(site.supervisor().run)
@@ -140,13 +144,10 @@ async def test_soc_crossing_blocks_a_discharge_slot_and_the_plan_goes_on_after_h
 
 
 async def test_a_held_discharge_slot_resumes_when_the_block_clears(autojump_clock):
-    book = ScheduleBook()
-    book.put(schedule((0, 20, "discharge", 2000, None)))
-    sim = Simulator(soc_pct=4.0, start_hour=0)  # below the 5 % limit: blocked from the start
-    sim.inverter.settings["discharge_cutoff"] = 0.0
-    sim.inverter.settings["working_mode"] = 1
-    sim.inverter.write_log_max = 10**6
-    site = make_site(sim, book)
+    book = booked((0, 20, "discharge", 2000, None))
+    # below the 5 % limit: blocked from the start
+    sim = recording_sim(4.0, discharge_cutoff=0.0, working_mode=1)
+    site = scheduled_site(sim, book)
     with capture_logs() as logs:
         async with sim, trio.open_nursery() as nursery:
             await nursery.start(site.supervisor().run)
@@ -171,11 +172,9 @@ async def test_a_held_discharge_slot_resumes_when_the_block_clears(autojump_cloc
 
 async def test_a_direct_command_overrides_the_slot_for_its_lifetime_then_yields(
         autojump_clock):
-    book = ScheduleBook()
-    book.put(schedule((0, 6, "charge", 3000, None)))
-    sim = Simulator(soc_pct=50, start_hour=0)
-    sim.inverter.write_log_max = 10**6
-    site = make_site(sim, book)
+    book = booked((0, 6, "charge", 3000, None))
+    sim = recording_sim(50)
+    site = scheduled_site(sim, book)
     with capture_logs() as logs:
         async with sim, trio.open_nursery() as nursery:
             await nursery.start(site.supervisor().run)
@@ -205,12 +204,9 @@ async def test_peak_shave_keeps_grid_import_under_the_limit_except_the_step_resp
         autojump_clock):
     limit_w = 1500.0
     step_s = 10.0
-    book = ScheduleBook()
-    book.put(schedule((0, 3, "peak_shave", None, limit_w)))
-    sim = Simulator(soc_pct=90, start_hour=17)  # the simulated evening: 17:00 to 20:00
-    sim.inverter.settings["working_mode"] = 1  # fixed: the battery idles unless forced
-    sim.inverter.write_log_max = 10**6
-    site = make_site(sim, book, step_s=step_s, deadband_w=150.0, ramp_w_per_s=20.0)
+    book = booked((0, 3, "peak_shave", None, limit_w))
+    sim = recording_sim(90, start_hour=17, working_mode=1)  # the evening: 17:00 to 20:00
+    site = scheduled_site(sim, book, step_s=step_s, deadband_w=150.0, ramp_w_per_s=20.0)
     poll_s = site.config.fast_interval_s
     step_response_s = step_s + 2 * poll_s
     over_since = None

@@ -10,6 +10,8 @@ ambient temperature.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -103,19 +105,27 @@ async def _write_dispatch(port: int) -> dict[str, Any]:
     return out
 
 
-def _in_thread(coro_fn, port: int) -> dict[str, Any]:
-    return asyncio.run(coro_fn(port))
-
-
-async def test_pymodbus_client_reads_every_core_tag_with_correct_scaling(clock, profile):
+@asynccontextmanager
+async def night_site_served(profile: Profile) -> AsyncIterator[tuple[Simulator, int]]:
+    """The simulator (10 % SOC at 1 a.m., 25 °C: nothing drifts) served on a TCP port."""
     async with (
         Simulator(profile, soc_pct=10.0, temp_c=25.0, start_hour=1.0) as sim,
         trio.open_nursery() as nursery,
     ):
         _, port = await nursery.start(sim.serve_tcp, "127.0.0.1", 0)
-        got = await trio.to_thread.run_sync(_in_thread, _read_core_tags, port)
-        values = sim.values()
+        yield sim, port
         nursery.cancel_scope.cancel()
+
+
+async def with_pymodbus(coro_fn: Any, port: int) -> dict[str, Any]:
+    """``coro_fn(port)`` (pymodbus's asyncio client) in a worker thread with its own loop."""
+    return await trio.to_thread.run_sync(lambda: asyncio.run(coro_fn(port)))
+
+
+async def test_pymodbus_client_reads_every_core_tag_with_correct_scaling(clock, profile):
+    async with night_site_served(profile) as (sim, port):
+        got = await with_pymodbus(_read_core_tags, port)
+        values = sim.values()
     assert got["soc"] == 10.0
     assert got["battery_power"] == 0
     assert got["battery_temp"] == 25.0
@@ -140,15 +150,10 @@ async def test_pymodbus_client_reads_every_core_tag_with_correct_scaling(clock, 
 
 
 async def test_pymodbus_client_writes_to_rw_tags_take_effect(clock, profile):
-    async with (
-        Simulator(profile, soc_pct=10.0, temp_c=25.0, start_hour=1.0) as sim,
-        trio.open_nursery() as nursery,
-    ):
-        _, port = await nursery.start(sim.serve_tcp, "127.0.0.1", 0)
-        got = await trio.to_thread.run_sync(_in_thread, _write_dispatch, port)
+    async with night_site_served(profile) as (sim, port):
+        got = await with_pymodbus(_write_dispatch, port)
         await trio.sleep(60)
         state = sim.state()
-        nursery.cancel_scope.cancel()
     assert got["forcible_charge_power"] == 2_500
     assert got["charge_cutoff"] == 95.5
     assert got["forcible_mode"] == 1

@@ -1,11 +1,14 @@
 """Idle and slow-loris connections cannot deny ``/healthz`` to a real client.
 
-Against the real `StatusServer` with its shipped defaults, over real sockets and on the real
-clock: 100 connections that open and send nothing, and 100 that send a partial request head and
-never finish it (slow loris), then a real client. The real client must get its answer within
-``ANSWER_BOUND_S`` (the endpoint answers in milliseconds; the bound leaves room for a loaded CI
-machine) — before, about 33 such connections made every real request answer 503, and
-`bessai health` reported a false "unhealthy".
+Against the real `StatusServer` with its shipped defaults, over real sockets: 100 connections
+that open and send nothing, and 100 that send a partial request head and never finish it (slow
+loris), then a real client — before, about 33 such connections made every real request answer
+503, and `bessai health` reported a false "unhealthy". The in-process tests run on virtual time
+(a MockClock that jumps only when every task has waited 50 real ms with no I/O ready): the real
+client must be answered without waiting on any of the server's timers (the 1 s wait for a free
+slot, the 2 s head deadline), so its answer takes zero virtual seconds however loaded the machine
+is, and the head deadline is exactly ``request_timeout_s``. `bessai health` is a real process on
+the real clock.
 """
 
 from __future__ import annotations
@@ -20,57 +23,36 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from bessai.observe.status import StatusServer
 from tests.integration.cli_harness import ROOT, cli_env
-
-ANSWER_BOUND_S = 1.0
-"""A real client is answered within this, whatever the idle and slow connections do."""
-
-ALL_UP: dict[str, Any] = {
-    "tree_running": True,
-    "actors": {"spool": {"state": "running"}},
-    "links": {"device:inv1": {"state": "up"}},
-}
+from tests.status_clients import ALL_UP, get_healthz, hostile_connections, partial_head
 
 
-def _partial_head(i: int) -> bytes:
-    return f"GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Slow-{i}: ".encode()
-
-
-async def _get(port: int) -> tuple[int, bytes]:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
-        reply = b""
-        while chunk := await stream.receive_some(65536):
-            reply += chunk
-    head, _, body = reply.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    """Virtual time that waits for the loopback sockets: it jumps only after 50 real ms idle."""
+    return trio.testing.MockClock(autojump_threshold=0.05)
 
 
 @pytest.mark.parametrize("hostile", [200, 600])
 async def test_idle_and_slow_loris_connections_do_not_deny_healthz_to_a_real_client(
-        hostile: int) -> None:
+        hostile: int, clock: trio.testing.MockClock) -> None:
     """200: within the connection budget (256). 600: more than the budget — the oldest of them
     are shed to make room, and the real client is still answered."""
     server = StatusServer(lambda: ALL_UP, port=0)
     async with trio.open_nursery() as nursery:
         port = await nursery.start(server.run)
-        streams = []
-        for i in range(hostile):
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            if i % 2:  # slow loris: a partial header that never ends
-                await stream.send_all(_partial_head(i))
-            streams.append(stream)
-        await trio.sleep(0.2)  # let the server accept every one of them
+        streams = await hostile_connections(port, hostile)
+        await trio.sleep(0.2)  # the clock jumps once the server has accepted every one of them
         for attempt in range(3):  # three real requests, each while the hostile ones hang on
             started = trio.current_time()
             with trio.fail_after(5):
-                status, body = await _get(port)
+                status, body = await get_healthz(port)
             took = trio.current_time() - started
             assert (status, body) == (200, b"ok\n"), (attempt, status, body)
-            assert took < ANSWER_BOUND_S, f"answered in {took:.3f} s"
+            assert took == 0.0, f"the real client waited {took:.3f} virtual s on a timer"
         # no newcomer got 503: every refusal was a hostile connection shed with 408
         assert server.rejected == server.evicted
         if hostile > server.max_connections:
@@ -82,12 +64,13 @@ async def test_idle_and_slow_loris_connections_do_not_deny_healthz_to_a_real_cli
         nursery.cancel_scope.cancel()
 
 
-async def test_slow_loris_connections_are_dropped_after_the_head_deadline() -> None:
+async def test_slow_loris_connections_are_dropped_after_the_head_deadline(
+        clock: trio.testing.MockClock) -> None:
     server = StatusServer(lambda: ALL_UP, port=0)
     async with trio.open_nursery() as nursery:
         port = await nursery.start(server.run)
         stream = await trio.open_tcp_stream("127.0.0.1", port)
-        await stream.send_all(_partial_head(0))
+        await stream.send_all(partial_head(0))
         started = trio.current_time()
         with trio.fail_after(10):
             reply = b""
@@ -95,7 +78,7 @@ async def test_slow_loris_connections_are_dropped_after_the_head_deadline() -> N
                 reply += chunk
         took = trio.current_time() - started
         assert reply.startswith(b"HTTP/1.1 408 ")
-        assert server.request_timeout_s - 0.1 <= took < server.request_timeout_s + 1.5
+        assert took == pytest.approx(server.request_timeout_s)
         await stream.aclose()
         nursery.cancel_scope.cancel()
 
@@ -131,7 +114,7 @@ def test_bessai_health_says_healthy_while_100_slow_connections_hang(server_in_th
         for i in range(100):
             sock = socket.create_connection(("127.0.0.1", port))
             if i % 2:
-                sock.sendall(_partial_head(i))
+                sock.sendall(partial_head(i))
             hostile.append(sock)
         time.sleep(0.2)
         started = time.monotonic()

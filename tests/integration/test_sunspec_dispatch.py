@@ -8,20 +8,20 @@ import itertools
 import json
 import subprocess
 import sys
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
 
 from bessai.clock import trio_wall_clock
 from bessai.control.gate import Decision
-from bessai.control.site import SiteConfig, build_site
-from bessai.device import ModbusClient, UniversalDriver
+from bessai.device import ModbusClient
 from bessai.device.profile import parse_profile
 from bessai.model import Action, Command
 from bessai.observe.sink import RecordingSink
 from bessai.sim.sunspec import sunspec_simulator
 from bessai.sunspec.discover import discover
+from tests.sites import make_site, running_site
+from tests.waits import wait_for
 
 SITE, DEVICE = "site1", "ss1"
 MODE, LEASE, HEARTBEAT = "124_storctl_mod", "124_inoutwrte_rvrttms", "802_ctrlhb"
@@ -35,23 +35,10 @@ async def discovered_profile(sim):
     return parse_profile(json.dumps(found.profile))
 
 
-@asynccontextmanager
-async def running_site(sim, profile):
-    wall = trio_wall_clock()
-    config = SiteConfig.from_profile(profile, site_id=SITE, device_id=DEVICE)
-    site = build_site(
-        config,
-        lambda: UniversalDriver(profile, stream_factory=sim.stream_factory(), site_id=SITE,
-                                device_id=DEVICE, wall_clock=wall, post_connect_delay_s=0),
-        wall_clock=wall, metrics=RecordingSink())
-    async with trio.open_nursery() as nursery:
-        await nursery.start(site.device_link().run)
-        await nursery.start(site.safety_guard().run)
-        await nursery.start(site.watchdog().run)
-        await site.ctx.link.wait_up()
-        await trio.sleep(2)
-        yield site
-        nursery.cancel_scope.cancel()
+def running(sim, profile):
+    """The site's three children on ``profile`` (discovered from ``sim``), once polling."""
+    return running_site(make_site(sim, SITE, DEVICE, profile=profile,
+                                  driver={"post_connect_delay_s": 0}, metrics=RecordingSink()))
 
 
 def command(action, power_w, ttl_s):
@@ -60,21 +47,13 @@ def command(action, power_w, ttl_s):
                    power_w=power_w, issued_at=now, expires_at=now + ttl_s)
 
 
-async def wait_for(predicate, step=0.5, limit=600.0):
-    start = trio.current_time()
-    while not predicate():
-        await trio.sleep(step)
-        assert trio.current_time() - start < limit, "condition never became true"
-    return trio.current_time()
-
-
 async def test_revert_timer_renewed_while_gateway_lives_device_reverts_alone_after_it_dies(
         autojump_clock):
     sim = sunspec_simulator((1, 103, 124, 802), soc_pct=60.0)
     async with sim:
         profile = await discovered_profile(sim)
         lease_s = profile.dispatch.lease.period_s
-        async with running_site(sim, profile) as site:
+        async with running(sim, profile) as site:
             outcome = await site.gate.submit(command(Action.DISCHARGE, 2000, ttl_s=3600))
             assert outcome.decision is Decision.ACCEPTED
             for _ in range(10):  # 200 s: six revert timers long, forcing holds throughout
@@ -87,7 +66,7 @@ async def test_revert_timer_renewed_while_gateway_lives_device_reverts_alone_aft
             assert max(b - a for a, b in itertools.pairwise(renewals)) <= 10.5
             assert sim.state().heartbeat_count >= 18  # 802 CtrlHb every 10 s
         died = trio.current_time()  # the gateway is gone: nobody renews the revert timer
-        ended = await wait_for(lambda: sim.state().forced_mode == 0, step=0.25)
+        ended = await wait_for(lambda: sim.state().forced_mode == 0, step_s=0.25)
         assert ended - died <= lease_s
         assert ended - died < profile.watchdog.device_timeout_s
         assert not sim.state().comm_lost  # the revert timer ended it, not the heartbeat loss
@@ -100,7 +79,7 @@ async def test_charge_power_in_watts_lands_as_the_percentage_model_124_expects(a
     sim = sunspec_simulator((1, 103, 124, 802), soc_pct=40.0)
     async with sim:
         profile = await discovered_profile(sim)
-        async with running_site(sim, profile) as site:
+        async with running(sim, profile) as site:
             await site.gate.submit(command(Action.CHARGE, 1500, ttl_s=600))
             await trio.sleep(5)
             assert sim.state().forced_mode == 1

@@ -8,13 +8,11 @@ import argparse
 import json
 
 import pytest
-import trio
 
 from bessai.cli import command_cmd
 from bessai.clock import trio_wall_clock
 from bessai.control.gate import Decision
-from bessai.control.site import SiteConfig, build_site
-from bessai.device import ModbusClient, UniversalDriver
+from bessai.device import ModbusClient
 from bessai.device.profile import parse_profile
 from bessai.errors import ConfigError
 from bessai.model import Action, Command
@@ -22,6 +20,7 @@ from bessai.observe.sink import RecordingSink
 from bessai.settings import get_settings
 from bessai.sim.sunspec import sunspec_simulator
 from bessai.sunspec.discover import discover
+from tests.sites import make_site, running_site
 
 READ_ONLY_CHAIN = (1, 103, 802)
 
@@ -50,24 +49,14 @@ async def test_gateway_polls_a_read_only_device_and_rejects_commands_without_wri
     sim = sunspec_simulator(READ_ONLY_CHAIN, soc_pct=50.0)
     async with sim:
         profile = parse_profile(json.dumps((await discovered(sim)).profile))
-        wall = trio_wall_clock()
-        site = build_site(
-            SiteConfig.from_profile(profile, site_id="s1", device_id="ro1"),
-            lambda: UniversalDriver(profile, stream_factory=sim.stream_factory(), site_id="s1",
-                                    device_id="ro1", wall_clock=wall, post_connect_delay_s=0),
-            wall_clock=wall, metrics=RecordingSink())
-        async with trio.open_nursery() as nursery:
-            await nursery.start(site.device_link().run)
-            await nursery.start(site.safety_guard().run)
-            await nursery.start(site.watchdog().run)
-            await site.ctx.link.wait_up()
-            await trio.sleep(60)
-            now = wall()
+        site = make_site(sim, "s1", "ro1", profile=profile, driver={"post_connect_delay_s": 0},
+                         metrics=RecordingSink())
+        async with running_site(site, settle_s=60):
+            now = trio_wall_clock()()
             outcome = await site.gate.submit(Command(
                 id="c1", site_id="s1", device_id="ro1", action=Action.DISCHARGE, power_w=1000,
                 issued_at=now, expires_at=now + 300))
             assert site.ctx.latest().value("soc") == pytest.approx(50.0, abs=1.0)
-            nursery.cancel_scope.cancel()
     assert outcome.decision is Decision.REJECTED
     assert "read-only" in outcome.reason
     assert sim.write_log == []  # no heartbeat, no command: nothing was ever written

@@ -4,22 +4,14 @@ Two real OTLP receivers (opentelemetry-proto over http.server)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import trio
 import trio.testing
 from _otlp_receiver import OtlpReceiver
 
+from bessai.observe import NULL_SINK
 from bessai.observe.actor import TelemetryActor
 from bessai.observe.otel import TelemetryConfig
-
-
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    end = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < end, "condition not met within the real-time bound"
-        await trio.to_thread.run_sync(time.sleep, 0.02)
+from tests.waits import wait_real
 
 
 def config(endpoint: str | None) -> TelemetryConfig:
@@ -34,17 +26,21 @@ async def test_a_new_endpoint_takes_the_export_and_the_old_one_is_flushed() -> N
         async with trio.open_nursery() as nursery:
             await nursery.start(actor.run)
             actor.sink.count("bessai.safety.blocks", rule="soc_min", device="inv1")
-            await wait_until(lambda: "bessai.safety.blocks" in old.metric_names())
+            await wait_real(lambda: "bessai.safety.blocks" in old.metric_names())
+            before = actor.telemetry
+            assert before is not None
             actor.reconfigure(attrs_evolve(actor.config, new.endpoint))
-            await wait_until(lambda: actor.status()["endpoint"] == new.endpoint)
-            await wait_until(lambda: actor.telemetry is not None
+            await wait_real(lambda: actor.status()["endpoint"] == new.endpoint)
+            await wait_real(lambda: actor.telemetry is not None
                              and actor.telemetry.config.endpoint == new.endpoint)
             actor.sink.count("bessai.spool.drops", reason="budget")
-            await wait_until(lambda: "bessai.spool.drops" in new.metric_names())
+            await wait_real(lambda: "bessai.spool.drops" in new.metric_names())
+            await wait_real(lambda: before.sink is NULL_SINK)  # the old flush has ended
+            hits_at_switch, new_hits = sum(old.hits.values()), sum(new.hits.values())
+            # three more export rounds (0.1 s each) reach the new endpoint; none the old one
+            await wait_real(lambda: sum(new.hits.values()) >= new_hits + 3)
+            assert sum(old.hits.values()) == hits_at_switch  # the old exporters are shut down
             nursery.cancel_scope.cancel()
-        hits_at_switch = sum(old.hits.values())
-        time.sleep(0.3)
-        assert sum(old.hits.values()) == hits_at_switch  # the old exporters are shut down
         assert "bessai.spool.drops" not in old.metric_names()
 
 

@@ -9,56 +9,33 @@ import trio
 import trio.testing
 
 from bessai.device import ModbusClient, ModbusConnection, ModbusTimeout
+from tests.peers.mbap import BytePeer, mbap
 
 
-def mbap(tid, unit, pdu):
-    return struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu
-
-
-class Units:
+class Units(BytePeer):
     """A gateway holding register 0 = unit id for each unit; ``silent`` units never answer,
     ``late`` units answer after ``late_s``. Records (unit, function) of every request."""
 
     def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__(self._answer)
         self.delay_s = delay_s
         self.silent: set[int] = set()
         self.late: dict[int, float] = {}
         self.served: list[tuple[int, int]] = []
-        self.connections = 0
 
-    async def serve(self, stream: trio.abc.Stream) -> None:
-        buf = b""
-        try:
-            while True:
-                data = await stream.receive_some(4096)
-                if not data:
-                    return
-                buf += data
-                while len(buf) >= 7 and len(buf) >= 6 + struct.unpack(">H", buf[4:6])[0]:
-                    n = 6 + struct.unpack(">H", buf[4:6])[0]
-                    frame, buf = buf[:n], buf[n:]
-                    tid, _, _, unit = struct.unpack(">HHHB", frame[:7])
-                    pdu = frame[7:]
-                    self.served.append((unit, pdu[0]))
-                    if unit in self.silent:
-                        continue
-                    await trio.sleep(self.late.get(unit, self.delay_s))
-                    reply = bytes([3, 2]) + struct.pack(">H", unit) if pdu[0] == 3 else pdu[:5]
-                    await stream.send_all(mbap(tid, unit, reply))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return
+    async def _answer(self, tid: int, unit: int, pdu: bytes) -> bytes | None:
+        self.served.append((unit, pdu[0]))
+        if unit in self.silent:
+            return None
+        await trio.sleep(self.late.get(unit, self.delay_s))
+        reply = bytes([3, 2]) + struct.pack(">H", unit) if pdu[0] == 3 else pdu[:5]
+        return mbap(tid, unit, reply)
 
 
 def connection_to(peer: Units, nursery: trio.Nursery, **kwargs) -> ModbusConnection:
-    async def connect() -> trio.abc.Stream:
-        client, device = trio.testing.memory_stream_pair()
-        peer.connections += 1
-        nursery.start_soon(peer.serve, device)
-        return client
-
     kwargs.setdefault("post_connect_delay_s", 0.0)
     kwargs.setdefault("cooldown_s", 0.0)
-    return ModbusConnection(connect, peer="gw", **kwargs)
+    return ModbusConnection(peer.stream_factory(nursery), peer="gw", **kwargs)
 
 
 async def test_units_take_turns_and_a_heartbeat_goes_before_every_queued_read(autojump_clock):

@@ -29,46 +29,7 @@ from bessai.device import (
     ModbusTimeout,
     ModbusWriteError,
 )
-
-
-def mbap(tid, unit, pdu, pid=0):
-    return struct.pack(">HHHB", tid, pid, len(pdu) + 1, unit) + pdu
-
-
-def parse_request(data):
-    tid, _pid, length, unit = struct.unpack(">HHHB", data[:7])
-    return tid, unit, data[7:6 + length]
-
-
-class Peer:
-    """The device side of an in-memory connection; ``handler(tid, unit, pdu) -> bytes|None``."""
-
-    def __init__(self, handler):
-        self.handler = handler
-        self.connections = 0
-        self.requests = []  # (trio time, tid, unit, pdu)
-
-    async def serve(self, stream):
-        buf = b""
-        try:
-            while True:
-                data = await stream.receive_some(4096)
-                if not data:
-                    return
-                buf += data
-                while len(buf) >= 7 and len(buf) >= 6 + struct.unpack(">H", buf[4:6])[0]:
-                    n = 6 + struct.unpack(">H", buf[4:6])[0]
-                    frame, buf = buf[:n], buf[n:]
-                    tid, unit, pdu = parse_request(frame)
-                    self.requests.append((trio.current_time(), tid, unit, pdu))
-                    reply = await self.handler(tid, unit, pdu)
-                    if reply == b"CLOSE":
-                        await stream.aclose()
-                        return
-                    if reply:
-                        await stream.send_all(reply)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return
+from tests.peers.mbap import CLOSE, BytePeer, mbap, parse_request
 
 
 def registers_device(values, unit=1):
@@ -101,16 +62,10 @@ def nursery_client(nursery):
     """Build a client whose factory hands out in-memory streams served by ``peer``."""
 
     def make(peer, **kw):
-        async def connect():
-            client_side, device_side = trio.testing.memory_stream_pair()
-            peer.connections += 1
-            nursery.start_soon(peer.serve, device_side)
-            return client_side
-
         kw.setdefault("post_connect_delay_s", 1.0)
         kw.setdefault("timeout_s", 10.0)
         kw.setdefault("cooldown_s", 0.05)
-        return ModbusClient(connect, unit_id=kw.pop("unit_id", 1), **kw)
+        return ModbusClient(peer.stream_factory(nursery), unit_id=kw.pop("unit_id", 1), **kw)
 
     return make
 
@@ -118,7 +73,7 @@ def nursery_client(nursery):
 async def test_reads_and_writes_round_trip_through_the_framer(nursery_client, autojump_clock):
     values = dict.fromkeys(range(100, 110), 0)
     values[100] = 0x1234
-    peer = Peer(registers_device(values))
+    peer = BytePeer(registers_device(values))
     client = nursery_client(peer)
     assert await client.read_holding_registers(100, 2) == [0x1234, 0]
     await client.write_register(101, 7)
@@ -130,7 +85,7 @@ async def test_reads_and_writes_round_trip_through_the_framer(nursery_client, au
 
 
 async def test_nothing_is_sent_during_the_post_connect_delay(nursery_client, autojump_clock):
-    peer = Peer(registers_device({0: 1}))
+    peer = BytePeer(registers_device({0: 1}))
     client = nursery_client(peer, post_connect_delay_s=1.0)
     start = trio.current_time()
     await client.read_holding_registers(0, 1)
@@ -138,7 +93,7 @@ async def test_nothing_is_sent_during_the_post_connect_delay(nursery_client, aut
 
 
 async def test_cooldown_separates_requests(nursery_client, autojump_clock):
-    peer = Peer(registers_device({0: 1}))
+    peer = BytePeer(registers_device({0: 1}))
     client = nursery_client(peer, cooldown_s=0.3, post_connect_delay_s=0)
     for _ in range(3):
         await client.read_holding_registers(0, 1)
@@ -159,7 +114,7 @@ async def test_requests_are_serialized_one_in_flight(nursery_client, autojump_cl
         in_flight -= 1
         return await registers_device({0: 5})(tid, unit, pdu)
 
-    client = nursery_client(Peer(slow), post_connect_delay_s=0, cooldown_s=0)
+    client = nursery_client(BytePeer(slow), post_connect_delay_s=0, cooldown_s=0)
     results = []
 
     async def one():
@@ -174,7 +129,7 @@ async def test_requests_are_serialized_one_in_flight(nursery_client, autojump_cl
 
 async def test_writes_go_ahead_of_queued_reads(nursery_client, autojump_clock):
     values = {0: 0, 1: 0}
-    peer = Peer(registers_device(values))
+    peer = BytePeer(registers_device(values))
     client = nursery_client(peer, post_connect_delay_s=0, cooldown_s=0.1)
     await client.read_holding_registers(0, 1)  # connected; the lock is free
 
@@ -194,7 +149,7 @@ async def test_exception_replies_become_typed_errors_with_advice(nursery_client,
         address = struct.unpack(">H", pdu[1:3])[0]
         return mbap(tid, unit, bytes([pdu[0] | 0x80, address & 0xFF]))
 
-    client = nursery_client(Peer(handler), post_connect_delay_s=0)
+    client = nursery_client(BytePeer(handler), post_connect_delay_s=0)
     with pytest.raises(ModbusReadError) as info:
         await client.read_holding_registers(0x0102, 1, tag="soc")
     err = info.value
@@ -228,7 +183,7 @@ async def test_mismatched_or_malformed_replies_are_protocol_errors(
     async def handler(tid, unit, pdu):
         return reply(tid, unit, pdu)
 
-    peer = Peer(handler)
+    peer = BytePeer(handler)
     client = nursery_client(peer, post_connect_delay_s=0)
     start = trio.current_time()
     with pytest.raises(ModbusProtocolError, match=match):
@@ -241,7 +196,7 @@ async def test_write_echo_mismatch_is_a_protocol_error(nursery_client, autojump_
     async def handler(tid, unit, pdu):
         return mbap(tid, unit, b"\x06\x00\x05\x00\x02")
 
-    client = nursery_client(Peer(handler), post_connect_delay_s=0)
+    client = nursery_client(BytePeer(handler), post_connect_delay_s=0)
     with pytest.raises(ModbusProtocolError, match="write echo"):
         await client.write_register(5, 1)
 
@@ -257,7 +212,7 @@ async def test_silent_device_times_out_and_the_late_reply_is_never_used(
             await trio.sleep(12)  # answers after the 10 s timeout
         return await registers_device({0: calls})(tid, unit, pdu)
 
-    peer = Peer(handler)
+    peer = BytePeer(handler)
     client = nursery_client(peer, post_connect_delay_s=0)
     start = trio.current_time()
     with pytest.raises(ModbusTimeout) as info:
@@ -272,9 +227,9 @@ async def test_silent_device_times_out_and_the_late_reply_is_never_used(
 
 async def test_peer_hangup_is_a_connection_error(nursery_client, autojump_clock):
     async def handler(tid, unit, pdu):
-        return b"CLOSE"
+        return CLOSE
 
-    client = nursery_client(Peer(handler), post_connect_delay_s=0)
+    client = nursery_client(BytePeer(handler), post_connect_delay_s=0)
     with pytest.raises(ConnectionError) as info:
         await client.read_holding_registers(0, 1)
     assert isinstance(info.value, DeviceConnectionError)
@@ -338,7 +293,7 @@ async def test_connect_timeout_is_a_connection_error(autojump_clock):
 
 
 async def test_closed_client_refuses_requests(nursery_client, autojump_clock):
-    client = nursery_client(Peer(registers_device({0: 1})), post_connect_delay_s=0)
+    client = nursery_client(BytePeer(registers_device({0: 1})), post_connect_delay_s=0)
     async with client:
         await client.read_holding_registers(0, 1)
     with pytest.raises(DeviceConnectionError, match="closed"):
@@ -426,7 +381,7 @@ async def test_a_cancelled_waiter_does_not_block_the_queue(nursery_client, autoj
         await trio.sleep(1)
         return await registers_device({0: 1})(tid, unit, pdu)
 
-    peer = Peer(slow)
+    peer = BytePeer(slow)
     client = nursery_client(peer, post_connect_delay_s=0, cooldown_s=0)
     done = []
 

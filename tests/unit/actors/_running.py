@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -45,3 +46,18 @@ async def start(nursery: trio.Nursery, sup: Supervisor) -> Running:
 
     await nursery.start(go)
     return running
+
+
+async def run_beside(sup: Supervisor,
+                     driver: Callable[[], Awaitable[Any]]) -> SupervisorEscalation | None:
+    """Run ``sup`` in this task beside ``driver`` (cancelled once ``sup.run`` returns); what
+    ``sup.run`` escalated, or None when it stopped on request."""
+    escalation = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(driver)
+        try:
+            await sup.run()
+        except SupervisorEscalation as exc:
+            escalation = exc
+        nursery.cancel_scope.cancel()
+    return escalation

@@ -35,6 +35,7 @@ from actors import (
     UnknownChild,
 )
 from tests.unit.actors._probe import World, all_tasks
+from tests.unit.actors._running import run_beside
 
 child_settings = st.tuples(
     st.sampled_from(list(Restart)),
@@ -120,15 +121,8 @@ async def _scenario(children, strategy, intensity, period_s, backoff_s, seed, ch
         await trio.sleep(0.01)
         sup.request_stop()
 
-    escalation = None
     with trio.fail_after(100_000):  # virtual: only a hang would reach it
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(driver)
-            try:
-                await sup.run()
-            except SupervisorEscalation as exc:
-                escalation = exc
-            nursery.cancel_scope.cancel()
+        escalation = await run_beside(sup, driver)
 
     # never two live instances of a child
     assert all(n <= 1 for n in world.max_live.values()), dict(world.max_live)

@@ -27,6 +27,7 @@ from actors import (
     supervisor_spec,
 )
 from tests.unit.actors._probe import CancelOnlyProbe, Crash, World, all_tasks
+from tests.unit.actors._running import run_beside
 
 NO_BACKOFF = Backoff.none()
 
@@ -49,14 +50,7 @@ def crash_once_ready(world: World, child: str, times: int = 1):
 
 async def run_while(sup: Supervisor, driver) -> None:
     """Run ``sup`` in this task beside ``driver``; re-raise what ``sup.run`` raised, as is."""
-    caught = None
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(driver)
-        try:
-            await sup.run()
-        except SupervisorEscalation as exc:
-            caught = exc
-        nursery.cancel_scope.cancel()
+    caught = await run_beside(sup, driver)
     if caught is not None:
         raise caught
 

@@ -199,34 +199,25 @@ async def test_child_adm_add_which_remove_and_refuse_duplicates(autojump_clock):
 # ---------------------------------------------------------------- restart types
 
 
-@pytest.mark.parametrize(("restart", "restarted"), [
-    (Restart.PERMANENT, True), (Restart.TRANSIENT, False), (Restart.TEMPORARY, False)])
-async def test_permanent_transient_temporary_normal(autojump_clock, restart, restarted):
-    """OTP permanent_normal, transient_normal, temporary_normal: a normal exit restarts only
-    a permanent child; a temporary child is forgotten."""
+@pytest.mark.parametrize(("ending", "restart", "restarted"), [
+    ("normal", Restart.PERMANENT, True), ("normal", Restart.TRANSIENT, False),
+    ("normal", Restart.TEMPORARY, False),
+    ("abnormal", Restart.PERMANENT, True), ("abnormal", Restart.TRANSIENT, True),
+    ("abnormal", Restart.TEMPORARY, False)])
+async def test_permanent_transient_temporary_normal_and_abnormal(autojump_clock, ending, restart,
+                                                                 restarted):
+    """OTP permanent_normal, transient_normal, temporary_normal, permanent_abnormal,
+    transient_abnormal, temporary_abnormal: a normal exit restarts only a permanent child, a
+    crash a permanent or transient one; a temporary child is forgotten either way."""
     world = World()
     sup = Supervisor(children=[spec(world, "c", restart=restart)], backoff=NO_BACKOFF,
                      name="s")
     async with trio.open_nursery() as nursery:
         await start(nursery, sup)
-        world.current["c"].finish()
-        await trio.sleep(1)
-        ids = [c.id for c in sup.which_children()]
-        await sup.stop()
-    assert instances(world, "c") == (2 if restarted else 1)
-    assert ids == ([] if restart is Restart.TEMPORARY else ["c"])
-
-
-@pytest.mark.parametrize(("restart", "restarted"), [
-    (Restart.PERMANENT, True), (Restart.TRANSIENT, True), (Restart.TEMPORARY, False)])
-async def test_permanent_transient_temporary_abnormal(autojump_clock, restart, restarted):
-    """OTP permanent_abnormal, transient_abnormal, temporary_abnormal."""
-    world = World()
-    sup = Supervisor(children=[spec(world, "c", restart=restart)], backoff=NO_BACKOFF,
-                     name="s")
-    async with trio.open_nursery() as nursery:
-        await start(nursery, sup)
-        world.current["c"].crash()
+        if ending == "normal":
+            world.current["c"].finish()
+        else:
+            world.current["c"].crash()
         await trio.sleep(1)
         ids = [c.id for c in sup.which_children()]
         await sup.stop()
