@@ -9,7 +9,7 @@ import trio
 
 from bessai.clock import trio_wall_clock
 from bessai.model import Snapshot, TagReading
-from bessai.uplink.message import Record, record_from_snapshot
+from bessai.uplink.message import Record, SpoolRow, record_from_snapshot
 from bessai.uplink.spool import Spool
 
 
@@ -24,9 +24,10 @@ class CountingSpool(Spool):
 
     reads: int = attrs.field(default=0, init=False)
 
-    def _lease_sync(self, *args):  # type: ignore[no-untyped-def]
+    async def _read_leasable(self, cursor: int, leased: frozenset[int], limit: int,
+                             max_bytes: int) -> tuple[list[SpoolRow], bool] | None:
         self.reads += 1
-        return super()._lease_sync(*args)
+        return await super()._read_leasable(cursor, leased, limit, max_bytes)
 
 
 async def test_leases_after_the_outbox_was_read_to_its_end_skip_the_file_until_rows_arrive(
