@@ -57,7 +57,7 @@ from bessai.uplink.message import (
     SpoolRow,
 )
 from bessai.uplink.spool.budget import BudgetAlarm
-from bessai.uplink.spool.disk import ACTIONS, DiskCondition, DiskFault, classify, describe
+from bessai.uplink.spool.disk import DiskCondition, DiskFault, DiskState
 from bessai.uplink.spool.drops import lost_gap_rows
 from bessai.uplink.spool.errors import SpoolWriteError
 from bessai.uplink.spool.group import Waiter, data_of, device_of, site_of, stamp
@@ -142,8 +142,7 @@ class Spool:
     _commits: int = attrs.field(default=0, init=False, repr=False)
     _budget: BudgetAlarm = attrs.field(factory=BudgetAlarm, init=False, repr=False)
     _corrupt_moved_to: Path | None = attrs.field(default=None, init=False, repr=False)
-    _fault: DiskFault | None = attrs.field(default=None, init=False, repr=False)
-    _fault_dropped: int = attrs.field(default=0, init=False, repr=False)
+    _disk: DiskState = attrs.field(factory=DiskState, init=False, repr=False)
     _next_probe: float = attrs.field(default=float("-inf"), init=False, repr=False)
     _lost: list[Lost] = attrs.field(factory=list, init=False, repr=False)
     _salvage: Salvage = attrs.field(factory=Salvage, init=False, repr=False)
@@ -464,30 +463,16 @@ class Spool:
 
     # ---- disk faults ----------------------------------------------------------------------
 
-    def _enter_fault(self, exc: BaseException | DiskCondition) -> None:
-        """Enter (or change to) a disk-fault state: one SPOOL_DISK_FAULT per state, not per try."""
-        if isinstance(exc, DiskCondition):
-            condition, error, detail = exc, exc.value, ""
-        else:
-            condition = classify(exc, self.path)
-            error, detail = describe(exc)
-        if self._fault is not None and self._fault.condition is condition:
-            return
-        self._fault = DiskFault(condition, error, detail, since_wall=self.wall_clock(),
-                                since_s=trio.current_time())
-        self.log.error("SPOOL_DISK_FAULT", path=str(self.path), condition=str(condition),
-                       error=error, detail=detail, action=ACTIONS[condition])
-        self.sink.count("bessai.spool.disk_faults", condition=str(condition))
+    def _enter_fault(self, cause: BaseException | DiskCondition) -> None:
+        self._disk.enter(cause, path=self.path, wall_s=self.wall_clock(), log=self.log,
+                         sink=self.sink)
 
     def _leave_fault(self) -> None:
-        if self._fault is None:
-            return
-        fault, self._fault = self._fault, None
-        self.log.warning("SPOOL_DISK_RECOVERED", path=str(self.path),
-                         condition=str(fault.condition),
-                         lasted_s=round(trio.current_time() - fault.since_s, 3),
-                         telemetry_dropped=self._fault_dropped)
-        self._fault_dropped = 0
+        self._disk.leave(path=self.path, log=self.log)
+
+    @property
+    def _fault(self) -> DiskFault | None:
+        return self._disk.fault
 
     def _requeue(self, waiters: list[Waiter], deletes: list[int],
                  dead: list[tuple[int, str, trio.Event]], lost: list[Lost]) -> None:
@@ -528,7 +513,7 @@ class Spool:
         self._drops[reason] = self._drops.get(reason, 0) + count
         self.sink.count("bessai.spool.drops", count, reason=reason)
         if self._fault is not None:
-            self._fault_dropped += count
+            self._disk.telemetry_dropped += count
         for item in reversed(self._lost):
             if (item.device_id == device_id and item.reason == reason
                     and item.first_seq is None):
@@ -555,7 +540,7 @@ class Spool:
         self._lost[:0] = lost
         lost_rows = sum(item.count for item in lost)
         copied = len(self._salvage.rows)
-        self._fault_dropped += lost_rows
+        self._disk.telemetry_dropped += lost_rows
         self._depth = self._bytes = 0
         self._oldest_enqueued_at = None
         # row ids in the uplink's hands: copied critical rows keep theirs; the others are gone
