@@ -28,7 +28,8 @@ from bessai.errors import ConfigError, OperationFailedError
 from bessai.settings import DEFAULT_ENV_FILE, SettingsError, load_env
 
 
-def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+             common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser("spool", parents=[common], help="inspect the durable outbox")
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True

@@ -296,3 +296,32 @@ async def test_an_oversized_record_among_known_ids_refuses_the_whole_group(
             await spool.append_many([snap("inv1", 2.0), big])
         assert spool.stats().depth == 1
         n.cancel_scope.cancel()
+
+
+async def test_a_new_spool_file_has_the_schema_files_of_version_1_have(tmp_path, autojump_clock):
+    # The format is a contract with files already on disk and with `bessai spool import`:
+    # the dead-letter table is the outbox's columns plus reason and dead_at, in that order.
+    path = tmp_path / "spool.sqlite"
+    async with trio.open_nursery() as n:
+        await running(n, Spool(path, wall_clock=trio_wall_clock()))
+        n.cancel_scope.cancel()
+    conn = sqlite3.connect(path)
+    row_columns = ("seq INTEGER NOT NULL", "msg_id TEXT NOT NULL", "site_id TEXT NOT NULL",
+                   "device_id TEXT NOT NULL", "kind TEXT NOT NULL", "event_time REAL NOT NULL",
+                   "data BLOB NOT NULL", "priority INTEGER NOT NULL",
+                   "enqueued_at REAL NOT NULL", "size INTEGER NOT NULL")
+
+    def table(name: str, *columns: str) -> str:
+        return f"CREATE TABLE {name} (\n" + ",\n".join(f"    {c}" for c in columns) + "\n)"
+
+    assert dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL")) == {
+        "outbox": table("outbox", "id INTEGER PRIMARY KEY AUTOINCREMENT", *row_columns),
+        "sqlite_sequence": "CREATE TABLE sqlite_sequence(name,seq)",
+        "outbox_gaps": "CREATE INDEX outbox_gaps ON outbox (device_id, id) WHERE kind = 'gap'",
+        "seqs": "CREATE TABLE seqs (device_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL)",
+        "drops": "CREATE TABLE drops (reason TEXT PRIMARY KEY, count INTEGER NOT NULL)",
+        "dead_letter": table("dead_letter", "id INTEGER PRIMARY KEY", *row_columns,
+                             "reason TEXT NOT NULL", "dead_at REAL NOT NULL"),
+    }
+    assert conn.execute("PRAGMA user_version").fetchone() == (spool_mod.SCHEMA_VERSION,)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)

@@ -18,8 +18,12 @@ import errno
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import attrs
+import trio
+
+from bessai.observe.sink import MetricSink
 
 
 class DiskCondition(enum.StrEnum):
@@ -127,3 +131,43 @@ class DiskFault:
     since_wall: float
     since_s: float
     """Trio time of entering the state (for ``lasted_s``)."""
+
+
+@attrs.define
+class DiskState:
+    """Whether the spool's disk takes writes: ok, or the one `DiskFault` it is in.
+
+    The state, not the attempt, is what operators see: `enter` logs ``SPOOL_DISK_FAULT`` only
+    when the condition changes, `leave` logs ``SPOOL_DISK_RECOVERED`` once, with how long the
+    fault lasted and how much telemetry it cost.
+    """
+
+    fault: DiskFault | None = None
+    telemetry_dropped: int = 0
+    """Telemetry refused or lost since the fault began (reported when it ends)."""
+
+    def enter(self, cause: BaseException | DiskCondition, *, path: Path, wall_s: float,
+              log: Any, sink: MetricSink) -> None:
+        """Enter (or change to) the condition behind ``cause``."""
+        if isinstance(cause, DiskCondition):
+            condition, error, detail = cause, cause.value, ""
+        else:
+            condition = classify(cause, path)
+            error, detail = describe(cause)
+        if self.fault is not None and self.fault.condition is condition:
+            return
+        self.fault = DiskFault(condition, error, detail, since_wall=wall_s,
+                               since_s=trio.current_time())
+        log.error("SPOOL_DISK_FAULT", path=str(path), condition=str(condition),
+                  error=error, detail=detail, action=ACTIONS[condition])
+        sink.count("bessai.spool.disk_faults", condition=str(condition))
+
+    def leave(self, *, path: Path, log: Any) -> None:
+        """The disk took a write (or an open): back to ok."""
+        if self.fault is None:
+            return
+        fault, self.fault = self.fault, None
+        log.warning("SPOOL_DISK_RECOVERED", path=str(path), condition=str(fault.condition),
+                    lasted_s=round(trio.current_time() - fault.since_s, 3),
+                    telemetry_dropped=self.telemetry_dropped)
+        self.telemetry_dropped = 0
