@@ -21,7 +21,7 @@ import json
 import math
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,10 @@ def _freeze_enum(labels: Mapping[int, str] | None) -> Mapping[int, str]:
     return dict(labels or {})
 
 
+def _int_tuple(values: Iterable[int]) -> tuple[int, ...]:
+    return tuple(values)
+
+
 @attrs.frozen
 class Tag:
     """One named value on the device.
@@ -127,7 +131,7 @@ class Tag:
     gain: float = 1
     unit: str | None = None
     access: Access = attrs.field(default=Access.READ, converter=Access)
-    invalid: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    invalid: tuple[int, ...] = attrs.field(default=(), converter=_int_tuple)
     enum: Mapping[int, str] = attrs.field(factory=dict, converter=_freeze_enum, hash=False)
     min: float | None = None
     max: float | None = None
@@ -246,8 +250,13 @@ class LeaseSpec:
     renew_interval_s: float
 
     @property
+    def unit_s(self) -> float:
+        """Seconds in one unit of the lease tag (``min`` or ``s``)."""
+        return 60.0 if self.unit == "min" else 1.0
+
+    @property
     def period_s(self) -> float:
-        return self.period * (60.0 if self.unit == "min" else 1.0)
+        return self.period * self.unit_s
 
 
 @attrs.frozen
@@ -579,7 +588,7 @@ def _build(doc: dict[str, Any], file: str) -> Profile:
     )
 
 
-def _semantic_checks(profile: Profile, add: Any) -> None:
+def _semantic_checks(profile: Profile, add: Callable[[str, str], None]) -> None:
     # Imported here: the codec depends on this module's types.
     from bessai.device.codec import raw_range
 
@@ -705,7 +714,7 @@ def _semantic_checks(profile: Profile, add: Any) -> None:
             for k, w in enumerate(writes):
                 ref(f"$.dispatch.{key}[{k}].tag", w.tag, "w", w.value)
 
-    sf = profile.safety
-    ref("$.safety.soc_tag", sf.soc_tag, "r")
-    for k, name in enumerate(sf.temperature_tags):
+    feeds = profile.safety
+    ref("$.safety.soc_tag", feeds.soc_tag, "r")
+    for k, name in enumerate(feeds.temperature_tags):
         ref(f"$.safety.temperature_tags[{k}]", name, "r")

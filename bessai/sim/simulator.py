@@ -33,7 +33,7 @@ import trio.testing
 
 from bessai.device.profile import Profile, load_profile
 from bessai.sim.faults import Faults
-from bessai.sim.inverter import Roles, SimulatedInverter, WriteRecord
+from bessai.sim.inverter import SimulatedInverter, WriteRecord
 from bessai.sim.model import BatteryModel, DailyCurves, SiteParams
 from bessai.sim.registers import RegisterImage
 from bessai.sim.server import ModbusEndpoint, StreamFactory
@@ -121,7 +121,7 @@ class Simulator:
             inverter_temp_c=self.params.ambient_c + 5.0,
         )
         self.inverter = SimulatedInverter(
-            roles=Roles.from_profile(self.profile),
+            profile=self.profile,
             model=self.model,
             curves=DailyCurves(self.params, self.seed),
             start_time=_now_or_zero(),
