@@ -28,9 +28,14 @@ corrected within one control step plus two poll periods (the reading, then the w
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
 from bessai.control.schedule import SlotAction
+
+if TYPE_CHECKING:  # settings takes its SCHEDULE_* defaults from here
+    from bessai.settings import Settings
 
 
 @attrs.frozen
@@ -50,11 +55,13 @@ class ControllerConfig:
         return max(self.step_s, self.min_interval_s)
 
     @classmethod
-    def from_settings(cls, settings: object) -> ControllerConfig:
-        return cls(step_s=getattr(settings, "schedule_control_step_s", 10.0),
-                   deadband_w=getattr(settings, "schedule_deadband_w", 200.0),
-                   ramp_w_per_s=getattr(settings, "schedule_ramp_w_per_s", 50.0),
-                   min_interval_s=getattr(settings, "command_min_interval_s", 0.0))
+    def from_settings(cls, settings: Settings) -> ControllerConfig:
+        """From the SCHEDULE_* and COMMAND_MIN_INTERVAL_S settings (whose defaults are this
+        class's own)."""
+        return cls(step_s=settings.schedule_control_step_s,
+                   deadband_w=settings.schedule_deadband_w,
+                   ramp_w_per_s=settings.schedule_ramp_w_per_s,
+                   min_interval_s=settings.command_min_interval_s)
 
 
 def decide(kind: SlotAction, *, limit_w: float, meter_w: float, battery_w: float,

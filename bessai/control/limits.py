@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import Literal
 
 import attrs
 
@@ -43,12 +44,12 @@ _SOC_RANGE = (0.0, 100.0)
 _TEMP_RANGE_C = (-50.0, 150.0)
 
 
-def _positive(_inst: object, attribute: attrs.Attribute, value: float) -> None:
+def _positive(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
         raise ValueError(f"{attribute.name}={value!r} must be a positive number")
 
 
-def _non_negative(_inst: object, attribute: attrs.Attribute, value: float) -> None:
+def _non_negative(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{attribute.name}={value!r} must be zero or a positive number")
 
@@ -80,7 +81,7 @@ class Limits:
         return self.stale_after_s if self.data_clear_hold_s is None else self.data_clear_hold_s
 
     def __attrs_post_init__(self) -> None:
-        if self.soc_min_pct + self.soc_hysteresis_pct >= self.soc_max_pct - self.soc_hysteresis_pct:
+        if soc_band_problem(self.soc_min_pct, self.soc_max_pct, self.soc_hysteresis_pct):
             raise ValueError(
                 f"SOC limits overlap: soc_min_pct={self.soc_min_pct} + hysteresis "
                 f"{self.soc_hysteresis_pct} must stay below soc_max_pct={self.soc_max_pct} - "
@@ -88,6 +89,19 @@ class Limits:
         if not self.temp_tags:
             raise ValueError("temp_tags is empty — name at least one battery temperature tag, "
                              "e.g. ('battery_temp',)")
+
+
+def soc_band_problem(min_pct: float, max_pct: float,
+                     hysteresis_pct: float | None) -> Literal["order", "overlap"] | None:
+    """The SOC band rule, stated once (settings and `Limits` both ask it): ``order`` when the
+    minimum is not below the maximum; ``overlap`` when the clearing points ``min + hysteresis``
+    and ``max - hysteresis`` meet, so a block could never clear; None when the band is sound.
+    ``hysteresis_pct`` None (not known) checks the order only."""
+    if min_pct >= max_pct:
+        return "order"
+    if hysteresis_pct is not None and min_pct + hysteresis_pct >= max_pct - hysteresis_pct:
+        return "overlap"
+    return None
 
 
 def stale_after(poll_interval_s: float, polls: int = 3) -> float:
@@ -113,6 +127,10 @@ class RuleHit:
     ok_since: float | None = None  # data rules: when the data became good again (clearing)
 
 
+def _hits(active: Mapping[str, RuleHit]) -> dict[str, RuleHit]:
+    return dict(active)
+
+
 @attrs.frozen
 class SafetyState:
     """The guard's decision: blocked directions and the rules behind them.
@@ -121,7 +139,7 @@ class SafetyState:
     tag). ``UNKNOWN`` — nothing read yet — blocks everything.
     """
 
-    active: Mapping[str, RuleHit] = attrs.field(factory=dict, converter=lambda m: dict(m))
+    active: Mapping[str, RuleHit] = attrs.field(factory=dict, converter=_hits)
 
     @property
     def blocked_charge(self) -> bool:
@@ -220,10 +238,10 @@ def evaluate(snapshot: Snapshot | None, now: float, state: SafetyState = UNKNOWN
         problems.append((limits.soc_tag, soc_problem))
     for tag in limits.temp_tags:
         temp, problem = _number(snapshot, tag, *_TEMP_RANGE_C)
-        if problem:
-            problems.append((tag, problem))
+        if temp is None:
+            problems.append((tag, problem or f"{tag} unreadable"))
         else:
-            temps.append((tag, temp))  # type: ignore[arg-type]
+            temps.append((tag, temp))
     if problems:
         tag, reason = problems[0]
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -307,4 +325,5 @@ def limits_from(overrides: Mapping[str, object] | None = None, *,
         kwargs.setdefault("soc_tag", soc_tag)
     if poll_interval_s is not None:
         kwargs.setdefault("stale_after_s", stale_after(poll_interval_s, stale_polls))
+    # the keys were checked against Limits' fields above; their values Limits validates itself
     return Limits(**kwargs)  # type: ignore[arg-type]
