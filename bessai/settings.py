@@ -29,7 +29,7 @@ import re
 import stat
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -334,30 +334,31 @@ def parse_host(raw: str) -> IPAddress | str:
     return text.lower()
 
 
-def _int_in(low: int, high: int, what: str) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
+_Number = TypeVar("_Number", int, float)
+
+
+def _number_in(pattern: re.Pattern[str], convert: Callable[[str], _Number], form: str,
+               low: _Number, high: _Number, what: str) -> Callable[[str], _Number]:
+    """A parser of ``form`` (ASCII digits matching ``pattern``) within [low, high]."""
+
+    def parse(raw: str) -> _Number:
         text = raw.strip()
-        if not _INT.fullmatch(text):
-            raise ValueError(f"is not a whole number in ASCII digits — expected {what}")
-        value = int(text)
-        if not low <= value <= high:
-            raise ValueError(f"is out of range — expected {what}")
-        return value
-
-    return parse
-
-
-def _float_in(low: float, high: float, what: str) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        text = raw.strip()
-        if not _FLOAT.fullmatch(text):
-            raise ValueError(f"is not a number in ASCII digits (e.g. 2.5) — expected {what}")
-        value = float(text)
+        if not pattern.fullmatch(text):
+            raise ValueError(f"is not {form} — expected {what}")
+        value = convert(text)
         if not math.isfinite(value) or not low <= value <= high:
             raise ValueError(f"is out of range — expected {what}")
         return value
 
     return parse
+
+
+def _int_in(low: int, high: int, what: str) -> Callable[[str], int]:
+    return _number_in(_INT, int, "a whole number in ASCII digits", low, high, what)
+
+
+def _float_in(low: float, high: float, what: str) -> Callable[[str], float]:
+    return _number_in(_FLOAT, float, "a number in ASCII digits (e.g. 2.5)", low, high, what)
 
 
 def _pattern(regex: re.Pattern[str], what: str) -> Callable[[str], str]:

@@ -30,6 +30,7 @@ import jsonschema
 
 from bessai.bounds import clip
 from bessai.device.errors import ProfileError, ProfileProblem
+from bessai.jsondepth import json_depth
 
 SCHEMA_FILENAME = "profile.schema.json"
 MAX_PROFILE_BYTES = 1024 * 1024
@@ -404,34 +405,6 @@ def load_profile(path: str | Path, *, schema_path: str | Path | None = None) -> 
     return parse_profile(text, file=file, schema_path=schema_path)
 
 
-def _nesting_depth(text: str, limit: int) -> int:
-    """How deep objects and arrays nest in JSON ``text``, counting at most to ``limit + 1``.
-
-    A linear scan that skips string contents; it needs no valid JSON (the parser judges that).
-    """
-    depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > limit:
-                    return deepest
-        elif char in "]}":
-            depth -= 1
-    return deepest
-
-
 MAX_PROFILE_INT = 2**64
 """The largest integer magnitude in a profile (a u64 sentinel is 2**64 - 1)."""
 
@@ -467,7 +440,7 @@ def parse_profile(text: str, *, file: str = "<string>",
     if len(text) > MAX_PROFILE_BYTES:
         raise ProfileError(file, [ProfileProblem(
             file, "$", f"is over {MAX_PROFILE_BYTES} characters; a profile is a few KB of JSON")])
-    if _nesting_depth(text, MAX_PROFILE_DEPTH) > MAX_PROFILE_DEPTH:
+    if json_depth(text) > MAX_PROFILE_DEPTH:
         raise ProfileError(file, [ProfileProblem(
             file, "$", f"objects and arrays nest more than {MAX_PROFILE_DEPTH} deep; a profile "
             "is about 5 deep")])
