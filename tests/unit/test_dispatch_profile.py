@@ -66,7 +66,9 @@ async def test_dispatch_without_a_profile_refuses_commands_and_writes_nothing() 
 
 async def test_dispatch_tags_of_a_profile_without_dispatch_are_read_only() -> None:
     tags = DispatchTags.from_profile(attrs.evolve(HUAWEI, dispatch=None))
-    assert tags.read_only and tags.mode_tag == "" and tags.forcing(1) is None
+    assert tags.read_only
+    assert tags.mode_tag == ""
+    assert tags.forcing(1) is None
 
 
 def _inverter(profile: Profile) -> SimulatedInverter:
@@ -88,7 +90,8 @@ def test_the_simulated_device_forces_by_its_profiles_mode_values() -> None:
 def test_a_device_without_a_dispatch_section_holds_no_forcing_registers() -> None:
     inverter = _inverter(attrs.evolve(HUAWEI, dispatch=None))
     assert not any(name.startswith("forcible") for name in inverter.settings)
-    assert inverter.forced_mode == 0 and inverter.lease_deadline is None
+    assert inverter.forced_mode == 0
+    assert inverter.lease_deadline is None
 
 
 def test_a_device_starts_with_every_dispatch_tag_of_its_profile_at_rest() -> None:
@@ -98,4 +101,5 @@ def test_a_device_starts_with_every_dispatch_tag_of_its_profile_at_rest() -> Non
     inverter = _inverter(attrs.evolve(HUAWEI, dispatch=spec))
     assert inverter.settings["forcible_mode"] == 1  # stop, as this profile says
     assert inverter.settings["working_mode"] == 2  # the shipped setting, not the preset value
-    assert inverter.forced_mode == 1 and not inverter.forcing
+    assert inverter.forced_mode == 1
+    assert not inverter.forcing
