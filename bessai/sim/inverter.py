@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import attrs
 
-from bessai.device.profile import DispatchSpec, Profile
+from bessai.device.profile import DispatchSpec, Profile, WatchdogSpec
 from bessai.sim.faults import Faults
 from bessai.sim.logfmt import log
 from bessai.sim.model import BatteryModel, DailyCurves, Limits, SiteParams
@@ -96,11 +96,15 @@ class SimulatedInverter:
     write_log_max: int = 10_000
     derive: Callable[[dict[str, float | int | str | None]], None] | None = None
     """Adds register-map specific values (a SunSpec map's aliases) before faults apply."""
+    _watchdog: WatchdogSpec | None = attrs.field(init=False)
+    _dispatch: DispatchSpec | None = attrs.field(init=False)
+    """The profile's own sections (references, looked up once: `sync` is the hot path)."""
 
     def __attrs_post_init__(self) -> None:
         if math.isnan(self.now):
             self.now = self.start_time
-        for name, value in default_settings(self.model.params, self.profile.dispatch).items():
+        self._watchdog, self._dispatch = self.profile.watchdog, self.profile.dispatch
+        for name, value in default_settings(self.model.params, self._dispatch).items():
             self.settings.setdefault(name, value)
         self.restart_clock(self.start_time)
 
@@ -118,26 +122,27 @@ class SimulatedInverter:
     @property
     def _device_timeout_s(self) -> float:
         """No heartbeat for this long is comm loss (never, without a watchdog section)."""
-        w = self.profile.watchdog
+        w = self._watchdog
         return math.inf if w is None else w.device_timeout_s
 
     @property
     def forced_mode(self) -> int:
         """The mode tag's value (a read-only device, without one, is never forced: 0)."""
-        d = self.profile.dispatch
+        d = self._dispatch
         if d is None:
             return 0
         return int(self.settings.get(d.mode_tag, d.stop_value))
 
     @property
     def forcing(self) -> bool:
-        d = self.profile.dispatch
+        d = self._dispatch
         return d is not None and self.forced_mode != d.stop_value
 
     @property
     def lease_deadline(self) -> float | None:
-        d = self.profile.dispatch
-        if d is None or not self.forcing or self.lease_start is None:
+        d = self._dispatch
+        if (d is None or self.lease_start is None
+                or int(self.settings.get(d.mode_tag, d.stop_value)) == d.stop_value):
             return None
         period = float(self.settings.get(d.lease.tag, 0) or 0)
         return self.lease_start + period * d.lease.unit_s
@@ -158,9 +163,9 @@ class SimulatedInverter:
         """The battery setpoint (+ charge) the device's own logic asks for."""
         if self.comm_lost or self.faults.device_fault:
             return 0.0
-        d = self.profile.dispatch
+        d = self._dispatch
         if d is not None:
-            mode = self.forced_mode
+            mode = int(self.settings.get(d.mode_tag, d.stop_value))
             if mode == d.charge_value:
                 return float(self.settings.get(d.charge_power_tag, 0) or 0)
             if mode == d.discharge_value:
@@ -215,7 +220,7 @@ class SimulatedInverter:
             self.now = boundary
 
     def _stop_forcing(self) -> None:
-        d = self.profile.dispatch
+        d = self._dispatch
         if d is not None:
             self.settings[d.mode_tag] = d.stop_value
         self.lease_start = None
@@ -240,7 +245,7 @@ class SimulatedInverter:
     # ---- client writes ----------------------------------------------------------------------
     def write(self, tag: str, value: float | int | str, now: float, peer: str = "-") -> None:
         """Apply one validated tag write at ``now`` (call :meth:`sync` first)."""
-        w, d = self.profile.watchdog, self.profile.dispatch
+        w, d = self._watchdog, self._dispatch
         record = WriteRecord(at=now, peer=peer, tag=tag, value=value)
         self.write_log.append(record)
         if len(self.write_log) > self.write_log_max:
@@ -300,7 +305,7 @@ class SimulatedInverter:
         out.update(self.settings)
         if self.derive is not None:
             self.derive(out)
-        w = self.profile.watchdog
+        w = self._watchdog
         if self.comm_lost and w is not None:
             out[w.comm_loss_tag] = w.comm_loss_value
         if self.faults.pinned:
