@@ -170,6 +170,11 @@ def redact_url(url: str | None) -> str | None:
     return parts._replace(netloc=f"***@{host}").geturl()
 
 
+def _device_default(field: str) -> Any:
+    """What a device entry takes unless it says otherwise (DeviceSpec's own default)."""
+    return attrs.fields_dict(DeviceSpec)[field].default
+
+
 def _redacted(url: str | None) -> str:
     return str(redact_url(url))
 
@@ -193,15 +198,16 @@ class Settings:
     site_id: str
     devices: tuple[DeviceSpec, ...] = attrs.field(converter=_device_tuple)
     inverter_ip: IPAddress | str | None = None
-    inverter_port: int = 502
-    modbus_unit_id: int = 1
+    # what a device entry inherits unless it says otherwise: DeviceSpec's defaults
+    inverter_port: int = _device_default("port")
+    modbus_unit_id: int = _device_default("unit_id")
     device_id: str = "inv1"
     device_profile: Path = Path(DEFAULT_PROFILE)
-    modbus_transport: str = "tcp"
+    modbus_transport: str = _device_default("transport")
     serial_port: str | None = None
-    serial_baudrate: int = 9600
-    serial_parity: str = "N"
-    serial_stopbits: int = 1
+    serial_baudrate: int = _device_default("baudrate")
+    serial_parity: str = _device_default("parity")
+    serial_stopbits: int = _device_default("stopbits")
     poll_interval_s: float = 1.0
     slow_poll_interval_s: float = 30.0
     soc_min_pct: float = _LIMITS.soc_min_pct
