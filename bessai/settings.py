@@ -1010,7 +1010,7 @@ def read_log_level(
     raw, _ = load_env(env, env_file)
     text = raw.get("LOG_LEVEL")
     if text is None:
-        return "INFO"
+        return str(attrs.fields_dict(Settings)["log_level"].default)  # LOG_LEVEL's default
     try:
         return _log_level(text)
     except ValueError as exc:
