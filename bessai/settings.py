@@ -36,11 +36,7 @@ import attrs
 from dotenv import dotenv_values
 
 from bessai.bounds import clip
-from bessai.control.controllers import ControllerConfig
-from bessai.control.gate import CommandPolicy
-from bessai.control.limits import Limits, soc_band_problem
 from bessai.errors import ConfigError
-from bessai.trust.skew import DEFAULT_MAX_SKEW_S
 
 __all__ = [
     "DEFAULT_ENV_FILE",
@@ -59,6 +55,8 @@ __all__ = [
     "parse_size",
     "read_log_level",
     "redact_url",
+    "setting_default",
+    "soc_band_problem",
 ]
 
 DEFAULT_ENV_FILE = "config/.env"
@@ -67,12 +65,6 @@ DEFAULT_PROFILE = "profiles/huawei_sun2000.json"
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 UplinkMode = Literal["emulator", "cloud", "off"]
 
-# Defaults that belong to the values they configure, stated there once: the runbook's safety
-# limits (`Limits`), the command gate's bounds (`CommandPolicy`), the slot controllers' steps
-# (`ControllerConfig`).
-_LIMITS = Limits()
-_COMMANDS = CommandPolicy()
-_CONTROL = ControllerConfig()
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,11 +202,12 @@ class Settings:
     serial_stopbits: int = _device_default("stopbits")
     poll_interval_s: float = 1.0
     slow_poll_interval_s: float = 30.0
-    soc_min_pct: float = _LIMITS.soc_min_pct
-    soc_max_pct: float = _LIMITS.soc_max_pct
-    soc_hysteresis_pct: float = _LIMITS.soc_hysteresis_pct
-    temp_max_c: float = _LIMITS.temp_max_c
-    temp_hysteresis_c: float = _LIMITS.temp_hysteresis_c
+    # the runbook's safety limits (bessai.control.limits.Limits takes its defaults from here)
+    soc_min_pct: float = 5.0
+    soc_max_pct: float = 98.0
+    soc_hysteresis_pct: float = 2.0
+    temp_max_c: float = 45.0
+    temp_hysteresis_c: float = 3.0
     gcp_project_id: str | None = None
     pubsub_topic: str | None = None
     pubsub_commands_subscription: str | None = None
@@ -228,17 +221,18 @@ class Settings:
     log_level: str = "INFO"
     log_file: Path | None = None  # the status screen's full log (default: beside the spool)
     shutdown_deadline_s: float = 20.0
-    command_max_ttl_s: float = _COMMANDS.max_ttl_s
-    command_min_power_w: float = _COMMANDS.min_power_w
-    command_min_interval_s: float = _COMMANDS.min_interval_s
+    command_max_ttl_s: float = 3600.0
+    command_min_power_w: float = 100.0
+    command_min_interval_s: float = 5.0
     # -- command trust (issue 14) --
     command_verify_keys: Path | None = None
-    clock_skew_max_s: float = DEFAULT_MAX_SKEW_S
+    clock_skew_max_s: float = 30.0
     # --
-    # schedules (issue 15): the slot controllers (bessai.control.controllers.ControllerConfig)
-    schedule_control_step_s: float = _CONTROL.step_s
-    schedule_deadband_w: float = _CONTROL.deadband_w
-    schedule_ramp_w_per_s: float = _CONTROL.ramp_w_per_s
+    # schedules (issue 15): the slot controllers (bessai.control.controllers.ControllerConfig
+    # takes its defaults from here)
+    schedule_control_step_s: float = 10.0
+    schedule_deadband_w: float = 200.0
+    schedule_ramp_w_per_s: float = 50.0
     warnings: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, eq=False,
                                             repr=False)
 
@@ -547,8 +541,7 @@ class _Key:
     def default(self) -> Any:
         """The value of an unset key: the `Settings` field's default (None for a key without
         one, such as SITE_ID, which is then reported missing)."""
-        default = attrs.fields_dict(Settings)[self.field].default
-        return None if default is attrs.NOTHING else default
+        return setting_default(self.field)
 
 
 _KEYS: tuple[_Key, ...] = (
@@ -710,8 +703,28 @@ def _parse_devices(
     return tuple(devices), problems
 
 
+def setting_default(field: str) -> Any:
+    """The default of a `Settings` field (None for a field without one): each default is
+    stated once, on the field; `Limits` and `ControllerConfig` take theirs from here."""
+    default = attrs.fields_dict(Settings)[field].default
+    return None if default is attrs.NOTHING else default
+
+
 # --------------------------------------------------------------------------------------------
 # Cross-key rules
+
+
+def soc_band_problem(min_pct: float, max_pct: float,
+                     hysteresis_pct: float | None) -> Literal["order", "overlap"] | None:
+    """The SOC band rule, stated once (settings and `bessai.control.limits.Limits` both ask
+    it): ``order`` when the minimum is not below the maximum; ``overlap`` when the clearing
+    points ``min + hysteresis`` and ``max - hysteresis`` meet, so a block could never clear;
+    None when the band is sound. ``hysteresis_pct`` None (not known) checks the order only."""
+    if min_pct >= max_pct:
+        return "order"
+    if hysteresis_pct is not None and min_pct + hysteresis_pct >= max_pct - hysteresis_pct:
+        return "overlap"
+    return None
 
 _INVALID: Any = object()
 """Stands for a value that was present but failed to parse (distinct from None: not set)."""
@@ -731,8 +744,8 @@ def _consistency_problems(values: Mapping[str, Any]) -> list[SettingProblem]:
         if band == "order":
             problems.append(SettingProblem(
                 "SOC_MIN_PCT", f"{low:g}",
-                f"must be below SOC_MAX_PCT={high:g} — e.g. {_LIMITS.soc_min_pct:g} and "
-                f"{_LIMITS.soc_max_pct:g}"))
+                f"must be below SOC_MAX_PCT={high:g} — e.g. {setting_default('soc_min_pct'):g} "
+                f"and {setting_default('soc_max_pct'):g}"))
         elif band == "overlap":
             problems.append(SettingProblem(
                 "SOC_HYSTERESIS_PCT", f"{hyst:g}",
@@ -1010,7 +1023,7 @@ def read_log_level(
     raw, _ = load_env(env, env_file)
     text = raw.get("LOG_LEVEL")
     if text is None:
-        return str(attrs.fields_dict(Settings)["log_level"].default)  # LOG_LEVEL's default
+        return str(setting_default("log_level"))
     try:
         return _log_level(text)
     except ValueError as exc:

@@ -28,23 +28,22 @@ corrected within one control step plus two poll periods (the reading, then the w
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import attrs
 
 from bessai.control.schedule import SlotAction
-
-if TYPE_CHECKING:  # settings takes its SCHEDULE_* defaults from here
-    from bessai.settings import Settings
+from bessai.settings import Settings, setting_default
 
 
 @attrs.frozen
 class ControllerConfig:
     """How the slot controllers step (see the module docstring)."""
 
-    step_s: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
-    deadband_w: float = attrs.field(default=200.0, validator=attrs.validators.ge(0))
-    ramp_w_per_s: float = attrs.field(default=50.0, validator=attrs.validators.gt(0))
+    step_s: float = attrs.field(default=setting_default("schedule_control_step_s"),
+                                validator=attrs.validators.gt(0))
+    deadband_w: float = attrs.field(default=setting_default("schedule_deadband_w"),
+                                    validator=attrs.validators.ge(0))
+    ramp_w_per_s: float = attrs.field(default=setting_default("schedule_ramp_w_per_s"),
+                                      validator=attrs.validators.gt(0))
     min_interval_s: float = 0.0
     """The command gate's COMMAND_MIN_INTERVAL_S: no controller writes more often."""
     meter_tag: str = "meter_power"
@@ -56,8 +55,8 @@ class ControllerConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ControllerConfig:
-        """From the SCHEDULE_* and COMMAND_MIN_INTERVAL_S settings (whose defaults are this
-        class's own)."""
+        """From the SCHEDULE_* and COMMAND_MIN_INTERVAL_S settings (the defaults above are
+        theirs)."""
         return cls(step_s=settings.schedule_control_step_s,
                    deadband_w=settings.schedule_deadband_w,
                    ramp_w_per_s=settings.schedule_ramp_w_per_s,

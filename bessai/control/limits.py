@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Literal
 
 import attrs
 
 from bessai.model import Snapshot
+from bessai.settings import setting_default, soc_band_problem
 
 # Rule names, as they appear in SAFETY_BLOCK lines, events and the blocks{rule} metric.
 SOC_MIN = "soc_min"
@@ -56,7 +56,8 @@ def _non_negative(_inst: object, attribute: attrs.Attribute[float], value: float
 
 @attrs.frozen
 class Limits:
-    """A site's safety limits. Defaults are the runbook's; every field can be overridden per site.
+    """A site's safety limits. Defaults are the runbook's, stated once on `bessai.settings.Settings`
+    (SOC_MIN_PCT ...); every field can be overridden per site.
 
     ``stale_after_s`` is how old the last snapshot may be before the data counts as stale; the
     site supervisor sets it to a few poll periods (``stale_after(poll_interval_s, polls)``).
@@ -64,11 +65,14 @@ class Limits:
     invalid data clears only once the data has been good that long.
     """
 
-    soc_min_pct: float = attrs.field(default=5.0, validator=_non_negative)
-    soc_max_pct: float = attrs.field(default=98.0, validator=_positive)
-    temp_max_c: float = attrs.field(default=45.0)
-    soc_hysteresis_pct: float = attrs.field(default=2.0, validator=_non_negative)
-    temp_hysteresis_c: float = attrs.field(default=3.0, validator=_non_negative)
+    soc_min_pct: float = attrs.field(default=setting_default("soc_min_pct"),
+                                     validator=_non_negative)
+    soc_max_pct: float = attrs.field(default=setting_default("soc_max_pct"), validator=_positive)
+    temp_max_c: float = attrs.field(default=setting_default("temp_max_c"))
+    soc_hysteresis_pct: float = attrs.field(default=setting_default("soc_hysteresis_pct"),
+                                            validator=_non_negative)
+    temp_hysteresis_c: float = attrs.field(default=setting_default("temp_hysteresis_c"),
+                                           validator=_non_negative)
     stale_after_s: float = attrs.field(default=3.0, validator=_positive)
     data_clear_hold_s: float | None = None
     soc_tag: str = "soc"
@@ -89,19 +93,6 @@ class Limits:
         if not self.temp_tags:
             raise ValueError("temp_tags is empty — name at least one battery temperature tag, "
                              "e.g. ('battery_temp',)")
-
-
-def soc_band_problem(min_pct: float, max_pct: float,
-                     hysteresis_pct: float | None) -> Literal["order", "overlap"] | None:
-    """The SOC band rule, stated once (settings and `Limits` both ask it): ``order`` when the
-    minimum is not below the maximum; ``overlap`` when the clearing points ``min + hysteresis``
-    and ``max - hysteresis`` meet, so a block could never clear; None when the band is sound.
-    ``hysteresis_pct`` None (not known) checks the order only."""
-    if min_pct >= max_pct:
-        return "order"
-    if hysteresis_pct is not None and min_pct + hysteresis_pct >= max_pct - hysteresis_pct:
-        return "overlap"
-    return None
 
 
 def stale_after(poll_interval_s: float, polls: int = 3) -> float:

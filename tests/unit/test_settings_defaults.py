@@ -1,6 +1,6 @@
-"""Every default is stated once: an unset key takes its `Settings` field's default, the safety,
-command and schedule defaults are those of the values they configure, and config/.env.example
-shows the same defaults."""
+"""Every default is stated once, on its `Settings` field: an unset key takes it, `Limits` and
+`ControllerConfig` take theirs from it (the command gate's agree with it), and
+config/.env.example shows the same defaults."""
 
 from __future__ import annotations
 
@@ -12,8 +12,14 @@ import pytest
 
 from bessai.control.controllers import ControllerConfig
 from bessai.control.gate import CommandPolicy
-from bessai.control.limits import Limits, soc_band_problem
-from bessai.settings import KNOWN_KEYS, Settings, check_settings, get_settings
+from bessai.control.limits import Limits
+from bessai.settings import (
+    KNOWN_KEYS,
+    Settings,
+    check_settings,
+    get_settings,
+    soc_band_problem,
+)
 
 ENV_EXAMPLE = Path(__file__).resolve().parents[2] / "config" / ".env.example"
 MINIMAL = {"SITE_ID": "site-1", "INVERTER_IP": "192.168.1.50"}
@@ -32,7 +38,7 @@ def test_an_unset_key_takes_the_default_its_settings_field_states() -> None:
         assert values[key.lower()] == _field_default(key), key
 
 
-def test_safety_defaults_are_the_runbooks_limits_stated_in_limits() -> None:
+def test_the_safety_limits_take_the_runbooks_defaults_from_settings() -> None:
     settings = get_settings(MINIMAL, env_file=None)
     limits = Limits()
     for name in ("soc_min_pct", "soc_max_pct", "soc_hysteresis_pct", "temp_max_c",
@@ -41,7 +47,7 @@ def test_safety_defaults_are_the_runbooks_limits_stated_in_limits() -> None:
     assert (settings.soc_min_pct, settings.soc_max_pct, settings.temp_max_c) == (5.0, 98.0, 45.0)
 
 
-def test_command_and_schedule_defaults_are_those_of_the_gate_and_the_controllers() -> None:
+def test_the_gate_and_the_controllers_default_to_the_settings_defaults() -> None:
     settings = get_settings(MINIMAL, env_file=None)
     policy = CommandPolicy()
     assert (settings.command_max_ttl_s, settings.command_min_power_w,
