@@ -78,7 +78,7 @@ def find_env_file(explicit: str | os.PathLike[str] | None = None,
                 hint="give the path of the gateway's settings file, e.g. "
                      "/etc/bessai/bessai.env or config/.env (copy config/.env.example)")
         return _readable(EnvFileChoice(path, via))
-    not_found = []
+    not_found: list[Path] = []
     for candidate in SEARCH_PATHS:
         if candidate.is_file():
             return _readable(EnvFileChoice(candidate, "search", tuple(not_found)))

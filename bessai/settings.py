@@ -27,9 +27,9 @@ import math
 import os
 import re
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -55,6 +55,8 @@ __all__ = [
     "parse_size",
     "read_log_level",
     "redact_url",
+    "setting_default",
+    "soc_band_problem",
 ]
 
 DEFAULT_ENV_FILE = "config/.env"
@@ -62,6 +64,7 @@ DEFAULT_PROFILE = "profiles/huawei_sun2000.json"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 UplinkMode = Literal["emulator", "cloud", "off"]
+
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,6 +162,23 @@ def redact_url(url: str | None) -> str | None:
     return parts._replace(netloc=f"***@{host}").geturl()
 
 
+def _device_default(field: str) -> Any:
+    """What a device entry takes unless it says otherwise (DeviceSpec's own default)."""
+    return attrs.fields_dict(DeviceSpec)[field].default
+
+
+def _redacted(url: str | None) -> str:
+    return str(redact_url(url))
+
+
+def _device_tuple(devices: Iterable[DeviceSpec]) -> tuple[DeviceSpec, ...]:
+    return tuple(devices)
+
+
+def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
 @attrs.frozen
 class Settings:
     """The validated configuration of one gateway. Build it with `get_settings`.
@@ -168,19 +188,21 @@ class Settings:
     """
 
     site_id: str
-    devices: tuple[DeviceSpec, ...] = attrs.field(converter=tuple)
+    devices: tuple[DeviceSpec, ...] = attrs.field(converter=_device_tuple)
     inverter_ip: IPAddress | str | None = None
-    inverter_port: int = 502
-    modbus_unit_id: int = 1
+    # what a device entry inherits unless it says otherwise: DeviceSpec's defaults
+    inverter_port: int = _device_default("port")
+    modbus_unit_id: int = _device_default("unit_id")
     device_id: str = "inv1"
     device_profile: Path = Path(DEFAULT_PROFILE)
-    modbus_transport: str = "tcp"
+    modbus_transport: str = _device_default("transport")
     serial_port: str | None = None
-    serial_baudrate: int = 9600
-    serial_parity: str = "N"
-    serial_stopbits: int = 1
+    serial_baudrate: int = _device_default("baudrate")
+    serial_parity: str = _device_default("parity")
+    serial_stopbits: int = _device_default("stopbits")
     poll_interval_s: float = 1.0
     slow_poll_interval_s: float = 30.0
+    # the runbook's safety limits (bessai.control.limits.Limits takes its defaults from here)
     soc_min_pct: float = 5.0
     soc_max_pct: float = 98.0
     soc_hysteresis_pct: float = 2.0
@@ -192,7 +214,7 @@ class Settings:
     pubsub_commands_topic: str | None = None
     google_application_credentials: Path | None = None
     pubsub_emulator_host: str | None = None
-    otel_exporter_otlp_endpoint: str | None = attrs.field(default=None, repr=redact_url)
+    otel_exporter_otlp_endpoint: str | None = attrs.field(default=None, repr=_redacted)
     spool_path: Path = Path("var/spool/outbox.sqlite")
     spool_max_bytes: int = 1024**3
     status_bind: BindAddress = BindAddress("127.0.0.1", 8080)
@@ -206,11 +228,13 @@ class Settings:
     command_verify_keys: Path | None = None
     clock_skew_max_s: float = 30.0
     # --
-    # schedules (issue 15): the slot controllers (bessai.control.controllers.ControllerConfig)
+    # schedules (issue 15): the slot controllers (bessai.control.controllers.ControllerConfig
+    # takes its defaults from here)
     schedule_control_step_s: float = 10.0
     schedule_deadband_w: float = 200.0
     schedule_ramp_w_per_s: float = 50.0
-    warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple, eq=False, repr=False)
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, eq=False,
+                                            repr=False)
 
     def __attrs_post_init__(self) -> None:
         problems = _consistency_problems(attrs.asdict(self, recurse=False))
@@ -310,30 +334,31 @@ def parse_host(raw: str) -> IPAddress | str:
     return text.lower()
 
 
-def _int_in(low: int, high: int, what: str) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
+_Number = TypeVar("_Number", int, float)
+
+
+def _number_in(pattern: re.Pattern[str], convert: Callable[[str], _Number], form: str,
+               low: _Number, high: _Number, what: str) -> Callable[[str], _Number]:
+    """A parser of ``form`` (ASCII digits matching ``pattern``) within [low, high]."""
+
+    def parse(raw: str) -> _Number:
         text = raw.strip()
-        if not _INT.fullmatch(text):
-            raise ValueError(f"is not a whole number in ASCII digits — expected {what}")
-        value = int(text)
-        if not low <= value <= high:
-            raise ValueError(f"is out of range — expected {what}")
-        return value
-
-    return parse
-
-
-def _float_in(low: float, high: float, what: str) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        text = raw.strip()
-        if not _FLOAT.fullmatch(text):
-            raise ValueError(f"is not a number in ASCII digits (e.g. 2.5) — expected {what}")
-        value = float(text)
+        if not pattern.fullmatch(text):
+            raise ValueError(f"is not {form} — expected {what}")
+        value = convert(text)
         if not math.isfinite(value) or not low <= value <= high:
             raise ValueError(f"is out of range — expected {what}")
         return value
 
     return parse
+
+
+def _int_in(low: int, high: int, what: str) -> Callable[[str], int]:
+    return _number_in(_INT, int, "a whole number in ASCII digits", low, high, what)
+
+
+def _float_in(low: float, high: float, what: str) -> Callable[[str], float]:
+    return _number_in(_FLOAT, float, "a number in ASCII digits (e.g. 2.5)", low, high, what)
 
 
 def _pattern(regex: re.Pattern[str], what: str) -> Callable[[str], str]:
@@ -502,14 +527,21 @@ def _log_level(raw: str) -> str:
 
 @attrs.frozen
 class _Key:
+    """How one key is parsed; its default is the `Settings` field's (stated there, once)."""
+
     name: str
     parse: Callable[[str], Any]
-    default: Any = None
     required_hint: str | None = None  # set when the key must be present
 
     @property
     def field(self) -> str:
         return self.name.lower()
+
+    @property
+    def default(self) -> Any:
+        """The value of an unset key: the `Settings` field's default (None for a key without
+        one, such as SITE_ID, which is then reported missing)."""
+        return setting_default(self.field)
 
 
 _KEYS: tuple[_Key, ...] = (
@@ -519,29 +551,26 @@ _KEYS: tuple[_Key, ...] = (
         required_hint="name this site, e.g. SITE_ID=site-santiago-01",
     ),
     _Key("INVERTER_IP", parse_host),
-    _Key("INVERTER_PORT", _int_in(1, 65535, "a TCP port 1-65535 (Huawei: 502 or 6607)"), 502),
+    _Key("INVERTER_PORT", _int_in(1, 65535, "a TCP port 1-65535 (Huawei: 502 or 6607)")),
     _Key(
         "MODBUS_UNIT_ID",
         _int_in(0, 255, "a unit id 0-255 (Huawei: 0 direct, 1 via SDongle)"),
-        1,
     ),
-    _Key("DEVICE_ID", _pattern(_DEVICE_ID, "a short id of letters, digits, _ - (e.g. inv1)"),
-         "inv1"),
-    _Key("DEVICE_PROFILE", _path, Path(DEFAULT_PROFILE)),
-    _Key("MODBUS_TRANSPORT", _choice(TRANSPORTS), "tcp"),
+    _Key("DEVICE_ID", _pattern(_DEVICE_ID, "a short id of letters, digits, _ - (e.g. inv1)")),
+    _Key("DEVICE_PROFILE", _path),
+    _Key("MODBUS_TRANSPORT", _choice(TRANSPORTS)),
     _Key("SERIAL_PORT", _serial_port),
-    _Key("SERIAL_BAUDRATE", _int_in(300, 1_000_000, "a baud rate, e.g. 9600 (Huawei COM port)"),
-         9600),
-    _Key("SERIAL_PARITY", _choice(("N", "E", "O")), "N"),
-    _Key("SERIAL_STOPBITS", _int_in(1, 2, "1 or 2 stop bits"), 1),
+    _Key("SERIAL_BAUDRATE", _int_in(300, 1_000_000, "a baud rate, e.g. 9600 (Huawei COM port)")),
+    _Key("SERIAL_PARITY", _choice(("N", "E", "O"))),
+    _Key("SERIAL_STOPBITS", _int_in(1, 2, "1 or 2 stop bits")),
     _Key("DEVICES", str),  # parsed after the defaults it inherits are known
-    _Key("POLL_INTERVAL_S", _float_in(0.1, 3600, "seconds between 0.1 and 3600, e.g. 1.0"), 1.0),
-    _Key("SLOW_POLL_INTERVAL_S", _float_in(0.1, 86400, "seconds between 0.1 and 86400"), 30.0),
-    _Key("SOC_MIN_PCT", _float_in(0, 100, "a percentage 0-100, e.g. 5.0"), 5.0),
-    _Key("SOC_MAX_PCT", _float_in(0, 100, "a percentage 0-100, e.g. 98.0"), 98.0),
-    _Key("SOC_HYSTERESIS_PCT", _float_in(0, 50, "percentage points 0-50, e.g. 2.0"), 2.0),
-    _Key("TEMP_MAX_C", _float_in(-40, 100, "°C between -40 and 100, e.g. 45.0"), 45.0),
-    _Key("TEMP_HYSTERESIS_C", _float_in(0, 20, "°C between 0 and 20, e.g. 3.0"), 3.0),
+    _Key("POLL_INTERVAL_S", _float_in(0.1, 3600, "seconds between 0.1 and 3600, e.g. 1.0")),
+    _Key("SLOW_POLL_INTERVAL_S", _float_in(0.1, 86400, "seconds between 0.1 and 86400")),
+    _Key("SOC_MIN_PCT", _float_in(0, 100, "a percentage 0-100, e.g. 5.0")),
+    _Key("SOC_MAX_PCT", _float_in(0, 100, "a percentage 0-100, e.g. 98.0")),
+    _Key("SOC_HYSTERESIS_PCT", _float_in(0, 50, "percentage points 0-50, e.g. 2.0")),
+    _Key("TEMP_MAX_C", _float_in(-40, 100, "°C between -40 and 100, e.g. 45.0")),
+    _Key("TEMP_HYSTERESIS_C", _float_in(0, 20, "°C between 0 and 20, e.g. 3.0")),
     _Key(
         "GCP_PROJECT_ID",
         _pattern(_PROJECT, "a Google Cloud project id: 6-30 lower-case letters, digits, -"),
@@ -552,38 +581,31 @@ _KEYS: tuple[_Key, ...] = (
     _Key("GOOGLE_APPLICATION_CREDENTIALS", _path),
     _Key("PUBSUB_EMULATOR_HOST", _emulator_host),
     _Key("OTEL_EXPORTER_OTLP_ENDPOINT", _url),
-    _Key("SPOOL_PATH", _spool_path, Path("var/spool/outbox.sqlite")),
-    _Key("SPOOL_MAX_BYTES", parse_size, 1024**3),
-    _Key("STATUS_BIND", parse_bind, BindAddress("127.0.0.1", 8080)),
-    _Key("LOG_LEVEL", _log_level, "INFO"),
+    _Key("SPOOL_PATH", _spool_path),
+    _Key("SPOOL_MAX_BYTES", parse_size),
+    _Key("STATUS_BIND", parse_bind),
+    _Key("LOG_LEVEL", _log_level),
     _Key("LOG_FILE", _path),
     _Key(
         "SHUTDOWN_DEADLINE_S",
         _float_in(1, 300, "seconds between 1 and 300 (below the stop timeout of Docker/systemd)"),
-        20.0,
     ),
     # Bounds on dispatch commands (the command gate, bessai.control.gate.CommandPolicy)
-    _Key("COMMAND_MAX_TTL_S", _float_in(60, 86400, "seconds between 60 and 86400, e.g. 3600"),
-         3600.0),
-    _Key("COMMAND_MIN_POWER_W", _float_in(0, 100000, "watts between 0 and 100000, e.g. 100"),
-         100.0),
-    _Key("COMMAND_MIN_INTERVAL_S", _float_in(0, 3600, "seconds between 0 and 3600, e.g. 5"),
-         5.0),
+    _Key("COMMAND_MAX_TTL_S", _float_in(60, 86400, "seconds between 60 and 86400, e.g. 3600")),
+    _Key("COMMAND_MIN_POWER_W", _float_in(0, 100000, "watts between 0 and 100000, e.g. 100")),
+    _Key("COMMAND_MIN_INTERVAL_S", _float_in(0, 3600, "seconds between 0 and 3600, e.g. 5")),
     # -- command trust (issue 14): operator public keys, the clock skew a command may meet --
     _Key("COMMAND_VERIFY_KEYS", _path),
     _Key(
         "CLOCK_SKEW_MAX_S",
         _float_in(1, 86400, "seconds between 1 and 86400, e.g. 30 (skew from Pub/Sub's clock "
                   "beyond which charge/discharge are refused)"),
-        30.0,
     ),
     # Schedules (issue 15): the peak_shave / export_limit slot controllers
-    _Key("SCHEDULE_CONTROL_STEP_S",
-         _float_in(1, 3600, "seconds between 1 and 3600, e.g. 10"), 10.0),
-    _Key("SCHEDULE_DEADBAND_W", _float_in(0, 100000, "watts between 0 and 100000, e.g. 200"),
-         200.0),
+    _Key("SCHEDULE_CONTROL_STEP_S", _float_in(1, 3600, "seconds between 1 and 3600, e.g. 10")),
+    _Key("SCHEDULE_DEADBAND_W", _float_in(0, 100000, "watts between 0 and 100000, e.g. 200")),
     _Key("SCHEDULE_RAMP_W_PER_S",
-         _float_in(1, 100000, "watts per second between 1 and 100000, e.g. 50"), 50.0),
+         _float_in(1, 100000, "watts per second between 1 and 100000, e.g. 50")),
 )
 
 KNOWN_KEYS: tuple[str, ...] = tuple(k.name for k in _KEYS)
@@ -665,10 +687,10 @@ def _parse_devices(
     for dup in sorted({i for i in ids if ids.count(i) > 1}):
         problems.append(f"lists device id {dup!r} twice — each id must be unique")
     addrs = [(d.host, d.port, d.unit_id) for d in devices]
-    for dup in sorted({a for a in addrs if addrs.count(a) > 1}):
-        where = dup[0] if dup[1] == 0 else f"{_bracket(dup[0])}:{dup[1]}"
+    for addr in sorted({a for a in addrs if addrs.count(a) > 1}):
+        where = addr[0] if addr[1] == 0 else f"{_bracket(addr[0])}:{addr[1]}"
         problems.append(
-            f"lists {where}/{dup[2]} twice — one inverter, one entry "
+            f"lists {where}/{addr[2]} twice — one inverter, one entry "
             "(an inverter accepts one Modbus client)"
         )
     transports: dict[tuple[str, int], set[str]] = {}
@@ -681,8 +703,28 @@ def _parse_devices(
     return tuple(devices), problems
 
 
+def setting_default(field: str) -> Any:
+    """The default of a `Settings` field (None for a field without one): each default is
+    stated once, on the field; `Limits` and `ControllerConfig` take theirs from here."""
+    default = attrs.fields_dict(Settings)[field].default
+    return None if default is attrs.NOTHING else default
+
+
 # --------------------------------------------------------------------------------------------
 # Cross-key rules
+
+
+def soc_band_problem(min_pct: float, max_pct: float,
+                     hysteresis_pct: float | None) -> Literal["order", "overlap"] | None:
+    """The SOC band rule, stated once (settings and `bessai.control.limits.Limits` both ask
+    it): ``order`` when the minimum is not below the maximum; ``overlap`` when the clearing
+    points ``min + hysteresis`` and ``max - hysteresis`` meet, so a block could never clear;
+    None when the band is sound. ``hysteresis_pct`` None (not known) checks the order only."""
+    if min_pct >= max_pct:
+        return "order"
+    if hysteresis_pct is not None and min_pct + hysteresis_pct >= max_pct - hysteresis_pct:
+        return "overlap"
+    return None
 
 _INVALID: Any = object()
 """Stands for a value that was present but failed to parse (distinct from None: not set)."""
@@ -697,25 +739,18 @@ def _consistency_problems(values: Mapping[str, Any]) -> list[SettingProblem]:
 
     if have("soc_min_pct", "soc_max_pct"):
         low, high = values["soc_min_pct"], values["soc_max_pct"]
-        if low >= high:
-            problems.append(
-                SettingProblem(
-                    "SOC_MIN_PCT",
-                    f"{low:g}",
-                    f"must be below SOC_MAX_PCT={high:g} — e.g. 5.0 and 98.0",
-                )
-            )
-        elif have("soc_hysteresis_pct"):
-            hyst = values["soc_hysteresis_pct"]
-            if low + hyst >= high - hyst:
-                problems.append(
-                    SettingProblem(
-                        "SOC_HYSTERESIS_PCT",
-                        f"{hyst:g}",
-                        f"is too wide for SOC_MIN_PCT={low:g} and SOC_MAX_PCT={high:g} — a "
-                        "block clears at MIN+HYSTERESIS and MAX-HYSTERESIS, which must not meet",
-                    )
-                )
+        hyst = values["soc_hysteresis_pct"] if have("soc_hysteresis_pct") else None
+        band = soc_band_problem(low, high, hyst)
+        if band == "order":
+            problems.append(SettingProblem(
+                "SOC_MIN_PCT", f"{low:g}",
+                f"must be below SOC_MAX_PCT={high:g} — e.g. {setting_default('soc_min_pct'):g} "
+                f"and {setting_default('soc_max_pct'):g}"))
+        elif band == "overlap":
+            problems.append(SettingProblem(
+                "SOC_HYSTERESIS_PCT", f"{hyst:g}",
+                f"is too wide for SOC_MIN_PCT={low:g} and SOC_MAX_PCT={high:g} — a block clears "
+                "at MIN+HYSTERESIS and MAX-HYSTERESIS, which must not meet"))
     if have("poll_interval_s", "slow_poll_interval_s") and (
         values["slow_poll_interval_s"] < values["poll_interval_s"]
     ):
@@ -901,7 +936,9 @@ def check_settings(
 
     devices_raw = values.pop("devices")
     devices: tuple[DeviceSpec, ...] = ()
-    inherit = [values[k] for k in ("inverter_port", "modbus_unit_id", "device_profile")]
+    port, unit_id, profile = (values[k] for k in ("inverter_port", "modbus_unit_id",
+                                                   "device_profile"))
+    inherit = (port, unit_id, profile)
     line = (values["serial_baudrate"], values["serial_parity"], values["serial_stopbits"])
     transport = values["modbus_transport"]
     inherit_ok = _INVALID not in (*inherit, *line, transport)
@@ -922,8 +959,8 @@ def check_settings(
                 "the inverter through SERIAL_PORT — remove one"))
         if inherit_ok and _INVALID not in (values["serial_port"], values["device_id"]) \
                 and values["serial_port"] is not None:
-            devices = (DeviceSpec(values["device_id"], values["serial_port"], 0, inherit[1],
-                                  inherit[2], "serial", *line),)
+            devices = (DeviceSpec(values["device_id"], values["serial_port"], 0, unit_id,
+                                  profile, "serial", *line),)
     elif devices_raw is not None:
         if "INVERTER_IP" in raw:
             problems.append(
@@ -935,7 +972,8 @@ def check_settings(
                 )
             )
         elif inherit_ok:
-            devices, device_problems = _parse_devices(devices_raw, *inherit, transport, line)
+            devices, device_problems = _parse_devices(devices_raw, port, unit_id, profile,
+                                                      transport, line)
             problems += [SettingProblem("DEVICES", devices_raw, p) for p in device_problems]
     elif "INVERTER_IP" not in raw:
         problems.append(
@@ -945,7 +983,8 @@ def check_settings(
         )
     elif inherit_ok and _INVALID not in (values["inverter_ip"], values["device_id"]):
         devices = (
-            DeviceSpec(values["device_id"], str(values["inverter_ip"]), *inherit, transport),
+            DeviceSpec(values["device_id"], str(values["inverter_ip"]), port, unit_id, profile,
+                       transport),
         )
 
     problems += _consistency_problems(values)
@@ -984,7 +1023,7 @@ def read_log_level(
     raw, _ = load_env(env, env_file)
     text = raw.get("LOG_LEVEL")
     if text is None:
-        return "INFO"
+        return str(setting_default("log_level"))
     try:
         return _log_level(text)
     except ValueError as exc:

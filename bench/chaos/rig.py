@@ -476,7 +476,7 @@ class Rig:
                 await trio.sleep(1)
 
     def heartbeat_times(self) -> list[float]:
-        tag = self.sim.inverter.roles.heartbeat_tag
+        tag = self.sim.profile.watchdog.heartbeat_tag
         return [w.at for w in self.sim.write_log if w.tag == tag]
 
     def restarts(self) -> dict[str, int]:
@@ -492,7 +492,7 @@ class Rig:
         gaps = [b - a for a, b in zip([start, *beats], beats, strict=False)]
         gaps.append(trio.current_time() - (beats[-1] if beats else start))
         r.max_heartbeat_gap_s = round(max(gaps), 3)
-        r.comm_loss = (r.max_heartbeat_gap_s >= self.sim.inverter.roles.device_timeout_s
+        r.comm_loss = (r.max_heartbeat_gap_s >= self.sim.profile.watchdog.device_timeout_s
                        or self.sim.inverter.comm_lost)
         self.gw.request_stop()
         with trio.move_on_after(60):

@@ -274,7 +274,7 @@ def expired_checks(rig: Rig) -> None:
     r.check("the expired command was rejected, and that was reported",
             names == ["COMMAND_REJECTED"] and "expired" in results[0]["body"]["reason"],
             f"events for the command: {names}")
-    mode_tag = rig.sim.inverter.roles.mode_tag
+    mode_tag = rig.sim.profile.dispatch.mode_tag
     forced = [w for w in rig.sim.write_log if w.tag == mode_tag and int(w.value) != 0]
     r.check("never applied late", not forced, f"forcing writes: {forced[:3]}")
     if results:
@@ -330,7 +330,7 @@ def soc_checks(rig: Rig) -> None:
     r.check("SAFETY_BLOCK delivered after the cut", len(blocks) == 1,
             f"{len(blocks)} soc_max SAFETY_BLOCK events delivered")
     r.check("SAFETY_STOP delivered", len(stops) >= 1, "no SAFETY_STOP event")
-    mode_tag = rig.sim.inverter.roles.mode_tag
+    mode_tag = rig.sim.profile.dispatch.mode_tag
     stop_writes = [w.at for w in rig.sim.write_log
                    if w.tag == mode_tag and int(w.value) == 0 and w.at >= rig.soc_crossed_at]
     crossed = rig.soc_crossed_at
@@ -643,7 +643,7 @@ def oversized_command_scenario() -> Scenario:
         burst = [e for e in results if e["body"].get("command_id") in state.burst]
         limited = [e for e in burst if e["body"].get("code") == "rate_limited"]
         applied = [e for e in burst if e["name"] == "COMMAND_ACCEPTED"]
-        mode_tag = rig.sim.inverter.roles.mode_tag
+        mode_tag = rig.sim.profile.dispatch.mode_tag
         t0, t1 = state.burst_window
         flips = [w for w in rig.sim.write_log
                  if w.tag == mode_tag and int(w.value) != 0 and t0 <= w.at <= t1]
@@ -736,7 +736,7 @@ def schedule_through_cut() -> Scenario:
         if "t0" not in seen:
             return
         t0 = float(seen["t0"])  # type: ignore[arg-type]
-        mode_tag = rig.sim.inverter.roles.mode_tag
+        mode_tag = rig.sim.profile.dispatch.mode_tag
         writes = [(w.at, int(w.value)) for w in rig.sim.write_log if w.tag == mode_tag]
         expect = {"charge": 1, "discharge": 2, "stop": 0}
         late: list[str] = []
@@ -821,7 +821,7 @@ def schedule_rejected_scenario() -> Scenario:
                 and "overlaps" in errors.get("slots[1].start", ""),
                 f"events {names}, errors {errors}")
         r.check("nothing stored", rig.gw.schedule_book.get(DEVICE) is None, "stored")
-        mode_tag = rig.sim.inverter.roles.mode_tag
+        mode_tag = rig.sim.profile.dispatch.mode_tag
         forced = [w for w in rig.sim.write_log if w.tag == mode_tag and int(w.value) != 0]
         r.check("nothing forced", not forced, f"forcing writes: {forced[:3]}")
 

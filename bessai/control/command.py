@@ -36,11 +36,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from bessai.bounds import MAX_REASON_CHARS, clip, clip_repr
+from bessai.jsondepth import json_depth
 from bessai.model import Action, Command
 
 MAX_COMMAND_BYTES = 64 * 1024
@@ -59,7 +59,6 @@ below it. Anything larger is out of range, not clamped."""
 MAX_EPOCH_S = 253_402_300_799.0
 """9999-12-31T23:59:59Z: the latest time a command may name."""
 
-_SIGNIFICANT = re.compile(r'[\[\]{}"\\]')
 
 
 class InvalidCommand(ValueError):
@@ -79,33 +78,6 @@ def field_errors(errors: Mapping[str, str]) -> dict[str, str]:
     """An outcome's own copy of the field → reason map (`InvalidCommand.errors`,
     `InvalidSchedule.errors`): the attrs converter of every outcome that carries one."""
     return dict(errors)
-
-
-def json_depth(text: str) -> int:
-    """The deepest bracket nesting of ``text`` (JSON), strings skipped; cheap, never recursive.
-
-    Unbalanced or odd text gives some number: ``json.loads`` reports what is wrong with it.
-    """
-    depth = deepest = 0
-    in_string = False
-    escaped_at = -1  # the index a backslash inside a string escapes
-    for match in _SIGNIFICANT.finditer(text):
-        char, at = match.group(), match.start()
-        if in_string:
-            if at == escaped_at:
-                continue
-            if char == "\\":
-                escaped_at = at + 1
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    return deepest
 
 
 def _valid_unicode(text: str) -> bool:

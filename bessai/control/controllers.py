@@ -31,15 +31,19 @@ from __future__ import annotations
 import attrs
 
 from bessai.control.schedule import SlotAction
+from bessai.settings import Settings, setting_default
 
 
 @attrs.frozen
 class ControllerConfig:
     """How the slot controllers step (see the module docstring)."""
 
-    step_s: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
-    deadband_w: float = attrs.field(default=200.0, validator=attrs.validators.ge(0))
-    ramp_w_per_s: float = attrs.field(default=50.0, validator=attrs.validators.gt(0))
+    step_s: float = attrs.field(default=setting_default("schedule_control_step_s"),
+                                validator=attrs.validators.gt(0))
+    deadband_w: float = attrs.field(default=setting_default("schedule_deadband_w"),
+                                    validator=attrs.validators.ge(0))
+    ramp_w_per_s: float = attrs.field(default=setting_default("schedule_ramp_w_per_s"),
+                                      validator=attrs.validators.gt(0))
     min_interval_s: float = 0.0
     """The command gate's COMMAND_MIN_INTERVAL_S: no controller writes more often."""
     meter_tag: str = "meter_power"
@@ -50,11 +54,13 @@ class ControllerConfig:
         return max(self.step_s, self.min_interval_s)
 
     @classmethod
-    def from_settings(cls, settings: object) -> ControllerConfig:
-        return cls(step_s=getattr(settings, "schedule_control_step_s", 10.0),
-                   deadband_w=getattr(settings, "schedule_deadband_w", 200.0),
-                   ramp_w_per_s=getattr(settings, "schedule_ramp_w_per_s", 50.0),
-                   min_interval_s=getattr(settings, "command_min_interval_s", 0.0))
+    def from_settings(cls, settings: Settings) -> ControllerConfig:
+        """From the SCHEDULE_* and COMMAND_MIN_INTERVAL_S settings (the defaults above are
+        theirs)."""
+        return cls(step_s=settings.schedule_control_step_s,
+                   deadband_w=settings.schedule_deadband_w,
+                   ramp_w_per_s=settings.schedule_ramp_w_per_s,
+                   min_interval_s=settings.command_min_interval_s)
 
 
 def decide(kind: SlotAction, *, limit_w: float, meter_w: float, battery_w: float,

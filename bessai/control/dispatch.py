@@ -1,10 +1,11 @@
 """Dispatch: putting an accepted command on the device, and taking it off again.
 
-To force charge or discharge (the profile's ``dispatch`` section, Huawei by default): write the
-presets (forcible setting mode 0 = by time), the power tag, the lease (forcible period, minutes),
-then the mode tag (1 charge, 2 discharge) — all at DISPATCH priority. ``stop`` writes the mode
-tag's stop value (forcing ends; the device follows its working mode); ``auto`` writes the
-profile's ``auto`` writes (Huawei: the same, forcible mode 0).
+To force charge or discharge (the device profile's ``dispatch`` section, the one source of the
+tags and values): write the presets (Huawei: forcible setting mode 0 = by time), the power tag,
+the lease (Huawei: forcible period, minutes), then the mode tag (Huawei: 1 charge, 2 discharge)
+— all at DISPATCH priority. ``stop`` writes the mode tag's stop value (forcing ends; the device
+follows its working mode); ``auto`` writes the profile's ``auto`` writes (Huawei: the same,
+forcible mode 0). A profile without a dispatch section makes the device read-only.
 
 Invariants:
 
@@ -19,15 +20,17 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+import math
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import attrs
 import structlog
 import trio
 
+from bessai.clock import WallClock
 from bessai.control.device_link import Priority
-from bessai.device.profile import TagWrite
+from bessai.device.profile import DispatchSpec, Profile, TagWrite
 from bessai.model import Action, Command
 
 log = structlog.get_logger("bessai.control.dispatch")
@@ -39,57 +42,57 @@ class Writer(Protocol):
 
 @attrs.frozen
 class DispatchTags:
-    """The dispatch half of a device profile, as dispatch needs it.
-
-    Build it from a loaded profile with `from_profile`; the defaults are Huawei SUN2000's.
+    """What dispatch needs of a device profile: the profile's own `DispatchSpec` (None: the
+    profile has no dispatch section, the device is read-only) and the most power its power tags
+    accept. Build it with `from_profile`: it states no roles or values of its own, the profile
+    is their one source.
     """
 
-    mode_tag: str = "forcible_mode"
-    stop_value: int = 0
-    charge_value: int = 1
-    discharge_value: int = 2
-    charge_power_tag: str = "forcible_charge_power"
-    discharge_power_tag: str = "forcible_discharge_power"
-    lease_tag: str = "forcible_period"
-    lease_period: int = 1
-    lease_period_s: float = 60.0
-    renew_interval_s: float = 20.0
-    preset: tuple[TagWrite, ...] = (TagWrite("forcible_setting_mode", 0),)
-    auto: tuple[TagWrite, ...] = (TagWrite("forcible_mode", 0),)
+    spec: DispatchSpec | None = None
+    """None: every command is refused and nothing is written (the default, for a guard or an
+    executor built without a profile)."""
     charge_power_max_w: float | None = None
     discharge_power_max_w: float | None = None
-    read_only: bool = False
-    """The profile has no dispatch section: every command is refused, nothing is written."""
 
     @classmethod
-    def from_profile(cls, profile: Any) -> DispatchTags:
-        """From `bessai.device.Profile` (its ``dispatch`` spec and the power tags' max)."""
-        dp = profile.dispatch
-        if dp is None:
-            return cls(mode_tag="", charge_power_tag="", discharge_power_tag="", lease_tag="",
-                       preset=(), auto=(), read_only=True)
+    def from_profile(cls, profile: Profile) -> DispatchTags:
+        """From a loaded `bessai.device.Profile` (its ``dispatch`` spec and the power tags' max)."""
+        spec = profile.dispatch
+        if spec is None:
+            return cls()
 
         def tag_max(name: str) -> float | None:
             tag = profile.tags.get(name)
             return None if tag is None else tag.max
 
-        return cls(
-            mode_tag=dp.mode_tag, stop_value=dp.stop_value, charge_value=dp.charge_value,
-            discharge_value=dp.discharge_value, charge_power_tag=dp.charge_power_tag,
-            discharge_power_tag=dp.discharge_power_tag, lease_tag=dp.lease.tag,
-            lease_period=dp.lease.period, lease_period_s=dp.lease.period_s,
-            renew_interval_s=dp.lease.renew_interval_s,
-            preset=tuple(dp.preset),
-            auto=tuple(dp.auto),
-            charge_power_max_w=tag_max(dp.charge_power_tag),
-            discharge_power_max_w=tag_max(dp.discharge_power_tag),
-        )
+        return cls(spec, tag_max(spec.charge_power_tag), tag_max(spec.discharge_power_tag))
+
+    @property
+    def read_only(self) -> bool:
+        return self.spec is None
+
+    @property
+    def mode_tag(self) -> str:
+        """The tag that forces and stops ("" on a read-only device: nothing to read or write)."""
+        return "" if self.spec is None else self.spec.mode_tag
+
+    @property
+    def stop_value(self) -> int:
+        return 0 if self.spec is None else self.spec.stop_value
+
+    @property
+    def renew_interval_s(self) -> float:
+        """How often the watchdog renews the lease (never, on a read-only device: nothing can
+        be forced there)."""
+        return math.inf if self.spec is None else self.spec.lease.renew_interval_s
 
     def forcing(self, value: object) -> Action | None:
         """Which forced direction a mode-tag reading means (None: not forcing / unknown)."""
-        if value == self.charge_value:
+        if self.spec is None:
+            return None
+        if value == self.spec.charge_value:
             return Action.CHARGE
-        if value == self.discharge_value:
+        if value == self.spec.discharge_value:
             return Action.DISCHARGE
         return None
 
@@ -123,53 +126,55 @@ class Dispatcher:
     """
 
     writer: Writer
-    tags: DispatchTags = DispatchTags()
-    wall_clock: Any = None
-    blocked: Any = None  # Callable[[Action], bool] | None
+    tags: DispatchTags
+    wall_clock: WallClock | None = None
+    blocked: Callable[[Action], bool] | None = None
     site_id: str = ""
     device_id: str = ""
     active: ActiveForcing | None = None
     _lock: trio.Lock = attrs.field(factory=trio.Lock)
     _stops: int = 0
 
-    async def apply(self, command: Command, power_w: float | None) -> None:
-        """Put ``command`` on the device. Raises if a write failed (the caller reports it)."""
-        if self.tags.read_only:
+    def _spec(self) -> DispatchSpec:
+        if self.tags.spec is None:
             raise ReadOnlyDevice(f"device {self.device_id} is read-only: its profile has no "
                                  "dispatch section (no writable storage controls)")
+        return self.tags.spec
+
+    async def apply(self, command: Command, power_w: float | None) -> None:
+        """Put ``command`` on the device. Raises if a write failed (the caller reports it)."""
+        spec = self._spec()
         async with self._lock:
             if command.action is Action.STOP:
                 self.active = None
-                await self._write(self.tags.mode_tag, self.tags.stop_value)
+                await self._write(spec.mode_tag, spec.stop_value)
                 return
             if command.action is Action.AUTO:
                 self.active = None
-                await self._write_all(self.tags.auto or
-                                      (TagWrite(self.tags.mode_tag, self.tags.stop_value),))
+                await self._write_all(spec.auto or (TagWrite(spec.mode_tag, spec.stop_value),))
                 return
             charging = command.action is Action.CHARGE
             power = float(command.power_w if power_w is None else power_w)
             stops_before = self._stops
-            await self._write_all(self.tags.preset)
-            await self._write(self.tags.charge_power_tag if charging
-                              else self.tags.discharge_power_tag, _whole(power))
-            await self._write(self.tags.lease_tag, self.tags.lease_period)
+            await self._write_all(spec.preset)
+            await self._write(spec.charge_power_tag if charging else spec.discharge_power_tag,
+                              _whole(power))
+            await self._write(spec.lease.tag, spec.lease.period)
             if self.blocked is not None and self.blocked(command.action):
                 raise DispatchStopped(f"{command.action.value} became blocked by safety while "
                                       "the command was being applied; not forcing")
-            mode = self.tags.charge_value if charging else self.tags.discharge_value
-            await self._write(self.tags.mode_tag, mode)
+            mode = spec.charge_value if charging else spec.discharge_value
+            await self._write(spec.mode_tag, mode)
             if self._stops != stops_before:
                 # A safety stop landed while we wrote: it wins; write stop again after our mode.
-                await self.writer.write(self.tags.mode_tag, self.tags.stop_value,
-                                        Priority.SAFETY)
+                await self.writer.write(spec.mode_tag, spec.stop_value, Priority.SAFETY)
                 raise DispatchStopped(f"{command.action.value} stopped by safety while it was "
                                       "being applied")
             now = trio.current_time()
             self.active = ActiveForcing(command, command.action, power, now, now)
             log.info("forced_mode_started", site=self.site_id, device=self.device_id,
                      command_id=command.id, action=command.action.value, power_w=power,
-                     lease_s=self.tags.lease_period_s)
+                     lease_s=spec.lease.period_s)
 
     async def renew(self) -> None:
         """Rewrite the lease of the active forcing, or end it if its command has expired."""
@@ -177,13 +182,14 @@ class Dispatcher:
             active = self.active
             if active is None:
                 return
+            spec = self._spec()
             if self.wall_clock is not None and active.command.expires_at <= self.wall_clock():
                 self.active = None
                 log.info("FORCED_MODE_END", site=self.site_id, device=self.device_id,
                          command_id=active.command.id, reason="command expired")
-                await self._write(self.tags.mode_tag, self.tags.stop_value)
+                await self._write(spec.mode_tag, spec.stop_value)
                 return
-            if trio.current_time() - active.renewed_at >= self.tags.lease_period_s:
+            if trio.current_time() - active.renewed_at >= spec.lease.period_s:
                 # The device dropped it by itself (lease ran out while we could not reach it).
                 # Resuming a command silently after an outage is not ours to decide: the cloud
                 # sends a fresh one.
@@ -192,8 +198,7 @@ class Dispatcher:
                             command_id=active.command.id,
                             reason="lease lapsed while the device was unreachable")
                 return
-            await self.writer.write(self.tags.lease_tag, self.tags.lease_period,
-                                    Priority.HEARTBEAT)
+            await self.writer.write(spec.lease.tag, spec.lease.period, Priority.HEARTBEAT)
             if self.active is active:
                 self.active = attrs.evolve(active, renewed_at=trio.current_time())
 
@@ -203,11 +208,12 @@ class Dispatcher:
         Returns what was active (None if the gateway knew of no forcing: the device may still
         have been forced, by a previous gateway instance or by hand). Raises if the write failed.
         """
-        if self.tags.read_only:
+        spec = self.tags.spec
+        if spec is None:
             return None
         self._stops += 1
         was = self.active
-        await self.writer.write(self.tags.mode_tag, self.tags.stop_value, Priority.SAFETY)
+        await self.writer.write(spec.mode_tag, spec.stop_value, Priority.SAFETY)
         if self.active is was:
             self.active = None
         return was

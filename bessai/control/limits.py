@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 import attrs
 
 from bessai.model import Snapshot
+from bessai.settings import setting_default, soc_band_problem
 
 # Rule names, as they appear in SAFETY_BLOCK lines, events and the blocks{rule} metric.
 SOC_MIN = "soc_min"
@@ -43,19 +44,20 @@ _SOC_RANGE = (0.0, 100.0)
 _TEMP_RANGE_C = (-50.0, 150.0)
 
 
-def _positive(_inst: object, attribute: attrs.Attribute, value: float) -> None:
+def _positive(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
         raise ValueError(f"{attribute.name}={value!r} must be a positive number")
 
 
-def _non_negative(_inst: object, attribute: attrs.Attribute, value: float) -> None:
+def _non_negative(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{attribute.name}={value!r} must be zero or a positive number")
 
 
 @attrs.frozen
 class Limits:
-    """A site's safety limits. Defaults are the runbook's; every field can be overridden per site.
+    """A site's safety limits. Defaults are the runbook's, stated once on `bessai.settings.Settings`
+    (SOC_MIN_PCT ...); every field can be overridden per site.
 
     ``stale_after_s`` is how old the last snapshot may be before the data counts as stale; the
     site supervisor sets it to a few poll periods (``stale_after(poll_interval_s, polls)``).
@@ -63,11 +65,14 @@ class Limits:
     invalid data clears only once the data has been good that long.
     """
 
-    soc_min_pct: float = attrs.field(default=5.0, validator=_non_negative)
-    soc_max_pct: float = attrs.field(default=98.0, validator=_positive)
-    temp_max_c: float = attrs.field(default=45.0)
-    soc_hysteresis_pct: float = attrs.field(default=2.0, validator=_non_negative)
-    temp_hysteresis_c: float = attrs.field(default=3.0, validator=_non_negative)
+    soc_min_pct: float = attrs.field(default=setting_default("soc_min_pct"),
+                                     validator=_non_negative)
+    soc_max_pct: float = attrs.field(default=setting_default("soc_max_pct"), validator=_positive)
+    temp_max_c: float = attrs.field(default=setting_default("temp_max_c"))
+    soc_hysteresis_pct: float = attrs.field(default=setting_default("soc_hysteresis_pct"),
+                                            validator=_non_negative)
+    temp_hysteresis_c: float = attrs.field(default=setting_default("temp_hysteresis_c"),
+                                           validator=_non_negative)
     stale_after_s: float = attrs.field(default=3.0, validator=_positive)
     data_clear_hold_s: float | None = None
     soc_tag: str = "soc"
@@ -80,7 +85,7 @@ class Limits:
         return self.stale_after_s if self.data_clear_hold_s is None else self.data_clear_hold_s
 
     def __attrs_post_init__(self) -> None:
-        if self.soc_min_pct + self.soc_hysteresis_pct >= self.soc_max_pct - self.soc_hysteresis_pct:
+        if soc_band_problem(self.soc_min_pct, self.soc_max_pct, self.soc_hysteresis_pct):
             raise ValueError(
                 f"SOC limits overlap: soc_min_pct={self.soc_min_pct} + hysteresis "
                 f"{self.soc_hysteresis_pct} must stay below soc_max_pct={self.soc_max_pct} - "
@@ -113,6 +118,10 @@ class RuleHit:
     ok_since: float | None = None  # data rules: when the data became good again (clearing)
 
 
+def _hits(active: Mapping[str, RuleHit]) -> dict[str, RuleHit]:
+    return dict(active)
+
+
 @attrs.frozen
 class SafetyState:
     """The guard's decision: blocked directions and the rules behind them.
@@ -121,7 +130,7 @@ class SafetyState:
     tag). ``UNKNOWN`` — nothing read yet — blocks everything.
     """
 
-    active: Mapping[str, RuleHit] = attrs.field(factory=dict, converter=lambda m: dict(m))
+    active: Mapping[str, RuleHit] = attrs.field(factory=dict, converter=_hits)
 
     @property
     def blocked_charge(self) -> bool:
@@ -220,10 +229,10 @@ def evaluate(snapshot: Snapshot | None, now: float, state: SafetyState = UNKNOWN
         problems.append((limits.soc_tag, soc_problem))
     for tag in limits.temp_tags:
         temp, problem = _number(snapshot, tag, *_TEMP_RANGE_C)
-        if problem:
-            problems.append((tag, problem))
+        if temp is None:
+            problems.append((tag, problem or f"{tag} unreadable"))
         else:
-            temps.append((tag, temp))  # type: ignore[arg-type]
+            temps.append((tag, temp))
     if problems:
         tag, reason = problems[0]
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -307,4 +316,5 @@ def limits_from(overrides: Mapping[str, object] | None = None, *,
         kwargs.setdefault("soc_tag", soc_tag)
     if poll_interval_s is not None:
         kwargs.setdefault("stale_after_s", stale_after(poll_interval_s, stale_polls))
+    # the keys were checked against Limits' fields above; their values Limits validates itself
     return Limits(**kwargs)  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ import json
 import math
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import jsonschema
 
 from bessai.bounds import clip
 from bessai.device.errors import ProfileError, ProfileProblem
+from bessai.jsondepth import json_depth
 
 SCHEMA_FILENAME = "profile.schema.json"
 MAX_PROFILE_BYTES = 1024 * 1024
@@ -108,6 +109,10 @@ def _freeze_enum(labels: Mapping[int, str] | None) -> Mapping[int, str]:
     return dict(labels or {})
 
 
+def _int_tuple(values: Iterable[int]) -> tuple[int, ...]:
+    return tuple(values)
+
+
 @attrs.frozen
 class Tag:
     """One named value on the device.
@@ -127,7 +132,7 @@ class Tag:
     gain: float = 1
     unit: str | None = None
     access: Access = attrs.field(default=Access.READ, converter=Access)
-    invalid: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    invalid: tuple[int, ...] = attrs.field(default=(), converter=_int_tuple)
     enum: Mapping[int, str] = attrs.field(factory=dict, converter=_freeze_enum, hash=False)
     min: float | None = None
     max: float | None = None
@@ -246,8 +251,13 @@ class LeaseSpec:
     renew_interval_s: float
 
     @property
+    def unit_s(self) -> float:
+        """Seconds in one unit of the lease tag (``min`` or ``s``)."""
+        return 60.0 if self.unit == "min" else 1.0
+
+    @property
     def period_s(self) -> float:
-        return self.period * (60.0 if self.unit == "min" else 1.0)
+        return self.period * self.unit_s
 
 
 @attrs.frozen
@@ -395,34 +405,6 @@ def load_profile(path: str | Path, *, schema_path: str | Path | None = None) -> 
     return parse_profile(text, file=file, schema_path=schema_path)
 
 
-def _nesting_depth(text: str, limit: int) -> int:
-    """How deep objects and arrays nest in JSON ``text``, counting at most to ``limit + 1``.
-
-    A linear scan that skips string contents; it needs no valid JSON (the parser judges that).
-    """
-    depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > limit:
-                    return deepest
-        elif char in "]}":
-            depth -= 1
-    return deepest
-
-
 MAX_PROFILE_INT = 2**64
 """The largest integer magnitude in a profile (a u64 sentinel is 2**64 - 1)."""
 
@@ -458,7 +440,7 @@ def parse_profile(text: str, *, file: str = "<string>",
     if len(text) > MAX_PROFILE_BYTES:
         raise ProfileError(file, [ProfileProblem(
             file, "$", f"is over {MAX_PROFILE_BYTES} characters; a profile is a few KB of JSON")])
-    if _nesting_depth(text, MAX_PROFILE_DEPTH) > MAX_PROFILE_DEPTH:
+    if json_depth(text) > MAX_PROFILE_DEPTH:
         raise ProfileError(file, [ProfileProblem(
             file, "$", f"objects and arrays nest more than {MAX_PROFILE_DEPTH} deep; a profile "
             "is about 5 deep")])
@@ -579,7 +561,7 @@ def _build(doc: dict[str, Any], file: str) -> Profile:
     )
 
 
-def _semantic_checks(profile: Profile, add: Any) -> None:
+def _semantic_checks(profile: Profile, add: Callable[[str, str], None]) -> None:
     # Imported here: the codec depends on this module's types.
     from bessai.device.codec import raw_range
 
@@ -705,7 +687,7 @@ def _semantic_checks(profile: Profile, add: Any) -> None:
             for k, w in enumerate(writes):
                 ref(f"$.dispatch.{key}[{k}].tag", w.tag, "w", w.value)
 
-    sf = profile.safety
-    ref("$.safety.soc_tag", sf.soc_tag, "r")
-    for k, name in enumerate(sf.temperature_tags):
+    feeds = profile.safety
+    ref("$.safety.soc_tag", feeds.soc_tag, "r")
+    for k, name in enumerate(feeds.temperature_tags):
         ref(f"$.safety.temperature_tags[{k}]", name, "r")

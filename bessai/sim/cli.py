@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import trio
 
 from bessai.device.errors import ProfileError
+from bessai.device.profile import Profile
 from bessai.sim.faults import Faults
 from bessai.sim.logfmt import log
 from bessai.sim.simulator import DEFAULT_PROFILE, Simulator
@@ -127,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _serve(
-    sim: Simulator, host: str, port: int, drop_every_s: float, serial: tuple | None = None
+    sim: Simulator, host: str, port: int, drop_every_s: float,
+    serial: tuple[str, int, str, int] | None = None,
 ) -> None:
     with trio.open_signal_receiver(
         signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2
@@ -185,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pinned=pinned,
         invalid_tags=set(args.invalid),
     )
-    sim_kwargs: dict = {}
+    profile: Profile | str = args.profile
+    constants: dict[str, float | int | str] = {}
     if args.sunspec:
         from bessai.sim.sunspec import parse_models, serving_profile
         from bessai.sunspec.models import UnknownModel
@@ -196,11 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  unit_id=args.unit_id or 1)
         except (ValueError, UnknownModel) as exc:
             parser.error(str(exc))
-        sim_kwargs["profile"] = profile
-    else:
-        sim_kwargs["profile"] = args.profile
     try:
         sim = Simulator(
+            profile,
             soc_pct=args.soc,
             temp_c=args.temp,
             seed=args.seed,
@@ -210,7 +211,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             framer="rtu" if args.serial else args.framer,
             start_hour=args.start_hour,
             faults=faults,
-            **sim_kwargs,
         )
     except ProfileError as exc:
         log(

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import attrs
 
-from bessai.device.profile import Profile
+from bessai.device.profile import DispatchSpec, Profile, WatchdogSpec
 from bessai.sim.faults import Faults
 from bessai.sim.logfmt import log
 from bessai.sim.model import BatteryModel, DailyCurves, Limits, SiteParams
@@ -42,46 +42,6 @@ SELF_CONSUMPTION = 2
 
 
 @attrs.frozen
-class Roles:
-    """Which tags play the watchdog and dispatch parts, and the device's own timeout."""
-
-    heartbeat_tag: str = "heartbeat"
-    device_timeout_s: float = 60.0
-    comm_loss_tag: str | None = "device_status"
-    comm_loss_value: int | None = 0x0303
-    mode_tag: str = "forcible_mode"
-    mode_stop: int = 0
-    mode_charge: int = 1
-    mode_discharge: int = 2
-    charge_power_tag: str = "forcible_charge_power"
-    discharge_power_tag: str = "forcible_discharge_power"
-    lease_tag: str = "forcible_period"
-    lease_unit_s: float = 60.0
-
-    @classmethod
-    def from_profile(cls, profile: Profile) -> Roles:
-        w, d = profile.watchdog, profile.dispatch
-        if w is None or d is None:  # a read-only map: nothing to force, no heartbeat to miss
-            return cls(heartbeat_tag="", device_timeout_s=math.inf, comm_loss_tag=None,
-                       comm_loss_value=None, mode_tag="", charge_power_tag="",
-                       discharge_power_tag="", lease_tag="")
-        return cls(
-            heartbeat_tag=w.heartbeat_tag,
-            device_timeout_s=w.device_timeout_s,
-            comm_loss_tag=w.comm_loss_tag,
-            comm_loss_value=w.comm_loss_value,
-            mode_tag=d.mode_tag,
-            mode_stop=d.stop_value,
-            mode_charge=d.charge_value,
-            mode_discharge=d.discharge_value,
-            charge_power_tag=d.charge_power_tag,
-            discharge_power_tag=d.discharge_power_tag,
-            lease_tag=d.lease.tag,
-            lease_unit_s=60.0 if d.lease.unit == "min" else 1.0,
-        )
-
-
-@attrs.frozen
 class WriteRecord:
     """One tag write as the device applied it (for tests and the log)."""
 
@@ -91,27 +51,34 @@ class WriteRecord:
     value: float | int | str
 
 
-def default_settings(params: SiteParams) -> dict[str, float | int]:
-    """A LUNA2000 as shipped: self-consumption, 100 %/10 % cutoffs, full power, no forcing."""
-    return {
+def default_settings(params: SiteParams, dispatch: DispatchSpec | None) -> dict[str, float | int]:
+    """A LUNA2000 as shipped: self-consumption, 100 %/10 % cutoffs, full power, no forcing
+    (every other tag the profile's dispatch writes reads 0, the mode tag its stop value)."""
+    settings: dict[str, float | int] = {}
+    if dispatch is not None:
+        written = (dispatch.lease.tag, dispatch.charge_power_tag, dispatch.discharge_power_tag,
+                   *(w.tag for w in (*dispatch.preset, *dispatch.auto)))
+        settings.update(dict.fromkeys(written, 0))
+        settings[dispatch.mode_tag] = dispatch.stop_value
+    settings.update({
         "working_mode": SELF_CONSUMPTION,
         "charge_cutoff": 100.0,
         "discharge_cutoff": 10.0,
         "max_charging_power": params.max_charge_power_w,
         "max_discharging_power": params.max_discharge_power_w,
-        "forcible_period": 0,
-        "forcible_mode": 0,
-        "forcible_setting_mode": 0,
-        "forcible_charge_power": 0,
-        "forcible_discharge_power": 0,
-    }
+    })
+    return settings
 
 
 @attrs.define(on_setattr=attrs.setters.NO_OP)
 class SimulatedInverter:
-    """Device state machine + physics. All methods take ``now`` (Trio seconds)."""
+    """Device state machine + physics. All methods take ``now`` (Trio seconds).
 
-    roles: Roles
+    The watchdog and dispatch roles (which tag is the heartbeat, the mode, the lease...) are the
+    profile's own ``watchdog`` and ``dispatch`` sections, read where they are used.
+    """
+
+    profile: Profile
     model: BatteryModel
     curves: DailyCurves
     start_time: float
@@ -129,19 +96,22 @@ class SimulatedInverter:
     write_log_max: int = 10_000
     derive: Callable[[dict[str, float | int | str | None]], None] | None = None
     """Adds register-map specific values (a SunSpec map's aliases) before faults apply."""
+    _watchdog: WatchdogSpec | None = attrs.field(init=False)
+    _dispatch: DispatchSpec | None = attrs.field(init=False)
+    """The profile's own sections (references, looked up once: `sync` is the hot path)."""
 
     def __attrs_post_init__(self) -> None:
         if math.isnan(self.now):
             self.now = self.start_time
-        for name, value in default_settings(self.model.params).items():
+        self._watchdog, self._dispatch = self.profile.watchdog, self.profile.dispatch
+        for name, value in default_settings(self.model.params, self._dispatch).items():
             self.settings.setdefault(name, value)
-        self.settings.setdefault(self.roles.mode_tag, self.roles.mode_stop)
         self.restart_clock(self.start_time)
 
     def restart_clock(self, now: float) -> None:
         """Make ``now`` the device's time zero (power flows as at that instant, watchdog armed)."""
         self.start_time = self.now = now
-        self.watchdog_deadline = now + self.roles.device_timeout_s
+        self.watchdog_deadline = now + self._device_timeout_s
         tod = self.time_of_day_s(now)
         pv, load = self.curves.pv_w(tod), self.curves.load_w(tod)
         m = self.model
@@ -150,15 +120,32 @@ class SimulatedInverter:
 
     # ---- what the device is doing -------------------------------------------------------
     @property
+    def _device_timeout_s(self) -> float:
+        """No heartbeat for this long is comm loss (never, without a watchdog section)."""
+        w = self._watchdog
+        return math.inf if w is None else w.device_timeout_s
+
+    @property
     def forced_mode(self) -> int:
-        return int(self.settings.get(self.roles.mode_tag, self.roles.mode_stop))
+        """The mode tag's value (a read-only device, without one, is never forced: 0)."""
+        d = self._dispatch
+        if d is None:
+            return 0
+        return int(self.settings.get(d.mode_tag, d.stop_value))
+
+    @property
+    def forcing(self) -> bool:
+        d = self._dispatch
+        return d is not None and self.forced_mode != d.stop_value
 
     @property
     def lease_deadline(self) -> float | None:
-        if self.forced_mode == self.roles.mode_stop or self.lease_start is None:
+        d = self._dispatch
+        if (d is None or self.lease_start is None
+                or int(self.settings.get(d.mode_tag, d.stop_value)) == d.stop_value):
             return None
-        period = float(self.settings.get(self.roles.lease_tag, 0) or 0)
-        return self.lease_start + period * self.roles.lease_unit_s
+        period = float(self.settings.get(d.lease.tag, 0) or 0)
+        return self.lease_start + period * d.lease.unit_s
 
     def time_of_day_s(self, now: float | None = None) -> float:
         return self.start_of_day_s + ((self.now if now is None else now) - self.start_time)
@@ -176,12 +163,13 @@ class SimulatedInverter:
         """The battery setpoint (+ charge) the device's own logic asks for."""
         if self.comm_lost or self.faults.device_fault:
             return 0.0
-        mode = self.forced_mode
-        r = self.roles
-        if mode == r.mode_charge:
-            return float(self.settings.get(r.charge_power_tag, 0) or 0)
-        if mode == r.mode_discharge:
-            return -float(self.settings.get(r.discharge_power_tag, 0) or 0)
+        d = self._dispatch
+        if d is not None:
+            mode = int(self.settings.get(d.mode_tag, d.stop_value))
+            if mode == d.charge_value:
+                return float(self.settings.get(d.charge_power_tag, 0) or 0)
+            if mode == d.discharge_value:
+                return -float(self.settings.get(d.discharge_power_tag, 0) or 0)
         if int(self.settings.get("working_mode", SELF_CONSUMPTION)) == SELF_CONSUMPTION:
             return pv_w - load_w
         return 0.0
@@ -231,22 +219,25 @@ class SimulatedInverter:
             self.model.step(dt, self.target_power_w(pv, load), pv, load, self.limits())
             self.now = boundary
 
+    def _stop_forcing(self) -> None:
+        d = self._dispatch
+        if d is not None:
+            self.settings[d.mode_tag] = d.stop_value
+        self.lease_start = None
+
     def _fire_due_events(self) -> None:
-        r = self.roles
         lease = self.lease_deadline
         if lease is not None and self.now >= lease:
-            self.settings[r.mode_tag] = r.mode_stop
-            self.lease_start = None
+            self._stop_forcing()
             log(logging.INFO, "FORCED_MODE_END", reason="lease_expired", at=round(self.now, 3))
         if not self.comm_lost and self.now >= self.watchdog_deadline:
             self.comm_lost = True
-            was_forced = self.forced_mode != r.mode_stop
-            self.settings[r.mode_tag] = r.mode_stop
-            self.lease_start = None
+            was_forced = self.forcing
+            self._stop_forcing()
             log(
                 logging.WARNING,
                 "COMM_LOSS",
-                timeout_s=r.device_timeout_s,
+                timeout_s=self._device_timeout_s,
                 forced_mode_cancelled=was_forced,
                 at=round(self.now, 3),
             )
@@ -254,14 +245,14 @@ class SimulatedInverter:
     # ---- client writes ----------------------------------------------------------------------
     def write(self, tag: str, value: float | int | str, now: float, peer: str = "-") -> None:
         """Apply one validated tag write at ``now`` (call :meth:`sync` first)."""
-        r = self.roles
+        w, d = self._watchdog, self._dispatch
         record = WriteRecord(at=now, peer=peer, tag=tag, value=value)
         self.write_log.append(record)
         if len(self.write_log) > self.write_log_max:
             del self.write_log[: len(self.write_log) - self.write_log_max]
-        if tag == r.heartbeat_tag:
+        if w is not None and tag == w.heartbeat_tag:
             self.heartbeat_count += 1
-            self.watchdog_deadline = now + r.device_timeout_s
+            self.watchdog_deadline = now + w.device_timeout_s
             if self.comm_lost:
                 self.comm_lost = False
                 log(logging.INFO, "COMM_RESTORED", peer=peer, at=round(now, 3))
@@ -269,12 +260,11 @@ class SimulatedInverter:
             return
         log(logging.INFO, "client_write", peer=peer, tag=tag, value=value)
         self.settings[tag] = value
-        if tag == r.mode_tag:
-            if int(value) == r.mode_stop:
-                self.lease_start = None
-            else:
-                self.lease_start = now
-        elif tag == r.lease_tag and self.forced_mode != r.mode_stop:
+        if d is None:
+            return
+        if tag == d.mode_tag:
+            self.lease_start = None if int(value) == d.stop_value else now
+        elif tag == d.lease.tag and self.forcing:
             self.lease_start = now
 
     # ---- what the registers show ------------------------------------------------------------
@@ -315,8 +305,9 @@ class SimulatedInverter:
         out.update(self.settings)
         if self.derive is not None:
             self.derive(out)
-        if self.comm_lost and self.roles.comm_loss_tag is not None:
-            out[self.roles.comm_loss_tag] = self.roles.comm_loss_value
+        w = self._watchdog
+        if self.comm_lost and w is not None:
+            out[w.comm_loss_tag] = w.comm_loss_value
         if self.faults.pinned:
             out.update(self.faults.pinned)
         for name in self.faults.invalid_tags:

@@ -92,7 +92,7 @@ class DailyCurves:
             return 0.0
         x = math.sin(math.pi * (hour - p.sunrise_h) / (p.sunset_h - p.sunrise_h))
         clouds, _ = _cached_slots(self, int(day))
-        return p.pv_peak_w * x**1.5 * self._interp(clouds, t_in_day)
+        return p.pv_peak_w * math.pow(x, 1.5) * self._interp(clouds, t_in_day)
 
     def load_w(self, t_s: float) -> float:
         day, t_in_day = divmod(t_s, DAY_S)

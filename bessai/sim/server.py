@@ -88,7 +88,7 @@ class ModbusEndpoint:
     requests_served: int = 0
     connections_total: int = 0
     _sessions: list[_Session] = attrs.field(factory=list)
-    _ids: itertools.count = attrs.field(factory=itertools.count)
+    _ids: itertools.count[int] = attrs.field(factory=itertools.count)
 
     @property
     def connected_peers(self) -> list[str]:
@@ -242,6 +242,8 @@ class ModbusEndpoint:
         else:
             request.dev_id, request.transaction_id = dev_id, tid
             try:
+                # pymodbus types the context as its own ModbusDeviceContext; a request only
+                # awaits async_getValues/async_setValues, which RegisterContext declares
                 response = await request.datastore_update(context, dev_id)  # type: ignore[arg-type]
             except Exception as exc:  # a bug in our context must not kill the server
                 log(logging.ERROR, "request_failed", function_code=fc, error=repr(exc))

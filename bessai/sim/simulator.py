@@ -22,9 +22,9 @@ Usage::
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import attrs
 import trio
@@ -33,7 +33,7 @@ import trio.testing
 
 from bessai.device.profile import Profile, load_profile
 from bessai.sim.faults import Faults
-from bessai.sim.inverter import Roles, SimulatedInverter, WriteRecord
+from bessai.sim.inverter import SimulatedInverter, WriteRecord
 from bessai.sim.model import BatteryModel, DailyCurves, SiteParams
 from bessai.sim.registers import RegisterImage
 from bessai.sim.server import ModbusEndpoint, StreamFactory
@@ -103,7 +103,7 @@ class Simulator:
     _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
     _tick_scope: trio.CancelScope | None = attrs.field(default=None, init=False)
     _started: bool = attrs.field(default=False, init=False)
-    _cm: Any = attrs.field(default=None, init=False)
+    _cm: AbstractAsyncContextManager[trio.Nursery] | None = attrs.field(default=None, init=False)
     _outer: trio.Nursery | None = attrs.field(default=None, init=False)
     _others: dict[int, Simulator] = attrs.field(factory=dict, init=False)
 
@@ -121,7 +121,7 @@ class Simulator:
             inverter_temp_c=self.params.ambient_c + 5.0,
         )
         self.inverter = SimulatedInverter(
-            roles=Roles.from_profile(self.profile),
+            profile=self.profile,
             model=self.model,
             curves=DailyCurves(self.params, self.seed),
             start_time=_now_or_zero(),
@@ -146,6 +146,10 @@ class Simulator:
             other.endpoint = self.endpoint  # one port, one set of connections
             self.endpoint.units[unit] = (other.image.for_peer, other.faults)
             self._others[unit] = other
+
+    def each_unit(self) -> tuple[Simulator, ...]:
+        """This simulator and the other units on its port, in ``units`` order."""
+        return (self, *self._others.values())
 
     def unit(self, unit_id: int) -> Simulator:
         """The simulator of one unit id on this port (this one for its own unit id)."""
@@ -200,6 +204,7 @@ class Simulator:
         tb: TracebackType | None,
     ) -> bool | None:
         assert self._outer is not None
+        assert self._cm is not None
         self._outer.cancel_scope.cancel()
         return await self._cm.__aexit__(exc_type, exc, tb)
 

@@ -21,7 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bessai.device.profile import Profile, parse_profile
@@ -66,7 +66,7 @@ def layout(model_ids: Sequence[int], base: int = DEFAULT_BASE) -> tuple[list[Mod
 
 def serving_profile(model_ids: Sequence[int], *, base: int = DEFAULT_BASE,
                     params: SiteParams | None = None, unit_id: int = 1
-                    ) -> tuple[Profile, dict[str, float | int]]:
+                    ) -> tuple[Profile, dict[str, float | int | str]]:
     """The profile the simulator serves, and the constant values of its header and SF tags."""
     params = params or SiteParams()
     chain, end_marker = layout(model_ids, base)
@@ -75,7 +75,7 @@ def serving_profile(model_ids: Sequence[int], *, base: int = DEFAULT_BASE,
     doc, _ = generate(chain, base=base, end=end_marker + 1, unit_id=unit_id,
                       manufacturer="BESSAI", model="simulated SunSpec device", dispatch=scale)
     tags: dict[str, Any] = doc["tags"]
-    constants: dict[str, float | int] = {}
+    constants: dict[str, float | int | str] = {}
     for name in tags:
         if name.endswith("_sf"):  # every *_SF register reports its exponent
             constants[name] = SIM_SCALE_FACTORS.get(name.split("_", 1)[1], 0)
@@ -94,24 +94,26 @@ def serving_profile(model_ids: Sequence[int], *, base: int = DEFAULT_BASE,
     tags["end_id"] = {"address": end_marker, "type": "u16", "access": "r"}
     tags["end_l"] = {"address": end_marker + 1, "type": "u16", "access": "r"}
     constants.update(end_id=END_MODEL_ID, end_l=0)
-    text_constants = {"1_mn": "BESSAI", "1_md": "simulated SunSpec device", "1_sn": "SIM0001",
-                      "1_vr": "1.0"}
-    numbers = {"124_wchamax": params.max_charge_power_w,
-               "802_whrtg": params.rated_capacity_wh,
-               "802_wchartemax": params.max_charge_power_w,
-               "802_wdischartemax": params.max_discharge_power_w,
-               "124_inoutwrte_rvrttms": 0, "124_storctl_mod": 0, "124_inwrte": 0,
-               "124_outwrte": 0}
-    for name, value in {**text_constants, **numbers}.items():
+    # the dispatch tags (124's mode, rates and revert timer) start at rest as the profile's
+    # dispatch section says (bessai.sim.inverter.default_settings), not here
+    identity: dict[str, float | int | str] = {
+        "1_mn": "BESSAI", "1_md": "simulated SunSpec device", "1_sn": "SIM0001", "1_vr": "1.0",
+        "124_wchamax": params.max_charge_power_w, "802_whrtg": params.rated_capacity_wh,
+        "802_wchartemax": params.max_charge_power_w,
+        "802_wdischartemax": params.max_discharge_power_w,
+    }
+    for name, value in identity.items():
         if name in tags:
-            constants[name] = value  # type: ignore[assignment]
+            constants[name] = value
     if COMMON_MODEL_ID not in model_ids:
         raise ValueError("--sunspec needs the common model 1 first, e.g. 1,103,124,802")
     profile = parse_profile(json.dumps(doc), file=f"<sunspec {','.join(map(str, model_ids))}>")
     return profile, constants
 
 
-def _aliases(has: set[str]):  # the SunSpec names of the simulation's values
+def _aliases(has: set[str]) -> Callable[[dict[str, float | int | str | None]], None]:
+    """The SunSpec names of the simulation's values."""
+
     def derive(out: dict[str, float | int | str | None]) -> None:
         if "124_chastate" in has:
             out["124_chastate"] = out.get("soc")
@@ -123,10 +125,9 @@ def _aliases(has: set[str]):  # the SunSpec names of the simulation's values
     return derive
 
 
-def configure(sim: Simulator, constants: dict[str, float | int]) -> Simulator:
+def configure(sim: Simulator, constants: dict[str, float | int | str]) -> Simulator:
     """Put the map's constants and aliases on a simulator built from `serving_profile`."""
-    for unit in sim.units or (sim.unit_id,):
-        one = sim.unit(unit)  # type: ignore[arg-type]
+    for one in sim.each_unit():
         one.inverter.settings.update(constants)
         one.inverter.derive = _aliases(set(sim.profile.tags))
     return sim

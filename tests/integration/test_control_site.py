@@ -318,14 +318,14 @@ async def test_auto_hands_control_back_to_the_working_mode(autojump_clock):
 async def test_an_embedding_app_can_run_guard_and_watchdog_loop_without_the_site_tree(
         autojump_clock):
     """The runbook's `SafetyGuard.watchdog_loop()`: an app with its own tree feeds the device."""
-    from bessai.control import DeviceLink, HeartbeatSpec, SafetyGuard, SiteContext
+    from bessai.control import DeviceLink, DispatchTags, HeartbeatSpec, SafetyGuard, SiteContext
 
     async with Simulator(soc_pct=50) as sim:
         ctx = SiteContext(SITE, DEVICE, trio_wall_clock())
         driver = UniversalDriver(sim.profile, stream_factory=sim.stream_factory())
         link = DeviceLink(driver, SITE, DEVICE, handle=ctx.link,
                           latest_outputs=[ctx.snapshots.set])
-        guard = SafetyGuard(ctx)
+        guard = SafetyGuard(ctx, dispatch_tags=DispatchTags.from_profile(sim.profile))
         async with trio.open_nursery() as nursery:
             await nursery.start(link.run)
             await nursery.start(guard.run)

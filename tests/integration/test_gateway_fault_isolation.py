@@ -52,7 +52,7 @@ def gateway(spool_path: Path, sim: Simulator) -> Gateway:
 
 
 def heartbeats(sim: Simulator) -> list[float]:
-    tag = sim.inverter.roles.heartbeat_tag
+    tag = sim.profile.watchdog.heartbeat_tag
     return [w.at for w in sim.write_log if w.tag == tag]
 
 

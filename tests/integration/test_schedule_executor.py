@@ -102,7 +102,7 @@ async def test_a_restart_in_mid_slot_puts_the_slot_back_within_one_lease(autojum
             assert sim.state().forced_mode == DISCHARGE
             nursery.cancel_scope.cancel()  # the gateway dies in mid-slot
         died = trio.current_time()
-        lease_s = first.config.dispatch.lease_period_s
+        lease_s = first.config.dispatch.spec.lease.period_s
         await trio.sleep(lease_s + 5)  # the device left forced mode by itself
         assert sim.state().forced_mode == STOP
         second = scheduled_site(sim, book)  # a new process: nothing but the stored schedule

@@ -51,7 +51,7 @@ async def test_a_restarted_gateway_puts_the_stored_slot_back_within_one_lease(tm
             await trio.sleep(15)
             assert sim.state().forced_mode == 2
             run.cancel_scope.cancel()  # the process dies in mid-slot (no graceful stop)
-        lease_s = first.sites["inv1"].config.dispatch.lease_period_s
+        lease_s = first.sites["inv1"].config.dispatch.spec.lease.period_s
         second = Gateway(settings(tmp_path), wall_clock=trio_wall_clock(),
                          stream_factories={"inv1": sim.stream_factory()}, status_server=False,
                          env_file=None)

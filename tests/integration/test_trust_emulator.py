@@ -160,7 +160,7 @@ class TrustBench:
         return self.results[:count]
 
     def non_heartbeat_writes(self, since: float = 0.0) -> list[tuple[str, float]]:
-        heartbeat = self.sim.inverter.roles.heartbeat_tag
+        heartbeat = self.sim.profile.watchdog.heartbeat_tag
         return [(w.tag, w.value) for w in self.sim.write_log
                 if w.tag != heartbeat and w.at >= since]
 
@@ -292,7 +292,7 @@ async def test_a_command_is_refused_while_the_gateway_clock_is_two_days_behind(b
         assert by_id["c-stale"]["name"] == "COMMAND_REJECTED"
         assert "expired" in reason_of(by_id["c-stale"])
         assert by_id["c-stop"]["name"] == "COMMAND_ACCEPTED"  # stop still works
-        mode_tag = bench.sim.inverter.roles.mode_tag
+        mode_tag = bench.sim.profile.dispatch.mode_tag
         assert {tag for tag, _ in bench.non_heartbeat_writes()} <= {mode_tag}
         assert all(value == 0 for _, value in bench.non_heartbeat_writes())
         assert bench.sim.state().forced_mode == 0

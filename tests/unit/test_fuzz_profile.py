@@ -67,6 +67,16 @@ def _loads_or_refuses(text: str) -> None:
     assert all(len(line) < 1000 for line in str(refused).splitlines())
 
 
+def _shipped_with(where: tuple[Any, ...], value: Any) -> Any:
+    """A copy of the shipped profile's document with the value at ``where`` replaced."""
+    doc = copy.deepcopy(SHIPPED)
+    node = doc
+    for part in where[:-1]:
+        node = node[part]
+    node[where[-1]] = value
+    return doc
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.binary(max_size=2000))
 def test_any_bytes_as_a_profile_file_give_a_profile_error(tmp_path_factory: Any,
@@ -87,11 +97,7 @@ def test_any_json_document_gives_a_profile_or_a_profile_error(doc: Any) -> None:
 @given(where=st.sampled_from(SHIPPED_PATHS), value=json_values)
 def test_shipped_profile_with_any_one_value_replaced_gives_a_profile_or_a_profile_error(
         where: tuple[Any, ...], value: Any) -> None:
-    doc = copy.deepcopy(SHIPPED)
-    node = doc
-    for part in where[:-1]:
-        node = node[part]
-    node[where[-1]] = value
+    doc = _shipped_with(where, value)
     _loads_or_refuses(json.dumps(doc))
 
 
@@ -101,11 +107,7 @@ def test_shipped_profile_with_any_one_value_replaced_gives_a_profile_or_a_profil
        | st.sampled_from([1e308, -1e308, 5e-324, 2**64, -(2**63)]))
 def test_shipped_profile_with_extreme_numbers_gives_a_profile_or_a_profile_error(
         where: tuple[Any, ...], value: Any) -> None:
-    doc = copy.deepcopy(SHIPPED)
-    node = doc
-    for part in where[:-1]:
-        node = node[part]
-    node[where[-1]] = value
+    doc = _shipped_with(where, value)
     import sys
     old = sys.get_int_max_str_digits()
     sys.set_int_max_str_digits(0)  # only to WRITE the test document; the loader keeps its limit

@@ -34,15 +34,23 @@ async def _heartbeating(profile, soc_pct: float, interval_s: float = 10.0
             nursery.cancel_scope.cancel()
 
 
+async def _force(client: TrioTestClient, direction: str, power_w: float, period: int) -> None:
+    """Force ``charge`` or ``discharge`` as the profile's dispatch section says: the power tag,
+    the lease (forcible period, minutes), then the mode tag."""
+    d = client.profile.dispatch
+    charge = direction == "charge"
+    await client.write_tag(d.charge_power_tag if charge else d.discharge_power_tag, power_w)
+    await client.write_tag(d.lease.tag, period)
+    await client.write_tag(d.mode_tag, d.charge_value if charge else d.discharge_value)
+
+
 async def test_forced_discharge_lowers_soc_at_rated_rate_and_stops_at_discharge_cutoff(
     autojump_clock, huawei_profile
 ):
     async with _heartbeating(huawei_profile, 50.0) as (sim, client):
         await trio.sleep(1)
         await client.write_tag("forcible_setting_mode", 0)
-        await client.write_tag("forcible_discharge_power", 3_000)
-        await client.write_tag("forcible_period", 240)
-        await client.write_tag("forcible_mode", 2)
+        await _force(client, "discharge", 3_000, 240)
         t0, soc0 = trio.current_time(), sim.state().soc_pct  # self-consumption ran 1 s
         await trio.sleep(600)
         assert await client.read_tag("battery_power") == -3_000
@@ -61,9 +69,7 @@ async def test_forced_discharge_lowers_soc_at_rated_rate_and_stops_at_discharge_
 async def test_discharge_cutoff_write_moves_the_floor(autojump_clock, huawei_profile):
     async with _heartbeating(huawei_profile, 20.0) as (_sim, client):
         await client.write_tag("discharge_cutoff", 15.0)
-        await client.write_tag("forcible_discharge_power", 5_000)
-        await client.write_tag("forcible_period", 120)
-        await client.write_tag("forcible_mode", 2)
+        await _force(client, "discharge", 5_000, 120)
         await trio.sleep(3_600)
         assert await client.read_tag("soc") == pytest.approx(15.0)
 
@@ -71,9 +77,7 @@ async def test_discharge_cutoff_write_moves_the_floor(autojump_clock, huawei_pro
 async def test_forced_charge_stops_at_charge_cutoff(autojump_clock, huawei_profile):
     async with _heartbeating(huawei_profile, 90.0) as (sim, client):
         await client.write_tag("charge_cutoff", 95.0)
-        await client.write_tag("forcible_charge_power", 4_000)
-        await client.write_tag("forcible_period", 120)
-        await client.write_tag("forcible_mode", 1)
+        await _force(client, "charge", 4_000, 120)
         await trio.sleep(60)
         assert await client.read_tag("battery_power") == 4_000
         await trio.sleep(3_600)
@@ -86,9 +90,7 @@ async def test_forced_power_is_clamped_to_max_charging_power_setting(
 ):
     async with _heartbeating(huawei_profile, 50.0) as (sim, client):
         await client.write_tag("max_charging_power", 2_500)
-        await client.write_tag("forcible_charge_power", 4_000)
-        await client.write_tag("forcible_period", 10)
-        await client.write_tag("forcible_mode", 1)
+        await _force(client, "charge", 4_000, 10)
         await trio.sleep(30)
         assert await client.read_tag("battery_power") == 2_500
         assert sim.state().forced_mode == 1
@@ -98,9 +100,7 @@ async def test_lease_expiry_ends_forced_mode_and_rewriting_the_period_renews_it(
     autojump_clock, huawei_profile
 ):
     async with _heartbeating(huawei_profile, 50.0) as (sim, client):
-        await client.write_tag("forcible_charge_power", 2_000)
-        await client.write_tag("forcible_period", 1)
-        await client.write_tag("forcible_mode", 1)
+        await _force(client, "charge", 2_000, 1)
         t0 = trio.current_time()
         await trio.sleep(30)
         await client.write_tag("forcible_period", 1)  # renewal: lease now ends at t0 + 90

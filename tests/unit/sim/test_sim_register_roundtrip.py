@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from bessai.device import codec
 from bessai.device.profile import Table, load_profile
-from bessai.sim.inverter import Roles, SimulatedInverter
+from bessai.sim.inverter import SimulatedInverter
 from bessai.sim.model import BatteryModel, DailyCurves
 from bessai.sim.registers import RegisterImage
 
@@ -24,7 +24,7 @@ SETTINGS = sorted(
 
 def _image() -> RegisterImage:
     inverter = SimulatedInverter(
-        roles=Roles.from_profile(PROFILE),
+        profile=PROFILE,
         model=BatteryModel(),
         curves=DailyCurves(),
         start_time=0.0,
