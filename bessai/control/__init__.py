@@ -39,7 +39,7 @@ from bessai.control.schedule import InvalidSchedule, Schedule, Slot, SlotAction,
 from bessai.control.schedule_intake import ScheduleIntake
 from bessai.control.schedule_store import ScheduleBook, ScheduleStore
 from bessai.control.site import Site, SiteConfig, build_site, site_from_settings
-from bessai.control.watchdog import HeartbeatSpec, Watchdog
+from bessai.control.watchdog import Watchdog
 from bessai.link import LinkState
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
     "DispatchTags",
     "Dispatcher",
     "EventOutbox",
-    "HeartbeatSpec",
     "InvalidCommand",
     "InvalidSchedule",
     "Limits",

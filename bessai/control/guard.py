@@ -23,7 +23,7 @@ hysteresis band nor logs the same block twice.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import structlog
@@ -40,6 +40,9 @@ from bessai.control.limits import (
     transitions,
 )
 from bessai.model import Action, Event, Snapshot
+
+if TYPE_CHECKING:
+    from bessai.device.profile import WatchdogSpec
 
 log = structlog.get_logger("bessai.control.guard")
 
@@ -150,19 +153,21 @@ class SafetyGuard:
             await self._stop_worsening_forcing(new, snapshot)
         return new
 
-    async def watchdog_loop(self, heartbeat: Any = None, *, renew_interval_s: float | None = None,
+    async def watchdog_loop(self, heartbeat: WatchdogSpec | None = None, *,
+                            renew_interval_s: float | None = None,
                             task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         """Feed the device's watchdog and renew forced commands, for an app that embeds the
         guard without the site supervisor (the site runs a `Watchdog` child instead).
 
-        ``heartbeat`` is a `HeartbeatSpec` (default: this guard's ``watchdog`` if given, else
-        Huawei's 49999 = 1 every 10 s).
+        ``heartbeat`` is the profile's watchdog section (``profile.watchdog``); without it this
+        guard's ``watchdog`` runs if it was given one, else only leases are renewed: no
+        heartbeat is assumed, the profile is the one place that states it.
         """
-        from bessai.control.watchdog import HeartbeatSpec, Watchdog
+        from bessai.control.watchdog import Watchdog
 
         watchdog = self.watchdog
         if watchdog is None or heartbeat is not None:
-            watchdog = Watchdog(self.ctx, heartbeat=heartbeat or HeartbeatSpec(),
+            watchdog = Watchdog(self.ctx, heartbeat=heartbeat,
                                 renew_interval_s=renew_interval_s
                                 or self.dispatch_tags.renew_interval_s)
         await watchdog.run(task_status=task_status)

@@ -50,7 +50,7 @@ from bessai.control.gate import CommandGate, CommandPolicy
 from bessai.control.guard import SafetyGuard
 from bessai.control.limits import Limits, limits_from, stale_after
 from bessai.control.schedule_store import ScheduleBook  # schedules (issue 15)
-from bessai.control.watchdog import HeartbeatSpec, Watchdog
+from bessai.control.watchdog import Watchdog
 from bessai.device.connection import RECONNECT_BACKOFF, ModbusConnection
 from bessai.device.modbus import StreamFactory
 from bessai.model import Action, Snapshot
@@ -60,6 +60,7 @@ from bessai.status_cell import Presence
 
 if TYPE_CHECKING:
     from bessai.device import Profile, UniversalDriver
+    from bessai.device.profile import WatchdogSpec
     from bessai.settings import DeviceSpec, Settings
 
 
@@ -70,7 +71,8 @@ class SiteConfig:
     site_id: str
     device_id: str
     limits: Limits = attrs.field(factory=Limits)
-    heartbeat: HeartbeatSpec = attrs.field(factory=HeartbeatSpec)
+    heartbeat: WatchdogSpec | None = None
+    """The profile's watchdog section (``None``: no heartbeat to feed)."""
     dispatch: DispatchTags = attrs.field(factory=DispatchTags)
     fast_interval_s: float = 1.0
     slow_interval_s: float = 30.0
@@ -107,7 +109,7 @@ class SiteConfig:
             limits=limits_from(limits, soc_tag=profile.safety.soc_tag,
                                temp_tags=profile.safety.temperature_tags,
                                poll_interval_s=fast_interval_s, stale_polls=stale_polls),
-            heartbeat=HeartbeatSpec.from_profile(profile),
+            heartbeat=profile.watchdog,
             dispatch=DispatchTags.from_profile(profile),
             fast_interval_s=fast_interval_s, slow_interval_s=slow_interval_s, **kwargs)
 

@@ -20,8 +20,7 @@ heartbeat is logged and the schedule goes on; only a bug escapes `run`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import structlog
@@ -30,35 +29,10 @@ import trio
 from bessai.control.context import SiteContext
 from bessai.control.device_link import LinkDown, Priority
 
+if TYPE_CHECKING:
+    from bessai.device.profile import WatchdogSpec
+
 log = structlog.get_logger("bessai.control.watchdog")
-
-
-@attrs.frozen
-class HeartbeatSpec:
-    """The watchdog half of a device profile (defaults: Huawei SUN2000, 49999 = 1 every 10 s)."""
-
-    tag: str = "heartbeat"
-    mode: str = "constant"
-    value: int = 1
-    modulo: int = 65536
-    interval_s: float = 10.0
-    device_timeout_s: float = 60.0
-
-    @classmethod
-    def from_profile(cls, profile: Any) -> HeartbeatSpec:
-        wd = profile.watchdog
-        if wd is None:  # nothing to feed (a read-only profile)
-            return cls(tag="")
-        return cls(tag=wd.heartbeat_tag, mode=wd.heartbeat_mode, value=wd.heartbeat_value,
-                   modulo=wd.heartbeat_modulo, interval_s=wd.interval_s,
-                   device_timeout_s=wd.device_timeout_s)
-
-    def values(self) -> Iterator[int]:
-        value = self.value
-        while True:
-            yield value
-            if self.mode == "counter":
-                value = (value + 1) % self.modulo
 
 
 @attrs.define(eq=False)
@@ -66,7 +40,9 @@ class Watchdog:
     """Heartbeat and lease renewal for one device. Run it under the site supervisor."""
 
     ctx: SiteContext
-    heartbeat: HeartbeatSpec = attrs.field(factory=HeartbeatSpec)
+    heartbeat: WatchdogSpec | None = None
+    """The profile's watchdog section, the one statement of what to write and how often;
+    ``None`` (a read-only profile) writes no heartbeat and only renews leases."""
     renew_interval_s: float = 20.0
     late_tolerance_s: float = 1.0
     last_beat_at: float | None = None
@@ -91,9 +67,9 @@ class Watchdog:
             nursery.cancel_scope.cancel()
 
     async def _heartbeat_loop(self) -> None:
-        if not self.heartbeat.tag:
+        if self.heartbeat is None:
             return  # the profile names no heartbeat: nothing is written
-        values = self.heartbeat.values()
+        values = self.heartbeat.heartbeat_values()
         value = next(values)
         due = trio.current_time()
         while True:
@@ -108,8 +84,9 @@ class Watchdog:
             except Exception as exc:  # refused by the device: keep the schedule
                 if not self._beat_failing:  # once per streak, not every interval
                     log.error("HEARTBEAT_FAILED", site=self.ctx.site_id,
-                              device=self.ctx.device_id, tag=self.heartbeat.tag, error=str(exc),
-                              next_try_in_s=self.heartbeat.interval_s)
+                              device=self.ctx.device_id, tag=self._fed.heartbeat_tag,
+                              error=str(exc),
+                              next_try_in_s=self._fed.interval_s)
                 self._beat_failing = True
                 self.ctx.metrics.count("bessai.watchdog.heartbeat_failures",
                                        device=self.ctx.device_id)
@@ -120,12 +97,12 @@ class Watchdog:
                 self._beat_failing = False
                 value = next(values)
             now = trio.current_time()
-            due += self.heartbeat.interval_s
+            due += self._fed.interval_s
             if due <= now:  # we fell behind (link outage): restart the schedule from now
-                due = now + self.heartbeat.interval_s
+                due = now + self._fed.interval_s
 
     async def _beat(self, value: int) -> None:
-        await self.ctx.link.write(self.heartbeat.tag, value, Priority.HEARTBEAT)
+        await self.ctx.link.write(self._fed.heartbeat_tag, value, Priority.HEARTBEAT)
         now = trio.current_time()
         if self.last_beat_at is not None:
             gap = now - self.last_beat_at
@@ -149,18 +126,27 @@ class Watchdog:
         self._beaten = trio.Event()
 
     @property
+    def _fed(self) -> WatchdogSpec:
+        """The heartbeat being fed: asked only by the heartbeat loop and what it starts, which
+        run only when the profile has one."""
+        assert self.heartbeat is not None
+        return self.heartbeat
+
+    @property
     def _late_after_s(self) -> float:
-        return self.heartbeat.interval_s + self.late_tolerance_s
+        return self._fed.interval_s + self.late_tolerance_s
 
     def _report_late(self, gap_s: float) -> None:
         log.warning("HEARTBEAT_LATE", site=self.ctx.site_id, device=self.ctx.device_id,
-                    gap_s=round(gap_s, 3), interval_s=self.heartbeat.interval_s,
-                    device_timeout_s=self.heartbeat.device_timeout_s)
+                    gap_s=round(gap_s, 3), interval_s=self._fed.interval_s,
+                    device_timeout_s=self._fed.device_timeout_s)
         self.ctx.metrics.count("bessai.watchdog.heartbeat_late", device=self.ctx.device_id)
 
     async def _late_loop(self) -> None:
         """Say ``HEARTBEAT_LATE`` when the gap since the last acknowledged heartbeat passes the
         threshold — while the device still counts down its own timeout, not after recovery."""
+        if self.heartbeat is None:
+            return  # no heartbeat, nothing to be late
         while True:
             last = self.last_beat_at
             if last is None:  # nothing to be late against before the first heartbeat

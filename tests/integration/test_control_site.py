@@ -318,7 +318,7 @@ async def test_auto_hands_control_back_to_the_working_mode(autojump_clock):
 async def test_an_embedding_app_can_run_guard_and_watchdog_loop_without_the_site_tree(
         autojump_clock):
     """The runbook's `SafetyGuard.watchdog_loop()`: an app with its own tree feeds the device."""
-    from bessai.control import DeviceLink, DispatchTags, HeartbeatSpec, SafetyGuard, SiteContext
+    from bessai.control import DeviceLink, DispatchTags, SafetyGuard, SiteContext
 
     async with Simulator(soc_pct=50) as sim:
         ctx = SiteContext(SITE, DEVICE, trio_wall_clock())
@@ -329,7 +329,7 @@ async def test_an_embedding_app_can_run_guard_and_watchdog_loop_without_the_site
         async with trio.open_nursery() as nursery:
             await nursery.start(link.run)
             await nursery.start(guard.run)
-            await nursery.start(guard.watchdog_loop, HeartbeatSpec.from_profile(sim.profile))
+            await nursery.start(guard.watchdog_loop, sim.profile.watchdog)
             await trio.sleep(300)
             assert sim.state().heartbeat_count >= 30
             assert not sim.state().comm_lost
