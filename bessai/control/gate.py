@@ -66,6 +66,7 @@ from bessai.control.events import EventEmitter
 from bessai.control.limits import SafetyState
 from bessai.model import Action, Command, Event, RecordKind, Snapshot
 from bessai.observe.sink import NULL_SINK, MetricSink
+from bessai.settings import Settings, setting_default
 
 log = structlog.get_logger("bessai.control.gate")
 
@@ -101,17 +102,17 @@ class CommandPolicy:
     """Bounds in time and rate on what a command may ask (COMMAND_MAX_TTL_S, COMMAND_MIN_POWER_W,
     COMMAND_MIN_INTERVAL_S). None of them ever holds back ``stop`` or ``auto``."""
 
-    max_ttl_s: float = 3600.0
+    max_ttl_s: float = setting_default("command_max_ttl_s")
     """A charge/discharge whose ``expires_at`` is further than this from now is rejected (its
     lease would otherwise be renewed for as long as it says)."""
-    min_power_w: float = 100.0
+    min_power_w: float = setting_default("command_min_power_w")
     """A charge/discharge below this many watts is rejected (0.0001 W is not a setpoint)."""
-    min_interval_s: float = 5.0
+    min_interval_s: float = setting_default("command_min_interval_s")
     """At most one applied change per this many seconds per device: a charge/discharge that
     arrives sooner after the last applied command is rejected ``rate_limited``."""
 
     @classmethod
-    def from_settings(cls, settings: Any) -> CommandPolicy:
+    def from_settings(cls, settings: Settings) -> CommandPolicy:
         """From `bessai.settings.Settings` (``command_max_ttl_s`` ...)."""
         return cls(max_ttl_s=settings.command_max_ttl_s,
                    min_power_w=settings.command_min_power_w,

@@ -35,10 +35,11 @@ import structlog
 
 from bessai.clock import WallClock, system_wall_clock
 from bessai.observe.sink import NULL_SINK, MetricSink
+from bessai.settings import setting_default
 
 log = structlog.get_logger("bessai.trust.skew")
 
-DEFAULT_MAX_SKEW_S = 30.0
+DEFAULT_MAX_SKEW_S: float = setting_default("clock_skew_max_s")
 CLEAR_FRACTION = 0.8
 """Leave the untrusted state only below 80 % of the limit, so a skew hovering at the limit does
 not log an entering and a leaving event on every pull."""
