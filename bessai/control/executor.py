@@ -287,34 +287,44 @@ class ScheduleExecutor:
 
     # -- acting -----------------------------------------------------------------------------
 
-    async def _apply(self, schedule: Schedule, want: Want, reason: str) -> None:
+    async def _write(self, schedule: Schedule, command: Command, power_w: float | None, *,
+                     slot: int | None = None) -> bool:
+        """One schedule write through the dispatch path (and its lease); whether it landed.
+        A link that is down is waited for; a write safety stopped is held until the next step;
+        any other failure is said once per streak and retried at the next tick."""
         dispatcher = self.ctx.dispatcher
         if dispatcher is None:
-            return
-        now_wall = self.ctx.wall_clock()
-        command = Command(id=want.key, site_id=self.ctx.site_id, device_id=self.ctx.device_id,
-                          action=want.action, power_w=want.power_w, issued_at=now_wall,
-                          expires_at=want.expires_at)
+            return False
         try:
-            await dispatcher.apply(command, want.power_w or None)
+            await dispatcher.apply(command, power_w)
         except LinkDown:
             await self.ctx.link.wait_up()  # and try again at once
-            return
+            return False
         except DispatchStopped:
             self.applied_key = None
-            return  # safety won meanwhile: held on the next step
+            return False  # safety won meanwhile: held on the next step
         except trio.Cancelled:
             raise
         except Exception as exc:
             if not self._failing:
+                where = {} if slot is None else {"slot": slot}
                 log.error("SCHEDULE_APPLY_FAILED", site=self.ctx.site_id,
                           device=self.ctx.device_id, schedule_id=schedule.schedule_id,
-                          slot=want.index, action=want.action.value, error=str(exc),
+                          **where, action=command.action.value, error=str(exc),
                           next_try_in_s=self.tick_s)
                 self._failing = True
             self.ctx.metrics.count("bessai.schedule.apply_failures", device=self.ctx.device_id)
-            return
+            return False
         self._failing = False
+        return True
+
+    async def _apply(self, schedule: Schedule, want: Want, reason: str) -> None:
+        now_wall = self.ctx.wall_clock()
+        command = Command(id=want.key, site_id=self.ctx.site_id, device_id=self.ctx.device_id,
+                          action=want.action, power_w=want.power_w, issued_at=now_wall,
+                          expires_at=want.expires_at)
+        if not await self._write(schedule, command, want.power_w or None, slot=want.index):
+            return
         self.applied_key = want.key
         self._last_action = want.action
         self.last_write_at = trio.current_time()
@@ -341,26 +351,13 @@ class ScheduleExecutor:
     async def _expire(self, schedule: Schedule) -> None:
         if self._expired_id == schedule.schedule_id:
             return
-        dispatcher = self.ctx.dispatcher
-        if dispatcher is None:
+        if self.ctx.dispatcher is None:
             return
         if self.direct.overriding(self.ctx.wall_clock()) is None:
             command = Command(id=f"{schedule.schedule_id}#expired", site_id=self.ctx.site_id,
                               device_id=self.ctx.device_id, action=Action.AUTO,
                               expires_at=schedule.valid_until)
-            try:
-                await dispatcher.apply(command, None)
-            except LinkDown:
-                await self.ctx.link.wait_up()
-                return
-            except trio.Cancelled:
-                raise
-            except Exception as exc:
-                if not self._failing:
-                    log.error("SCHEDULE_APPLY_FAILED", site=self.ctx.site_id,
-                              device=self.ctx.device_id, schedule_id=schedule.schedule_id,
-                              action="auto", error=str(exc), next_try_in_s=self.tick_s)
-                    self._failing = True
+            if not await self._write(schedule, command, None):
                 return
         self._failing = False
         self._expired_id = schedule.schedule_id
