@@ -34,10 +34,11 @@ Hostile input, in this order (the first failure decides, nothing is read past it
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from bessai.bounds import MAX_REASON_CHARS, clip, clip_repr
 from bessai.jsondepth import json_depth
@@ -78,6 +79,24 @@ def field_errors(errors: Mapping[str, str]) -> dict[str, str]:
     """An outcome's own copy of the field → reason map (`InvalidCommand.errors`,
     `InvalidSchedule.errors`): the attrs converter of every outcome that carries one."""
     return dict(errors)
+
+
+_Choice = TypeVar("_Choice", bound=enum.Enum)
+
+
+def choice(raw: Mapping[str, Any], name: str, kind: type[_Choice], errors: dict[str, str],
+           what: str) -> _Choice | None:
+    """``raw[name]`` as a member of ``kind`` (a command's action, a slot's action); None, with
+    ``errors[name]`` naming what is accepted, when it is anything else."""
+    value = raw.get(name)
+    try:
+        member = kind(value) if isinstance(value, str) else None
+    except ValueError:
+        member = None
+    if member is None:
+        errors[name] = (f"{clip_repr(value, 40)} is not {what} — use one of "
+                        f"{', '.join(str(m.value) for m in kind)}")
+    return member
 
 
 def _valid_unicode(text: str) -> bool:
@@ -235,15 +254,7 @@ def _parse(data: bytes | str | Mapping[str, Any],
     site_id = _text(body, "site_id", errors) if "site_id" not in errors else None
     device_id = _text(body, "device_id", errors) if "device_id" not in errors else None
 
-    action: Action | None = None
-    raw_action = body.get("action")
-    try:
-        action = Action(raw_action) if isinstance(raw_action, str) else None
-    except ValueError:
-        pass
-    if action is None:
-        errors["action"] = (f"{clip_repr(raw_action, 40)} is not an action — use one of "
-                            f"{', '.join(a.value for a in Action)}")
+    action = choice(body, "action", Action, errors, "an action")
 
     power_w = 0.0
     raw_power = body.get("power_w")

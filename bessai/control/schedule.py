@@ -44,6 +44,7 @@ from bessai.control.command import (
     _number,
     _text,
     _time,
+    choice,
     merge_scope_attributes,
 )
 from bessai.model import Action
@@ -299,15 +300,7 @@ def _slot(raw: Any, where: str, errors: dict[str, str], limits: ScheduleLimits
             local[name] = "is not a time"
     if start is not None and end is not None and end <= start:
         local["end"] = "must be later than start"
-    action: SlotAction | None = None
-    raw_action = raw.get("action")
-    try:
-        action = SlotAction(raw_action) if isinstance(raw_action, str) else None
-    except ValueError:
-        pass
-    if action is None:
-        local["action"] = (f"{clip_repr(raw.get('action'), 40)} is not a slot action — use one "
-                           f"of {', '.join(a.value for a in SlotAction)}")
+    action = choice(raw, "action", SlotAction, local, "a slot action")
     power_w = _power(raw, "power_w", local)
     limit_w = _power(raw, "limit_w", local)
     over = False
